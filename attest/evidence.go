@@ -1,0 +1,119 @@
+package attest
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"errors"
+	"fmt"
+
+	"github.com/fxamacker/cbor/v2"
+
+	"palisade/rot"
+)
+
+// EvidenceVersion is the version of the Evidence structure (docs/attestation.md §2).
+const EvidenceVersion = 1
+
+// Root modes carried in evidence.
+const (
+	RootTPM  = "tpm"
+	RootNone = "none"
+)
+
+// MaxEvidenceSize bounds evidence before anything parses it.
+const MaxEvidenceSize = 64 << 10
+
+// ErrEvidence is wrapped when evidence cannot be decoded.
+var ErrEvidence = errors.New("attest: malformed evidence")
+
+// Evidence is what a remote verifier receives for a PAL: the PAL's µTPM quote, the identity key
+// that signed it, and how that key is rooted. Encoded as a CBOR map with integer keys in Core
+// Deterministic Encoding.
+type Evidence struct {
+	Version     int    `cbor:"1,keyasint"`
+	Quote       []byte `cbor:"2,keyasint"`           // µTPM quote: COSE_Sign1 (docs/formats.md §3)
+	Identity    []byte `cbor:"3,keyasint"`           // identity key, DER SubjectPublicKeyInfo
+	Root        string `cbor:"4,keyasint"`           // RootTPM or RootNone
+	Endorsement []byte `cbor:"5,keyasint,omitempty"` // rot/tpm Endorsement (absent for "none")
+}
+
+var (
+	evidenceEnc = func() cbor.EncMode {
+		em, err := cbor.CoreDetEncOptions().EncMode()
+		if err != nil {
+			panic(err)
+		}
+		return em
+	}()
+	evidenceDec = func() cbor.DecMode {
+		dm, err := cbor.DecOptions{
+			DupMapKey:         cbor.DupMapKeyEnforcedAPF,
+			ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+			IndefLength:       cbor.IndefLengthForbidden,
+			TagsMd:            cbor.TagsForbidden,
+			MaxNestedLevels:   4,
+			MaxMapPairs:       16,
+		}.DecMode()
+		if err != nil {
+			panic(err)
+		}
+		return dm
+	}()
+)
+
+// Marshal encodes e.
+func (e *Evidence) Marshal() ([]byte, error) { return evidenceEnc.Marshal(e) }
+
+// Parse decodes evidence strictly (one encoding per evidence, known fields only, bounded
+// sizes). It verifies nothing: use Verify.
+func Parse(b []byte) (*Evidence, error) {
+	if len(b) > MaxEvidenceSize {
+		return nil, fmt.Errorf("%w: %d bytes (max %d)", ErrEvidence, len(b), MaxEvidenceSize)
+	}
+	var e Evidence
+	if err := evidenceDec.Unmarshal(b, &e); err != nil {
+		return nil, fmt.Errorf("%w: %w", ErrEvidence, err)
+	}
+	switch {
+	case e.Version != EvidenceVersion:
+		return nil, fmt.Errorf("%w: version %d, want %d", ErrEvidence, e.Version, EvidenceVersion)
+	case len(e.Quote) == 0 || len(e.Identity) == 0:
+		return nil, fmt.Errorf("%w: quote and identity are required", ErrEvidence)
+	case e.Root != RootTPM && e.Root != RootNone:
+		return nil, fmt.Errorf("%w: root mode %q", ErrEvidence, e.Root)
+	case e.Root == RootNone && e.Endorsement != nil:
+		return nil, fmt.Errorf("%w: root mode %q with an endorsement", ErrEvidence, e.Root)
+	case e.Root == RootTPM && len(e.Endorsement) == 0:
+		return nil, fmt.Errorf("%w: root mode %q without an endorsement", ErrEvidence, e.Root)
+	}
+	if canon, err := e.Marshal(); err != nil || !bytes.Equal(canon, b) {
+		return nil, fmt.Errorf("%w: not in deterministic encoding", ErrEvidence)
+	}
+	return &e, nil
+}
+
+// Assemble builds the evidence for quote, a µTPM quote made by a PAL on the visor whose root
+// of trust is r: it asks r to endorse the identity key for the quote's own nonce, so one nonce
+// makes both the µTPM quote and the TPM quote fresh.
+func Assemble(ctx context.Context, r rot.RootOfTrust, quote []byte) ([]byte, error) {
+	claims, err := DecodeQuoteUnverified(quote)
+	if err != nil {
+		return nil, fmt.Errorf("attest: assemble: %w", err)
+	}
+	id, err := x509.MarshalPKIXPublicKey(rot.IdentityPublic(r))
+	if err != nil {
+		return nil, fmt.Errorf("attest: assemble: identity key: %w", err)
+	}
+	e := Evidence{Version: EvidenceVersion, Quote: quote, Identity: id, Root: r.Mode()}
+	switch e.Root {
+	case RootNone:
+	case RootTPM:
+		if e.Endorsement, err = r.Endorse(ctx, claims.Nonce); err != nil {
+			return nil, fmt.Errorf("attest: assemble: endorse: %w", err)
+		}
+	default:
+		return nil, fmt.Errorf("attest: assemble: unknown root mode %q", e.Root)
+	}
+	return e.Marshal()
+}

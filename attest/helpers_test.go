@@ -1,0 +1,20 @@
+package attest_test
+
+import (
+	"crypto/x509"
+	"encoding/pem"
+	"testing"
+)
+
+func pemCert(t testing.TB, b []byte) *x509.Certificate {
+	t.Helper()
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		t.Fatal("no PEM block")
+	}
+	c, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}

@@ -1,0 +1,488 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	"crypto/rand"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+
+	"palisade/config"
+)
+
+func init() {
+	register(&command{
+		name:    "config",
+		summary: "manage trusted configurations: init, sign, verify, show, plan, apply, history, secret",
+		usage: "SUBCOMMAND [flags] [args]\n\n" +
+			"  init    [--dir DIR] [--alg ed25519|es256] [--state-dir DIR]   admin key pair + template\n" +
+			"  sign    --key ADMIN.key [-o OUT.cose] CONFIG.json              sign a document\n" +
+			"  verify  --pub ADMIN.pub CONFIG.cose                            check a signed document\n" +
+			"  show    [--pub ADMIN.pub | --state-dir DIR] [--json] [FILE | --active]\n" +
+			"  plan    [--state-dir DIR] [--from OLD.cose] NEW.cose            what a transition changes\n" +
+			"  apply   [--state-dir DIR] [--admin-pub ADMIN.pub] NEW.cose      make a configuration active\n" +
+			"  history [--state-dir DIR]                                      print and verify the chain\n" +
+			"  secret  put|list [--state-dir DIR] [--master-key FILE] [NAME [FILE|-]]",
+		run: runConfig,
+	})
+}
+
+// configStateDir is where the trusted-configuration state lives unless --state-dir says.
+func configStateDir() string {
+	if d := os.Getenv("PALISADE_CONFIG_DIR"); d != "" {
+		return d
+	}
+	return filepath.Join(defaultStateDir(), "config")
+}
+
+func runConfig(ctx context.Context, args []string) error {
+	if len(args) == 0 {
+		return usageErrorf("missing subcommand")
+	}
+	sub := map[string]func([]string) error{
+		"init": configInit, "sign": configSign, "verify": configVerify, "show": configShow,
+		"plan": configPlan, "apply": configApply, "history": configHistory, "secret": configSecret,
+	}[args[0]]
+	if sub == nil {
+		if args[0] == "-h" || args[0] == "--help" {
+			newFlags(commands["config"]).Usage()
+			return flag.ErrHelp
+		}
+		return usageErrorf("unknown subcommand %q", args[0])
+	}
+	return sub(args[1:])
+}
+
+func cfgSubFlags(name string) *flag.FlagSet {
+	c := *commands["config"]
+	c.name = "config " + name
+	return newFlags(&c)
+}
+
+const cfgTemplateDoc = `{
+  "version": 1,
+  "visors": [],
+  "pals": {},
+  "apps": {},
+  "secrets": {}
+}
+`
+
+func configInit(args []string) error {
+	fs := cfgSubFlags("init")
+	dir := fs.String("dir", ".", "where to write admin.key, admin.pub and config.json")
+	alg := fs.String("alg", "ed25519", "administrator key algorithm: ed25519 or es256")
+	stateDir := fs.String("state-dir", "", "also pin the new admin public key in this state directory")
+	if pos, _, err := cfgParse(fs, args, false); err != nil {
+		return err
+	} else if len(pos) != 0 {
+		return usageErrorf("unexpected arguments %q", pos)
+	}
+	keyPath := filepath.Join(*dir, "admin.key")
+	if _, err := os.Stat(keyPath); err == nil {
+		return fmt.Errorf("%s exists: refusing to replace an administrator key", keyPath)
+	}
+	k, err := config.GenerateKey(*alg)
+	if err != nil {
+		return usageErrorf("%v", err)
+	}
+	priv, err := config.MarshalPrivateKey(k)
+	if err != nil {
+		return err
+	}
+	pub, err := config.MarshalPublicKey(k.Public())
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*dir, 0o755); err != nil {
+		return err
+	}
+	if err := cfgWriteNew(keyPath, priv, 0o600); err != nil {
+		return err
+	}
+	if err := cfgWriteNew(filepath.Join(*dir, "admin.pub"), pub, 0o644); err != nil {
+		return err
+	}
+	tmpl := filepath.Join(*dir, "config.json")
+	if _, err := os.Stat(tmpl); errors.Is(err, os.ErrNotExist) {
+		if err := cfgWriteNew(tmpl, []byte(cfgTemplateDoc), 0o644); err != nil {
+			return err
+		}
+	}
+	kid, _ := config.PublicKeyID(k.Public())
+	fmt.Printf("administrator key %s (%s)\n  private: %s (keep it offline)\n  public:  %s\n  template: %s\n",
+		kid, *alg, keyPath, filepath.Join(*dir, "admin.pub"), tmpl)
+	if *stateDir != "" {
+		if err := config.InitState(*stateDir, k.Public()); err != nil {
+			return err
+		}
+		fmt.Printf("pinned in state directory %s\n", *stateDir)
+	}
+	return nil
+}
+
+func cfgWriteNew(path string, b []byte, perm os.FileMode) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, perm)
+	if err != nil {
+		return err
+	}
+	if _, err := f.Write(b); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+func configSign(args []string) error {
+	fs := cfgSubFlags("sign")
+	keyPath := fs.String("key", "admin.key", "administrator private key (PEM)")
+	out := fs.String("o", "", "output file (default: the input with .cose instead of .json)")
+	pos, _, err := cfgParse(fs, args, false)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageErrorf("want one CONFIG.json")
+	}
+	doc, err := os.ReadFile(pos[0])
+	if err != nil {
+		return err
+	}
+	c, err := config.ParseJSON(doc)
+	if err != nil {
+		return fmt.Errorf("%s: %w", pos[0], err)
+	}
+	kb, err := os.ReadFile(*keyPath)
+	if err != nil {
+		return err
+	}
+	k, err := config.ParsePrivateKey(kb)
+	if err != nil {
+		return err
+	}
+	raw, err := config.Sign(c, k)
+	if err != nil {
+		return err
+	}
+	if *out == "" {
+		*out = strings.TrimSuffix(pos[0], ".json") + ".cose"
+	}
+	if err := os.WriteFile(*out, raw, 0o644); err != nil {
+		return err
+	}
+	h, _ := c.Hash()
+	fmt.Printf("signed version %d (%s) -> %s\n", c.Version, h, *out)
+	return nil
+}
+
+func cfgReadPub(path string) (crypto.PublicKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return config.ParsePublicKey(b)
+}
+
+func configVerify(args []string) error {
+	fs := cfgSubFlags("verify")
+	pubPath := fs.String("pub", "admin.pub", "administrator public key (PEM)")
+	pos, _, err := cfgParse(fs, args, false)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageErrorf("want one CONFIG.cose")
+	}
+	pub, err := cfgReadPub(*pubPath)
+	if err != nil {
+		return err
+	}
+	raw, err := os.ReadFile(pos[0])
+	if err != nil {
+		return err
+	}
+	sc, err := config.Verify(raw, pub)
+	if err != nil {
+		return fmt.Errorf("%s: REFUSED: %w", pos[0], err)
+	}
+	fmt.Printf("%s: OK: version %d, configuration %s, signed by %s\n", pos[0], sc.Version, sc.Hash, sc.KeyID)
+	return nil
+}
+
+// cfgLoadSigned reads a signed configuration and verifies it against --pub, or the key pinned in
+// the state directory.
+func cfgLoadSigned(path, pubPath, stateDir string) (*config.Signed, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var pub crypto.PublicKey
+	if pubPath != "" {
+		pub, err = cfgReadPub(pubPath)
+	} else {
+		var st *config.State
+		st, err = config.OpenState(stateDir, config.Options{})
+		if st != nil {
+			pub, _ = st.AdminKey()
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	sc, err := config.Verify(raw, pub)
+	if err != nil {
+		return nil, fmt.Errorf("%s: REFUSED: %w", path, err)
+	}
+	return sc, nil
+}
+
+func configShow(args []string) error {
+	fs := cfgSubFlags("show")
+	pubPath := fs.String("pub", "", "verify FILE against this administrator public key (default: the key pinned in --state-dir)")
+	stateDir := fs.String("state-dir", configStateDir(), "state directory")
+	active := fs.Bool("active", false, "show the active configuration of --state-dir")
+	asJSON := fs.Bool("json", false, "print the document as JSON (what `config sign` takes)")
+	pos, _, err := cfgParse(fs, args, false)
+	if err != nil {
+		return err
+	}
+	var c *config.Config
+	var header string
+	switch {
+	case *active && len(pos) == 0:
+		st, err := config.OpenState(*stateDir, config.Options{})
+		if err != nil {
+			return err
+		}
+		sc, err := st.Active()
+		if err != nil {
+			return err
+		}
+		head, _ := st.Head()
+		c = sc.Config
+		header = fmt.Sprintf("active configuration %s (history entry %d, signed by %s)\n", sc.Hash, head.Seq, sc.KeyID)
+	case len(pos) == 1 && strings.HasSuffix(pos[0], ".json"):
+		b, err := os.ReadFile(pos[0])
+		if err != nil {
+			return err
+		}
+		if c, err = config.ParseJSON(b); err != nil {
+			return err
+		}
+		h, _ := c.Hash()
+		header = fmt.Sprintf("unsigned document %s, configuration %s\n", pos[0], h)
+	case len(pos) == 1:
+		sc, err := cfgLoadSigned(pos[0], *pubPath, *stateDir)
+		if err != nil {
+			return err
+		}
+		c = sc.Config
+		header = fmt.Sprintf("signed configuration %s, signed by %s (verified)\n", sc.Hash, sc.KeyID)
+	default:
+		return usageErrorf("want FILE or --active")
+	}
+	if *asJSON {
+		b, err := c.MarshalJSON()
+		if err != nil {
+			return err
+		}
+		fmt.Println(string(b))
+		return nil
+	}
+	fmt.Print(header, c.Text())
+	return nil
+}
+
+func configPlan(args []string) error {
+	fs := cfgSubFlags("plan")
+	stateDir := fs.String("state-dir", configStateDir(), "state directory (its pinned key verifies the documents)")
+	pubPath := fs.String("pub", "", "verify with this administrator public key instead of the pinned one")
+	from := fs.String("from", "", "compare with this signed configuration instead of the active one")
+	pos, _, err := cfgParse(fs, args, false)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageErrorf("want one NEW.cose")
+	}
+	next, err := cfgLoadSigned(pos[0], *pubPath, *stateDir)
+	if err != nil {
+		return err
+	}
+	var old *config.Config
+	if *from != "" {
+		o, err := cfgLoadSigned(*from, *pubPath, *stateDir)
+		if err != nil {
+			return err
+		}
+		old = o.Config
+	} else {
+		st, err := config.OpenState(*stateDir, config.Options{})
+		if err != nil {
+			return err
+		}
+		act, err := st.Active()
+		switch {
+		case errors.Is(err, config.ErrNoActiveConfig):
+		case err != nil:
+			return err
+		default:
+			old = act.Config
+		}
+	}
+	p := config.Diff(old, next.Config)
+	fmt.Print(p.String())
+	if old != nil && next.Version <= old.Version {
+		fmt.Printf("apply would be REFUSED: version %d is not greater than %d\n", next.Version, old.Version)
+	}
+	return nil
+}
+
+func configApply(args []string) error {
+	fs := cfgSubFlags("apply")
+	stateDir := fs.String("state-dir", configStateDir(), "state directory")
+	adminPub := fs.String("admin-pub", "", "pin this administrator public key if the state has none yet (first apply)")
+	pos, _, err := cfgParse(fs, args, false)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageErrorf("want one NEW.cose")
+	}
+	if *adminPub != "" {
+		pub, err := cfgReadPub(*adminPub)
+		if err != nil {
+			return err
+		}
+		if err := config.InitState(*stateDir, pub); err != nil {
+			return err
+		}
+	}
+	raw, err := os.ReadFile(pos[0])
+	if err != nil {
+		return err
+	}
+	st, err := config.OpenState(*stateDir, config.Options{})
+	if err != nil {
+		return err
+	}
+	sc, e, err := st.Apply(raw)
+	if err != nil {
+		return fmt.Errorf("%s: REFUSED: %w", pos[0], err)
+	}
+	fmt.Printf("applied version %d (configuration %s), history entry %d\n", sc.Version, sc.Hash, e.Seq)
+	for _, l := range e.Changes {
+		fmt.Println("  " + l)
+	}
+	return nil
+}
+
+func configHistory(args []string) error {
+	fs := cfgSubFlags("history")
+	stateDir := fs.String("state-dir", configStateDir(), "state directory")
+	if pos, _, err := cfgParse(fs, args, false); err != nil {
+		return err
+	} else if len(pos) != 0 {
+		return usageErrorf("unexpected arguments %q", pos)
+	}
+	st, err := config.OpenState(*stateDir, config.Options{})
+	if err != nil {
+		return err
+	}
+	hist, err := st.History()
+	for _, e := range hist {
+		fmt.Printf("#%d  version %d  %s  configuration %s\n    entry %s  previous %s\n",
+			e.Seq, e.Version, e.When().Format("2006-01-02T15:04:05Z"), e.Config, e.Hash(), e.Prev)
+		for _, l := range e.Changes {
+			fmt.Println("    " + l)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("history NOT verified after %d entries: %w", len(hist), err)
+	}
+	head, err := st.Head()
+	if err != nil {
+		return err
+	}
+	fmt.Printf("chain verified: %d entries, head %s, active version %d\n", len(hist), head.Head, head.Version)
+	return nil
+}
+
+// cfgOpenSecrets opens the secret store of a state. The master key comes from a file: this is the
+// development path (unrooted, like the "none" root of trust); a visor with a TPM supplies the
+// key from its root of trust instead.
+func cfgOpenSecrets(st *config.State, masterPath string, create bool) (*config.SecretStore, error) {
+	if masterPath == "" {
+		masterPath = filepath.Join(st.Dir(), "master.key")
+	}
+	master, err := os.ReadFile(masterPath)
+	if errors.Is(err, os.ErrNotExist) && create {
+		master = make([]byte, 32)
+		if _, err := rand.Read(master); err != nil {
+			return nil, err
+		}
+		if err := cfgWriteNew(masterPath, master, 0o600); err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(os.Stderr, "palisade: created development master key %s (not rooted in a TPM)\n", masterPath)
+	} else if err != nil {
+		return nil, fmt.Errorf("master key: %w", err)
+	}
+	_, kid := st.AdminKey()
+	return config.OpenSecretStore(st.SecretsDir(), master, kid, st.Active)
+}
+
+func configSecret(args []string) error {
+	if len(args) == 0 || (args[0] != "put" && args[0] != "list") {
+		return usageErrorf("secret put|list")
+	}
+	fs := cfgSubFlags("secret " + args[0])
+	stateDir := fs.String("state-dir", configStateDir(), "state directory")
+	masterPath := fs.String("master-key", "", "development master key file (default: STATE/master.key, created if absent)")
+	pos, _, err := cfgParse(fs, args[1:], false)
+	if err != nil {
+		return err
+	}
+	st, err := config.OpenState(*stateDir, config.Options{})
+	if err != nil {
+		return err
+	}
+	store, err := cfgOpenSecrets(st, *masterPath, args[0] == "put")
+	if err != nil {
+		return err
+	}
+	if args[0] == "list" {
+		names, err := store.List()
+		if err != nil {
+			return err
+		}
+		sort.Strings(names)
+		for _, n := range names {
+			fmt.Println(n)
+		}
+		return nil
+	}
+	if len(pos) < 1 || len(pos) > 2 {
+		return usageErrorf("secret put NAME [FILE|-]")
+	}
+	var value []byte
+	if len(pos) == 1 || pos[1] == "-" {
+		value, err = io.ReadAll(io.LimitReader(os.Stdin, config.MaxSecretSize+1))
+	} else {
+		value, err = os.ReadFile(pos[1])
+	}
+	if err != nil {
+		return err
+	}
+	if err := store.Put(pos[0], value); err != nil {
+		return err
+	}
+	fmt.Printf("stored secret %s (%d bytes, encrypted)\n", pos[0], len(value))
+	return nil
+}

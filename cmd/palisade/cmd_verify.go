@@ -1,0 +1,169 @@
+package main
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+
+	"palisade/attest"
+)
+
+func init() {
+	register(&command{
+		name:    "verify",
+		summary: "verify Palisade evidence for a PAL against reference values (nonce, PAL, visor)",
+		usage:   "EVIDENCE_FILE|- --nonce HEX --pal HEX --visor HEX [--ek-roots PEM] [--ak PEM] [--allow-unrooted]",
+		run:     runVerify,
+	})
+}
+
+func runVerify(ctx context.Context, args []string) error {
+	c := commands["verify"]
+	fs := newFlags(c)
+	nonceHex := fs.String("nonce", "", "the nonce sent to the attester, hex (required; may be empty only if given as --nonce '')")
+	palHex := fs.String("pal", "", "expected PAL measurement, 64 hex digits (palisade measure)")
+	visorHex := fs.String("visor", "", "expected visor measurement, 64 hex digits")
+	ekRoots := fs.String("ek-roots", "", "PEM file of trusted EK CA certificates: require an EK certificate chaining to them")
+	akPin := fs.String("ak", "", "PEM file of the enrolled attestation key (public key): refuse any other AK")
+	allowUnrooted := fs.Bool("allow-unrooted", false, "accept evidence from the development root of trust \"none\"")
+	// Flags may come before or after the evidence file.
+	var pos []string
+	for rest := args; ; {
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		pos = append(pos, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
+	if len(pos) != 1 {
+		return usageErrorf("want exactly one evidence file, got %d arguments", len(pos))
+	}
+	var nonceSet bool
+	fs.Visit(func(f *flag.Flag) { nonceSet = nonceSet || f.Name == "nonce" })
+	if !nonceSet {
+		return usageErrorf("--nonce is required")
+	}
+	var o attest.Options
+	var err error
+	if o.Nonce, err = hex.DecodeString(*nonceHex); err != nil {
+		return usageErrorf("--nonce: %v", err)
+	}
+	if o.PAL, err = digestFlag("pal", *palHex); err != nil {
+		return err
+	}
+	if o.Visor, err = digestFlag("visor", *visorHex); err != nil {
+		return err
+	}
+	o.AllowUnrooted = *allowUnrooted
+	if *ekRoots != "" {
+		b, err := os.ReadFile(*ekRoots)
+		if err != nil {
+			return err
+		}
+		o.EKRoots = x509.NewCertPool()
+		if !o.EKRoots.AppendCertsFromPEM(b) {
+			return fmt.Errorf("--ek-roots %s: no PEM certificate", *ekRoots)
+		}
+	}
+	if *akPin != "" {
+		if o.AKPublic, err = readECKey(*akPin); err != nil {
+			return fmt.Errorf("--ak: %w", err)
+		}
+	}
+	var ev []byte
+	if pos[0] == "-" {
+		ev, err = io.ReadAll(io.LimitReader(os.Stdin, attest.MaxEvidenceSize+1))
+	} else {
+		ev, err = os.ReadFile(pos[0])
+	}
+	if err != nil {
+		return err
+	}
+	res, err := attest.Verify(ev, o)
+	if err != nil {
+		return err
+	}
+	printVerified(os.Stdout, res)
+	return nil
+}
+
+func digestFlag(name, s string) ([32]byte, error) {
+	var d [32]byte
+	b, err := hex.DecodeString(s)
+	if err != nil || len(b) != 32 {
+		return d, usageErrorf("--%s: want 64 hex digits (a SHA-256 measurement), got %q", name, s)
+	}
+	copy(d[:], b)
+	return d, nil
+}
+
+func readECKey(path string) (*ecdsa.PublicKey, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		return nil, fmt.Errorf("%s: no PEM block", path)
+	}
+	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	ek, ok := k.(*ecdsa.PublicKey)
+	if !ok {
+		return nil, errors.New(path + ": not an ECDSA public key")
+	}
+	return ek, nil
+}
+
+func printVerified(w io.Writer, r *attest.Result) {
+	if r.Rooted {
+		fmt.Fprintf(w, "evidence verified: rooted in a TPM (PCR %d, %d events replayed)\n", r.PCR, len(r.Events))
+	} else {
+		fmt.Fprintln(w, "evidence verified but UNROOTED (root of trust \"none\": a development visor, no TPM); accepted because of --allow-unrooted")
+	}
+	c := r.Claims
+	fmt.Fprintf(w, "  PAL        %x\n  visor      %x\n  nonce      %x\n  user data  %x\n  issued at  %s (visor clock)\n",
+		c.PAL, c.Visor, c.Nonce, c.UserData, c.IssuedAt.Format("2006-01-02T15:04:05Z"))
+	idx := make([]int, 0, len(c.PCRs))
+	for i := range c.PCRs {
+		idx = append(idx, i)
+	}
+	sort.Ints(idx)
+	for _, i := range idx {
+		v := c.PCRs[i]
+		fmt.Fprintf(w, "  µTPM PCR%d  %x\n", i, v)
+	}
+	if r.Rooted {
+		der, _ := x509.MarshalPKIXPublicKey(r.AKPublic)
+		ek := "no EK certificate in evidence"
+		if r.EK != nil {
+			ek = "EK certificate present (issuer " + r.EK.Issuer.String() + "), not checked: no --ek-roots"
+		}
+		if r.EKVerified {
+			ek = "EK certificate chains to --ek-roots (issuer " + r.EK.Issuer.String() + ")"
+		}
+		pin := "not pinned (--ak): trust rests on this AK being a key of your TPM"
+		if r.AKPinned {
+			pin = "pinned by --ak"
+		}
+		fmt.Fprintf(w, "  AK         %s, %s\n  EK         %s\n", keyFingerprint(der), pin, ek)
+	}
+}
+
+func keyFingerprint(der []byte) string {
+	return fmt.Sprintf("sha256:%x", sha256.Sum256(der))
+}

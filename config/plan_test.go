@@ -1,0 +1,40 @@
+package config
+
+import "testing"
+
+func TestPlanGolden(t *testing.T) {
+	v1 := baseConfig(1)
+	v2 := baseConfig(2)
+	v2.Visors = append(v2.Visors, meas("visor-2"))
+	v2.PALs["signer"] = []Measurement{meas("signer-2")} // signer-1 revoked
+	v2.PALs["ca"] = []Measurement{meas("ca-1")}         // new PAL
+	delete(v2.Apps, "db")                               // db removed: loses db-pass
+	v2.Apps["web"] = append(v2.Apps["web"], meas("web-2"))
+	v2.Secrets["db-pass"] = nil
+	delete(v2.Secrets, "db-pass")
+	v2.Secrets["ca-key"] = []string{"ca"}
+	v2.Secrets["tls-key"] = []string{"web"} // signer loses tls-key
+	if err := v2.Normalize(); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name     string
+		old, new *Config
+	}{
+		{"first", nil, v1},
+		{"update", v1, v2},
+		{"rollback-view", v2, v1},
+		{"nochange", v1, baseConfig(2)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			golden(t, "plan/"+tc.name+".golden", []byte(Diff(tc.old, tc.new).String()))
+		})
+	}
+	if !Diff(v1, baseConfig(2)).Empty() || Diff(v1, v2).Empty() {
+		t.Fatal("Empty is wrong")
+	}
+}
+
+func TestShowGolden(t *testing.T) {
+	golden(t, "show.golden", []byte(baseConfig(4).Text()))
+}

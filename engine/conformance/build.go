@@ -1,0 +1,161 @@
+package conformance
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"sync"
+	"testing"
+
+	"palisade/sdk/c/csdk"
+)
+
+// Dir is the directory of this package's sources (testdata included).
+func Dir() string {
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		panic("conformance: cannot locate the package sources")
+	}
+	return filepath.Dir(file)
+}
+
+// CSource is the test PAL's C source, shared by every engine.
+func CSource() string { return filepath.Join(Dir(), "testdata", "c", "conformance.c") }
+
+// VariantDefine is the -D flag that selects a variant of the C test PAL.
+func VariantDefine(variant string) string { return fmt.Sprintf("PAL_VARIANT=%q", variant) }
+
+// buildCache keeps built PALs for the life of the test binary.
+type buildCache struct {
+	mu   sync.Mutex
+	imgs map[string][]byte
+	errs map[string]error
+}
+
+func (c *buildCache) get(key string, build func() ([]byte, error)) ([]byte, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock() // builds are serialised: they are CPU-bound anyway
+	if c.imgs == nil {
+		c.imgs, c.errs = map[string][]byte{}, map[string]error{}
+	}
+	if b, ok := c.imgs[key]; ok {
+		return b, c.errs[key]
+	}
+	b, err := build()
+	c.imgs[key], c.errs[key] = b, err
+	return b, err
+}
+
+var builds buildCache
+
+// BuildCWasm builds the C test PAL for the wasm engine (clang --target=wasm32, sdk/c).
+func BuildCWasm(t testing.TB, variant string) []byte {
+	t.Helper()
+	b, err := builds.get("c-wasm/"+variant, func() ([]byte, error) {
+		clang, err := exec.LookPath("clang")
+		if err != nil {
+			return nil, err
+		}
+		key, err := sourceHash("c-wasm/"+variant, clang, filepath.Join(Dir(), "testdata", "c"), csdk.Dir())
+		if err != nil {
+			return nil, err
+		}
+		return diskCached("c-pal-"+key+".wasm", func(out string) error {
+			return csdk.BuildWasm(context.Background(), out, []string{VariantDefine(variant)}, CSource())
+		})
+	})
+	if err != nil {
+		t.Fatalf("build C PAL (wasm32, variant %q): %v", variant, err)
+	}
+	return b
+}
+
+// BuildGo builds the Go test PAL (testdata/go, sdk/go/pal) as a wasip1 reactor. Building a Go
+// PAL takes seconds, so the result is also kept across test runs in the user cache directory,
+// keyed by a hash of the sources and the Go version.
+func BuildGo(t testing.TB, variant string) []byte {
+	t.Helper()
+	b, err := builds.get("go/"+variant, func() ([]byte, error) { return buildGo(variant) })
+	if err != nil {
+		t.Fatalf("build Go PAL (variant %q): %v", variant, err)
+	}
+	return b
+}
+
+func buildGo(variant string) ([]byte, error) {
+	root := filepath.Join(Dir(), "..", "..")
+	key, err := sourceHash("go/"+variant, filepath.Join(Dir(), "testdata", "go"), filepath.Join(root, "sdk", "go", "pal"), filepath.Join(root, "go.mod"))
+	if err != nil {
+		return nil, err
+	}
+	return diskCached("go-pal-"+key+".wasm", func(out string) error {
+		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-trimpath",
+			"-ldflags=-X=main.variant="+variant, "-o", out, "./engine/conformance/testdata/go")
+		cmd.Dir = root
+		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
+		if msg, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("go build: %w\n%s", err, msg)
+		}
+		return nil
+	})
+}
+
+// diskCached returns the file name from the test build cache (os.UserCacheDir()/palisade-test),
+// building it with build (which writes the file it is given) if it is not there.
+func diskCached(name string, build func(out string) error) ([]byte, error) {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		dir = os.TempDir()
+	}
+	dir = filepath.Join(dir, "palisade-test")
+	out := filepath.Join(dir, name)
+	if b, err := os.ReadFile(out); err == nil {
+		return b, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	tmp := fmt.Sprintf("%s.%d.tmp", out, os.Getpid())
+	defer os.Remove(tmp)
+	if err := build(tmp); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		return nil, err
+	}
+	return os.ReadFile(out)
+}
+
+// sourceHash hashes the Go version, what and every file under paths (files or directories).
+func sourceHash(what string, paths ...string) (string, error) {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00", runtime.Version(), what)
+	for _, p := range paths {
+		var files []string
+		err := filepath.WalkDir(p, func(path string, d os.DirEntry, err error) error {
+			if err == nil && !d.IsDir() {
+				files = append(files, path)
+			}
+			return err
+		})
+		if err != nil {
+			return "", err
+		}
+		sort.Strings(files)
+		for _, f := range files {
+			b, err := os.ReadFile(f)
+			if err != nil {
+				return "", err
+			}
+			fmt.Fprintf(h, "%s\x00%d\x00", f, len(b))
+			h.Write(b)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16]), nil
+}

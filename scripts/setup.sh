@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what Palisade needs on a Debian 12 machine: the C toolchains for PALs (clang + lld
+# for wasm32, gcc for native x86-64), a real TPM 2.0 for development (swtpm) and tpm2-tools as
+# an independent cross-check, and the real clients the end-to-end tests drive.
+# Go (>= 1.26, from go.dev or the toolchain the go command fetches) must already be installed.
+set -euo pipefail
+
+pkgs=(clang lld gcc make swtpm swtpm-tools tpm2-tools openssl curl openssh-client sshpass apache2-utils)
+missing=()
+for p in "${pkgs[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+	echo "setup: installing ${missing[*]}" >&2
+	sudo=""
+	[ "$(id -u)" -eq 0 ] || sudo="sudo"
+	$sudo apt-get update -q
+	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+if ! command -v go >/dev/null; then
+	echo "setup: Go is not installed; install Go 1.26 or newer and put it on PATH" >&2
+	exit 1
+fi
+go mod download

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# The test command: installs what the tests need, then vets, lints and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+
+export PATH="$(go env GOPATH)/bin:$PATH"
+echo "== go vet" >&2
+go vet ./...
+echo "== staticcheck" >&2
+command -v staticcheck >/dev/null || go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
+staticcheck ./...
+echo "== go test" >&2
+go test -count=1 -timeout 15m ./...
+echo "== go test -race (concurrent core)" >&2
+go test -count=1 -race -timeout 10m ./visor/ ./utpm/

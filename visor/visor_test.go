@@ -1,0 +1,364 @@
+package visor_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/x509"
+	"encoding/binary"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+
+	"palisade/attest"
+	"palisade/engine"
+	"palisade/engine/wasm"
+	"palisade/pal"
+	"palisade/rot/none"
+	"palisade/sdk/c/csdk"
+	"palisade/utpm"
+	"palisade/visor"
+)
+
+var (
+	echoOnce sync.Once
+	echoPAL  []byte
+	echoErr  error
+)
+
+// echo builds testdata/echo.c once per test binary.
+func echo(t testing.TB) []byte {
+	t.Helper()
+	echoOnce.Do(func() {
+		dir, err := os.MkdirTemp("", "visor-test-")
+		if err != nil {
+			echoErr = err
+			return
+		}
+		defer os.RemoveAll(dir)
+		out := filepath.Join(dir, "echo.wasm")
+		if echoErr = csdk.BuildWasm(context.Background(), out, nil, "testdata/echo.c"); echoErr == nil {
+			echoPAL, echoErr = os.ReadFile(out)
+		}
+	})
+	if echoErr != nil {
+		t.Fatalf("building the test PAL: %v", echoErr)
+	}
+	return echoPAL
+}
+
+// newVisor starts a visor over a real development root of trust and the wasm engine.
+func newVisor(t testing.TB) *visor.Visor {
+	t.Helper()
+	root, err := none.Open(t.TempDir(), utpm.Digest{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	eng, err := wasm.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := visor.New(visor.Config{Root: root, Engines: []engine.Engine{eng}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx := context.Background()
+		if err := v.Close(ctx); err != nil {
+			t.Errorf("Close: %v", err)
+		}
+		eng.Close(ctx)
+		root.Close()
+	})
+	return v
+}
+
+func register(t testing.TB, v *visor.Visor, opts visor.RegisterOptions) visor.Info {
+	t.Helper()
+	info, err := v.Register(context.Background(), echo(t), opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info
+}
+
+func call(t testing.TB, v *visor.Visor, h visor.Handle, in string) engine.Result {
+	t.Helper()
+	res, err := v.Call(context.Background(), h, []byte(in))
+	if err != nil {
+		t.Fatalf("Call(%q): %v", in, err)
+	}
+	return res
+}
+
+func TestLifecycle(t *testing.T) {
+	v := newVisor(t)
+	info := register(t, v, visor.RegisterOptions{Name: "echo"})
+	img, _ := pal.Parse(echo(t))
+	if info.Measurement != img.Measurement || info.Engine != "wasm" || info.Replicas != 1 {
+		t.Fatalf("info = %+v", info)
+	}
+	if h, err := visor.ParseHandle(info.Handle.String()); err != nil || h != info.Handle {
+		t.Fatalf("ParseHandle round trip: %v %v", h, err)
+	}
+	if res := call(t, v, info.Handle, "hello"); string(res.Output) != "hello" || res.Status != 0 {
+		t.Fatalf("echo = %+v", res)
+	}
+	if res := call(t, v, info.Handle, "fail"); res.Status != 42 {
+		t.Fatalf("status = %d, want the PAL's 42", res.Status)
+	}
+	// PAL memory persists across calls: the PAL counts its calls.
+	res := call(t, v, info.Handle, "count")
+	if n := binary.LittleEndian.Uint64(res.Output); n != 3 {
+		t.Fatalf("PAL saw %d calls, want 3", n)
+	}
+	if l := v.List(); len(l) != 1 || l[0].Calls != 3 {
+		t.Fatalf("List = %+v", l)
+	}
+	if err := v.Unregister(context.Background(), info.Handle); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Call(context.Background(), info.Handle, nil); !errors.Is(err, visor.ErrNotFound) {
+		t.Fatalf("call after unregister: %v", err)
+	}
+	if err := v.Unregister(context.Background(), info.Handle); !errors.Is(err, visor.ErrNotFound) {
+		t.Fatalf("second unregister: %v", err)
+	}
+}
+
+func TestRegisterRefused(t *testing.T) {
+	v := newVisor(t)
+	ctx := context.Background()
+	tests := []struct {
+		name  string
+		image []byte
+		opts  visor.RegisterOptions
+		want  error
+	}{
+		{"garbage", []byte("not a PAL"), visor.RegisterOptions{}, pal.ErrInvalid},
+		{"unknown engine", echo(t), visor.RegisterOptions{Engine: "qemu"}, visor.ErrUnknownEngine},
+		{"elf without kvm", []byte("\x7fELF\x02\x01\x01\x00"), visor.RegisterOptions{}, pal.ErrInvalid},
+		{"negative replicas", echo(t), visor.RegisterOptions{Replicas: -1}, visor.ErrBadOptions},
+		{"too many replicas", echo(t), visor.RegisterOptions{Replicas: visor.MaxReplicas + 1}, visor.ErrBadOptions},
+		{"negative limit", echo(t), visor.RegisterOptions{Limits: engine.Limits{MaxInput: -1}}, visor.ErrBadOptions},
+		{"valid module, not a PAL", []byte{0, 'a', 's', 'm', 1, 0, 0, 0}, visor.RegisterOptions{}, engine.ErrBadImage},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if _, err := v.Register(ctx, tt.image, tt.opts); !errors.Is(err, tt.want) {
+				t.Fatalf("Register = %v, want %v", err, tt.want)
+			}
+		})
+	}
+	if l := v.List(); len(l) != 0 {
+		t.Fatalf("refused registrations are listed: %+v", l)
+	}
+	// A fixed handle cannot be registered twice.
+	info := register(t, v, visor.RegisterOptions{})
+	if _, err := v.Register(ctx, echo(t), visor.RegisterOptions{Handle: info.Handle}); !errors.Is(err, visor.ErrBadOptions) {
+		t.Fatalf("duplicate handle: %v", err)
+	}
+}
+
+func TestLimits(t *testing.T) {
+	v := newVisor(t)
+	info := register(t, v, visor.RegisterOptions{Limits: engine.Limits{Timeout: 200 * time.Millisecond, MaxInput: 16, MaxOutput: 8}})
+	ctx := context.Background()
+	if _, err := v.Call(ctx, info.Handle, []byte("spin")); !errors.Is(err, engine.ErrTimeout) {
+		t.Fatalf("spin: %v, want ErrTimeout", err)
+	}
+	if res := call(t, v, info.Handle, "after"); string(res.Output) != "after" {
+		t.Fatalf("call after a timeout = %q", res.Output)
+	}
+	if _, err := v.Call(ctx, info.Handle, bytes.Repeat([]byte("x"), 17)); !errors.Is(err, engine.ErrInputTooLarge) {
+		t.Fatalf("oversized input: %v", err)
+	}
+	if _, err := v.Call(ctx, info.Handle, []byte("123456789")); !errors.Is(err, engine.ErrOutputTooLarge) {
+		t.Fatalf("oversized output: %v", err)
+	}
+	got, _ := v.Info(info.Handle)
+	if got.Timeouts != 1 || got.Failures != 3 {
+		t.Fatalf("counters: %+v", got)
+	}
+	// A caller's own deadline is honoured too.
+	cctx, cancel := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancel()
+	if _, err := v.Call(cctx, info.Handle, []byte("spin")); err == nil {
+		t.Fatal("spin under a caller deadline returned no error")
+	}
+}
+
+// TestReplicas shows that replicas run calls at the same time and one instance runs one call at
+// a time: with one replica a quick call waits for a slow one; with two it overtakes it.
+func TestReplicas(t *testing.T) {
+	for _, tt := range []struct {
+		replicas      int
+		quickFinishes string
+	}{{1, "after"}, {2, "before"}} {
+		v := newVisor(t)
+		info := register(t, v, visor.RegisterOptions{Replicas: tt.replicas, Limits: engine.Limits{Timeout: 1500 * time.Millisecond}})
+		order := make(chan string, 2)
+		started := make(chan struct{})
+		go func() {
+			close(started)
+			v.Call(context.Background(), info.Handle, []byte("spin"))
+			order <- "slow"
+		}()
+		<-started
+		time.Sleep(300 * time.Millisecond) // let the slow call take its instance
+		call(t, v, info.Handle, "quick")
+		order <- "quick"
+		first := <-order
+		<-order
+		got := map[string]string{"quick": "before", "slow": "after"}[first]
+		if got != tt.quickFinishes {
+			t.Errorf("replicas=%d: the quick call finished %s the slow one, want %s", tt.replicas, got, tt.quickFinishes)
+		}
+	}
+}
+
+func TestUnregisterWaitsForCalls(t *testing.T) {
+	v := newVisor(t)
+	info := register(t, v, visor.RegisterOptions{Limits: engine.Limits{Timeout: 1500 * time.Millisecond}})
+	done := make(chan error, 1)
+	go func() {
+		_, err := v.Call(context.Background(), info.Handle, []byte("spin"))
+		done <- err
+	}()
+	time.Sleep(300 * time.Millisecond) // let the call take the instance
+	if err := v.Unregister(context.Background(), info.Handle); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case err := <-done:
+		if !errors.Is(err, engine.ErrTimeout) {
+			t.Fatalf("in-flight call: %v", err)
+		}
+	default:
+		t.Fatal("Unregister returned while a call was still running")
+	}
+}
+
+func TestQuote(t *testing.T) {
+	v := newVisor(t)
+	info := register(t, v, visor.RegisterOptions{})
+	call(t, v, info.Handle, "extend")
+	nonce := []byte("fresh nonce")
+	q, err := v.Quote(info.Handle, nonce, nil, 0b11)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, err := x509.ParsePKIXPublicKey(v.Platform().IdentityPublic())
+	if err != nil {
+		t.Fatal(err)
+	}
+	claims, err := attest.VerifyQuote(q, pubECDSA(t, pub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pcrs, _ := v.PCRs(info.Handle)
+	if claims.PAL != info.Measurement || !bytes.Equal(claims.Nonce, nonce) || claims.PCRs[1] != pcrs[1] || claims.Rooted {
+		t.Fatalf("claims = %+v", claims)
+	}
+	if pcrs[1] == (utpm.Digest{}) {
+		t.Fatal("the PAL's extend did not reach its µTPM")
+	}
+}
+
+func TestClose(t *testing.T) {
+	v := newVisor(t)
+	info := register(t, v, visor.RegisterOptions{Replicas: 2})
+	if err := v.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Call(context.Background(), info.Handle, nil); !errors.Is(err, visor.ErrClosed) {
+		t.Fatalf("call after Close: %v", err)
+	}
+	if _, err := v.Register(context.Background(), echo(t), visor.RegisterOptions{}); !errors.Is(err, visor.ErrClosed) {
+		t.Fatalf("register after Close: %v", err)
+	}
+}
+
+// TestHammer runs many calls from many goroutines on several registrations at once (run with
+// -race).
+func TestHammer(t *testing.T) {
+	v := newVisor(t)
+	var infos []visor.Info
+	for i := 0; i < 3; i++ {
+		infos = append(infos, register(t, v, visor.RegisterOptions{Replicas: 1 + i}))
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := 0; g < 16; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 100; i++ {
+				h := infos[(g+i)%len(infos)].Handle
+				in := []byte{byte(g), byte(i), 'x'}
+				res, err := v.Call(context.Background(), h, in)
+				if err != nil || !bytes.Equal(res.Output, in) {
+					errs <- errors.Join(err, errors.New("wrong echo"))
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	var total uint64
+	for _, i := range v.List() {
+		total += i.Calls
+	}
+	if total != 1600 {
+		t.Fatalf("%d calls counted, want 1600", total)
+	}
+}
+
+func BenchmarkNullCall(b *testing.B) {
+	v := newVisor(b)
+	info := register(b, v, visor.RegisterOptions{})
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := v.Call(ctx, info.Handle, nil); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func BenchmarkCallParallel(b *testing.B) {
+	v := newVisor(b)
+	info := register(b, v, visor.RegisterOptions{Replicas: 4})
+	ctx := context.Background()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := v.Call(ctx, info.Handle, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+func BenchmarkRegisterCached(b *testing.B) {
+	v := newVisor(b)
+	img := echo(b)
+	ctx := context.Background()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		info, err := v.Register(ctx, img, visor.RegisterOptions{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := v.Unregister(ctx, info.Handle); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
