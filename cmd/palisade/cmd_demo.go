@@ -11,6 +11,8 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"sort"
+	"strings"
 	"time"
 
 	"palisade/attest"
@@ -20,21 +22,39 @@ import (
 func init() {
 	register(&command{
 		name:    "demo",
-		summary: "run a demo: 'seal' (PAL A seals a secret for PAL B, B unseals and attests)",
-		usage:   "seal --pal-dir DIR [--state-dir DIR]",
+		summary: "run a demo (seal: PAL A seals a secret for PAL B, B unseals and attests; 'palisade demo' lists all)",
+		usage:   "NAME [flags]",
 		run:     runDemo,
 	})
+	demos["seal"] = demo{"PAL A seals a secret for PAL B; B unseals it and attests with a quote", demoSeal}
 }
+
+type demo struct {
+	summary string
+	run     func(ctx context.Context, args []string) error
+}
+
+// demos by name; other files add theirs in init.
+var demos = map[string]demo{}
 
 func runDemo(ctx context.Context, args []string) error {
 	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
-		return usageErrorf("name a demo: seal")
+		names := make([]string, 0, len(demos))
+		for n := range demos {
+			names = append(names, n)
+		}
+		sort.Strings(names)
+		var b strings.Builder
+		for _, n := range names {
+			fmt.Fprintf(&b, "\n  %-6s %s", n, demos[n].summary)
+		}
+		return usageErrorf("name a demo:%s", b.String())
 	}
-	switch args[0] {
-	case "seal":
-		return demoSeal(ctx, args[1:])
+	d, ok := demos[args[0]]
+	if !ok {
+		return usageErrorf("unknown demo %q (see 'palisade demo')", args[0])
 	}
-	return usageErrorf("unknown demo %q (have: seal)", args[0])
+	return d.run(ctx, args[1:])
 }
 
 func demoSeal(ctx context.Context, args []string) error {
