@@ -1,0 +1,143 @@
+package main
+
+import (
+	"context"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"testing"
+	"time"
+
+	"palisade/client"
+	"palisade/engine"
+	"palisade/engine/wasm"
+	"palisade/rot/none"
+	"palisade/utpm"
+	"palisade/visor"
+)
+
+// The two benchmarks below measure the same null call of a warm PAL (empty input, no output),
+// once on a visor embedded in the benchmark process and once through a palisaded process
+// over its Unix socket. Their difference is the daemon's overhead per call (gRPC, the socket,
+// access control, metrics). Run them in one go:
+//
+//	go test -run '^$' -bench 'Call(Embedded|Daemon)' -benchtime 2s ./cmd/palisaded
+
+func BenchmarkCallEmbedded(b *testing.B) {
+	root, err := none.Open(b.TempDir(), utpm.Digest{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer root.Close()
+	eng, err := wasm.New()
+	if err != nil {
+		b.Fatal(err)
+	}
+	v, err := visor.New(visor.Config{Root: root, Engines: []engine.Engine{eng}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer v.Close(context.Background())
+	ctx := context.Background()
+	info, err := v.Register(ctx, testPAL(b), visor.RegisterOptions{Replicas: runtime.GOMAXPROCS(0)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	call := func() {
+		if res, err := v.Call(ctx, info.Handle, nil); err != nil || res.Status != 0 {
+			b.Fatal(res, err)
+		}
+	}
+	call() // warm
+	b.Run("sequential", func(b *testing.B) {
+		for b.Loop() {
+			call()
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				call()
+			}
+		})
+	})
+}
+
+func BenchmarkCallDaemon(b *testing.B) {
+	d := startDaemon(b, newDaemonDir(b), Config{LogLevel: "info"}, false)
+	c := d.dial()
+	ctx := context.Background()
+	info, err := c.Register(ctx, testPAL(b), client.RegisterOptions{Replicas: runtime.GOMAXPROCS(0)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	call := func(c *client.Client) {
+		if res, err := c.Call(ctx, info.Handle, nil); err != nil || res.Status != 0 {
+			b.Fatal(res, err)
+		}
+	}
+	call(c)
+	b.Run("sequential", func(b *testing.B) {
+		for b.Loop() {
+			call(c)
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				call(c)
+			}
+		})
+	})
+	d.stop()
+}
+
+// BenchmarkSocketRoundTrip is the floor under BenchmarkCallDaemon: 32 bytes sent to another
+// process over a Unix socket and echoed back, with nothing else. On a shared VM most of a
+// daemon call's cost is this kind of cross-process wakeup, several times per gRPC call.
+func BenchmarkSocketRoundTrip(b *testing.B) {
+	sock := filepath.Join(b.TempDir(), "echo.sock")
+	cmd := exec.Command(os.Args[0])
+	cmd.Env = append(os.Environ(), "PALISADE_TEST_ECHO_SOCKET="+sock)
+	if err := cmd.Start(); err != nil {
+		b.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	var c net.Conn
+	var err error
+	for i := 0; i < 200; i++ {
+		if c, err = net.Dial("unix", sock); err == nil {
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	buf := make([]byte, 32)
+	for b.Loop() {
+		if _, err := c.Write(buf); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+func echoServer(path string) {
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		os.Exit(1)
+	}
+	c, err := l.Accept()
+	if err != nil {
+		os.Exit(1)
+	}
+	io.Copy(c, c)
+}

@@ -1,0 +1,109 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/user"
+	"strconv"
+	"time"
+
+	"palisade/api/server"
+)
+
+// Config is the daemon's configuration file (JSON; docs/daemon.md). Flags override the fields
+// they name.
+type Config struct {
+	StateDir        string        `json:"state_dir,omitempty"`
+	Socket          string        `json:"socket,omitempty"`
+	SocketMode      string        `json:"socket_mode,omitempty"`  // octal, default "0660"
+	SocketGroup     string        `json:"socket_group,omitempty"` // group name or gid
+	Rot             string        `json:"rot,omitempty"`          // tpm:/dev/tpmrm0 | swtpm:PATH | none
+	Metrics         string        `json:"metrics,omitempty"`      // loopback host:port
+	LogLevel        string        `json:"log_level,omitempty"`    // debug, info, warn, error
+	LogFormat       string        `json:"log_format,omitempty"`   // json (default) or text
+	Engines         []string      `json:"engines,omitempty"`      // default: every engine this machine supports
+	ImageDirs       []string      `json:"image_dirs,omitempty"`   // where register-by-path may read
+	ShutdownTimeout string        `json:"shutdown_timeout,omitempty"`
+	Access          server.Policy `json:"access"`
+}
+
+func defaultConfig() Config {
+	return Config{
+		StateDir:        "/var/lib/palisade",
+		Socket:          "/run/palisade/palisade.sock",
+		SocketMode:      "0660",
+		Rot:             "tpm:/dev/tpmrm0",
+		LogLevel:        "info",
+		LogFormat:       "json",
+		ShutdownTimeout: "10s",
+	}
+}
+
+// loadConfig reads path over the defaults; unknown fields are errors, so a typo in an access
+// rule does not silently grant or deny.
+func loadConfig(path string) (Config, []byte, error) {
+	c := defaultConfig()
+	if path == "" {
+		return c, nil, nil
+	}
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return c, nil, fmt.Errorf("config: %w", err)
+	}
+	d := json.NewDecoder(bytes.NewReader(raw))
+	d.DisallowUnknownFields()
+	if err := d.Decode(&c); err != nil {
+		return c, nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, raw, nil
+}
+
+func (c *Config) socketMode() (os.FileMode, error) {
+	m, err := strconv.ParseUint(c.SocketMode, 8, 32)
+	if err != nil || m > 0o777 {
+		return 0, fmt.Errorf("socket_mode %q: want octal permission bits like 0660", c.SocketMode)
+	}
+	return os.FileMode(m), nil
+}
+
+func (c *Config) socketGID() (int, error) {
+	if c.SocketGroup == "" {
+		return -1, nil
+	}
+	if n, err := strconv.Atoi(c.SocketGroup); err == nil && n >= 0 {
+		return n, nil
+	}
+	g, err := user.LookupGroup(c.SocketGroup)
+	if err != nil {
+		return 0, fmt.Errorf("socket_group: %w", err)
+	}
+	return strconv.Atoi(g.Gid)
+}
+
+func (c *Config) shutdownTimeout() (time.Duration, error) {
+	d, err := time.ParseDuration(c.ShutdownTimeout)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("shutdown_timeout %q: want a positive duration like 10s", c.ShutdownTimeout)
+	}
+	return d, nil
+}
+
+// checkMetricsAddr allows only loopback addresses: the metrics name every PAL, and the
+// daemon does not expose anything on the network.
+func checkMetricsAddr(addr string) error {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return fmt.Errorf("metrics address %q: %w", addr, err)
+	}
+	if host == "localhost" {
+		return nil
+	}
+	ip := net.ParseIP(host)
+	if ip == nil || !ip.IsLoopback() {
+		return fmt.Errorf("metrics address %q: only loopback addresses are allowed (127.0.0.1:PORT or [::1]:PORT)", addr)
+	}
+	return nil
+}

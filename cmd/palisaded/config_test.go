@@ -1,0 +1,89 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+)
+
+func TestExampleConfig(t *testing.T) {
+	c, raw, err := loadConfig("../../dist/palisaded.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(raw) == 0 || c.Rot != "tpm:/dev/tpmrm0" || len(c.Access.Shares) != 1 || c.Access.Shares[0].Name != "tlskey" {
+		t.Fatalf("example config: %+v", c)
+	}
+	if err := c.Access.Check(); err != nil {
+		t.Fatal(err)
+	}
+	if m, err := c.socketMode(); err != nil || m != 0o660 {
+		t.Fatalf("socket mode %v %v", m, err)
+	}
+	if d, err := c.shutdownTimeout(); err != nil || d != 10*time.Second {
+		t.Fatalf("shutdown timeout %v %v", d, err)
+	}
+	if err := checkMetricsAddr(c.Metrics); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestConfigErrors(t *testing.T) {
+	dir := t.TempDir()
+	for name, body := range map[string]string{
+		"unknown field": `{"sokcet": "/tmp/x"}`,
+		"bad json":      `{`,
+		"unknown op":    `{"access": {"shares": [{"owner": 1, "name": "x", "uids": [2], "ops": ["sudo"]}]}}`,
+	} {
+		p := filepath.Join(dir, "c.json")
+		os.WriteFile(p, []byte(body), 0o600)
+		c, _, err := loadConfig(p)
+		if err == nil {
+			err = c.Access.Check()
+		}
+		if err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	for _, a := range []string{"0.0.0.0:9464", "10.0.0.1:80", ":9464", "example.com:80", "nonsense"} {
+		if checkMetricsAddr(a) == nil {
+			t.Errorf("metrics address %q accepted", a)
+		}
+	}
+	for _, a := range []string{"127.0.0.1:9464", "[::1]:9464", "localhost:1"} {
+		if err := checkMetricsAddr(a); err != nil {
+			t.Errorf("metrics address %q: %v", a, err)
+		}
+	}
+	c := defaultConfig()
+	for _, m := range []string{"999", "rw", "01777"} {
+		c.SocketMode = m
+		if _, err := c.socketMode(); err == nil {
+			t.Errorf("socket mode %q accepted", m)
+		}
+	}
+}
+
+func FuzzLoadConfig(f *testing.F) {
+	b, err := os.ReadFile("../../dist/palisaded.json")
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(b)
+	f.Add([]byte(`{}`))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p := filepath.Join(t.TempDir(), "c.json")
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		c, _, err := loadConfig(p)
+		if err != nil {
+			return
+		}
+		_ = c.Access.Check()
+		_, _ = c.socketMode()
+		_, _ = c.shutdownTimeout()
+		_ = checkMetricsAddr(c.Metrics)
+	})
+}

@@ -1,0 +1,320 @@
+// Command palisaded is the Palisade visor daemon: it runs PALs for local applications, which
+// reach it over gRPC on a Unix socket (docs/daemon.md).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"palisade/api/server"
+	"palisade/engine"
+	"palisade/engine/kvm"
+	"palisade/engine/wasm"
+	"palisade/rot"
+	"palisade/rot/none"
+	"palisade/rot/tpm"
+	"palisade/utpm"
+	"palisade/visor"
+)
+
+const version = "0.1.0"
+
+func main() {
+	if err := run(os.Args[1:]); err != nil {
+		fmt.Fprintf(os.Stderr, "palisaded: %v\n", err)
+		os.Exit(1)
+	}
+}
+
+func run(args []string) error {
+	fs := flag.NewFlagSet("palisaded", flag.ContinueOnError)
+	var (
+		configPath = fs.String("config", "", "configuration file (JSON, see docs/daemon.md)")
+		stateDir   = fs.String("state-dir", "", "state directory (default /var/lib/palisade)")
+		socket     = fs.String("socket", "", "Unix socket to serve (default /run/palisade/palisade.sock)")
+		rotFlag    = fs.String("rot", "", "root of trust: tpm:/dev/tpmrm0 | swtpm:PATH | none (default tpm:/dev/tpmrm0)")
+		metrics    = fs.String("metrics", "", "serve Prometheus metrics on this loopback address (127.0.0.1:PORT)")
+		logLevel   = fs.String("log-level", "", "debug, info, warn or error")
+	)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	cfg, raw, err := loadConfig(*configPath)
+	if err != nil {
+		return err
+	}
+	for _, o := range []struct{ flag, field *string }{
+		{stateDir, &cfg.StateDir}, {socket, &cfg.Socket}, {rotFlag, &cfg.Rot},
+		{metrics, &cfg.Metrics}, {logLevel, &cfg.LogLevel},
+	} {
+		if *o.flag != "" {
+			*o.field = *o.flag
+		}
+	}
+	log, err := newLogger(cfg)
+	if err != nil {
+		return err
+	}
+	return serve(cfg, raw, log)
+}
+
+func newLogger(cfg Config) (*slog.Logger, error) {
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(cfg.LogLevel)); err != nil {
+		return nil, fmt.Errorf("log level %q: %w", cfg.LogLevel, err)
+	}
+	o := &slog.HandlerOptions{Level: lvl}
+	switch cfg.LogFormat {
+	case "json", "":
+		return slog.New(slog.NewJSONHandler(os.Stderr, o)), nil
+	case "text":
+		return slog.New(slog.NewTextHandler(os.Stderr, o)), nil
+	}
+	return nil, fmt.Errorf("log_format %q: want json or text", cfg.LogFormat)
+}
+
+// serve runs the daemon until SIGTERM or SIGINT.
+func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
+	mode, err := cfg.socketMode()
+	if err != nil {
+		return err
+	}
+	gid, err := cfg.socketGID()
+	if err != nil {
+		return err
+	}
+	grace, err := cfg.shutdownTimeout()
+	if err != nil {
+		return err
+	}
+	if cfg.Metrics != "" {
+		if err := checkMetricsAddr(cfg.Metrics); err != nil {
+			return err
+		}
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
+	if fi, err := os.Stat(cfg.StateDir); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	} else if fi.Mode().Perm()&0o077 != 0 {
+		return fmt.Errorf("state directory %s has mode %#o: it must be private to the daemon (0700)", cfg.StateDir, fi.Mode().Perm())
+	}
+
+	// Closed in reverse order of opening, whatever happens below.
+	var closers []func() error
+	defer func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			if cerr := closers[i](); cerr != nil {
+				log.Error("shutdown", "err", cerr)
+			}
+		}
+	}()
+
+	store, err := server.OpenStore(filepath.Join(cfg.StateDir, "state.db"))
+	if err != nil {
+		return err
+	}
+	closers = append(closers, store.Close)
+	audit, err := server.OpenAudit(filepath.Join(cfg.StateDir, "audit.log"))
+	if err != nil {
+		return err
+	}
+	closers = append(closers, audit.Close)
+
+	root, err := openRoot(cfg, rawConfig)
+	if err != nil {
+		return err
+	}
+	closers = append(closers, root.Close)
+
+	engines, err := openEngines(cfg, log)
+	if err != nil {
+		return err
+	}
+	closers = append(closers, func() error {
+		var errs []error
+		for _, e := range engines {
+			errs = append(errs, e.Close(context.Background()))
+		}
+		return errors.Join(errs...)
+	})
+
+	v, err := visor.New(visor.Config{Root: root, Engines: engines, Logger: log})
+	if err != nil {
+		return err
+	}
+	closers = append(closers, func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), grace)
+		defer cancel()
+		return v.Close(ctx)
+	})
+
+	srv, err := server.New(server.Config{
+		Visor: v, Store: store, Audit: audit, Policy: cfg.Access, ImageDirs: cfg.ImageDirs,
+		Logger: log, Version: version,
+	})
+	if err != nil {
+		return err
+	}
+	start := time.Now()
+	if err := srv.Restore(context.Background()); err != nil {
+		return err
+	}
+	log.Info("restored registrations", "pals", len(v.List()), "took", time.Since(start).String())
+
+	l, err := server.Listen(cfg.Socket, server.SocketOptions{Mode: mode, GID: gid})
+	if err != nil {
+		return err
+	}
+	closers = append(closers, func() error { return os.Remove(cfg.Socket) })
+
+	if cfg.Metrics != "" {
+		ml, err := net.Listen("tcp", cfg.Metrics)
+		if err != nil {
+			l.Close()
+			return fmt.Errorf("metrics: %w", err)
+		}
+		hs := &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
+		go hs.Serve(ml)
+		closers = append(closers, hs.Close)
+		log.Info("serving metrics", "addr", ml.Addr().String())
+	}
+
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sig)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	log.Info("palisaded serving", "socket", cfg.Socket, "rot", root.Mode(), "engines", v.Engines(),
+		"state_dir", cfg.StateDir, "version", version)
+	notifySystemd("READY=1")
+
+	select {
+	case s := <-sig:
+		log.Info("shutting down", "signal", s.String(), "grace", grace.String())
+		notifySystemd("STOPPING=1")
+		ctx, cancel := context.WithTimeout(context.Background(), grace)
+		defer cancel()
+		if err := srv.Shutdown(ctx); err != nil {
+			log.Warn("calls still running at the shutdown deadline were canceled", "err", err)
+		}
+		<-served
+		return nil
+	case err := <-served:
+		return fmt.Errorf("serve: %w", err)
+	}
+}
+
+// openRoot opens the root of trust named by cfg.Rot. The visor measurement is the executable
+// and the configuration file's bytes (flags are not measured).
+func openRoot(cfg Config, rawConfig []byte) (rot.RootOfTrust, error) {
+	switch {
+	case cfg.Rot == "none":
+		exe, err := os.Executable()
+		if err != nil {
+			return nil, err
+		}
+		f, err := os.Open(exe)
+		if err != nil {
+			return nil, fmt.Errorf("measure visor: %w", err)
+		}
+		defer f.Close()
+		m, err := tpm.MeasureVisor(f, rawConfig)
+		if err != nil {
+			return nil, err
+		}
+		return none.Open(filepath.Join(cfg.StateDir, "rot-none"), utpm.Digest(m))
+	case strings.HasPrefix(cfg.Rot, "tpm:"), strings.HasPrefix(cfg.Rot, "swtpm:"):
+		dev := strings.TrimPrefix(cfg.Rot, "tpm:")
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		return tpm.Open(ctx, tpm.Config{
+			Device:   dev,
+			StateDir: filepath.Join(cfg.StateDir, "rot-tpm"),
+			Visor:    tpm.VisorInputs{Configuration: rawConfig},
+		})
+	}
+	return nil, fmt.Errorf("--rot %q: want tpm:/dev/tpmrm0, swtpm:PATH or none", cfg.Rot)
+}
+
+// availableEngines lists the engines this build has, in preference order, each with its
+// constructor. An engine whose constructor fails with engine.ErrNotSupported is not offered.
+func availableEngines(cfg Config) []namedEngine {
+	return append([]namedEngine{{"wasm", func() (engine.Engine, error) {
+		return wasm.New(wasm.WithCacheDir(filepath.Join(cfg.StateDir, "wasm-cache")))
+	}}}, namedEngine{"kvm", func() (engine.Engine, error) { return kvm.New() }})
+}
+
+type namedEngine struct {
+	name string
+	open func() (engine.Engine, error)
+}
+
+func openEngines(cfg Config, log *slog.Logger) ([]engine.Engine, error) {
+	want := map[string]bool{}
+	for _, n := range cfg.Engines {
+		want[n] = true
+	}
+	var out []engine.Engine
+	for _, ne := range availableEngines(cfg) {
+		if len(want) > 0 && !want[ne.name] {
+			continue
+		}
+		delete(want, ne.name)
+		e, err := ne.open()
+		if errors.Is(err, engine.ErrNotSupported) {
+			log.Warn("engine not offered", "engine", ne.name, "err", err)
+			continue
+		}
+		if err != nil {
+			for _, o := range out {
+				o.Close(context.Background())
+			}
+			return nil, fmt.Errorf("engine %s: %w", ne.name, err)
+		}
+		out = append(out, e)
+	}
+	for n := range want {
+		return nil, fmt.Errorf("engine %q is not available in this build", n)
+	}
+	if len(out) == 0 {
+		return nil, errors.New("no engine is available")
+	}
+	return out, nil
+}
+
+// notifySystemd implements the sd_notify protocol (Type=notify units): one datagram to
+// $NOTIFY_SOCKET. Without it (not under systemd) it does nothing.
+func notifySystemd(state string) {
+	path := os.Getenv("NOTIFY_SOCKET")
+	if path == "" {
+		return
+	}
+	if strings.HasPrefix(path, "@") {
+		path = "\x00" + path[1:]
+	}
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: path, Net: "unixgram"})
+	if err != nil {
+		return
+	}
+	defer c.Close()
+	c.Write([]byte(state))
+}
