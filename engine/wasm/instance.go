@@ -63,7 +63,8 @@ type instance struct {
 
 func newInstance(m *module, rt *runtime, cm wazero.CompiledModule, host engine.Host, lim engine.Limits) *instance {
 	i := &instance{m: m, rt: rt, cm: cm, host: host, tpm: host.TPM(), lim: lim}
-	i.cctx = callContext{inst: i, done: make(chan struct{})}
+	i.cctx.inst = i
+	i.cctx.renew()
 	i.timer = time.AfterFunc(time.Hour, func() {
 		// A timer that fired just as its call ended must not kill the next call.
 		if time.Now().UnixNano() >= i.deadline.Load() {
@@ -77,23 +78,30 @@ func newInstance(m *module, rt *runtime, cm wazero.CompiledModule, host engine.H
 
 // callContext is the context of calls into a PAL. It is allocated once per instance: the
 // hot path of a call allocates nothing.
+//
+// done and err are atomic because wazero's watcher goroutine of a call may read them after
+// the call returned, while the next call replaces them.
 type callContext struct {
 	inst *instance
-	done chan struct{} // replaced after each kill
-	err  error         // set before done is closed
+	done atomic.Pointer[chan struct{}] // replaced after each kill
+	err  atomic.Pointer[error]         // set before done is closed
 }
 
 type instanceKey struct{}
 
+func (c *callContext) renew() {
+	ch := make(chan struct{})
+	c.done.Store(&ch)
+	c.err.Store(nil)
+}
+
 func (c *callContext) Deadline() (time.Time, bool) { return time.Time{}, false }
-func (c *callContext) Done() <-chan struct{}       { return c.done }
+func (c *callContext) Done() <-chan struct{}       { return *c.done.Load() }
 func (c *callContext) Err() error {
-	select {
-	case <-c.done:
-		return c.err
-	default:
-		return nil
+	if e := c.err.Load(); e != nil {
+		return *e
 	}
+	return nil
 }
 func (c *callContext) Value(key any) any {
 	if key == (instanceKey{}) {
@@ -115,8 +123,8 @@ func (i *instance) kill(reason error, seq uint64) {
 	i.kmu.Lock()
 	defer i.kmu.Unlock()
 	if i.seq.Load() == seq && i.state.CompareAndSwap(stateRunning, stateKilled) {
-		i.cctx.err = reason
-		close(i.cctx.done)
+		i.cctx.err.Store(&reason)
+		close(*i.cctx.done.Load())
 	}
 }
 
@@ -148,8 +156,8 @@ func (i *instance) disarm(ctx context.Context) (killed bool, why error) {
 		return false, nil
 	}
 	i.kmu.Lock() // wait for kill to finish closing the channel
-	why = i.cctx.err
-	i.cctx.done, i.cctx.err = make(chan struct{}), nil
+	why = i.cctx.Err()
+	i.cctx.renew()
 	i.state.Store(stateIdle)
 	i.kmu.Unlock()
 	if ctx.Err() != nil {
@@ -265,7 +273,7 @@ func (i *instance) run(input []byte) (int32, error) {
 // classify maps a failed call to the engine's sentinels.
 func (i *instance) classify(what string, err error, mod api.Module, killed bool, why error) error {
 	if killed {
-		return fmt.Errorf("%w after %v (%s): %w", engine.ErrTimeout, i.lim.Timeout, what, why)
+		return fmt.Errorf("%w (%s, limit %v): %w", engine.ErrTimeout, what, i.lim.Timeout, why)
 	}
 	var exit *sys.ExitError
 	if errors.As(err, &exit) {

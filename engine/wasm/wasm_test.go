@@ -147,8 +147,6 @@ func funcImport(mod, name string, typ uint32) wimport {
 	return wimport{mod, name, 0, leb(typ)}
 }
 
-type testHost struct{ conformance.Host }
-
 func compile(t *testing.T, e *Engine, b []byte) (engine.Module, error) {
 	t.Helper()
 	img, err := pal.Parse(b)

@@ -6,8 +6,11 @@ package pal
 func hostcall(op, req, reqLen, resp, respCap uint32) int64
 
 // input is the buffer palisade_alloc hands out; it is reused across calls.
+//
+//lint:ignore U1000 used by the wasm exports below
 var input []byte
 
+//lint:ignore U1000 called by the engine through the wasm export
 //go:wasmexport palisade_alloc
 func palisadeAlloc(size uint32) uint32 {
 	if uint32(cap(input)) < size {
@@ -16,6 +19,7 @@ func palisadeAlloc(size uint32) uint32 {
 	return addr(input[:cap(input)])
 }
 
+//lint:ignore U1000 called by the engine through the wasm export
 //go:wasmexport palisade_entry
 func palisadeEntry(ptr, n uint32) int32 {
 	var in []byte
