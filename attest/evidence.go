@@ -36,6 +36,9 @@ type Evidence struct {
 	Identity    []byte `cbor:"3,keyasint"`           // identity key, DER SubjectPublicKeyInfo
 	Root        string `cbor:"4,keyasint"`           // RootTPM or RootNone
 	Endorsement []byte `cbor:"5,keyasint,omitempty"` // rot/tpm Endorsement (absent for "none")
+	// Configuration is optional: the visor's trusted-configuration head and the nonce,
+	// COSE_Sign1 by the identity key (WithConfiguration, docs/attestation.md §2.1).
+	Configuration []byte `cbor:"6,keyasint,omitempty"`
 }
 
 var (
@@ -95,8 +98,13 @@ func Parse(b []byte) (*Evidence, error) {
 
 // Assemble builds the evidence for quote, a µTPM quote made by a PAL on the visor whose root
 // of trust is r: it asks r to endorse the identity key for the quote's own nonce, so one nonce
-// makes both the µTPM quote and the TPM quote fresh.
-func Assemble(ctx context.Context, r rot.RootOfTrust, quote []byte) ([]byte, error) {
+// makes both the µTPM quote and the TPM quote fresh. WithConfiguration adds the visor's
+// configuration head, signed by the identity key for the same nonce.
+func Assemble(ctx context.Context, r rot.RootOfTrust, quote []byte, opts ...AssembleOption) ([]byte, error) {
+	var o assembleOptions
+	for _, f := range opts {
+		f(&o)
+	}
 	claims, err := DecodeQuoteUnverified(quote)
 	if err != nil {
 		return nil, fmt.Errorf("attest: assemble: %w", err)
@@ -114,6 +122,11 @@ func Assemble(ctx context.Context, r rot.RootOfTrust, quote []byte) ([]byte, err
 		}
 	default:
 		return nil, fmt.Errorf("attest: assemble: unknown root mode %q", e.Root)
+	}
+	if o.config != nil {
+		if e.Configuration, err = signConfig(r.Platform().Identity, *o.config, claims.Nonce); err != nil {
+			return nil, fmt.Errorf("attest: assemble: configuration: %w", err)
+		}
 	}
 	return e.Marshal()
 }

@@ -25,6 +25,10 @@ const (
 	CheckNonce             = "nonce"
 	CheckPAL               = "pal"
 	CheckVisor             = "visor"
+	CheckConfiguration     = "configuration"
+	CheckConfigVersion     = "configuration-version"
+	CheckConfigHash        = "configuration-hash"
+	CheckConfigHead        = "configuration-head"
 	CheckRooted            = "rooted"
 	CheckEndorsementFormat = "endorsement-format"
 	CheckAKPublic          = "ak-public"
@@ -96,6 +100,10 @@ type Options struct {
 	// AKPublic, when set, pins the attestation key (e.g. enrolled once by credential
 	// activation): evidence quoted by any other key is refused.
 	AKPublic *ecdsa.PublicKey
+	// Configuration, when set, requires a configuration head in the evidence that meets it
+	// (minimum version, configuration hash, history head). Without it a head present in the
+	// evidence is still verified and returned in Result.Configuration.
+	Configuration *ConfigPolicy
 }
 
 // Result is what verified evidence says.
@@ -104,6 +112,9 @@ type Result struct {
 	Identity *ecdsa.PublicKey // the visor identity key that signed them
 	Root     string           // RootTPM or RootNone
 	Rooted   bool             // true only when every TPM check passed
+	// Configuration is the visor's trusted-configuration head, signed by the identity key
+	// for this nonce; nil when the evidence has none.
+	Configuration *ConfigHead
 
 	// For RootTPM:
 	PCR          int               // the visor PCR
@@ -149,7 +160,11 @@ func Verify(evidence []byte, opts Options) (*Result, error) {
 	if claims.Visor != opts.Visor {
 		return nil, mismatch(CheckVisor, opts.Visor[:], claims.Visor[:])
 	}
-	res := &Result{Claims: claims, Identity: id, Root: ev.Root}
+	head, err := checkConfig(ev, id, opts.Nonce, opts.Configuration)
+	if err != nil {
+		return nil, err
+	}
+	res := &Result{Claims: claims, Identity: id, Root: ev.Root, Configuration: head}
 	if ev.Root == RootNone || !claims.Rooted {
 		if !opts.AllowUnrooted {
 			return nil, &CheckError{Check: CheckRooted, Want: "rooted (tpm)",

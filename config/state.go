@@ -256,8 +256,10 @@ func (s *State) load() (snapshot, error) {
 	switch {
 	case anchor > snap.ptr.Version:
 		// Apply advances the anchor only after the new configuration and its history entry
-		// are durable; a pending entry that matches the anchor is such an apply, interrupted
-		// before its pointer was written. Anything else is a state older than the anchor.
+		// are durable; a pending entry at or above the anchor is such an apply, interrupted
+		// before its pointer was written (above: during the advance, for an anchor that
+		// advances step by step, such as a TPM counter). Anything else is a state older than
+		// the anchor.
 		next, err := s.pendingEntry(snap, pending, anchor)
 		if err != nil && snap.ptr.Seq == 0 {
 			// A new (or wiped) state under an anchor that kept its value, such as a TPM NV
@@ -266,6 +268,9 @@ func (s *State) load() (snapshot, error) {
 		}
 		if err != nil {
 			return snap, fmt.Errorf("%w: state is at version %d but the anchor is at %d (%v)", ErrRollback, snap.ptr.Version, anchor, err)
+		}
+		if err := s.anchor.Advance(next.ptr.Version); err != nil {
+			return snap, err
 		}
 		if err := s.commit(next.ptr); err != nil {
 			return snap, err
@@ -316,8 +321,9 @@ func (s *State) readConfig(h Measurement, version uint64) (*Signed, error) {
 	return sc, nil
 }
 
-// pendingEntry checks that pending starts with a complete entry that extends snap at version
-// want and whose configuration is stored and verifies, and returns the state it commits.
+// pendingEntry checks that pending starts with a complete entry that extends snap at a
+// version of at least want (the anchor) and whose configuration is stored and verifies, and
+// returns the state it commits.
 func (s *State) pendingEntry(snap snapshot, pending []byte, want uint64) (snapshot, error) {
 	e, n, err := decodeRecord(pending)
 	if err != nil {
@@ -330,7 +336,7 @@ func (s *State) pendingEntry(snap snapshot, pending []byte, want uint64) (snapsh
 	if err := checkLink(snap.history, prev, e); err != nil {
 		return snap, err
 	}
-	if e.Version != want {
+	if e.Version < want {
 		return snap, fmt.Errorf("pending entry has version %d", e.Version)
 	}
 	act, err := s.readConfig(e.Config, e.Version)

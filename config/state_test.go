@@ -459,3 +459,53 @@ func TestFreshStateUnderAdvancedAnchor(t *testing.T) {
 		t.Fatalf("anchor %d", v)
 	}
 }
+
+// stoppingAnchor stands for an anchor that advances one step at a time (a TPM NV counter)
+// and whose process dies part way: it advances half way to the target, then fails.
+type stoppingAnchor struct{ FileAnchor }
+
+func (a stoppingAnchor) Advance(to uint64) error {
+	cur, err := a.Read()
+	if err != nil {
+		return err
+	}
+	if err := a.FileAnchor.Advance(cur + (to-cur)/2); err != nil {
+		return err
+	}
+	return errors.New("killed during the advance")
+}
+
+// An apply interrupted in the middle of advancing the anchor has passed its point of no
+// return (the anchor is above the old version): the next load completes it.
+func TestApplyInterruptedDuringAdvance(t *testing.T) {
+	admin := newKey(t, "ed25519")
+	dir := filepath.Join(t.TempDir(), "state")
+	InitState(dir, admin.Public())
+	anchor := FileAnchor{Path: filepath.Join(t.TempDir(), "nv")}
+	st, _ := OpenState(dir, Options{Anchor: anchor})
+	mustApply(t, st, mustSign(t, baseConfig(1), admin))
+
+	v9 := baseConfig(9)
+	v9.PALs["signer"] = []Measurement{meas("signer-9")}
+	st, _ = OpenState(dir, Options{Anchor: stoppingAnchor{anchor}})
+	if _, _, err := st.Apply(mustSign(t, v9, admin)); err == nil {
+		t.Fatal("apply succeeded through a failing anchor")
+	}
+	if v, _ := anchor.Read(); v != 5 {
+		t.Fatalf("anchor at %d, want half way (5)", v)
+	}
+	st, _ = OpenState(dir, Options{Anchor: anchor})
+	act, err := st.Active()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if act.Version != 9 {
+		t.Fatalf("active version %d, want 9 (rolled forward)", act.Version)
+	}
+	if v, _ := anchor.Read(); v != 9 {
+		t.Fatalf("anchor at %d after roll forward", v)
+	}
+	if h, err := st.History(); err != nil || len(h) != 2 {
+		t.Fatalf("history: %d entries, %v", len(h), err)
+	}
+}

@@ -1,11 +1,14 @@
 package config
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
 	"sync"
 	"syscall"
+
+	"palisade/utpm"
 )
 
 // Watcher keeps the active configuration of a State in memory for a long-running process (the
@@ -69,4 +72,28 @@ func (w *Watcher) AuthorizePAL(signer KeyID, name string, m Measurement) error {
 		return fmt.Errorf("%q is an application, not a PAL: %w", name, ErrUnknownName)
 	}
 	return Check(act.Config, name, m)
+}
+
+// UTPMAuthorizer adapts AuthorizePAL to the µTPM (utpm.PlatformConfig.Authorize,
+// utpm.Platform.SetAuthorizer): a PAL unseals a blob sealed to name N under signer K only if
+// the active configuration is signed by K and lists the PAL's measurement under the PAL name
+// N. Refusals (no active configuration, another signer, unknown name, measurement not listed)
+// are returned as such; a state that cannot be read or verified is utpm.ErrInternal.
+func (w *Watcher) UTPMAuthorizer() utpm.Authorizer {
+	return func(signer utpm.Digest, name string, caller utpm.Digest) error {
+		err := w.AuthorizePAL(KeyID(signer), name, Measurement(caller))
+		if err == nil || isRefusal(err) {
+			return err
+		}
+		return fmt.Errorf("%w: trusted configuration: %w", utpm.ErrInternal, err)
+	}
+}
+
+func isRefusal(err error) bool {
+	for _, r := range []error{ErrNoActiveConfig, ErrWrongSigner, ErrUnknownName, ErrNotListed} {
+		if errors.Is(err, r) {
+			return true
+		}
+	}
+	return false
 }

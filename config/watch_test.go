@@ -2,7 +2,12 @@ package config
 
 import (
 	"errors"
+	"os"
+	"path/filepath"
+	"strings"
 	"testing"
+
+	"palisade/utpm"
 )
 
 func TestWatcherFollowsApply(t *testing.T) {
@@ -52,5 +57,36 @@ func BenchmarkWatcherAuthorizePAL(b *testing.B) {
 		if err := w.AuthorizePAL(kid, "signer", meas("signer-1")); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// The µTPM checks policy names without importing this package's rules; both must agree, or a
+// PAL could seal to a name no configuration can hold.
+func TestUTPMNameRuleMatchesConfig(t *testing.T) {
+	long := strings.Repeat("a", MaxNameLen)
+	for _, n := range []string{"", "a", "A9", "a.b-c_d", ".a", "-a", "_a", "a b", "a/b", "é", "a\x00",
+		long, long + "a", "9" + long[1:]} {
+		if got, want := utpm.ValidName(n), checkName(n) == nil; got != want {
+			t.Errorf("%q: utpm.ValidName = %v, config accepts = %v", n, got, want)
+		}
+	}
+}
+
+func TestUTPMAuthorizer(t *testing.T) {
+	admin := newKey(t, "ed25519")
+	st := newState(t, admin)
+	_, kid := st.AdminKey()
+	a := NewWatcher(st).UTPMAuthorizer()
+	if err := a(utpm.Digest(kid), "signer", utpm.Digest(meas("signer-1"))); !errors.Is(err, ErrNoActiveConfig) || errors.Is(err, utpm.ErrInternal) {
+		t.Fatalf("no configuration: %v", err)
+	}
+	mustApply(t, st, mustSign(t, baseConfig(1), admin))
+	if err := a(utpm.Digest(kid), "signer", utpm.Digest(meas("signer-1"))); err != nil {
+		t.Fatal(err)
+	}
+	// A state that no longer verifies is a failure to decide, not a refusal.
+	os.WriteFile(filepath.Join(st.Dir(), filePointer), []byte("garbage"), 0o644)
+	if err := a(utpm.Digest(kid), "signer", utpm.Digest(meas("signer-1"))); !errors.Is(err, utpm.ErrInternal) {
+		t.Fatalf("corrupt state: %v", err)
 	}
 }

@@ -28,21 +28,22 @@ const (
 
 // ABI error codes (docs/abi.md §4).
 const (
-	EInval        = 1
-	EFault        = 2
-	EShort        = 3
-	EPCR          = 4
-	ETampered     = 5
-	EForeign      = 6
-	EWrongPAL     = 7
-	EPCRMismatch  = 8
-	EWrongType    = 9
-	EUnsupported  = 10
-	ETooLarge     = 11
-	EInternal     = 12
-	EMalformed    = 13
-	MaxHostcallIO = 1<<20 + 4<<10 // largest req_len and resp_cap
-	maxLog        = 4 << 10
+	EInval         = 1
+	EFault         = 2
+	EShort         = 3
+	EPCR           = 4
+	ETampered      = 5
+	EForeign       = 6
+	EWrongPAL      = 7
+	EPCRMismatch   = 8
+	EWrongType     = 9
+	EUnsupported   = 10
+	ETooLarge      = 11
+	EInternal      = 12
+	EMalformed     = 13
+	ENotAuthorized = 14
+	MaxHostcallIO  = 1<<20 + 4<<10 // largest req_len and resp_cap
+	maxLog         = 4 << 10
 )
 
 // CallState is the per-call state of one PAL invocation that hostcalls update.
@@ -270,6 +271,21 @@ func DecodePolicy(b []byte) (utpm.Policy, []byte, error) {
 			return p, nil, errBadRequest
 		}
 		b = b[33:]
+	case 2:
+		// u8 name_len ‖ name ‖ signer[32]
+		if len(b) < 2 {
+			return p, nil, errBadRequest
+		}
+		n := int(b[1])
+		if len(b) < 2+n+32 {
+			return p, nil, errBadRequest
+		}
+		p.Name = string(b[2 : 2+n])
+		copy(p.Signer[:], b[2+n:2+n+32])
+		if !utpm.ValidName(p.Name) || p.Signer == (utpm.Digest{}) {
+			return utpm.Policy{}, nil, errBadRequest
+		}
+		b = b[2+n+32:]
 	default:
 		return p, nil, errBadRequest
 	}
@@ -299,12 +315,18 @@ func DecodePolicy(b []byte) (utpm.Policy, []byte, error) {
 	return p, b, nil
 }
 
-// EncodePolicy is the inverse of DecodePolicy, for SDKs and tests written in Go.
+// EncodePolicy is the inverse of DecodePolicy, for SDKs and tests written in Go. A policy
+// with a Name encodes as target kind 2 (its Target is not encoded).
 func EncodePolicy(p utpm.Policy) []byte {
 	var b []byte
-	if p.Target == (utpm.Digest{}) {
+	switch {
+	case p.Name != "":
+		b = append(b, 2, byte(len(p.Name)))
+		b = append(b, p.Name...)
+		b = append(b, p.Signer[:]...)
+	case p.Target == (utpm.Digest{}):
 		b = append(b, 0)
-	} else {
+	default:
 		b = append(b, 1)
 		b = append(b, p.Target[:]...)
 	}

@@ -72,6 +72,11 @@ var DefaultLimits = Limits{
 	MaxOutput: 1 << 20,
 }
 
+// MinInitTimeout bounds the initialisation of an instance (instantiation and the PAL's own
+// initialiser) when Limits.Timeout is shorter: a Go PAL's runtime takes milliseconds to start,
+// and a reset after a fault must not make the next call fail for lack of time.
+const MinInitTimeout = 5 * time.Second
+
 // WithDefaults returns l with every zero field replaced by its default.
 func (l Limits) WithDefaults() Limits {
 	if l.Timeout <= 0 {

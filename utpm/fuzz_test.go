@@ -34,6 +34,7 @@ func fuzzPlatform(t testing.TB) *utpm.Platform {
 var policySentinels = []error{
 	utpm.ErrMalformed, utpm.ErrForeign, utpm.ErrWrongPAL, utpm.ErrPCRMismatch,
 	utpm.ErrTampered, utpm.ErrWrongType, utpm.ErrUnsupported, utpm.ErrInvalid, utpm.ErrTooLarge,
+	utpm.ErrNotAuthorized,
 }
 
 func isSentinel(err error) bool {
@@ -65,6 +66,40 @@ func FuzzUnseal(f *testing.F) {
 		if err == nil {
 			// Only blobs that this platform really sealed for A may open.
 			if !bytes.Equal(blob, valid) || string(data) != "sealed data" || creator != palA {
+				t.Fatalf("forged blob unsealed: %x", blob)
+			}
+			return
+		}
+		if !isSentinel(err) {
+			t.Fatalf("unexpected error %v", err)
+		}
+	})
+}
+
+// FuzzUnsealName feeds hostile blobs to a µTPM whose platform has a real trusted
+// configuration (B listed under "vault"), so the name-under-signer path is reached.
+func FuzzUnsealName(f *testing.F) {
+	tr := newTrusted(f)
+	tr.apply(f, 1, palB)
+	p := fuzzPlatform(f)
+	p.SetAuthorizer(tr.w.UTPMAuthorizer())
+	b := p.NewTPM(palB)
+	a := p.NewTPM(palA)
+	valid, err := a.Seal([]byte("for the vault"), utpm.Policy{Name: "vault", Signer: tr.kid})
+	if err != nil {
+		f.Fatal(err)
+	}
+	other, _ := a.Seal([]byte("x"), utpm.Policy{Name: "other", Signer: tr.kid, PCRMask: 0x81, CurrentPCRs: true})
+	kblob, _, _ := a.KeyCreate(utpm.KeyEd25519, utpm.Policy{Name: "vault", Signer: tr.kid})
+	f.Add(valid)
+	f.Add(other)
+	f.Add(kblob)
+	f.Add(valid[:len(valid)-20])
+	f.Add(valid[:45])
+	f.Fuzz(func(t *testing.T, blob []byte) {
+		data, creator, err := b.Unseal(blob)
+		if err == nil {
+			if !bytes.Equal(blob, valid) || string(data) != "for the vault" || creator != palA {
 				t.Fatalf("forged blob unsealed: %x", blob)
 			}
 			return

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/veraison/go-cose"
@@ -30,6 +31,7 @@ type Platform struct {
 	counters CounterStore
 	now      func() time.Time
 	rand     io.Reader
+	authz    atomic.Pointer[Authorizer]
 
 	aeads aeadCache
 	keys  keyCache
@@ -65,6 +67,7 @@ func NewPlatform(cfg PlatformConfig) (*Platform, error) {
 	if p.now == nil {
 		p.now = time.Now
 	}
+	p.SetAuthorizer(cfg.Authorize)
 	if p.rand == nil {
 		p.rand = rand.Reader
 	}
@@ -84,6 +87,24 @@ func NewPlatform(cfg PlatformConfig) (*Platform, error) {
 		return nil, fmt.Errorf("utpm: identity signer: %w", err)
 	}
 	return p, nil
+}
+
+// SetAuthorizer replaces the Authorizer consulted for blobs sealed to a name under a signer
+// (nil: such blobs are refused with ErrUnsupported). Safe to call while PALs run: each
+// UNSEAL and KEY_SIGN uses the authorizer current at that moment.
+func (p *Platform) SetAuthorizer(a Authorizer) {
+	if a == nil {
+		p.authz.Store(nil)
+		return
+	}
+	p.authz.Store(&a)
+}
+
+func (p *Platform) authorizer() Authorizer {
+	if a := p.authz.Load(); a != nil {
+		return *a
+	}
+	return nil
 }
 
 // IdentityPublic is the DER SubjectPublicKeyInfo of the identity key. Callers must not modify
@@ -216,4 +237,5 @@ var codes = []struct {
 	{ErrUnsupported, 10},
 	{ErrTooLarge, 11},
 	{ErrMalformed, 13},
+	{ErrNotAuthorized, 14},
 }

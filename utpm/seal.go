@@ -6,6 +6,7 @@ import (
 	"crypto/cipher"
 	"crypto/hkdf"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"io"
 	"math/bits"
@@ -22,20 +23,22 @@ const (
 	blobData byte = 1
 	blobKey  byte = 2
 
-	// targetMeasurement is the only target kind today; trusted configurations will add
-	// "a name under a signer".
+	// Target kinds: a PAL measurement, or a name under a signer (the target field then holds
+	// the signer, and u8 len ‖ name follows it).
 	targetMeasurement byte = 1
+	targetName        byte = 2
 
 	platformIDSize = 8
 	nonceSize      = 12
 	tagSize        = 16
 
-	offType     = 4 + 1
-	offKind     = offType + 1
-	offTarget   = offKind + 1
+	offType   = 4 + 1
+	offKind   = offType + 1
+	offTarget = offKind + 1
+	// Target kind 2 inserts u8 len ‖ name before the mask; fixedHeader is the header of kind
+	// 1 without PCR values.
 	offMask     = offTarget + 32
-	offPCRs     = offMask + 1
-	fixedHeader = offPCRs + 32 + platformIDSize + nonceSize // creator, platform id, nonce; no PCR values
+	fixedHeader = offMask + 1 + 32 + platformIDSize + nonceSize
 
 	// maxCiphertext bounds the ciphertext of any blob: sealed data, or a key (far smaller).
 	maxCiphertext = MaxSealData + tagSize
@@ -44,7 +47,9 @@ const (
 // header is the parsed clear part of a sealed blob.
 type header struct {
 	typ      byte
-	target   Digest
+	kind     byte
+	target   Digest // the measurement (kind 1) or the signer (kind 2)
+	name     string // kind 2 only
 	mask     uint8
 	pcrs     [NumPCRs]Digest // only the entries selected by mask are meaningful
 	creator  Digest
@@ -66,19 +71,34 @@ func parseHeader(blob []byte) (header, error) {
 	if h.typ != blobData && h.typ != blobKey {
 		return h, fmt.Errorf("blob type %d: %w", h.typ, ErrMalformed)
 	}
-	if blob[offKind] != targetMeasurement {
-		return h, fmt.Errorf("target kind %d: %w", blob[offKind], ErrMalformed)
-	}
+	h.kind = blob[offKind]
 	copy(h.target[:], blob[offTarget:])
-	h.mask = blob[offMask]
-	h.len = fixedHeader + 32*bits.OnesCount8(h.mask)
+	off := offMask
+	switch h.kind {
+	case targetMeasurement:
+	case targetName:
+		n := int(blob[off]) // in bounds: the length check above covers a kind-1 header
+		off++
+		if len(blob) < off+n+1 { // the name and the PCR mask after it
+			return h, fmt.Errorf("name of %d bytes: %w", n, ErrMalformed)
+		}
+		h.name = string(blob[off : off+n])
+		if !ValidName(h.name) || h.target == (Digest{}) {
+			return h, fmt.Errorf("name %q under signer %x: %w", h.name, h.target[:4], ErrMalformed)
+		}
+		off += n
+	default:
+		return h, fmt.Errorf("target kind %d: %w", h.kind, ErrMalformed)
+	}
+	h.mask = blob[off]
+	off++
+	h.len = off + 32*bits.OnesCount8(h.mask) + 32 + platformIDSize + nonceSize
 	if len(blob) < h.len+tagSize {
 		return h, fmt.Errorf("%d bytes: %w", len(blob), ErrMalformed)
 	}
 	if len(blob)-h.len > maxCiphertext {
 		return h, fmt.Errorf("ciphertext of %d bytes: %w", len(blob)-h.len, ErrMalformed)
 	}
-	off := offPCRs
 	for i := 0; i < NumPCRs; i++ {
 		if h.mask&(1<<i) != 0 {
 			copy(h.pcrs[i][:], blob[off:])
@@ -106,8 +126,18 @@ func (t *TPM) Seal(data []byte, p Policy) ([]byte, error) {
 }
 
 func (t *TPM) seal(typ byte, plain []byte, p Policy) ([]byte, error) {
-	target := p.Target
-	if target == (Digest{}) {
+	kind, target := targetMeasurement, p.Target
+	if p.Name != "" {
+		if !ValidName(p.Name) || p.Signer == (Digest{}) || p.Target != (Digest{}) {
+			return nil, fmt.Errorf("policy name %q: %w", p.Name, ErrInvalid)
+		}
+		// Refused here too, not only at unseal: a PAL learns at once that this platform
+		// cannot serve such blobs instead of sealing data nobody can open.
+		if t.p.authorizer() == nil {
+			return nil, fmt.Errorf("name under a signer: no trusted configuration: %w", ErrUnsupported)
+		}
+		kind, target = targetName, p.Signer
+	} else if target == (Digest{}) {
 		target = t.m
 	}
 	vals := p.PCRValues
@@ -115,14 +145,21 @@ func (t *TPM) seal(typ byte, plain []byte, p Policy) ([]byte, error) {
 		vals = t.PCRs()
 	}
 	hl := fixedHeader + 32*bits.OnesCount8(p.PCRMask)
+	if kind == targetName {
+		hl += 1 + len(p.Name)
+	}
 	out := make([]byte, hl, hl+len(plain)+tagSize)
 	copy(out, blobMagic)
 	out[4] = blobVersion
 	out[offType] = typ
-	out[offKind] = targetMeasurement
-	copy(out[offTarget:], target[:])
-	out[offMask] = p.PCRMask
-	off := offPCRs
+	out[offKind] = kind
+	off := offTarget + copy(out[offTarget:], target[:])
+	if kind == targetName {
+		out[off] = byte(len(p.Name))
+		off += 1 + copy(out[off+1:], p.Name)
+	}
+	out[off] = p.PCRMask
+	off++
 	for i := 0; i < NumPCRs; i++ {
 		if p.PCRMask&(1<<i) != 0 {
 			off += copy(out[off:], vals[i][:])
@@ -136,7 +173,7 @@ func (t *TPM) seal(typ byte, plain []byte, p Policy) ([]byte, error) {
 	if _, err := io.ReadFull(t.p.rand, nonce); err != nil {
 		return nil, fmt.Errorf("nonce: %w: %w", ErrInternal, err)
 	}
-	a, err := t.p.aead(typ, target)
+	a, err := t.p.aead(typ, kind, target, p.Name)
 	if err != nil {
 		return nil, err
 	}
@@ -146,7 +183,8 @@ func (t *TPM) seal(typ byte, plain []byte, p Policy) ([]byte, error) {
 
 // Unseal decrypts a data blob sealed for the caller and returns the data and the measurement
 // of the PAL that sealed it. The checks run in a fixed order so each failure has its own
-// error: ErrMalformed, ErrForeign, ErrWrongPAL, ErrPCRMismatch, ErrTampered, ErrWrongType.
+// error: ErrMalformed, ErrForeign, ErrWrongPAL (or, for a blob sealed to a name under a
+// signer, ErrNotAuthorized or ErrUnsupported), ErrPCRMismatch, ErrTampered, ErrWrongType.
 func (t *TPM) Unseal(blob []byte) ([]byte, Digest, error) {
 	h, err := t.check(blob)
 	if err != nil {
@@ -172,8 +210,15 @@ func (t *TPM) check(blob []byte) (header, error) {
 	if h.platform != t.p.id {
 		return h, ErrForeign
 	}
-	if h.target != t.m {
-		return h, ErrWrongPAL
+	switch h.kind {
+	case targetMeasurement:
+		if h.target != t.m {
+			return h, ErrWrongPAL
+		}
+	case targetName:
+		if err := t.authorize(&h); err != nil {
+			return h, err
+		}
 	}
 	if h.mask != 0 {
 		cur := t.PCRs()
@@ -186,9 +231,27 @@ func (t *TPM) check(blob []byte) (header, error) {
 	return h, nil
 }
 
+// authorize asks the platform's Authorizer whether the caller may act as the blob's name
+// under its signer. The header is not authenticated yet: a forged name or signer only chooses
+// which question is asked; decryption then fails under the key of the real (name, signer).
+func (t *TPM) authorize(h *header) error {
+	a := t.p.authorizer()
+	if a == nil {
+		return fmt.Errorf("blob sealed to %q under a signer: no trusted configuration: %w", h.name, ErrUnsupported)
+	}
+	err := a(h.target, h.name, t.m)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, ErrInternal):
+		return fmt.Errorf("authorize %q: %w", h.name, err)
+	}
+	return fmt.Errorf("%q under signer %x: %w: %w", h.name, h.target[:8], ErrNotAuthorized, err)
+}
+
 // open authenticates and decrypts a blob whose header has passed check.
 func (p *Platform) open(h *header, blob []byte) ([]byte, error) {
-	a, err := p.aead(h.typ, h.target)
+	a, err := p.aead(h.typ, h.kind, h.target, h.name)
 	if err != nil {
 		return nil, err
 	}
@@ -207,17 +270,22 @@ type aeadCache struct {
 }
 
 type aeadKey struct {
-	typ    byte
-	target Digest
+	typ  byte
+	kind byte
+	id   Digest // the measurement, or for a name the hash of (signer, name)
 }
 
 const maxCachedAEADs = 1024
 
-// aead returns the AEAD of blobs of type typ bound to target. The key is
-// HKDF-Expand(PRK, "palisade.utpm.seal.v1\x00" ‖ typ ‖ kind ‖ target, 32): a blob of one type
-// or target never decrypts under another's key.
-func (p *Platform) aead(typ byte, target Digest) (cipher.AEAD, error) {
-	k := aeadKey{typ, target}
+// aead returns the AEAD of blobs of type typ bound to (kind, target, name). The key is
+// HKDF-Expand(PRK, "palisade.utpm.seal.v1\x00" ‖ typ ‖ kind ‖ target [‖ u8 len ‖ name], 32),
+// the name part for kind 2 only: a blob of one type or target never decrypts under another's
+// key.
+func (p *Platform) aead(typ, kind byte, target Digest, name string) (cipher.AEAD, error) {
+	k := aeadKey{typ, kind, target}
+	if kind == targetName {
+		k.id = nameID(target, name)
+	}
 	p.aeads.mu.RLock()
 	a := p.aeads.m[k]
 	p.aeads.mu.RUnlock()
@@ -227,8 +295,12 @@ func (p *Platform) aead(typ byte, target Digest) (cipher.AEAD, error) {
 	var info bytes.Buffer
 	info.WriteString("palisade.utpm.seal.v1\x00")
 	info.WriteByte(typ)
-	info.WriteByte(targetMeasurement)
+	info.WriteByte(kind)
 	info.Write(target[:])
+	if kind == targetName {
+		info.WriteByte(byte(len(name)))
+		info.WriteString(name)
+	}
 	key, err := hkdf.Expand(sha256.New, p.prk, info.String(), 32)
 	if err != nil {
 		return nil, fmt.Errorf("derive seal key: %w: %w", ErrInternal, err)
@@ -256,4 +328,14 @@ func (p *Platform) aead(typ byte, target Digest) (cipher.AEAD, error) {
 	p.aeads.m[k] = a
 	p.aeads.mu.Unlock()
 	return a, nil
+}
+
+// nameID identifies (signer, name) in the AEAD cache.
+func nameID(signer Digest, name string) Digest {
+	h := sha256.New()
+	h.Write([]byte("palisade.name.v1\x00"))
+	h.Write(signer[:])
+	h.Write([]byte{byte(len(name))})
+	h.Write([]byte(name))
+	return Digest(h.Sum(nil))
 }

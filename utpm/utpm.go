@@ -35,6 +35,10 @@ type PlatformConfig struct {
 	Rooted       bool              // false for the "none" root: quotes say so
 	Counters     CounterStore
 	Now          func() time.Time // defaults to time.Now
+	// Authorize decides, at UNSEAL and KEY_SIGN of a blob sealed to a name under a signer,
+	// whether the caller may act as that name (see Authorizer). Nil: such blobs are refused
+	// with ErrUnsupported. Platform.SetAuthorizer changes it later.
+	Authorize Authorizer
 	// Rand defaults to crypto/rand.Reader. It supplies blob nonces, RANDOM and Ed25519 keys;
 	// since Go 1.26 ECDSA and RSA key generation and signing ignore it and always use the
 	// system's secure source.
@@ -54,7 +58,22 @@ var (
 	ErrTooLarge    = errors.New("utpm: size exceeds its limit")
 	ErrInternal    = errors.New("utpm: internal failure")
 	ErrMalformed   = errors.New("utpm: sealed blob is malformed")
+	// ErrNotAuthorized: the blob is sealed to a name under a signer, and the active
+	// configuration of that signer does not list the caller's measurement under that name
+	// (never listed, revoked, or another signer's configuration is active).
+	ErrNotAuthorized = errors.New("utpm: caller is not authorized for the name the blob is sealed to")
 )
+
+// Authorizer reports whether a PAL with measurement caller may act as the PAL name in the
+// configuration that signer (the SHA-256 key id of an administrator key) has made active. It
+// is asked at every UNSEAL and KEY_SIGN of a blob sealed to (name, signer), never cached by
+// the µTPM, so an update that lists a new build under name gives it access at once and a
+// revocation takes effect at the next call.
+//
+// nil allows. An error wrapping ErrInternal is a failure to decide (the PAL gets E_INTERNAL
+// and may retry); any other error is a refusal (E_NOTAUTHORIZED). *config.Watcher provides
+// one (config.Watcher.UTPMAuthorizer).
+type Authorizer func(signer Digest, name string, caller Digest) error
 
 // Limits of the µTPM.
 const (
@@ -62,12 +81,36 @@ const (
 	MaxNonce    = 1024
 	MaxUserData = 4096
 	MaxRandom   = 64 << 10
+	MaxName     = 128 // bytes of a policy name (the configuration's name rule)
 )
+
+// ValidName reports whether name may appear in a policy: 1..MaxName bytes of
+// [A-Za-z0-9._-], not starting with '.', '_' or '-' (the rule of configuration names,
+// docs/configurations.md §1).
+func ValidName(name string) bool {
+	if len(name) == 0 || len(name) > MaxName {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '.' && c != '_' && c != '-') {
+			return false
+		}
+	}
+	return true
+}
 
 // Policy says who may unseal a blob (or sign with a key).
 type Policy struct {
-	// Target is the measurement of the PAL that may unseal. Zero means the caller itself.
+	// Target is the measurement of the PAL that may unseal. Zero means the caller itself,
+	// unless Name is set.
 	Target Digest
+	// Name and Signer seal to "a name under a signer" (target kind 2): any PAL that the
+	// configuration active under Signer (an administrator key id) lists under Name may
+	// unseal, as decided by the platform's Authorizer at each use. Target must then be zero.
+	Name   string
+	Signer Digest
 	// PCRMask selects PCRs (bit i = PCR i) whose values must equal PCRValues[i] at unseal.
 	PCRMask uint8
 	// PCRValues holds the expected values of the selected PCRs, indexed by PCR number.

@@ -489,6 +489,8 @@ func TestCode(t *testing.T) {
 		{utpm.ErrTooLarge, 11},
 		{utpm.ErrInternal, 12},
 		{utpm.ErrMalformed, 13},
+		{utpm.ErrNotAuthorized, 14},
+		{fmt.Errorf("%w: %w", utpm.ErrNotAuthorized, errors.New("not listed")), 14},
 		{fmt.Errorf("unseal: %w", utpm.ErrWrongPAL), 7},
 		{fmt.Errorf("counter: %w: %w", utpm.ErrInternal, io.ErrUnexpectedEOF), 12},
 		{fmt.Errorf("x: %w: %w", utpm.ErrInternal, utpm.ErrTampered), 12},

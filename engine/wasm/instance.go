@@ -43,8 +43,15 @@ type instance struct {
 	mod          api.Module // nil after a reset until the next call re-instantiates
 	alloc, entry api.Function
 	stack        [2]uint64
-	cs           engine.CallState
-	closed       bool
+	// The input buffer the last palisade_alloc returned, and the size asked for: inputs that
+	// fit are written there without calling palisade_alloc again (docs/abi.md §5). Each call
+	// of an exported function costs wazero a goroutine to watch for termination, so this
+	// halves the cost of a small call.
+	inPtr, inCap uint32
+	// armed is the limit of the running call or initialisation, for error messages.
+	armed  time.Duration
+	cs     engine.CallState
+	closed bool
 
 	// Per-call state seen by host functions.
 	logBudget int
@@ -129,9 +136,10 @@ func (i *instance) kill(reason error, seq uint64) {
 }
 
 // arm starts the deadline of one call (or of initialisation): the earlier of ctx's deadline
-// and Limits.Timeout, and ctx's cancellation. It allocates nothing unless ctx can be cancelled.
-func (i *instance) arm(ctx context.Context) {
-	d := i.lim.Timeout
+// and limit, and ctx's cancellation. It allocates nothing unless ctx can be cancelled.
+func (i *instance) arm(ctx context.Context, limit time.Duration) {
+	i.armed = limit
+	d := limit
 	if dl, ok := ctx.Deadline(); ok {
 		d = min(d, time.Until(dl))
 	}
@@ -170,7 +178,8 @@ func (i *instance) disarm(ctx context.Context) (killed bool, why error) {
 func (i *instance) start(ctx context.Context) error {
 	cfg := wazero.NewModuleConfig().WithName("").WithStartFunctions()
 	i.resetCallState()
-	i.arm(ctx)
+	i.inPtr, i.inCap = 0, 0
+	i.arm(ctx, max(i.lim.Timeout, engine.MinInitTimeout))
 	mod, err := i.rt.r.InstantiateModule(&i.cctx, i.cm, cfg)
 	if err == nil && i.m.hasInit {
 		_, err = mod.ExportedFunction("_initialize").Call(&i.cctx)
@@ -225,7 +234,7 @@ func (i *instance) Call(ctx context.Context, input []byte) (engine.Result, error
 	}
 	i.resetCallState()
 
-	i.arm(ctx)
+	i.arm(ctx, i.lim.Timeout)
 	status, err := i.run(input)
 	killed, why := i.disarm(ctx)
 	if err != nil || (killed && i.mod.IsClosed()) {
@@ -254,11 +263,14 @@ var errBadAlloc = errors.New("palisade_alloc returned an unusable buffer")
 func (i *instance) run(input []byte) (int32, error) {
 	var ptr uint32
 	if len(input) > 0 {
-		i.stack[0] = uint64(len(input))
-		if err := i.alloc.CallWithStack(&i.cctx, i.stack[:]); err != nil {
-			return 0, err
+		if uint32(len(input)) > i.inCap {
+			i.stack[0] = uint64(len(input))
+			if err := i.alloc.CallWithStack(&i.cctx, i.stack[:]); err != nil {
+				return 0, err
+			}
+			i.inPtr, i.inCap = uint32(i.stack[0]), uint32(len(input))
 		}
-		ptr = uint32(i.stack[0])
+		ptr = i.inPtr
 		if ptr == 0 || !i.mod.Memory().Write(ptr, input) {
 			return 0, fmt.Errorf("%w (%#x for %d bytes)", errBadAlloc, ptr, len(input))
 		}
@@ -273,7 +285,7 @@ func (i *instance) run(input []byte) (int32, error) {
 // classify maps a failed call to the engine's sentinels.
 func (i *instance) classify(what string, err error, mod api.Module, killed bool, why error) error {
 	if killed {
-		return fmt.Errorf("%w (%s, limit %v): %w", engine.ErrTimeout, what, i.lim.Timeout, why)
+		return fmt.Errorf("%w (%s, limit %v): %w", engine.ErrTimeout, what, i.armed, why)
 	}
 	var exit *sys.ExitError
 	if errors.As(err, &exit) {

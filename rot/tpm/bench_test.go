@@ -224,3 +224,48 @@ func BenchmarkCounterIncrement(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkOpenMode compares a visor start with the master secret under PolicyPCR (plain)
+// and under PolicyAuthorize by an administrator key (LoadExternal, VerifySignature,
+// PolicyPCR, PolicyAuthorize).
+func BenchmarkOpenMode(b *testing.B) {
+	admin := adminKey(b)
+	auth := authorize(b, admin, "bench visor")
+	for _, mode := range []string{"plain", "authorized"} {
+		b.Run(mode, func(b *testing.B) {
+			sw := swtpmtest.Start(b)
+			state := b.TempDir()
+			for i := 0; i < b.N; i++ {
+				var r *Root
+				var err error
+				if mode == "plain" {
+					r, err = open(b, sw, state, visorFile(b, "bench visor"), []byte("conf"), 0)
+				} else {
+					r, err = openAuthorized(b, sw, state, "bench visor", admin, auth)
+				}
+				if err != nil {
+					b.Fatal(err)
+				}
+				r.Close()
+			}
+		})
+	}
+}
+
+// BenchmarkVersionAnchorAdvance is one configuration version step (one TPM2_NV_Increment,
+// plus the read that checks the base).
+func BenchmarkVersionAnchorAdvance(b *testing.B) {
+	sw := swtpmtest.Start(b)
+	a, err := OpenVersionAnchor(sw.Device(), 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer a.Close()
+	v, _ := a.Read()
+	for i := 0; i < b.N; i++ {
+		v++
+		if err := a.Advance(v); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -1,6 +1,7 @@
 package tpm
 
 import (
+	"bytes"
 	"crypto/rand"
 	"encoding/asn1"
 	"errors"
@@ -44,7 +45,12 @@ var akTemplate = tpm2.TPMTPublic{
 
 // masterSecret unseals the master secret from the state dir, or creates and seals one on
 // first run. The PCR must hold exactly the visor measurement (one extend after reset).
-func (r *Root) masterSecret(stateDir string) ([]byte, error) {
+//
+// The sealed object's policy says which mode it was made in: PolicyPCR of this visor's
+// measurement (plain), or PolicyAuthorize by cfg.Authority (authorized). A plain object opened
+// with an authority configured is resealed in authorized mode (same secret), so an existing
+// installation adopts visor authorizations without losing its sealed data.
+func (r *Root) masterSecret(cfg Config) ([]byte, error) {
 	srk, err := tpm2.CreatePrimary{PrimaryHandle: tpm2.TPMRHOwner, InPublic: tpm2.New2B(tpm2.ECCSRKTemplate)}.Execute(r.tpm)
 	if err != nil {
 		return nil, fmt.Errorf("tpm: create SRK: %w", err)
@@ -55,10 +61,31 @@ func (r *Root) masterSecret(stateDir string) ([]byte, error) {
 		return nil, fmt.Errorf("tpm: SRK public: %w", err)
 	}
 	parent := tpm2.AuthHandle{Handle: srk.ObjectHandle, Name: srk.Name, Auth: tpm2.PasswordAuth(nil)}
-	path := filepath.Join(stateDir, "master.sealed")
+	path := filepath.Join(cfg.StateDir, "master.sealed")
+	plain, err := r.masterPolicy()
+	if err != nil {
+		return nil, fmt.Errorf("tpm: master secret policy: %w", err)
+	}
+	var authorized []byte
+	if cfg.Authority != nil {
+		if authorized, err = authorizedPolicy(cfg.Authority); err != nil {
+			return nil, err
+		}
+	}
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return r.createMaster(parent, path)
+		secret := make([]byte, masterSecretSize)
+		if _, err := rand.Read(secret); err != nil {
+			return nil, fmt.Errorf("tpm: master secret: %w", err)
+		}
+		policy := plain
+		if authorized != nil {
+			policy = authorized
+		}
+		if err := r.sealMaster(parent, path, secret, policy); err != nil {
+			return nil, err
+		}
+		return secret, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("tpm: read sealed master secret: %w", err)
@@ -75,6 +102,22 @@ func (r *Root) masterSecret(stateDir string) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tpm: %s: private: %w: %w", path, ErrMalformed, err)
 	}
+	pubArea, err := pub.Contents()
+	if err != nil {
+		return nil, fmt.Errorf("tpm: %s: public: %w: %w", path, ErrMalformed, err)
+	}
+	isAuthorized := authorized != nil && bytes.Equal(pubArea.AuthPolicy.Buffer, authorized)
+	var auth *Authorization
+	if isAuthorized {
+		if auth, err = r.authorizationFor(cfg); err != nil {
+			return nil, err
+		}
+	} else if !bytes.Equal(pubArea.AuthPolicy.Buffer, plain) && cfg.Authority != nil {
+		// Neither this visor's PCR policy nor this authority's: either another visor sealed
+		// it in plain mode, or another administrator key is configured.
+		return nil, fmt.Errorf("%w: %s is sealed neither to this visor's PCR policy nor to PolicyAuthorize by the configured administrator key (%w)",
+			ErrPolicy, path, ErrAuthority)
+	}
 	obj, err := tpm2.Load{ParentHandle: parent, InPrivate: *priv, InPublic: *pub}.Execute(r.tpm)
 	if err != nil {
 		return nil, fmt.Errorf("tpm: load sealed master secret (made by another TPM or owner?): %w", err)
@@ -88,7 +131,11 @@ func (r *Root) masterSecret(stateDir string) ([]byte, error) {
 		return nil, fmt.Errorf("tpm: policy session: %w", err)
 	}
 	defer closeSess()
-	if _, err := (tpm2.PolicyPCR{PolicySession: sess.Handle(), Pcrs: r.pcrSelection()}).Execute(r.tpm); err != nil {
+	if isAuthorized {
+		if err := r.authorizeSession(sess, cfg.Authority, auth); err != nil {
+			return nil, err
+		}
+	} else if _, err := (tpm2.PolicyPCR{PolicySession: sess.Handle(), Pcrs: r.pcrSelection()}).Execute(r.tpm); err != nil {
 		return nil, fmt.Errorf("tpm: PolicyPCR: %w", err)
 	}
 	u, err := tpm2.Unseal{ItemHandle: tpm2.AuthHandle{Handle: obj.ObjectHandle, Name: obj.Name, Auth: sess}}.Execute(r.tpm)
@@ -101,6 +148,11 @@ func (r *Root) masterSecret(stateDir string) ([]byte, error) {
 	}
 	if len(u.OutData.Buffer) != masterSecretSize {
 		return nil, fmt.Errorf("tpm: unsealed master secret has %d bytes, want %d", len(u.OutData.Buffer), masterSecretSize)
+	}
+	if authorized != nil && !isAuthorized {
+		if err := r.sealMaster(parent, path, u.OutData.Buffer, authorized); err != nil {
+			return nil, fmt.Errorf("tpm: reseal master secret under the administrator key: %w", err)
+		}
 	}
 	return u.OutData.Buffer, nil
 }
@@ -120,15 +172,9 @@ func (r *Root) masterPolicy() ([]byte, error) {
 	return calc.Hash().Digest, nil
 }
 
-func (r *Root) createMaster(parent tpm2.AuthHandle, path string) ([]byte, error) {
-	secret := make([]byte, masterSecretSize)
-	if _, err := rand.Read(secret); err != nil {
-		return nil, fmt.Errorf("tpm: master secret: %w", err)
-	}
-	policy, err := r.masterPolicy()
-	if err != nil {
-		return nil, fmt.Errorf("tpm: master secret policy: %w", err)
-	}
+// sealMaster seals secret under policy (no UserWithAuth: only the policy authorises Unseal)
+// and persists the object, replacing any previous one atomically.
+func (r *Root) sealMaster(parent tpm2.AuthHandle, path string, secret, policy []byte) error {
 	cr, err := tpm2.Create{
 		ParentHandle: parent,
 		InSensitive: tpm2.TPM2BSensitiveCreate{Sensitive: &tpm2.TPMSSensitiveCreate{
@@ -142,16 +188,16 @@ func (r *Root) createMaster(parent tpm2.AuthHandle, path string) ([]byte, error)
 		}),
 	}.Execute(r.tpm)
 	if err != nil {
-		return nil, fmt.Errorf("tpm: seal master secret: %w", err)
+		return fmt.Errorf("tpm: seal master secret: %w", err)
 	}
 	b, err := encMode.Marshal(sealedMaster{Public: tpm2.Marshal(cr.OutPublic), Private: tpm2.Marshal(cr.OutPrivate)})
 	if err != nil {
-		return nil, fmt.Errorf("tpm: encode sealed master secret: %w", err)
+		return fmt.Errorf("tpm: encode sealed master secret: %w", err)
 	}
 	if err := writeFileAtomic(path, b); err != nil {
-		return nil, fmt.Errorf("tpm: persist sealed master secret: %w", err)
+		return fmt.Errorf("tpm: persist sealed master secret: %w", err)
 	}
-	return secret, nil
+	return nil
 }
 
 // loadAK recreates the attestation key: a primary key under the endorsement hierarchy, so the

@@ -3,7 +3,8 @@
 //
 // At Open, as TrustVisor at boot: the visor PCR is reset (when resettable), the visor
 // measurement extended, the µTPM master secret unsealed (it is sealed with PolicyPCR to that
-// PCR value; created on first run), a fresh identity key generated and its hash extended, and a
+// PCR value, or with PolicyAuthorize by an administrator key that signs visor builds' PCR
+// policies; created on first run), a fresh identity key generated and its hash extended, and a
 // cap extended so nothing can unseal the master secret while the visor runs. The extends are
 // kept as an event log; Endorse quotes the PCR with an attestation key so a verifier can replay
 // the log (attest.Verify).
@@ -73,6 +74,14 @@ type Config struct {
 	NVCounterIndex uint32
 	// EKChain are DER intermediate certificates sent with the EK certificate in evidence.
 	EKChain [][]byte
+	// Authority, when set, is the administrator key (ECDSA P-256) that authorizes visor
+	// builds: a master secret created with it is sealed with TPM2_PolicyAuthorize by this key
+	// instead of PolicyPCR, and any visor with an Authorization for its own measurement
+	// unseals it (docs/attestation.md §6.1). Nil: plain PolicyPCR (the default).
+	Authority *ecdsa.PublicKey
+	// Authorizations are encoded Authorizations (AuthorizeVisor), besides the files of
+	// StateDir/authorizations/; the one for this visor's measurement is used.
+	Authorizations [][]byte
 }
 
 // Root is an opened TPM root of trust. It implements rot.RootOfTrust.
@@ -163,7 +172,7 @@ func (r *Root) start(ctx context.Context, cfg Config) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	master, err := r.masterSecret(cfg.StateDir)
+	master, err := r.masterSecret(cfg)
 	if err != nil {
 		return err
 	}

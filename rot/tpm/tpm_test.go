@@ -58,7 +58,7 @@ func TestOpenSealsThenUnsealsSameSecret(t *testing.T) {
 	}
 	// The cap is extended: even this process cannot unseal any more.
 	r1.mu.Lock()
-	_, err := r1.masterSecret(state)
+	_, err := r1.masterSecret(Config{StateDir: state})
 	r1.mu.Unlock()
 	if !errors.Is(err, ErrPolicy) {
 		t.Fatalf("unseal after cap: got %v, want ErrPolicy", err)

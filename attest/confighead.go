@@ -1,0 +1,176 @@
+package attest
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"errors"
+	"fmt"
+
+	"github.com/fxamacker/cbor/v2"
+	"github.com/veraison/go-cose"
+)
+
+// ConfigContentType is the COSE content type of a configuration statement
+// (docs/attestation.md §2.1).
+const ConfigContentType = "application/vnd.palisade.config-head+cbor"
+
+// maxConfigStatement bounds evidence field 6 before it is parsed (a real one is ~200 bytes).
+const maxConfigStatement = 2 << 10
+
+// ConfigHead is the trusted configuration a visor runs under: the commit record of its
+// configuration state (config.State.Head(): sequence number, version, configuration hash,
+// hash of the last history entry). Seq 0 means nothing was ever applied.
+type ConfigHead struct {
+	Seq     uint64
+	Version uint64
+	Config  [32]byte // SHA-256 of the canonical configuration (docs/configurations.md §1)
+	Head    [32]byte // hash of the last history entry (docs/configurations.md §3)
+}
+
+// configStatement is the signed payload: the head and the verifier's nonce, so a statement
+// cannot be replayed into evidence for another challenge.
+type configStatement struct {
+	Seq     uint64 `cbor:"1,keyasint"`
+	Version uint64 `cbor:"2,keyasint"`
+	Config  []byte `cbor:"3,keyasint"`
+	Head    []byte `cbor:"4,keyasint"`
+	Nonce   []byte `cbor:"5,keyasint"`
+}
+
+// AssembleOption adds optional parts to evidence.
+type AssembleOption func(*assembleOptions)
+
+type assembleOptions struct{ config *ConfigHead }
+
+// WithConfiguration includes the visor's configuration head in the evidence, signed by the
+// identity key together with the quote's nonce (evidence field 6).
+func WithConfiguration(h ConfigHead) AssembleOption {
+	return func(o *assembleOptions) { o.config = &h }
+}
+
+// signConfig makes evidence field 6: a COSE_Sign1 (ES256, by the identity key) over the head
+// and nonce, with its own content type so it can never pass for a µTPM quote or the reverse.
+func signConfig(key *ecdsa.PrivateKey, h ConfigHead, nonce []byte) ([]byte, error) {
+	payload, err := evidenceEnc.Marshal(configStatement{
+		Seq: h.Seq, Version: h.Version, Config: h.Config[:], Head: h.Head[:], Nonce: nonce,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s, err := cose.NewSigner(cose.AlgorithmES256, key)
+	if err != nil {
+		return nil, err
+	}
+	msg := cose.Sign1Message{
+		Headers: cose.Headers{Protected: cose.ProtectedHeader{
+			cose.HeaderLabelAlgorithm:   cose.AlgorithmES256,
+			cose.HeaderLabelContentType: ConfigContentType,
+		}},
+		Payload: payload,
+	}
+	if err := msg.Sign(rand.Reader, nil, s); err != nil {
+		return nil, err
+	}
+	return msg.MarshalCBOR()
+}
+
+var configDec = func() cbor.DecMode {
+	dm, err := cbor.DecOptions{
+		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
+		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+		IndefLength:       cbor.IndefLengthForbidden,
+		TagsMd:            cbor.TagsForbidden,
+		MaxNestedLevels:   4,
+		MaxMapPairs:       16,
+	}.DecMode()
+	if err != nil {
+		panic(err)
+	}
+	return dm
+}()
+
+// verifyConfig checks field 6 against the identity key and the nonce and returns the head.
+func verifyConfig(raw []byte, id *ecdsa.PublicKey, nonce []byte) (*ConfigHead, error) {
+	if len(raw) > maxConfigStatement {
+		return nil, fmt.Errorf("%w: configuration statement of %d bytes", ErrEvidence, len(raw))
+	}
+	var msg cose.Sign1Message
+	if err := msg.UnmarshalCBOR(raw); err != nil {
+		return nil, fmt.Errorf("%w: configuration statement: %w", ErrEvidence, err)
+	}
+	if ct := msg.Headers.Protected[cose.HeaderLabelContentType]; ct != ConfigContentType {
+		return nil, fmt.Errorf("%w: configuration statement content type %v", ErrEvidence, ct)
+	}
+	if alg, err := msg.Headers.Protected.Algorithm(); err != nil || alg != cose.AlgorithmES256 {
+		return nil, fmt.Errorf("%w: configuration statement algorithm %v, want ES256", ErrSignature, alg)
+	}
+	if msg.Payload == nil {
+		return nil, fmt.Errorf("%w: configuration statement without payload", ErrEvidence)
+	}
+	v, err := cose.NewVerifier(cose.AlgorithmES256, id)
+	if err != nil {
+		return nil, fmt.Errorf("attest: identity key: %w", err)
+	}
+	if err := msg.Verify(nil, v); err != nil {
+		return nil, fmt.Errorf("%w: configuration statement: %w", ErrSignature, err)
+	}
+	var st configStatement
+	if err := configDec.Unmarshal(msg.Payload, &st); err != nil {
+		return nil, fmt.Errorf("%w: configuration statement: %w", ErrEvidence, err)
+	}
+	if len(st.Config) != 32 || len(st.Head) != 32 || len(st.Nonce) > maxNonce {
+		return nil, fmt.Errorf("%w: configuration statement field sizes", ErrEvidence)
+	}
+	if canon, err := evidenceEnc.Marshal(st); err != nil || !bytes.Equal(canon, msg.Payload) {
+		return nil, fmt.Errorf("%w: configuration statement not in deterministic encoding", ErrEvidence)
+	}
+	if !bytes.Equal(st.Nonce, nonce) {
+		return nil, &CheckError{Check: CheckConfiguration, Want: hexOrEmpty(nonce), Got: hexOrEmpty(st.Nonce),
+			Err: fmt.Errorf("%w: configuration statement made for another nonce", ErrMismatch)}
+	}
+	h := &ConfigHead{Seq: st.Seq, Version: st.Version}
+	copy(h.Config[:], st.Config)
+	copy(h.Head[:], st.Head)
+	return h, nil
+}
+
+// ConfigPolicy is what a verifier requires of the visor's trusted configuration
+// (Options.Configuration). Zero fields require nothing.
+type ConfigPolicy struct {
+	MinVersion uint64   // the active version must be at least this
+	Config     [32]byte // the active configuration must have this hash
+	Head       [32]byte // the history must end at this entry
+}
+
+// checkConfig runs the configuration checks of Verify; h is nil when the evidence has none.
+func checkConfig(ev *Evidence, id *ecdsa.PublicKey, nonce []byte, pol *ConfigPolicy) (*ConfigHead, error) {
+	if ev.Configuration == nil {
+		if pol != nil {
+			return nil, fail(CheckConfiguration, fmt.Errorf("%w: evidence carries no configuration head", ErrMismatch))
+		}
+		return nil, nil
+	}
+	h, err := verifyConfig(ev.Configuration, id, nonce)
+	if err != nil {
+		var ce *CheckError
+		if errors.As(err, &ce) {
+			return nil, ce
+		}
+		return nil, fail(CheckConfiguration, err)
+	}
+	if pol == nil {
+		return h, nil
+	}
+	if h.Version < pol.MinVersion {
+		return nil, &CheckError{Check: CheckConfigVersion, Want: fmt.Sprintf(">= %d", pol.MinVersion),
+			Got: fmt.Sprint(h.Version), Err: ErrMismatch}
+	}
+	if pol.Config != ([32]byte{}) && h.Config != pol.Config {
+		return nil, mismatch(CheckConfigHash, pol.Config[:], h.Config[:])
+	}
+	if pol.Head != ([32]byte{}) && h.Head != pol.Head {
+		return nil, mismatch(CheckConfigHead, pol.Head[:], h.Head[:])
+	}
+	return h, nil
+}
