@@ -19,6 +19,7 @@ const MaxEdDSAMessage = 4 << 10
 // key blob (plaintext alg ‖ PKCS#8 DER, docs/formats.md §2) with its public half as DER
 // SubjectPublicKeyInfo. The private key is never returned by any API: only KeySign uses it.
 func (t *TPM) KeyCreate(alg KeyAlg, p Policy) (blob, pub []byte, err error) {
+	defer t.auditKey("key-create", &err)
 	var key crypto.Signer
 	switch alg {
 	case KeyECDSAP256:
@@ -60,7 +61,8 @@ func (t *TPM) KeyCreate(alg KeyAlg, p Policy) (blob, pub []byte, err error) {
 // for Unseal (a data blob → ErrWrongType). Schemes, hashes and lengths follow docs/abi.md §3:
 // a scheme or hash that does not fit the key → ErrUnsupported, a digest whose length does not
 // match the hash → ErrInvalid.
-func (t *TPM) KeySign(blob []byte, s Scheme, h Hash, digest []byte) ([]byte, error) {
+func (t *TPM) KeySign(blob []byte, s Scheme, h Hash, digest []byte) (_ []byte, err error) {
+	defer t.auditKey("key-sign", &err)
 	key, err := t.signingKey(blob)
 	if err != nil {
 		return nil, fmt.Errorf("key sign: %w", err)

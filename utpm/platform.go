@@ -126,6 +126,19 @@ type TPM struct {
 
 	mu   sync.RWMutex
 	pcrs [NumPCRs]Digest
+
+	onKeyUse func(op string, err error) // set once, before the PAL runs
+}
+
+// OnKeyUse registers f to be told of every KeyCreate ("key-create") and KeySign ("key-sign")
+// on this µTPM, with its outcome: the visor's audit log of key uses. Call it before the PAL
+// runs; f must not block for long.
+func (t *TPM) OnKeyUse(f func(op string, err error)) { t.onKeyUse = f }
+
+func (t *TPM) auditKey(op string, err *error) {
+	if t.onKeyUse != nil {
+		t.onKeyUse(op, *err)
+	}
 }
 
 // Measurement is the identity of the PAL this µTPM belongs to.

@@ -42,6 +42,9 @@ type Config struct {
 	Root    rot.RootOfTrust
 	Engines []engine.Engine // by Name(); the first that accepts an image kind is its default
 	Logger  *slog.Logger    // defaults to slog.Default()
+	// OnKeyUse, if set, is told of every use of a µTPM key object ("key-create", "key-sign")
+	// by any PAL, with its outcome, for audit. It runs on the calling PAL's goroutine and must not block for long.
+	OnKeyUse func(pal Info, op string, err error)
 }
 
 // Handle names a registration. Handles are random so that one caller cannot guess another's.
@@ -86,6 +89,7 @@ type Info struct {
 // Visor is safe for concurrent use.
 type Visor struct {
 	root     rot.RootOfTrust
+	onKeyUse func(Info, string, error)
 	platform *utpm.Platform
 	engines  []engine.Engine
 	log      *slog.Logger
@@ -127,7 +131,7 @@ func New(cfg Config) (*Visor, error) {
 		log = slog.Default()
 	}
 	return &Visor{
-		root: cfg.Root, platform: p, engines: cfg.Engines, log: log,
+		root: cfg.Root, onKeyUse: cfg.OnKeyUse, platform: p, engines: cfg.Engines, log: log,
 		pals: make(map[Handle]*registration),
 	}, nil
 }
@@ -200,6 +204,9 @@ func (v *Visor) Register(ctx context.Context, image []byte, opts RegisterOptions
 		module: mod,
 		idle:   make(chan engine.Instance, opts.Replicas),
 		gone:   make(chan struct{}),
+	}
+	if v.onKeyUse != nil {
+		r.tpm.OnKeyUse(func(op string, err error) { v.onKeyUse(r.info, op, err) })
 	}
 	host := &palHost{tpm: r.tpm, log: v.log.With("pal", r.info.Handle.String(), "name", opts.Name)}
 	for i := 0; i < opts.Replicas; i++ {

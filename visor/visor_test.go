@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -360,5 +361,45 @@ func BenchmarkRegisterCached(b *testing.B) {
 		if err := v.Unregister(ctx, info.Handle); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// TestKeyUseAudit checks that every key operation a PAL makes reaches Config.OnKeyUse, failed
+// ones included.
+func TestKeyUseAudit(t *testing.T) {
+	root, err := none.Open(t.TempDir(), utpm.Digest{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	eng, err := wasm.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	var ops []string
+	v, err := visor.New(visor.Config{Root: root, Engines: []engine.Engine{eng}, Logger: slog.New(slog.DiscardHandler),
+		OnKeyUse: func(pal visor.Info, op string, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			ops = append(ops, fmt.Sprintf("%s %s %v", pal.Name, op, err == nil))
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close(context.Background())
+	info, err := v.Register(context.Background(), echo(t), visor.RegisterOptions{Name: "k"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The test PAL creates a key, signs with it, then tries a tampered blob.
+	if res := call(t, v, info.Handle, "key"); res.Status != 0 {
+		t.Fatalf("key test PAL failed at step %d", res.Status)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{"k key-create true", "k key-sign true", "k key-sign false"}
+	if fmt.Sprint(ops) != fmt.Sprint(want) {
+		t.Fatalf("audited %q, want %q", ops, want)
 	}
 }

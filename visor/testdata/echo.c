@@ -21,6 +21,23 @@ int32_t pal_main(const uint8_t *in, uint32_t n) {
 		pal_sha256(in, n, d);
 		return pal_extend(1, d);
 	}
+	if (starts(in, n, "key")) {
+		static uint8_t pub[256], blob[512], sig[128], digest[32];
+		uint32_t pub_len;
+		pal_policy self = {0};
+		int64_t bl = pal_key_create(PAL_KEY_ECDSA_P256, &self, pub, sizeof pub, &pub_len, blob,
+					    sizeof blob);
+		if (bl < 0)
+			return 1;
+		if (pal_key_sign(blob, (uint32_t)bl, PAL_SCHEME_ECDSA, PAL_HASH_SHA256, digest,
+				 sizeof digest, sig, sizeof sig) < 0)
+			return 2;
+		blob[bl - 1] ^= 1; /* tampered: must fail */
+		if (pal_key_sign(blob, (uint32_t)bl, PAL_SCHEME_ECDSA, PAL_HASH_SHA256, digest,
+				 sizeof digest, sig, sizeof sig) >= 0)
+			return 3;
+		return 0;
+	}
 	if (starts(in, n, "fail"))
 		return 42;
 	return pal_output(in, n); /* echo */
