@@ -1,0 +1,274 @@
+// Package sshpass is the paper's SSH application (TrustVisor §6.2): an SSH server whose
+// password check runs in a PAL (checker/). The password database — per user a salt and an
+// Argon2id verifier — is sealed to the checking PAL; the server stores only the sealed blob and
+// never sees a verifier, so a compromised server cannot run an offline dictionary attack, and
+// online guessing goes through the PAL's rate limit.
+//
+// The server runs no shell and no commands: a session answers "whoami" and "echo ..." itself
+// and refuses everything else (exit status 127), so the example cannot hand out a real shell.
+//
+// The host key is any ssh.Signer: an in-memory ed25519 key, or (`palisade demo ssh --host-key
+// pal`, TestPALHostKey) an ECDSA P-256 key object held by the HTTPS example's signing PAL, since
+// an SSH host signature is an ECDSA/SHA-256 signature of the shape that PAL accepts.
+package sshpass
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"palisade/client"
+)
+
+// Status codes of the checking PAL (checker/main.go).
+const (
+	StatusWrong       = 4
+	StatusRateLimited = 5
+)
+
+var (
+	// ErrWrongPassword means the user is unknown or the password is wrong (deliberately not
+	// told apart).
+	ErrWrongPassword = errors.New("sshpass: wrong password")
+	// ErrRateLimited means the PAL refused to check: too many recent failures for the user.
+	ErrRateLimited = errors.New("sshpass: too many failed attempts, try later")
+)
+
+// Checker checks passwords. Check returns nil, ErrWrongPassword, ErrRateLimited (wrapped) or
+// another error.
+type Checker interface {
+	Check(ctx context.Context, user string, password []byte) error
+}
+
+// PAL is a Checker backed by the checking PAL through palisaded.
+type PAL struct {
+	c      *client.Client
+	handle string
+	mu     sync.RWMutex
+	db     []byte // sealed to the checking PAL; opaque to this process
+}
+
+// NewPAL registers the checking PAL image and returns a Checker with an empty database.
+func NewPAL(ctx context.Context, c *client.Client, image []byte, engine string) (*PAL, error) {
+	info, err := c.Register(ctx, image, client.RegisterOptions{Name: "sshpass-checker", Engine: engine})
+	if err != nil {
+		return nil, fmt.Errorf("register checking PAL: %w", err)
+	}
+	return &PAL{c: c, handle: info.Handle}, nil
+}
+
+// Handle is the checking PAL's handle.
+func (p *PAL) Handle() string { return p.handle }
+
+// SealedDB returns the sealed database, which the server may keep on disk.
+func (p *PAL) SealedDB() []byte {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	return append([]byte(nil), p.db...)
+}
+
+// SetSealedDB installs a database sealed earlier.
+func (p *PAL) SetSealedDB(db []byte) {
+	p.mu.Lock()
+	p.db = append([]byte(nil), db...)
+	p.mu.Unlock()
+}
+
+func (p *PAL) request(op byte, user string, password []byte) ([]byte, error) {
+	if len(user) == 0 || len(user) > 255 {
+		return nil, fmt.Errorf("sshpass: user name of %d bytes", len(user))
+	}
+	p.mu.RLock()
+	in := binary.LittleEndian.AppendUint32([]byte{op}, uint32(len(p.db)))
+	in = append(in, p.db...)
+	p.mu.RUnlock()
+	in = append(append(append(in, byte(len(user))), user...), password...)
+	return in, nil
+}
+
+// Enrol adds or replaces user's password.
+func (p *PAL) Enrol(ctx context.Context, user string, password []byte) error {
+	in, err := p.request('E', user, password)
+	if err != nil {
+		return err
+	}
+	res, err := p.c.Call(ctx, p.handle, in)
+	if err != nil {
+		return fmt.Errorf("enrol: %w", err)
+	}
+	if res.Status != 0 {
+		return fmt.Errorf("enrol: PAL status %d: %s", res.Status, res.Output)
+	}
+	p.SetSealedDB(res.Output)
+	return nil
+}
+
+// Check implements Checker.
+func (p *PAL) Check(ctx context.Context, user string, password []byte) error {
+	in, err := p.request('C', user, password)
+	if err != nil {
+		return err
+	}
+	res, err := p.c.Call(ctx, p.handle, in)
+	if err != nil {
+		return fmt.Errorf("check: %w", err)
+	}
+	switch res.Status {
+	case 0:
+		return nil
+	case StatusWrong:
+		return ErrWrongPassword
+	case StatusRateLimited:
+		if len(res.Output) == 12 {
+			return fmt.Errorf("%w (retry in %d s; %d failures recorded for %q)", ErrRateLimited,
+				binary.LittleEndian.Uint32(res.Output), binary.LittleEndian.Uint64(res.Output[4:]), user)
+		}
+		return ErrRateLimited
+	}
+	return fmt.Errorf("check: PAL status %d: %s", res.Status, res.Output)
+}
+
+// Close unregisters the checking PAL.
+func (p *PAL) Close(ctx context.Context) error { return p.c.Unregister(ctx, p.handle) }
+
+// Server is the example SSH server.
+type Server struct {
+	cfg   *ssh.ServerConfig
+	check Checker
+	// Logf, if set, receives one line per authentication decision.
+	Logf func(format string, a ...any)
+
+	mu sync.Mutex
+	ls []net.Listener
+}
+
+// NewServer returns a server that authenticates passwords with check and identifies itself
+// with hostKey.
+func NewServer(hostKey ssh.Signer, check Checker) *Server {
+	s := &Server{check: check}
+	s.cfg = &ssh.ServerConfig{
+		PasswordCallback: func(m ssh.ConnMetadata, password []byte) (*ssh.Permissions, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			err := s.check.Check(ctx, m.User(), password)
+			if s.Logf != nil {
+				verdict := "accepted"
+				if err != nil {
+					verdict = "refused: " + err.Error()
+				}
+				s.Logf("password for %q from %s: %s", m.User(), m.RemoteAddr(), verdict)
+			}
+			if err != nil {
+				return nil, err
+			}
+			return &ssh.Permissions{}, nil
+		},
+		MaxAuthTries: 3,
+	}
+	s.cfg.AddHostKey(hostKey)
+	return s
+}
+
+// Serve accepts connections on l until Close.
+func (s *Server) Serve(l net.Listener) error {
+	s.mu.Lock()
+	s.ls = append(s.ls, l)
+	s.mu.Unlock()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return nil
+			}
+			return err
+		}
+		go s.handle(c)
+	}
+}
+
+// Close stops accepting connections.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var errs []error
+	for _, l := range s.ls {
+		errs = append(errs, l.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func (s *Server) handle(nc net.Conn) {
+	defer nc.Close()
+	nc.SetDeadline(time.Now().Add(30 * time.Second))
+	conn, chans, reqs, err := ssh.NewServerConn(nc, s.cfg)
+	if err != nil {
+		return
+	}
+	defer conn.Close()
+	nc.SetDeadline(time.Time{})
+	go ssh.DiscardRequests(reqs)
+	for nch := range chans {
+		if nch.ChannelType() != "session" {
+			nch.Reject(ssh.UnknownChannelType, "only sessions")
+			continue
+		}
+		ch, creqs, err := nch.Accept()
+		if err != nil {
+			continue
+		}
+		go session(conn.User(), ch, creqs)
+	}
+}
+
+// session answers one exec or shell request, then closes the channel.
+func session(user string, ch ssh.Channel, reqs <-chan *ssh.Request) {
+	defer ch.Close()
+	for r := range reqs {
+		switch r.Type {
+		case "exec":
+			var p struct{ Command string }
+			if err := ssh.Unmarshal(r.Payload, &p); err != nil {
+				r.Reply(false, nil)
+				return
+			}
+			r.Reply(true, nil)
+			out, status := run(user, p.Command)
+			io.WriteString(ch, out)
+			exit(ch, status)
+			return
+		case "shell":
+			r.Reply(true, nil)
+			fmt.Fprintf(ch, "hello %s: this example server has no shell (try: ssh ... whoami)\r\n", user)
+			exit(ch, 0)
+			return
+		case "pty-req", "env":
+			r.Reply(true, nil)
+		default:
+			r.Reply(false, nil)
+		}
+	}
+}
+
+// run is the whole command set of the example.
+func run(user, cmd string) (string, uint32) {
+	f := strings.Fields(cmd)
+	switch {
+	case len(f) == 1 && f[0] == "whoami":
+		return user + "\n", 0
+	case len(f) >= 1 && f[0] == "echo":
+		return strings.Join(f[1:], " ") + "\n", 0
+	}
+	return fmt.Sprintf("sshpass example: %q: command not available (only whoami and echo)\n", cmd), 127
+}
+
+func exit(ch ssh.Channel, status uint32) {
+	ch.SendRequest("exit-status", false, binary.BigEndian.AppendUint32(nil, status))
+}
