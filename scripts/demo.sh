@@ -9,6 +9,6 @@ mkdir -p bin build/pal
 echo "demo: building palisade and the demo PALs (GOOS=wasip1)..." >&2
 go build -o bin/palisade ./cmd/palisade
 for p in sealer unsealer; do
-	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o "build/pal/$p.wasm" "./examples/sealdemo/$p"
+	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -trimpath -buildvcs=false -o "build/pal/$p.wasm" "./examples/sealdemo/$p"
 done
 exec bin/palisade demo seal --pal-dir build/pal --state-dir build/demo-state "$@"
