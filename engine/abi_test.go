@@ -95,7 +95,7 @@ func FuzzDispatch(f *testing.F) {
 		if n > int64(len(resp)) {
 			t.Fatalf("op %d: result %d > resp_cap %d", op, n, len(resp))
 		}
-		if n < 0 && (-n < engine.EInval || -n > engine.EMalformed) {
+		if n < 0 && (-n < engine.EInval || -n > engine.ENotAuthorized) {
 			t.Fatalf("op %d: unknown error code %d", op, -n)
 		}
 	})

@@ -27,6 +27,7 @@ import (
 
 	"palisade/api"
 	"palisade/attest"
+	"palisade/config"
 	"palisade/engine"
 	"palisade/pal"
 	"palisade/utpm"
@@ -44,6 +45,9 @@ type Config struct {
 	ImageDirs []string
 	Logger    *slog.Logger
 	Version   string
+	// Configuration is the visor's trusted configuration state, if it has one: evidence then
+	// carries its head (attest.WithConfiguration) once a configuration has been applied.
+	Configuration *config.State
 }
 
 // Server implements api.PalisadeServer.
@@ -58,6 +62,7 @@ type Server struct {
 	ver    string
 	grpc   *grpc.Server
 	denied atomic.Uint64
+	config *config.State
 
 	mu   sync.RWMutex
 	pals map[visor.Handle]*entry
@@ -85,7 +90,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s := &Server{
 		v: cfg.Visor, store: cfg.Store, audit: cfg.Audit, policy: cfg.Policy, dirs: cfg.ImageDirs,
-		log: log, ver: cfg.Version, pals: map[visor.Handle]*entry{},
+		log: log, ver: cfg.Version, pals: map[visor.Handle]*entry{}, config: cfg.Configuration,
 	}
 	s.grpc = grpc.NewServer(
 		grpc.Creds(peerCreds{}),
@@ -468,7 +473,20 @@ func (s *Server) Attest(ctx context.Context, req *api.AttestRequest) (*api.Attes
 	}
 	// One nonce makes both fresh: Assemble has the root of trust endorse the identity key
 	// for the quote's own nonce.
-	ev, err := attest.Assemble(ctx, s.v.Root(), q)
+	var opts []attest.AssembleOption
+	if s.config != nil {
+		// Read at each attestation, so the evidence names the configuration active now.
+		head, err := s.config.Head()
+		if err != nil {
+			return nil, toStatus(fmt.Errorf("attest %s: configuration: %w", h, err))
+		}
+		if head.Seq > 0 {
+			opts = append(opts, attest.WithConfiguration(attest.ConfigHead{
+				Seq: head.Seq, Version: head.Version, Config: head.Config, Head: head.Head,
+			}))
+		}
+	}
+	ev, err := attest.Assemble(ctx, s.v.Root(), q, opts...)
 	if err != nil {
 		return nil, toStatus(fmt.Errorf("attest %s: %w", h, err))
 	}
@@ -634,4 +652,32 @@ func toStatus(err error) error {
 		st = d
 	}
 	return st.Err()
+}
+
+// KeyUseEvent is the audit record of one key-object use, without the owner.
+func KeyUseEvent(info visor.Info, op string, err error) Event {
+	ok := err == nil
+	ev := Event{
+		Event: "key_use", Op: op, PAL: info.Handle.String(), Name: info.Name,
+		Measurement: info.Measurement.String(), OK: &ok,
+	}
+	if err != nil {
+		ev.Error = err.Error()
+	}
+	return ev
+}
+
+// LogKeyUse records one use of a µTPM key object by a PAL in the audit log (visor.Config.OnKeyUse
+// calls it): op is "key-create" or "key-sign", err its outcome. The owner is known for PALs
+// registered through this server.
+func (s *Server) LogKeyUse(info visor.Info, op string, err error) {
+	ev := KeyUseEvent(info, op, err)
+	s.mu.RLock()
+	if e := s.pals[info.Handle]; e != nil {
+		ev.Owner = u32p(e.owner)
+	}
+	s.mu.RUnlock()
+	if aerr := s.audit.LogBuffered(ev); aerr != nil {
+		s.log.Error("audit key use", "pal", ev.PAL, "op", op, "err", aerr)
+	}
 }

@@ -155,7 +155,7 @@ func TestListen(t *testing.T) {
 	if err != nil || fi.Mode().Type() != os.ModeSocket || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("socket %v mode %v", err, fi.Mode())
 	}
-	go func() {
+	go func(l net.Listener) {
 		for {
 			c, err := l.Accept()
 			if err != nil {
@@ -163,7 +163,7 @@ func TestListen(t *testing.T) {
 			}
 			c.Close()
 		}
-	}()
+	}(l)
 	if _, err := Listen(sock, SocketOptions{GID: -1}); !errors.Is(err, errDaemonRunning) {
 		t.Fatalf("Listen over a live socket: %v", err)
 	}

@@ -73,5 +73,9 @@ func runAttest(ctx context.Context, args []string) error {
 	if claims, err := attest.DecodeQuoteUnverified(ev.Quote); err == nil {
 		fmt.Fprintf(os.Stderr, "evidence for PAL %x (visor %x, root of trust %q)\n", claims.PAL, claims.Visor, ev.RotMode)
 	}
+	// The head is only signed together with the verifier's nonce: palisade verify checks it.
+	if p, err := attest.Parse(ev.Bundle); err == nil && p.Configuration != nil {
+		fmt.Fprintln(os.Stderr, "evidence carries the visor's trusted-configuration head (check it with palisade verify --config-*)")
+	}
 	return nil
 }

@@ -14,12 +14,14 @@ import (
 	"strings"
 
 	"palisade/config"
+	"palisade/rot/tpm"
+	"palisade/utpm"
 )
 
 func init() {
 	register(&command{
 		name:    "config",
-		summary: "manage trusted configurations: init, sign, verify, show, plan, apply, history, secret",
+		summary: "manage trusted configurations: init, sign, verify, show, plan, apply, history, secret, authorize-visor",
 		usage: "SUBCOMMAND [flags] [args]\n\n" +
 			"  init    [--dir DIR] [--alg ed25519|es256] [--state-dir DIR]   admin key pair + template\n" +
 			"  sign    --key ADMIN.key [-o OUT.cose] CONFIG.json              sign a document\n" +
@@ -28,7 +30,10 @@ func init() {
 			"  plan    [--state-dir DIR] [--from OLD.cose] NEW.cose            what a transition changes\n" +
 			"  apply   [--state-dir DIR] [--admin-pub ADMIN.pub] NEW.cose      make a configuration active\n" +
 			"  history [--state-dir DIR]                                      print and verify the chain\n" +
-			"  secret  put|list [--state-dir DIR] [--master-key FILE] [NAME [FILE|-]]",
+			"  secret  put|list [--state-dir DIR] [--master-key FILE] [NAME [FILE|-]]\n" +
+			"  authorize-visor --key ADMIN.key --visor HEX [--pcr 23] -o FILE  PolicyAuthorize a visor build\n\n" +
+			"show, plan, apply, history and secret take --tpm DEVICE (/dev/tpmrm0, swtpm:SOCKET) to check\n" +
+			"and advance the configuration version in the TPM's NV counter instead of the state's file.",
 		run: runConfig,
 	})
 }
@@ -48,6 +53,7 @@ func runConfig(ctx context.Context, args []string) error {
 	sub := map[string]func([]string) error{
 		"init": configInit, "sign": configSign, "verify": configVerify, "show": configShow,
 		"plan": configPlan, "apply": configApply, "history": configHistory, "secret": configSecret,
+		"authorize-visor": configAuthorizeVisor,
 	}[args[0]]
 	if sub == nil {
 		if args[0] == "-h" || args[0] == "--help" {
@@ -57,6 +63,69 @@ func runConfig(ctx context.Context, args []string) error {
 		return usageErrorf("unknown subcommand %q", args[0])
 	}
 	return sub(args[1:])
+}
+
+// cfgTPMFlag adds --tpm to a subcommand that opens a state directory.
+func cfgTPMFlag(fs *flag.FlagSet) *string {
+	return fs.String("tpm", "", "anchor the configuration version in this TPM's NV counter (/dev/tpmrm0, swtpm:SOCKET); default: the state's anchor file")
+}
+
+// cfgOpenState opens a state directory, with its version anchored in the TPM at device if
+// one is given. The TPM connection stays open for the life of the command. A TPM socket
+// (swtpm) serves one connection at a time: stop a daemon that uses it first; /dev/tpmrm0 is
+// shared through the kernel's resource manager.
+func cfgOpenState(dir, device string) (*config.State, error) {
+	var o config.Options
+	if device != "" {
+		a, err := tpm.OpenVersionAnchor(strings.TrimPrefix(device, "tpm:"), 0)
+		if err != nil {
+			return nil, err
+		}
+		o.Anchor = a
+	}
+	return config.OpenState(dir, o)
+}
+
+// configAuthorizeVisor signs a TPM2_PolicyAuthorize approval of one visor build
+// (docs/attestation.md §6.1): a daemon whose tpm authority is the admin's public key unseals
+// its master secret only with such a file for its own measurement.
+func configAuthorizeVisor(args []string) error {
+	fs := cfgSubFlags("authorize-visor")
+	keyPath := fs.String("key", "", "administrator private key (ECDSA P-256: config init --alg es256)")
+	visorHex := fs.String("visor", "", "visor measurement to authorize (hex: the daemon logs it as visor when it serves; palisade attest prints it)")
+	pcr := fs.Int("pcr", 23, "TPM PCR that holds the visor measurement")
+	out := fs.String("o", "", "output file (the daemon reads STATE/rot-tpm/authorizations/*)")
+	pos, _, err := cfgParse(fs, args, false)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 0 {
+		return usageErrorf("unexpected arguments %q", pos)
+	}
+	if *keyPath == "" || *visorHex == "" || *out == "" {
+		return usageErrorf("--key, --visor and -o are required")
+	}
+	m, err := config.ParseMeasurement(*visorHex)
+	if err != nil {
+		return usageErrorf("--visor: %v", err)
+	}
+	b, err := os.ReadFile(*keyPath)
+	if err != nil {
+		return err
+	}
+	k, err := config.ParsePrivateKey(b)
+	if err != nil {
+		return fmt.Errorf("%s: %w", *keyPath, err)
+	}
+	auth, err := tpm.AuthorizeVisor(k, utpm.Digest(m), *pcr)
+	if err != nil {
+		return err
+	}
+	if err := cfgWriteNew(*out, auth, 0o644); err != nil {
+		return err
+	}
+	fmt.Printf("authorized visor %s (PCR %d) in %s\n", m, *pcr, *out)
+	return nil
 }
 
 func cfgSubFlags(name string) *flag.FlagSet {
@@ -246,6 +315,7 @@ func configShow(args []string) error {
 	fs := cfgSubFlags("show")
 	pubPath := fs.String("pub", "", "verify FILE against this administrator public key (default: the key pinned in --state-dir)")
 	stateDir := fs.String("state-dir", configStateDir(), "state directory")
+	tpmDev := cfgTPMFlag(fs)
 	active := fs.Bool("active", false, "show the active configuration of --state-dir")
 	asJSON := fs.Bool("json", false, "print the document as JSON (what `config sign` takes)")
 	pos, _, err := cfgParse(fs, args, false)
@@ -256,7 +326,7 @@ func configShow(args []string) error {
 	var header string
 	switch {
 	case *active && len(pos) == 0:
-		st, err := config.OpenState(*stateDir, config.Options{})
+		st, err := cfgOpenState(*stateDir, *tpmDev)
 		if err != nil {
 			return err
 		}
@@ -302,6 +372,7 @@ func configShow(args []string) error {
 func configPlan(args []string) error {
 	fs := cfgSubFlags("plan")
 	stateDir := fs.String("state-dir", configStateDir(), "state directory (its pinned key verifies the documents)")
+	tpmDev := cfgTPMFlag(fs)
 	pubPath := fs.String("pub", "", "verify with this administrator public key instead of the pinned one")
 	from := fs.String("from", "", "compare with this signed configuration instead of the active one")
 	pos, _, err := cfgParse(fs, args, false)
@@ -323,7 +394,7 @@ func configPlan(args []string) error {
 		}
 		old = o.Config
 	} else {
-		st, err := config.OpenState(*stateDir, config.Options{})
+		st, err := cfgOpenState(*stateDir, *tpmDev)
 		if err != nil {
 			return err
 		}
@@ -347,6 +418,7 @@ func configPlan(args []string) error {
 func configApply(args []string) error {
 	fs := cfgSubFlags("apply")
 	stateDir := fs.String("state-dir", configStateDir(), "state directory")
+	tpmDev := cfgTPMFlag(fs)
 	adminPub := fs.String("admin-pub", "", "pin this administrator public key if the state has none yet (first apply)")
 	pos, _, err := cfgParse(fs, args, false)
 	if err != nil {
@@ -368,7 +440,7 @@ func configApply(args []string) error {
 	if err != nil {
 		return err
 	}
-	st, err := config.OpenState(*stateDir, config.Options{})
+	st, err := cfgOpenState(*stateDir, *tpmDev)
 	if err != nil {
 		return err
 	}
@@ -386,12 +458,13 @@ func configApply(args []string) error {
 func configHistory(args []string) error {
 	fs := cfgSubFlags("history")
 	stateDir := fs.String("state-dir", configStateDir(), "state directory")
+	tpmDev := cfgTPMFlag(fs)
 	if pos, _, err := cfgParse(fs, args, false); err != nil {
 		return err
 	} else if len(pos) != 0 {
 		return usageErrorf("unexpected arguments %q", pos)
 	}
-	st, err := config.OpenState(*stateDir, config.Options{})
+	st, err := cfgOpenState(*stateDir, *tpmDev)
 	if err != nil {
 		return err
 	}
@@ -444,12 +517,13 @@ func configSecret(args []string) error {
 	}
 	fs := cfgSubFlags("secret " + args[0])
 	stateDir := fs.String("state-dir", configStateDir(), "state directory")
+	tpmDev := cfgTPMFlag(fs)
 	masterPath := fs.String("master-key", "", "development master key file (default: STATE/master.key, created if absent)")
 	pos, _, err := cfgParse(fs, args[1:], false)
 	if err != nil {
 		return err
 	}
-	st, err := config.OpenState(*stateDir, config.Options{})
+	st, err := cfgOpenState(*stateDir, *tpmDev)
 	if err != nil {
 		return err
 	}

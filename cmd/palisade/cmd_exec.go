@@ -22,7 +22,7 @@ func init() {
 	register(&command{
 		name:    "exec",
 		summary: "run an application only if its image is trusted by the active configuration, with its secrets",
-		usage:   "NAME [--state-dir DIR] [--tree DIR] [--secret S:FD | --secret S:PATH]... -- CMD [ARGS...]",
+		usage:   "NAME [--state-dir DIR] [--tpm DEVICE] [--tree DIR] [--secret S:FD | --secret S:PATH]... -- CMD [ARGS...]",
 		run:     runExec,
 	})
 }
@@ -45,6 +45,7 @@ func runExec(_ context.Context, args []string) error {
 	fs := newFlags(c)
 	stateDir := fs.String("state-dir", configStateDir(), "state directory holding the active configuration")
 	masterPath := fs.String("master-key", "", "development master key file (default: STATE/master.key)")
+	tpmDev := cfgTPMFlag(fs)
 	tree := fs.String("tree", "", "the application image is this directory tree (CMD must be inside it); default: the CMD executable alone")
 	var secrets cfgSecretFlag
 	fs.Var(&secrets, "secret", "S:FD releases secret S on descriptor FD (≥ 3) as a sealed memfd; S:PATH writes it to PATH (0600, on a tmpfs); repeatable")
@@ -60,7 +61,7 @@ func runExec(_ context.Context, args []string) error {
 	}
 	name := pos[0]
 
-	st, err := config.OpenState(*stateDir, config.Options{})
+	st, err := cfgOpenState(*stateDir, *tpmDev)
 	if err != nil {
 		return err
 	}

@@ -21,8 +21,9 @@ func init() {
 	register(&command{
 		name:    "verify",
 		summary: "verify Palisade evidence for a PAL against reference values (nonce, PAL, visor)",
-		usage:   "EVIDENCE_FILE|- --nonce HEX --pal HEX --visor HEX [--ek-roots PEM] [--ak PEM] [--allow-unrooted]",
-		run:     runVerify,
+		usage: "EVIDENCE_FILE|- --nonce HEX --pal HEX --visor HEX [--ek-roots PEM] [--ak PEM] [--allow-unrooted]\n" +
+			"       [--require-config] [--config-min-version N] [--config-hash HEX] [--config-head HEX]",
+		run: runVerify,
 	})
 }
 
@@ -35,6 +36,10 @@ func runVerify(ctx context.Context, args []string) error {
 	ekRoots := fs.String("ek-roots", "", "PEM file of trusted EK CA certificates: require an EK certificate chaining to them")
 	akPin := fs.String("ak", "", "PEM file of the enrolled attestation key (public key): refuse any other AK")
 	allowUnrooted := fs.Bool("allow-unrooted", false, "accept evidence from the development root of trust \"none\"")
+	requireConfig := fs.Bool("require-config", false, "require the visor's trusted-configuration head in the evidence")
+	cfgMinVersion := fs.Uint64("config-min-version", 0, "require an active trusted configuration of at least this version")
+	cfgHash := fs.String("config-hash", "", "require this active configuration hash (64 hex digits, palisade config show)")
+	cfgHead := fs.String("config-head", "", "require the configuration history to end at this entry (64 hex digits, palisade config history)")
 	// Flags may come before or after the evidence file.
 	var pos []string
 	for rest := args; ; {
@@ -75,6 +80,19 @@ func runVerify(ctx context.Context, args []string) error {
 		o.EKRoots = x509.NewCertPool()
 		if !o.EKRoots.AppendCertsFromPEM(b) {
 			return fmt.Errorf("--ek-roots %s: no PEM certificate", *ekRoots)
+		}
+	}
+	if *requireConfig || *cfgMinVersion > 0 || *cfgHash != "" || *cfgHead != "" {
+		o.Configuration = &attest.ConfigPolicy{MinVersion: *cfgMinVersion}
+		if *cfgHash != "" {
+			if o.Configuration.Config, err = digestFlag("config-hash", *cfgHash); err != nil {
+				return err
+			}
+		}
+		if *cfgHead != "" {
+			if o.Configuration.Head, err = digestFlag("config-head", *cfgHead); err != nil {
+				return err
+			}
 		}
 	}
 	if *akPin != "" {
@@ -138,6 +156,11 @@ func printVerified(w io.Writer, r *attest.Result) {
 	c := r.Claims
 	fmt.Fprintf(w, "  PAL        %x\n  visor      %x\n  nonce      %x\n  user data  %x\n  issued at  %s (visor clock)\n",
 		c.PAL, c.Visor, c.Nonce, c.UserData, c.IssuedAt.Format("2006-01-02T15:04:05Z"))
+	if h := r.Configuration; h != nil {
+		fmt.Fprintf(w, "  config     version %d (history entry %d), configuration %x\n  config head %x\n", h.Version, h.Seq, h.Config, h.Head)
+	} else {
+		fmt.Fprintln(w, "  config     none: the visor runs without a trusted configuration")
+	}
 	idx := make([]int, 0, len(c.PCRs))
 	for i := range c.PCRs {
 		idx = append(idx, i)

@@ -2,15 +2,20 @@ package main
 
 import (
 	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/user"
+	"path/filepath"
 	"strconv"
 	"time"
 
 	"palisade/api/server"
+	"palisade/config"
 )
 
 // Config is the daemon's configuration file (JSON; docs/daemon.md). Flags override the fields
@@ -28,6 +33,16 @@ type Config struct {
 	ImageDirs       []string      `json:"image_dirs,omitempty"`   // where register-by-path may read
 	ShutdownTimeout string        `json:"shutdown_timeout,omitempty"`
 	Access          server.Policy `json:"access"`
+	// ConfigState is the trusted-configuration state directory (docs/configurations.md §4),
+	// default STATE_DIR/config. The daemon runs under a trusted configuration only if the
+	// directory has been initialised ('palisade config init --state-dir' or 'config apply').
+	ConfigState string `json:"config_state,omitempty"`
+	// Authority is the PEM file of the administrator's ECDSA P-256 public key that authorizes
+	// visor builds (TPM2_PolicyAuthorize for the master secret, docs/attestation.md §6.1);
+	// Authorizations are files made by 'palisade config authorize-visor', besides those in
+	// STATE_DIR/rot-tpm/authorizations/. Only for a TPM root of trust.
+	Authority      string   `json:"authority,omitempty"`
+	Authorizations []string `json:"authorizations,omitempty"`
 }
 
 func defaultConfig() Config {
@@ -59,6 +74,45 @@ func loadConfig(path string) (Config, []byte, error) {
 		return c, nil, fmt.Errorf("config %s: %w", path, err)
 	}
 	return c, raw, nil
+}
+
+// configStateDir is the trusted-configuration state directory.
+func (c *Config) configStateDir() string {
+	if c.ConfigState != "" {
+		return c.ConfigState
+	}
+	return filepath.Join(c.StateDir, "config")
+}
+
+// authority reads the Authority public key and the Authorizations files.
+func (c *Config) authority() (*ecdsa.PublicKey, [][]byte, error) {
+	if c.Authority == "" {
+		if len(c.Authorizations) > 0 {
+			return nil, nil, errors.New("authorizations without an authority key")
+		}
+		return nil, nil, nil
+	}
+	b, err := os.ReadFile(c.Authority)
+	if err != nil {
+		return nil, nil, fmt.Errorf("authority: %w", err)
+	}
+	pub, err := config.ParsePublicKey(b)
+	if err != nil {
+		return nil, nil, fmt.Errorf("authority %s: %w", c.Authority, err)
+	}
+	k, ok := pub.(*ecdsa.PublicKey)
+	if !ok || k.Curve != elliptic.P256() {
+		return nil, nil, fmt.Errorf("authority %s: want an ECDSA P-256 public key (TPM2_PolicyAuthorize), have %T", c.Authority, pub)
+	}
+	var auths [][]byte
+	for _, p := range c.Authorizations {
+		a, err := os.ReadFile(p)
+		if err != nil {
+			return nil, nil, fmt.Errorf("authorization: %w", err)
+		}
+		auths = append(auths, a)
+	}
+	return k, auths, nil
 }
 
 func (c *Config) socketMode() (os.FileMode, error) {

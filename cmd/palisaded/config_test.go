@@ -1,10 +1,13 @@
 package main
 
 import (
+	"crypto"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
+
+	"palisade/config"
 )
 
 func TestExampleConfig(t *testing.T) {
@@ -86,4 +89,50 @@ func FuzzLoadConfig(f *testing.F) {
 		_, _ = c.shutdownTimeout()
 		_ = checkMetricsAddr(c.Metrics)
 	})
+}
+
+func TestAuthorityConfig(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name string, k crypto.PublicKey) string {
+		b, err := config.MarshalPublicKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	ec, _ := config.GenerateKey("es256")
+	ed, _ := config.GenerateKey("ed25519")
+	ecPath, edPath := write("ec.pub", ec.Public()), write("ed.pub", ed.Public())
+	auth := filepath.Join(dir, "a")
+	os.WriteFile(auth, []byte("x"), 0o600)
+
+	c := Config{Authority: ecPath, Authorizations: []string{auth}}
+	k, auths, err := c.authority()
+	if err != nil || !k.Equal(ec.Public()) || len(auths) != 1 || string(auths[0]) != "x" {
+		t.Fatalf("authority: %v %q %v", k, auths, err)
+	}
+	for name, c := range map[string]Config{
+		"ed25519":                {Authority: edPath},
+		"missing file":           {Authority: filepath.Join(dir, "none")},
+		"authorizations, no key": {Authorizations: []string{auth}},
+		"missing authorization":  {Authority: ecPath, Authorizations: []string{filepath.Join(dir, "none")}},
+		"not a key":              {Authority: auth},
+	} {
+		if _, _, err := c.authority(); err == nil {
+			t.Errorf("%s: accepted", name)
+		}
+	}
+	if k, _, err := (&Config{}).authority(); k != nil || err != nil {
+		t.Fatalf("no authority: %v %v", k, err)
+	}
+	if _, err := openRoot(Config{Rot: "none", StateDir: dir, Authority: ecPath}, nil); err == nil {
+		t.Fatal("authority with rot none accepted")
+	}
+	if got := (&Config{StateDir: "/s"}).configStateDir(); got != "/s/config" {
+		t.Fatalf("config state dir %q", got)
+	}
 }

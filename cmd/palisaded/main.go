@@ -4,6 +4,7 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,10 +15,12 @@ import (
 	"os/signal"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"syscall"
 	"time"
 
 	"palisade/api/server"
+	"palisade/config"
 	"palisade/engine"
 	"palisade/engine/kvm"
 	"palisade/engine/wasm"
@@ -46,6 +49,7 @@ func run(args []string) error {
 		rotFlag    = fs.String("rot", "", "root of trust: tpm:/dev/tpmrm0 | swtpm:PATH | none (default tpm:/dev/tpmrm0)")
 		metrics    = fs.String("metrics", "", "serve Prometheus metrics on this loopback address (127.0.0.1:PORT)")
 		logLevel   = fs.String("log-level", "", "debug, info, warn or error")
+		cfgState   = fs.String("config-state", "", "trusted-configuration state directory (default STATE_DIR/config)")
 	)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -62,7 +66,7 @@ func run(args []string) error {
 	}
 	for _, o := range []struct{ flag, field *string }{
 		{stateDir, &cfg.StateDir}, {socket, &cfg.Socket}, {rotFlag, &cfg.Rot},
-		{metrics, &cfg.Metrics}, {logLevel, &cfg.LogLevel},
+		{metrics, &cfg.Metrics}, {logLevel, &cfg.LogLevel}, {cfgState, &cfg.ConfigState},
 	} {
 		if *o.flag != "" {
 			*o.field = *o.flag
@@ -157,9 +161,31 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 		return errors.Join(errs...)
 	})
 
-	v, err := visor.New(visor.Config{Root: root, Engines: engines, Logger: log})
+	trusted, err := openConfigState(cfg, root, log)
 	if err != nil {
 		return err
+	}
+
+	// Key uses are audited with their PAL's owner, which the server knows; it exists only
+	// once the visor does, and no PAL runs a call before the server serves.
+	var srvp atomic.Pointer[server.Server]
+	onKeyUse := func(info visor.Info, op string, err error) {
+		if s := srvp.Load(); s != nil {
+			s.LogKeyUse(info, op, err)
+			return
+		}
+		if aerr := audit.Log(server.KeyUseEvent(info, op, err)); aerr != nil {
+			log.Error("audit key use", "err", aerr)
+		}
+	}
+	v, err := visor.New(visor.Config{Root: root, Engines: engines, Logger: log, OnKeyUse: onKeyUse})
+	if err != nil {
+		return err
+	}
+	if trusted != nil {
+		// Blobs sealed to a name under a signer are decided by the active configuration,
+		// re-read after every apply (docs/configurations.md §8).
+		v.Platform().SetAuthorizer(config.NewWatcher(trusted).UTPMAuthorizer())
 	}
 	closers = append(closers, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), grace)
@@ -169,11 +195,12 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 
 	srv, err := server.New(server.Config{
 		Visor: v, Store: store, Audit: audit, Policy: cfg.Access, ImageDirs: cfg.ImageDirs,
-		Logger: log, Version: version,
+		Logger: log, Version: version, Configuration: trusted,
 	})
 	if err != nil {
 		return err
 	}
+	srvp.Store(srv)
 	start := time.Now()
 	if err := srv.Restore(context.Background()); err != nil {
 		return err
@@ -203,8 +230,9 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 	defer signal.Stop(sig)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
+	vm := root.Platform().Visor
 	log.Info("palisaded serving", "socket", cfg.Socket, "rot", root.Mode(), "engines", v.Engines(),
-		"state_dir", cfg.StateDir, "version", version)
+		"state_dir", cfg.StateDir, "version", version, "visor", hex.EncodeToString(vm[:]))
 	notifySystemd("READY=1")
 
 	select {
@@ -226,6 +254,10 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 // openRoot opens the root of trust named by cfg.Rot. The visor measurement is the executable
 // and the configuration file's bytes (flags are not measured).
 func openRoot(cfg Config, rawConfig []byte) (rot.RootOfTrust, error) {
+	isTPM := strings.HasPrefix(cfg.Rot, "tpm:") || strings.HasPrefix(cfg.Rot, "swtpm:")
+	if !isTPM && (cfg.Authority != "" || len(cfg.Authorizations) > 0) {
+		return nil, fmt.Errorf("authority: only a TPM root of trust seals with PolicyAuthorize (rot %q)", cfg.Rot)
+	}
 	switch {
 	case cfg.Rot == "none":
 		exe, err := os.Executable()
@@ -242,17 +274,57 @@ func openRoot(cfg Config, rawConfig []byte) (rot.RootOfTrust, error) {
 			return nil, err
 		}
 		return none.Open(filepath.Join(cfg.StateDir, "rot-none"), utpm.Digest(m))
-	case strings.HasPrefix(cfg.Rot, "tpm:"), strings.HasPrefix(cfg.Rot, "swtpm:"):
+	case isTPM:
 		dev := strings.TrimPrefix(cfg.Rot, "tpm:")
+		authority, auths, err := cfg.authority()
+		if err != nil {
+			return nil, err
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		return tpm.Open(ctx, tpm.Config{
-			Device:   dev,
-			StateDir: filepath.Join(cfg.StateDir, "rot-tpm"),
-			Visor:    tpm.VisorInputs{Configuration: rawConfig},
+			Device:         dev,
+			StateDir:       filepath.Join(cfg.StateDir, "rot-tpm"),
+			Visor:          tpm.VisorInputs{Configuration: rawConfig},
+			Authority:      authority,
+			Authorizations: auths,
 		})
 	}
 	return nil, fmt.Errorf("--rot %q: want tpm:/dev/tpmrm0, swtpm:PATH or none", cfg.Rot)
+}
+
+// openConfigState opens the trusted-configuration state directory, or returns nil if it
+// was never initialised (the daemon then runs without a trusted configuration). Under a TPM
+// root the configuration version is anchored in the TPM's NV counter, over the root's own
+// connection (a TPM socket such as swtpm's serves one connection at a time).
+func openConfigState(cfg Config, root rot.RootOfTrust, log *slog.Logger) (*config.State, error) {
+	dir := cfg.configStateDir()
+	if _, err := os.Stat(filepath.Join(dir, "admin.pub")); errors.Is(err, os.ErrNotExist) {
+		log.Info("no trusted configuration", "config_state", dir)
+		return nil, nil
+	}
+	var o config.Options
+	anchor := "file"
+	if r, ok := root.(*tpm.Root); ok {
+		a, err := r.VersionAnchor(0)
+		if err != nil {
+			return nil, fmt.Errorf("trusted configuration: %w", err)
+		}
+		o.Anchor, anchor = a, "tpm"
+	}
+	st, err := config.OpenState(dir, o)
+	if err != nil {
+		return nil, err
+	}
+	// Refuse to start on a state that is rolled back or does not verify.
+	head, err := st.Head()
+	if err != nil {
+		return nil, fmt.Errorf("trusted configuration %s: %w", dir, err)
+	}
+	_, kid := st.AdminKey()
+	log.Info("trusted configuration", "config_state", dir, "anchor", anchor, "signer", kid.String(),
+		"seq", head.Seq, "version", head.Version)
+	return st, nil
 }
 
 // availableEngines lists the engines this build has, in preference order, each with its

@@ -87,6 +87,7 @@ func Run(t *testing.T, tgt Target) {
 		{"ExtendRead", s.testExtendRead},
 		{"SealOwn", s.testSealOwn},
 		{"SealForOther", s.testSealForOther},
+		{"SealToName", s.testSealToName},
 		{"SealTampered", s.testTampered},
 		{"SealPCRBound", s.testPCRBound},
 		{"Quote", s.testQuote},
@@ -188,7 +189,8 @@ var codeNames = map[int32]string{
 	engine.EWrongPAL: "E_WRONGPAL", engine.EPCRMismatch: "E_PCRMISMATCH",
 	engine.EWrongType: "E_WRONGTYPE", engine.EUnsupported: "E_UNSUPPORTED",
 	engine.ETooLarge: "E_TOOLARGE", engine.EInternal: "E_INTERNAL", engine.EMalformed: "E_MALFORMED",
-	StatusBadArgs: "bad arguments", StatusUnknown: "unknown command",
+	engine.ENotAuthorized: "E_NOTAUTHORIZED",
+	StatusBadArgs:         "bad arguments", StatusUnknown: "unknown command",
 }
 
 func codeName(c int32) string {
@@ -304,6 +306,62 @@ func (s *suite) testSealForOther(t *testing.T) {
 	a.code(t, engine.EWrongPAL, 'u', blob)
 	// B's own blobs are not A's either.
 	a.code(t, engine.EWrongPAL, 'u', b.ok(t, 's', policy(utpm.Policy{}), data))
+}
+
+// testSealToName seals to "a name under a signer" (docs/abi.md §3): the platform's
+// authorizer, a small stand-in for a trusted configuration that lists only B under the name,
+// decides at every UNSEAL and KEY_SIGN.
+func (s *suite) testSealToName(t *testing.T) {
+	a, b := s.register(t, "a", TestLimits), s.register(t, "b", TestLimits)
+	signer := utpm.Digest(sha256.Sum256([]byte("administrator key")))
+	const name = "vault.v1"
+	var asked int
+	s.plat.SetAuthorizer(func(sg utpm.Digest, n string, caller utpm.Digest) error {
+		asked++
+		if sg == signer && n == name && caller == b.M {
+			return nil
+		}
+		return fmt.Errorf("%q under %x does not list %x", n, sg[:4], caller[:4])
+	})
+	t.Cleanup(func() { s.plat.SetAuthorizer(nil) })
+
+	pol := policy(utpm.Policy{Name: name, Signer: signer})
+	data := []byte("for whatever the configuration calls " + name)
+	blob := a.ok(t, 's', pol, data)
+	out := b.ok(t, 'u', blob)
+	if !bytes.Equal(out[:32], a.M[:]) || !bytes.Equal(out[32:], data) {
+		t.Fatalf("B unsealed creator %x, %q", out[:32], out[32:])
+	}
+	a.code(t, engine.ENotAuthorized, 'u', blob)
+	// Another signer's configuration does not speak for this one.
+	other := utpm.Digest(sha256.Sum256([]byte("another administrator")))
+	b.code(t, engine.ENotAuthorized, 'u', a.ok(t, 's', policy(utpm.Policy{Name: name, Signer: other}), data))
+
+	// Key objects follow the same rule.
+	msg := []byte("signed as " + name)
+	pub, kb := keyCreate(t, a, utpm.KeyEd25519, utpm.Policy{Name: name, Signer: signer})
+	if !ed25519.Verify(pub.(ed25519.PublicKey), msg, sign(t, b, kb, utpm.SchemeEdDSA, utpm.HashNone, msg)) {
+		t.Fatal("B's signature does not verify")
+	}
+	a.code(t, engine.ENotAuthorized, 'g', le16(uint16(utpm.SchemeEdDSA)), le16(0), le32(uint32(len(kb))), kb, msg)
+	if asked < 5 {
+		t.Fatalf("authorizer asked %d times, want one per UNSEAL and KEY_SIGN", asked)
+	}
+
+	// A bad name or a zero signer is a malformed request.
+	bad := []byte{2, 4, '-', 'b', 'a', 'd'}
+	a.code(t, engine.EInval, 's', append(append(bad, signer[:]...), 0, 0), data)
+	a.code(t, engine.EInval, 's', append([]byte{2, 3, 'w', 'e', 'b'}, make([]byte, 34)...), data)
+	// The SDKs refuse a name longer than 128 bytes themselves (its length byte still fits the
+	// test PAL's input here, but must not reach the visor).
+	long := append([]byte{2, 200}, strings.Repeat("n", 200)...)
+	a.code(t, engine.EInval, 's', append(append(long, signer[:]...), 0, 0), data)
+	a.code(t, engine.EInval, 'k', []byte{byte(utpm.KeyEd25519)}, append(append(long, signer[:]...), 0, 0))
+
+	// Without a trusted configuration the visor cannot serve the name.
+	s.plat.SetAuthorizer(nil)
+	b.code(t, engine.EUnsupported, 'u', blob)
+	a.code(t, engine.EUnsupported, 's', pol, data)
 }
 
 func (s *suite) testTampered(t *testing.T) {

@@ -14,8 +14,9 @@
 
 static uint8_t scratch[PAL_SCRATCH_SIZE] __attribute__((aligned(16)));
 
-/* The longest policy encoding: kind, target, mask, source, eight PCR values. */
-#define POLICY_MAX (1 + PAL_DIGEST_SIZE + 2 + PAL_NUM_PCRS * PAL_DIGEST_SIZE)
+/* The longest policy encoding: kind, name length, name, signer, mask, source, eight PCR
+ * values (a name under a signer is longer than a target measurement). */
+#define POLICY_MAX (2 + PAL_MAX_NAME + PAL_DIGEST_SIZE + 2 + PAL_NUM_PCRS * PAL_DIGEST_SIZE)
 
 static void put16(uint8_t *p, uint16_t v)
 {
@@ -39,14 +40,29 @@ static uint64_t get64(const uint8_t *p)
 	return (uint64_t)get32(p) | (uint64_t)get32(p + 4) << 32;
 }
 
-/* encode_policy writes p (NULL: the caller itself, no PCRs) into b (POLICY_MAX bytes). */
-static uint32_t encode_policy(const pal_policy *p, uint8_t *b)
+/* encode_policy writes p (NULL: the caller itself, no PCRs) into b (POLICY_MAX bytes) and
+ * returns its length, or -PAL_E_INVAL for a name that cannot be encoded (the visor checks
+ * the rest of the name rule). */
+static int32_t encode_policy(const pal_policy *p, uint8_t *b)
 {
-	uint32_t n = 0;
+	int32_t n = 0;
 	uint8_t mask = p ? p->pcr_mask : 0;
+	size_t name_len;
 	int i;
 
-	if (p && p->target) {
+	if (p && p->name) {
+		/* Bounded scan: never read past PAL_MAX_NAME + 1 bytes of a caller's buffer. */
+		for (name_len = 0; name_len <= PAL_MAX_NAME && p->name[name_len]; name_len++)
+			;
+		if (name_len == 0 || name_len > PAL_MAX_NAME || !p->signer)
+			return -PAL_E_INVAL;
+		b[n++] = 2;
+		b[n++] = (uint8_t)name_len;
+		memcpy(b + n, p->name, name_len);
+		n += (int32_t)name_len;
+		memcpy(b + n, p->signer, PAL_DIGEST_SIZE);
+		n += PAL_DIGEST_SIZE;
+	} else if (p && p->target) {
 		b[n++] = 1;
 		memcpy(b + n, p->target, PAL_DIGEST_SIZE);
 		n += PAL_DIGEST_SIZE;
@@ -99,13 +115,15 @@ int32_t pal_pcr_read(uint32_t pcr, uint8_t out[PAL_DIGEST_SIZE])
 int64_t pal_seal(const pal_policy *p, const void *data, uint32_t len, uint8_t *out,
 		 uint32_t out_cap)
 {
-	uint32_t n;
+	int32_t n;
 
 	if (len > PAL_SCRATCH_SIZE - POLICY_MAX)
 		return -PAL_E_TOOLARGE;
 	n = encode_policy(p, scratch);
+	if (n < 0)
+		return n;
 	memcpy(scratch + n, data, len);
-	return palisade_utpm(PAL_OP_SEAL, scratch, n + len, out, out_cap);
+	return palisade_utpm(PAL_OP_SEAL, scratch, (uint32_t)n + len, out, out_cap);
 }
 
 int64_t pal_unseal(const uint8_t *blob, uint32_t blob_len, uint8_t creator[PAL_DIGEST_SIZE],
@@ -152,12 +170,15 @@ int64_t pal_key_create(uint8_t alg, const pal_policy *p, uint8_t *pub, uint32_t 
 		       uint32_t *pub_len, uint8_t *blob, uint32_t blob_cap)
 {
 	uint8_t req[1 + POLICY_MAX];
-	uint32_t n, pl, bl;
+	uint32_t pl, bl;
+	int32_t n;
 	int64_t rc;
 
 	req[0] = alg;
-	n = 1 + encode_policy(p, req + 1);
-	rc = palisade_utpm(PAL_OP_KEY_CREATE, req, n, scratch, PAL_SCRATCH_SIZE);
+	n = encode_policy(p, req + 1);
+	if (n < 0)
+		return n;
+	rc = palisade_utpm(PAL_OP_KEY_CREATE, req, 1 + (uint32_t)n, scratch, PAL_SCRATCH_SIZE);
 	if (rc < 0)
 		return rc;
 	if (rc < 4 || get32(scratch) > (uint64_t)rc - 4)

@@ -21,6 +21,7 @@ enum {
 	PAL_E_INVAL = 1, PAL_E_FAULT = 2, PAL_E_SHORT = 3, PAL_E_PCR = 4, PAL_E_TAMPERED = 5,
 	PAL_E_FOREIGN = 6, PAL_E_WRONGPAL = 7, PAL_E_PCRMISMATCH = 8, PAL_E_WRONGTYPE = 9,
 	PAL_E_UNSUPPORTED = 10, PAL_E_TOOLARGE = 11, PAL_E_INTERNAL = 12, PAL_E_MALFORMED = 13,
+	PAL_E_NOTAUTHORIZED = 14,
 };
 
 /* Ops (docs/abi.md §3). */
@@ -40,14 +41,24 @@ enum { PAL_HASH_NONE = 0, PAL_HASH_SHA256 = 0x000B, PAL_HASH_SHA384 = 0x000C,
 
 #define PAL_NUM_PCRS 8
 #define PAL_DIGEST_SIZE 32
+#define PAL_MAX_NAME 128
 
 /* Who may unseal: target NULL = the caller itself; pcr_mask bit i binds PCR i to
- * pcr_values[i] (or, with use_current_pcrs, to the caller's current value). */
+ * pcr_values[i] (or, with use_current_pcrs, to the caller's current value).
+ *
+ * name (NUL-terminated) seals to "a name under a signer" instead (docs/abi.md §3): any PAL
+ * that the trusted configuration active under signer (32-byte administrator key id) lists
+ * under name may use the blob, decided at every use; target is then ignored. name is 1..128
+ * bytes of [A-Za-z0-9._-] not starting with '.', '_' or '-'. An empty or longer name, or a
+ * NULL signer, makes pal_seal and pal_key_create return -PAL_E_INVAL. The two fields are last
+ * so that older initialisers that stop before them leave them NULL. */
 typedef struct {
 	const uint8_t *target; /* 32-byte measurement or NULL */
 	uint8_t pcr_mask;
 	int use_current_pcrs;
 	uint8_t pcr_values[PAL_NUM_PCRS][PAL_DIGEST_SIZE];
+	const char *name;      /* NULL: not sealed to a name */
+	const uint8_t *signer; /* 32 bytes, with name */
 } pal_policy;
 
 /* The raw hostcall (docs/abi.md §2), implemented per target. */

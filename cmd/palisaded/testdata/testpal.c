@@ -7,6 +7,8 @@
 //	'l'          loop forever (until the call's timeout)
 //	'c' [alg]    KEY_CREATE a key object (alg as in the ABI, default 1 = ECDSA P-256), keep its
 //	             blob in memory, output the public key (DER SubjectPublicKeyInfo)
+//	'S' policy data   SEAL data under the raw ABI policy, output the blob
+//	'U' blob     UNSEAL, output creator[32] || data
 //	0x14/0x16/0x18/0x60 ...  a client.Signer request (package client/signreq): sign it with the
 //	             key from 'c' via KEY_SIGN, output the signature
 //
@@ -17,7 +19,7 @@ typedef unsigned int u32;
 __attribute__((import_module("palisade"), import_name("utpm")))
 long long utpm(u32 op, const void *req, u32 req_len, void *resp, u32 resp_cap);
 
-enum { OP_OUTPUT = 0, OP_KEY_CREATE = 8, OP_KEY_SIGN = 9 };
+enum { OP_OUTPUT = 0, OP_SEAL = 3, OP_UNSEAL = 4, OP_KEY_CREATE = 8, OP_KEY_SIGN = 9 };
 
 static u8 in_buf[1 << 16];
 static u8 scratch[1 << 13];
@@ -79,6 +81,13 @@ __attribute__((export_name("palisade_entry"))) int palisade_entry(const u8 *in, 
 		}
 	case 'c':
 		return create_key(n > 1 ? in[1] : 1);
+	case 'S': case 'U': {
+		// A failed µTPM call is status 200 + the ABI error code.
+		long long r = utpm(in[0] == 'S' ? OP_SEAL : OP_UNSEAL, in + 1, n - 1, scratch, sizeof scratch);
+		if (r < 0) return 200 + (int)-r;
+		utpm(OP_OUTPUT, scratch, (u32)r, 0, 0);
+		return 0;
+	}
 	case 0x14: case 0x16: case 0x18: case 0x60:
 		return sign(in, n);
 	}

@@ -84,22 +84,26 @@ const (
 	ETooLarge    Errno = 11
 	EInternal    Errno = 12
 	EMalformed   Errno = 13
+	// ENotAuthorized: the blob is sealed to a name under a signer and the active
+	// configuration of that signer does not list this PAL under that name.
+	ENotAuthorized Errno = 14
 )
 
 var errnoText = [...]string{
-	EInval:       "E_INVAL: malformed request",
-	EFault:       "E_FAULT: pointer outside PAL memory",
-	EShort:       "E_SHORT: response buffer too small",
-	EPCR:         "E_PCR: PCR index out of range or not writable",
-	ETampered:    "E_TAMPERED: sealed blob failed its integrity check",
-	EForeign:     "E_FOREIGN: sealed blob was made by another platform",
-	EWrongPAL:    "E_WRONGPAL: sealed blob is bound to another PAL",
-	EPCRMismatch: "E_PCRMISMATCH: sealed blob is bound to other PCR values",
-	EWrongType:   "E_WRONGTYPE: wrong kind of sealed blob",
-	EUnsupported: "E_UNSUPPORTED: unsupported operation, algorithm or scheme",
-	ETooLarge:    "E_TOOLARGE: size exceeds its limit",
-	EInternal:    "E_INTERNAL: the visor failed",
-	EMalformed:   "E_MALFORMED: sealed blob does not parse",
+	EInval:         "E_INVAL: malformed request",
+	EFault:         "E_FAULT: pointer outside PAL memory",
+	EShort:         "E_SHORT: response buffer too small",
+	EPCR:           "E_PCR: PCR index out of range or not writable",
+	ETampered:      "E_TAMPERED: sealed blob failed its integrity check",
+	EForeign:       "E_FOREIGN: sealed blob was made by another platform",
+	EWrongPAL:      "E_WRONGPAL: sealed blob is bound to another PAL",
+	EPCRMismatch:   "E_PCRMISMATCH: sealed blob is bound to other PCR values",
+	EWrongType:     "E_WRONGTYPE: wrong kind of sealed blob",
+	EUnsupported:   "E_UNSUPPORTED: unsupported operation, algorithm or scheme",
+	ETooLarge:      "E_TOOLARGE: size exceeds its limit",
+	EInternal:      "E_INTERNAL: the visor failed",
+	EMalformed:     "E_MALFORMED: sealed blob does not parse",
+	ENotAuthorized: "E_NOTAUTHORIZED: caller is not authorized for the name the blob is sealed to",
 }
 
 func (e Errno) Error() string {
@@ -129,6 +133,7 @@ const (
 // Sizes from docs/abi.md.
 const (
 	NumPCRs       = 8
+	MaxName       = 128 // bytes of Policy.Name
 	maxHostcallIO = 1<<20 + 4<<10
 	maxRandom     = 64 << 10
 )
@@ -138,23 +143,39 @@ type Digest [32]byte
 
 // Policy says who may unseal a blob or sign with a key (docs/abi.md §3).
 type Policy struct {
-	Target      Digest // the PAL that may use the blob; zero means the caller itself
-	PCRMask     uint8  // bit i binds PCR i
+	Target Digest // the PAL that may use the blob; zero means the caller itself
+	// Name and Signer seal to "a name under a signer" (target kind 2): any PAL that the
+	// trusted configuration active under Signer (an administrator key id) lists under Name
+	// may use the blob, decided again at every use. Target is then ignored. Name is 1..128
+	// bytes of [A-Za-z0-9._-], not starting with '.', '_' or '-'.
+	Name        string
+	Signer      Digest
+	PCRMask     uint8 // bit i binds PCR i
 	PCRValues   [NumPCRs]Digest
 	CurrentPCRs bool // bind to the caller's current values instead of PCRValues
 }
 
-// encode appends the ABI encoding of p to b.
-func (p *Policy) encode(b []byte) []byte {
-	if p.Target == (Digest{}) {
+// encode appends the ABI encoding of p to b. A Name that cannot be encoded (longer than
+// MaxName, so its length byte would wrap) or a zero Signer is EInval; the visor checks the
+// rest of the name rule.
+func (p *Policy) encode(b []byte) ([]byte, error) {
+	switch {
+	case p.Name != "":
+		if len(p.Name) > MaxName || p.Signer == (Digest{}) {
+			return nil, EInval
+		}
+		b = append(b, 2, byte(len(p.Name)))
+		b = append(b, p.Name...)
+		b = append(b, p.Signer[:]...)
+	case p.Target == (Digest{}):
 		b = append(b, 0)
-	} else {
+	default:
 		b = append(b, 1)
 		b = append(b, p.Target[:]...)
 	}
 	b = append(b, p.PCRMask)
 	if p.CurrentPCRs {
-		return append(b, 1)
+		return append(b, 1), nil
 	}
 	b = append(b, 0)
 	for i := 0; i < NumPCRs; i++ {
@@ -162,7 +183,7 @@ func (p *Policy) encode(b []byte) []byte {
 			b = append(b, p.PCRValues[i][:]...)
 		}
 	}
-	return b
+	return b, nil
 }
 
 // KeyAlg, Scheme and Hash are the ABI values of docs/abi.md §3.
@@ -244,8 +265,11 @@ func PCRRead(pcr int) (Digest, error) {
 
 // Seal encrypts data so that only what p names can unseal it.
 func Seal(data []byte, p Policy) ([]byte, error) {
-	req := append(p.encode(nil), data...)
-	return callGrow(opSeal, req, len(data)+1024)
+	req, err := p.encode(make([]byte, 0, 2+MaxName+2*len(Digest{})+len(data)))
+	if err != nil {
+		return nil, err
+	}
+	return callGrow(opSeal, append(req, data...), len(data)+1024)
 }
 
 // Unseal returns the data of a sealed blob and the measurement of the PAL that sealed it.
@@ -287,7 +311,11 @@ func IdentityPublic() ([]byte, error) { return callGrow(opIdentityPublic, nil, 2
 // KeyCreate creates a key object: blob is the sealed private key, usable only through
 // KeySign by what p names; pub is the public key (DER SubjectPublicKeyInfo).
 func KeyCreate(alg KeyAlg, p Policy) (blob, pub []byte, err error) {
-	resp, err := callGrow(opKeyCreate, p.encode([]byte{byte(alg)}), 8<<10)
+	req, err := p.encode([]byte{byte(alg)})
+	if err != nil {
+		return nil, nil, err
+	}
+	resp, err := callGrow(opKeyCreate, req, 8<<10)
 	if err != nil {
 		return nil, nil, err
 	}

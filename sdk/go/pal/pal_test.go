@@ -23,28 +23,62 @@ func TestPolicyEncoding(t *testing.T) {
 		{PCRMask: 0x81, CurrentPCRs: true},
 		{Target: Digest{4}, PCRMask: 0x26, PCRValues: v},
 		{PCRMask: 0xff, PCRValues: v},
+		{Name: "web", Signer: Digest{9}},
+		{Name: strings.Repeat("n", MaxName), Signer: Digest{0xff, 1}, PCRMask: 0x02, PCRValues: v},
+		{Name: "db.primary-1", Signer: Digest{7}, PCRMask: 0x04, CurrentPCRs: true},
 	} {
-		want := utpm.Policy{Target: utpm.Digest(p.Target), PCRMask: p.PCRMask, CurrentPCRs: p.CurrentPCRs}
+		want := utpm.Policy{PCRMask: p.PCRMask, CurrentPCRs: p.CurrentPCRs}
+		if p.Name != "" {
+			want.Name, want.Signer = p.Name, utpm.Digest(p.Signer)
+		} else {
+			want.Target = utpm.Digest(p.Target)
+		}
 		for i := range v {
 			if p.PCRMask&(1<<i) != 0 && !p.CurrentPCRs {
 				want.PCRValues[i] = utpm.Digest(p.PCRValues[i])
 			}
 		}
-		if got := p.encode(nil); !bytes.Equal(got, engine.EncodePolicy(want)) {
-			t.Errorf("policy %+v: SDK %x, engine %x", p, got, engine.EncodePolicy(want))
+		enc, err := p.encode(nil)
+		if err != nil {
+			t.Fatalf("policy %+v: %v", p, err)
 		}
-		got, rest, err := engine.DecodePolicy(p.encode(nil))
+		if !bytes.Equal(enc, engine.EncodePolicy(want)) {
+			t.Errorf("policy %+v: SDK %x, engine %x", p, enc, engine.EncodePolicy(want))
+		}
+		got, rest, err := engine.DecodePolicy(enc)
 		if err != nil || len(rest) != 0 || got != want {
 			t.Errorf("policy %+v: engine decoded %+v, %v", p, got, err)
 		}
 	}
 }
 
+// A name the length byte cannot carry, or a name without a signer, never reaches the visor.
+func TestPolicyNameInvalid(t *testing.T) {
+	for _, p := range []Policy{
+		{Name: strings.Repeat("n", MaxName+1), Signer: Digest{1}},
+		{Name: strings.Repeat("n", 256+3), Signer: Digest{1}}, // would wrap to 3
+		{Name: "web"},
+	} {
+		if _, err := p.encode(nil); err != EInval {
+			t.Errorf("name of %d bytes, signer %x: %v, want EInval", len(p.Name), p.Signer[:2], err)
+		}
+		if _, err := Seal([]byte("x"), p); err != EInval {
+			t.Errorf("Seal: %v, want EInval", err)
+		}
+		if _, _, err := KeyCreate(KeyECDSAP256, p); err != EInval {
+			t.Errorf("KeyCreate: %v, want EInval", err)
+		}
+	}
+}
+
 func TestErrnoNames(t *testing.T) {
-	for e := EInval; e <= EMalformed; e++ {
+	for e := EInval; e <= ENotAuthorized; e++ {
 		if !strings.Contains(e.Error(), "E_") {
 			t.Errorf("errno %d: %q has no name", int32(e), e.Error())
 		}
+	}
+	if int(ENotAuthorized) != int(engine.ENotAuthorized) {
+		t.Errorf("ENotAuthorized = %d, engine says %d", ENotAuthorized, engine.ENotAuthorized)
 	}
 	if got := Errno(77).Error(); got != "utpm: error 77" {
 		t.Errorf("unknown errno: %q", got)

@@ -54,6 +54,8 @@ static int32_t out_len(int64_t rc)
 
 /* parse_policy reads the ABI encoding of a policy into p, so that the SDK encodes it again.
  * It returns the bytes consumed, 0 if malformed. */
+static char policy_name[256];
+
 static uint32_t parse_policy(const uint8_t *b, uint32_t n, pal_policy *p)
 {
 	uint32_t off = 0;
@@ -67,6 +69,16 @@ static uint32_t parse_policy(const uint8_t *b, uint32_t n, pal_policy *p)
 			return 0;
 		p->target = b + 1;
 		off = 33;
+	} else if (b[0] == 2) {
+		/* u8 name_len, name, signer[32]: the SDK takes a NUL-terminated name, so copy it
+		 * (up to 255 bytes, letting the SDK refuse what it cannot encode). */
+		if (n < 2 || n < 2 + (uint32_t)b[1] + PAL_DIGEST_SIZE)
+			return 0;
+		memcpy(policy_name, b + 2, b[1]);
+		policy_name[b[1]] = 0;
+		p->name = policy_name;
+		p->signer = b + 2 + b[1];
+		off = 2 + (uint32_t)b[1] + PAL_DIGEST_SIZE;
 	} else {
 		off = 1;
 	}

@@ -49,6 +49,13 @@ func parsePolicy(b []byte) (pal.Policy, []byte, bool) {
 		}
 		copy(p.Target[:], b[1:33])
 		b = b[33:]
+	} else if b[0] == 2 {
+		if len(b) < 2 || len(b) < 2+int(b[1])+32 {
+			return p, nil, false
+		}
+		p.Name = string(b[2 : 2+b[1]])
+		copy(p.Signer[:], b[2+b[1]:])
+		b = b[2+int(b[1])+32:]
 	} else {
 		b = b[1:]
 	}
