@@ -95,7 +95,7 @@ func buildGo(variant string) ([]byte, error) {
 		return nil, err
 	}
 	return diskCached("go-pal-"+key+".wasm", func(out string) error {
-		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-trimpath",
+		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-trimpath", "-buildvcs=false",
 			"-ldflags=-X=main.variant="+variant, "-o", out, "./engine/conformance/testdata/go")
 		cmd.Dir = root
 		cmd.Env = append(os.Environ(), "GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0")
