@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"palisade/internal/atomicfile"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -449,7 +450,7 @@ func (s *State) appendHistory(committed uint64, rec []byte) error {
 	if err := f.Sync(); err != nil {
 		return err
 	}
-	return syncDir(s.dir)
+	return atomicfile.SyncDir(s.dir)
 }
 
 func (s *State) commit(p Pointer) error {
@@ -460,45 +461,10 @@ func (s *State) commit(p Pointer) error {
 	return writeFileAtomic(filepath.Join(s.dir, filePointer), b, 0o644)
 }
 
-// writeFileAtomic replaces path with data: temporary file, fsync, rename, fsync of the
-// directory. Readers see the old or the new contents, never a mix, even across a crash.
+// writeFileAtomic is atomicfile.WriteFile with a crash point between the durable temporary
+// file and the rename, for the crash tests.
 func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp-*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // fails harmlessly after the rename
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(perm); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	crashPoint("temp-written:" + filepath.Base(path))
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	return syncDir(dir)
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.WriteFileHook(path, data, perm, func() { crashPoint("temp-written:" + filepath.Base(path)) })
 }
 
 // crashHook is set only by tests that run Apply in a child process and kill it at a step.

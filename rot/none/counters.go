@@ -10,6 +10,7 @@ import (
 	"io/fs"
 	"math"
 	"os"
+	"palisade/internal/atomicfile"
 	"slices"
 	"sync"
 
@@ -136,7 +137,7 @@ func (c *FileCounters) Increment(pal utpm.Digest, id uint32) (uint64, error) {
 		return 0, fmt.Errorf("rot/none: counter %d is at its maximum", id)
 	}
 	c.m[k] = old + 1
-	if err := writeFileAtomic(c.path, c.encode()); err != nil {
+	if err := atomicfile.WriteFile(c.path, c.encode(), 0o600); err != nil {
 		if had {
 			c.m[k] = old
 		} else {

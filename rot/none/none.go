@@ -22,6 +22,7 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"palisade/internal/atomicfile"
 	"path/filepath"
 	"syscall"
 
@@ -56,7 +57,7 @@ func Open(stateDir string, visor utpm.Digest) (*Root, error) {
 	}
 	// Temporary files left by a crash between write and rename are garbage: the real files
 	// were never replaced by them.
-	stale, _ := filepath.Glob(filepath.Join(stateDir, ".*.tmp*"))
+	stale, _ := filepath.Glob(filepath.Join(stateDir, atomicfile.TempPattern))
 	for _, f := range stale {
 		os.Remove(f)
 	}
@@ -118,46 +119,10 @@ func loadOrCreateMaster(path string) ([]byte, error) {
 	if _, err := rand.Read(b); err != nil {
 		return nil, fmt.Errorf("rot/none: master secret: %w", err)
 	}
-	if err := writeFileAtomic(path, b); err != nil {
+	if err := atomicfile.WriteFile(path, b, 0o600); err != nil {
 		return nil, fmt.Errorf("rot/none: create master secret: %w", err)
 	}
 	return b, nil
-}
-
-// writeFileAtomic replaces path with data (mode 0600): write a temporary file, fsync it,
-// rename it over path, fsync the directory so the rename itself is durable.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after a successful rename
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return err
-	}
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 // Mode is "none".

@@ -9,7 +9,7 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
+	"palisade/internal/atomicfile"
 	"sort"
 	"sync"
 
@@ -246,7 +246,7 @@ func (c *Counters) write() error {
 	if err != nil {
 		return fmt.Errorf("tpm: encode counter state: %w", err)
 	}
-	if err := writeFileAtomic(c.path, fb); err != nil {
+	if err := atomicfile.WriteFile(c.path, fb, 0o600); err != nil {
 		return fmt.Errorf("tpm: write counter state: %w", err)
 	}
 	return nil
@@ -289,42 +289,6 @@ func (c *Counters) Increment(pal utpm.Digest, id uint32) (uint64, error) {
 		return 0, err
 	}
 	return old + 1, nil
-}
-
-// writeFileAtomic replaces path with data: temp file in the same directory, fsync, rename,
-// fsync of the directory. A crash leaves either the old or the new file.
-func writeFileAtomic(path string, data []byte) error {
-	dir := filepath.Dir(path)
-	f, err := os.CreateTemp(dir, "."+filepath.Base(path)+".tmp*")
-	if err != nil {
-		return err
-	}
-	tmp := f.Name()
-	defer os.Remove(tmp) // no-op after the rename
-	if _, err := f.Write(data); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Chmod(0o600); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return err
-	}
-	if err := f.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp, path); err != nil {
-		return err
-	}
-	d, err := os.Open(dir)
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
 }
 
 func sha256Sum(b []byte) []byte { s := sha256.Sum256(b); return s[:] }

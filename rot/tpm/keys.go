@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"palisade/internal/atomicfile"
 	"path/filepath"
 
 	"github.com/google/go-tpm/tpm2"
@@ -194,7 +195,7 @@ func (r *Root) sealMaster(parent tpm2.AuthHandle, path string, secret, policy []
 	if err != nil {
 		return fmt.Errorf("tpm: encode sealed master secret: %w", err)
 	}
-	if err := writeFileAtomic(path, b); err != nil {
+	if err := atomicfile.WriteFile(path, b, 0o600); err != nil {
 		return fmt.Errorf("tpm: persist sealed master secret: %w", err)
 	}
 	return nil
