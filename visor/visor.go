@@ -160,7 +160,7 @@ func (v *Visor) engineFor(name string, kind pal.Kind) (engine.Engine, error) {
 			return e, nil
 		}
 	}
-	return nil, fmt.Errorf("%w %q for a %s image (this visor runs: %s)", ErrUnknownEngine, name, kind,
+	return nil, fmt.Errorf("%w %q for %s images (this visor runs: %s)", ErrUnknownEngine, name, kind,
 		strings.Join(v.Engines(), ", "))
 }
 

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 
 	"palisade/engine"
+	"palisade/engine/kvm"
 	"palisade/engine/wasm"
 	"palisade/rot/none"
 	"palisade/utpm"
@@ -88,6 +89,7 @@ var engineOpeners = []engineOpener{
 		}
 		return wasm.New(opts...)
 	}},
+	{"kvm", func(ctx context.Context) (engine.Engine, error) { return kvm.New() }},
 }
 
 // compileCacheDir keeps compiled Wasm across runs (a Go PAL compiles in ~1.5 s cold, ~50 ms

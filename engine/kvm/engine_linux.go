@@ -367,19 +367,23 @@ func (p *pool) fill() {
 	}
 }
 
-// get returns a pooled VM, or creates one if the pool is empty.
+// get returns a pooled VM, or creates one if the pool is empty. It does not refill the pool:
+// the caller calls refill once its registration is done, so that creating the replacement VM
+// (mmap and KVM locks, CPU) does not compete with the registration itself.
 func (p *pool) get() (*vm, error) {
-	defer func() {
-		select {
-		case p.wake <- struct{}{}:
-		default:
-		}
-	}()
 	select {
 	case v := <-p.ready:
 		return v, nil
 	default:
 		return p.create()
+	}
+}
+
+// refill wakes the filler.
+func (p *pool) refill() {
+	select {
+	case p.wake <- struct{}{}:
+	default:
 	}
 }
 

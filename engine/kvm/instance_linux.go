@@ -48,7 +48,9 @@ func (in *instance) Log(msg []byte) {
 
 // load gives the instance a freshly initialised VM.
 func (in *instance) load() error {
-	v, err := in.mod.eng.pool.get()
+	pool := in.mod.eng.pool
+	v, err := pool.get()
+	defer pool.refill()
 	if err != nil {
 		return err
 	}

@@ -131,20 +131,34 @@ func (r *kvmRun) setImmediateExit(on bool) {
 	atomic.StoreUint32((*uint32)(unsafe.Pointer(r)), v)
 }
 
+// ioctl and ioctlPtr retry on EINTR, a bounded number of times: the Go runtime signals its
+// threads (preemption) and some KVM ioctls, KVM_CREATE_VM among them, can be interrupted before
+// they did anything.
+const eintrRetries = 100
+
 func ioctl(fd int, req, arg uintptr) (uintptr, error) {
-	r, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, arg)
-	if e != 0 {
-		return r, e
+	for i := 0; ; i++ {
+		r, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, arg)
+		if e == 0 {
+			return r, nil
+		}
+		if e != unix.EINTR || i == eintrRetries {
+			return r, e
+		}
 	}
-	return r, nil
 }
 
+// ioctlPtr converts arg in the Syscall call itself, as unsafe.Pointer's rules require.
 func ioctlPtr(fd int, req uintptr, arg unsafe.Pointer) error {
-	_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, uintptr(arg))
-	if e != 0 {
-		return e
+	for i := 0; ; i++ {
+		_, _, e := unix.Syscall(unix.SYS_IOCTL, uintptr(fd), req, uintptr(arg))
+		if e == 0 {
+			return nil
+		}
+		if e != unix.EINTR || i == eintrRetries {
+			return e
+		}
 	}
-	return nil
 }
 
 // runVCPU is one KVM_RUN. A blocking syscall, so the Go scheduler can run other goroutines
