@@ -43,10 +43,15 @@ func usageErrorf(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", errUsage, fmt.Sprintf(format, a...))
 }
 
+// flagUsageShown records that a flag set printed its usage: the flag package does that when
+// parsing fails (and for -h), so run can tell bad flags (exit status 2) from failures.
+var flagUsageShown bool
+
 // newFlags makes the flag set of a command with a usage message that fits the tool.
 func newFlags(c *command) *flag.FlagSet {
 	fs := flag.NewFlagSet("palisade "+c.name, flag.ContinueOnError)
 	fs.Usage = func() {
+		flagUsageShown = true
 		fmt.Fprintf(fs.Output(), "usage: palisade %s %s\n\n%s\n", c.name, c.usage, c.summary)
 		var any bool
 		fs.VisitAll(func(*flag.Flag) { any = true })
@@ -65,12 +70,7 @@ func main() {
 func run(args []string) int {
 	if len(args) == 0 || args[0] == "help" || args[0] == "-h" || args[0] == "--help" {
 		if len(args) > 1 {
-			if c, ok := commands[args[1]]; ok {
-				fs := newFlags(c)
-				_ = c.run(context.Background(), []string{"-h"})
-				_ = fs
-				return 0
-			}
+			return helpFor(args[1])
 		}
 		printHelp()
 		return 0
@@ -88,6 +88,8 @@ func run(args []string) int {
 		return 0
 	case errors.Is(err, flag.ErrHelp):
 		return 0
+	case flagUsageShown: // the flag package has printed the error and the usage
+		return 2
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(os.Stderr, "palisade %s: %v\nusage: palisade %s %s\n", c.name,
 			strings.TrimPrefix(err.Error(), "usage: "), c.name, c.usage)
@@ -96,6 +98,24 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "palisade %s: %v\n", c.name, err)
 		return 1
 	}
+}
+
+// helpFor prints the help of one command: what its own -h prints, or, for commands without
+// flags of their own (those taking a sub-command), their usage line and what -h told them.
+func helpFor(name string) int {
+	c, ok := commands[name]
+	if !ok {
+		fmt.Fprintf(os.Stderr, "palisade: unknown command %q (see 'palisade help')\n", name)
+		return 2
+	}
+	err := c.run(context.Background(), []string{"-h"})
+	if err != nil && !errors.Is(err, flag.ErrHelp) {
+		fmt.Printf("usage: palisade %s %s\n\n%s\n", c.name, c.usage, c.summary)
+		if errors.Is(err, errUsage) {
+			fmt.Println(strings.TrimPrefix(err.Error(), "usage: "))
+		}
+	}
+	return 0
 }
 
 func printHelp() {
