@@ -192,44 +192,53 @@ func TestLimits(t *testing.T) {
 	}
 }
 
+// startSpin starts a call that never returns by itself on h and waits until the PAL is running
+// it (it extends PCR 2 first), so that the call holds an instance. It returns the call's error.
+func startSpin(t *testing.T, v *visor.Visor, h visor.Handle) <-chan error {
+	t.Helper()
+	before, _ := v.PCRs(h)
+	done := make(chan error, 1)
+	go func() {
+		_, err := v.Call(context.Background(), h, []byte("spin"))
+		done <- err
+	}()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(time.Millisecond) {
+		if now, _ := v.PCRs(h); now[2] != before[2] {
+			return done
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the spinning call never started")
+		}
+	}
+}
+
 // TestReplicas shows that replicas run calls at the same time and one instance runs one call at
-// a time: with one replica a quick call waits for a slow one; with two it overtakes it.
+// a time: while a call spins on one instance, a quick call gets the other replica, or, with a
+// single replica, waits until its deadline.
 func TestReplicas(t *testing.T) {
-	for _, tt := range []struct {
-		replicas      int
-		quickFinishes string
-	}{{1, "after"}, {2, "before"}} {
+	for _, replicas := range []int{1, 2} {
 		v := newVisor(t)
-		info := register(t, v, visor.RegisterOptions{Replicas: tt.replicas, Limits: engine.Limits{Timeout: 1500 * time.Millisecond}})
-		order := make(chan string, 2)
-		started := make(chan struct{})
-		go func() {
-			close(started)
-			v.Call(context.Background(), info.Handle, []byte("spin"))
-			order <- "slow"
-		}()
-		<-started
-		time.Sleep(300 * time.Millisecond) // let the slow call take its instance
-		call(t, v, info.Handle, "quick")
-		order <- "quick"
-		first := <-order
-		<-order
-		got := map[string]string{"quick": "before", "slow": "after"}[first]
-		if got != tt.quickFinishes {
-			t.Errorf("replicas=%d: the quick call finished %s the slow one, want %s", tt.replicas, got, tt.quickFinishes)
+		info := register(t, v, visor.RegisterOptions{Replicas: replicas, Limits: engine.Limits{Timeout: 3 * time.Second}})
+		slow := startSpin(t, v, info.Handle)
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		res, err := v.Call(ctx, info.Handle, []byte("quick"))
+		cancel()
+		switch {
+		case replicas == 1 && !errors.Is(err, context.DeadlineExceeded):
+			t.Errorf("one replica, busy: quick call = %q, %v; want it to wait until its deadline", res.Output, err)
+		case replicas == 2 && (err != nil || string(res.Output) != "quick"):
+			t.Errorf("two replicas, one busy: quick call = %q, %v; want it served by the other", res.Output, err)
+		}
+		if err := <-slow; !errors.Is(err, engine.ErrTimeout) {
+			t.Fatalf("slow call: %v, want ErrTimeout", err)
 		}
 	}
 }
 
 func TestUnregisterWaitsForCalls(t *testing.T) {
 	v := newVisor(t)
-	info := register(t, v, visor.RegisterOptions{Limits: engine.Limits{Timeout: 1500 * time.Millisecond}})
-	done := make(chan error, 1)
-	go func() {
-		_, err := v.Call(context.Background(), info.Handle, []byte("spin"))
-		done <- err
-	}()
-	time.Sleep(300 * time.Millisecond) // let the call take the instance
+	info := register(t, v, visor.RegisterOptions{Limits: engine.Limits{Timeout: time.Second}})
+	done := startSpin(t, v, info.Handle)
 	if err := v.Unregister(context.Background(), info.Handle); err != nil {
 		t.Fatal(err)
 	}
