@@ -3,11 +3,8 @@ package main
 import (
 	"context"
 	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
-	"io"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +14,7 @@ import (
 	"github.com/google/go-tpm/tpm2/transport"
 
 	"palisade/internal/e2e/apps"
+	"palisade/rot/tpm"
 	"palisade/utpm"
 )
 
@@ -187,10 +185,9 @@ func eccSigningTemplate(restricted bool) tpm2.TPMTPublic {
 }
 
 type swtpm struct {
-	dir  string
-	cmd  *exec.Cmd
-	conn net.Conn
-	tpm  transport.TPM
+	dir string
+	cmd *exec.Cmd
+	tpm transport.TPMCloser
 }
 
 // startSWTPM starts `swtpm socket --tpm2` on a Unix socket in a temporary directory.
@@ -214,7 +211,7 @@ func startSWTPM(ctx context.Context) (*swtpm, error) {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if s.conn, err = net.Dial("unix", sock); err == nil {
+		if s.tpm, err = tpm.OpenDevice("swtpm:" + sock); err == nil {
 			break
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
@@ -223,13 +220,12 @@ func startSWTPM(ctx context.Context) (*swtpm, error) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	s.tpm = transport.FromReadWriter(framed{s.conn})
 	return s, nil
 }
 
 func (s *swtpm) stop() {
-	if s.conn != nil {
-		s.conn.Close()
+	if s.tpm != nil {
+		s.tpm.Close()
 	}
 	if s.cmd.Process != nil {
 		s.cmd.Process.Kill()
@@ -238,20 +234,3 @@ func (s *swtpm) stop() {
 	os.RemoveAll(s.dir)
 }
 
-// framed reads one whole TPM response per Read (go-tpm reads once; a stream may split it).
-type framed struct{ net.Conn }
-
-func (f framed) Read(p []byte) (int, error) {
-	if len(p) < 10 {
-		return 0, fmt.Errorf("tpm response buffer of %d bytes", len(p))
-	}
-	if _, err := io.ReadFull(f.Conn, p[:10]); err != nil {
-		return 0, err
-	}
-	n := int(binary.BigEndian.Uint32(p[2:6]))
-	if n < 10 || n > len(p) {
-		return 0, fmt.Errorf("tpm response size %d out of range", n)
-	}
-	_, err := io.ReadFull(f.Conn, p[10:n])
-	return n, err
-}

@@ -2,14 +2,12 @@ package conformance
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
+	"palisade/internal/srchash"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"sync"
 	"testing"
 
@@ -62,7 +60,7 @@ func BuildCWasm(t testing.TB, variant string) []byte {
 		if err != nil {
 			return nil, err
 		}
-		key, err := sourceHash("c-wasm/"+variant, clang, filepath.Join(Dir(), "testdata", "c"), csdk.Dir())
+		key, err := srchash.Hash("c-wasm/"+variant, clang, filepath.Join(Dir(), "testdata", "c"), csdk.Dir())
 		if err != nil {
 			return nil, err
 		}
@@ -90,7 +88,7 @@ func BuildGo(t testing.TB, variant string) []byte {
 
 func buildGo(variant string) ([]byte, error) {
 	root := filepath.Join(Dir(), "..", "..")
-	key, err := sourceHash("go/"+variant, filepath.Join(Dir(), "testdata", "go"), filepath.Join(root, "sdk", "go", "pal"), filepath.Join(root, "go.mod"))
+	key, err := srchash.Hash("go/"+variant, filepath.Join(Dir(), "testdata", "go"), filepath.Join(root, "sdk", "go", "pal"), filepath.Join(root, "go.mod"))
 	if err != nil {
 		return nil, err
 	}
@@ -130,32 +128,4 @@ func diskCached(name string, build func(out string) error) ([]byte, error) {
 		return nil, err
 	}
 	return os.ReadFile(out)
-}
-
-// sourceHash hashes the Go version, what and every file under paths (files or directories).
-func sourceHash(what string, paths ...string) (string, error) {
-	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00", runtime.Version(), what)
-	for _, p := range paths {
-		var files []string
-		err := filepath.WalkDir(p, func(path string, d os.DirEntry, err error) error {
-			if err == nil && !d.IsDir() {
-				files = append(files, path)
-			}
-			return err
-		})
-		if err != nil {
-			return "", err
-		}
-		sort.Strings(files)
-		for _, f := range files {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				return "", err
-			}
-			fmt.Fprintf(h, "%s\x00%d\x00", f, len(b))
-			h.Write(b)
-		}
-	}
-	return hex.EncodeToString(h.Sum(nil)[:16]), nil
 }

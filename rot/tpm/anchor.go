@@ -54,7 +54,7 @@ func OpenVersionAnchor(device string, index uint32) (*VersionAnchor, error) {
 	if device == "" {
 		device = DefaultDevice
 	}
-	t, err := openDevice(device)
+	t, err := OpenDevice(device)
 	if err != nil {
 		return nil, fmt.Errorf("tpm: version anchor: %w", err)
 	}

@@ -165,7 +165,7 @@ func TestRootVersionAnchor(t *testing.T) {
 // before writing and locking it, is completed by the next open, from the counter's value.
 func TestVersionAnchorCompletesCreation(t *testing.T) {
 	sw := swtpmtest.Start(t)
-	tp, err := openDevice(sw.Device())
+	tp, err := OpenDevice(sw.Device())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -203,7 +203,7 @@ func TestVersionAnchorCompletesCreation(t *testing.T) {
 // TestVersionAnchorRefusesForeignIndex: an NV index that is not Palisade's base is not used.
 func TestVersionAnchorRefusesForeignIndex(t *testing.T) {
 	sw := swtpmtest.Start(t)
-	tp, err := openDevice(sw.Device())
+	tp, err := OpenDevice(sw.Device())
 	if err != nil {
 		t.Fatal(err)
 	}

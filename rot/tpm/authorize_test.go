@@ -114,7 +114,7 @@ func TestVisorAuthorization(t *testing.T) {
 func TestVisorAuthorizationEnforcedByTPM(t *testing.T) {
 	sw := swtpmtest.Start(t)
 	admin := adminKey(t)
-	tp, err := openDevice(sw.Device())
+	tp, err := OpenDevice(sw.Device())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -129,7 +129,7 @@ func Open(ctx context.Context, cfg Config) (*Root, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tpm: %w", err)
 	}
-	t, err := openDevice(cfg.Device)
+	t, err := OpenDevice(cfg.Device)
 	if err != nil {
 		return nil, fmt.Errorf("tpm: %w", err)
 	}

@@ -300,7 +300,7 @@ func TestCountersRollbackAfterNVUndefine(t *testing.T) {
 	r.Counters().Increment(utpm.Digest{}, 1)
 	r.Close()
 
-	tp, err := openDevice(sw.Device())
+	tp, err := OpenDevice(sw.Device())
 	if err != nil {
 		t.Fatal(err)
 	}

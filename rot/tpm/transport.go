@@ -11,8 +11,9 @@ import (
 	"github.com/google/go-tpm/tpm2/transport/linuxtpm"
 )
 
-// openDevice opens "/dev/tpmrm0"-style character devices or "swtpm:PATH" Unix sockets.
-func openDevice(dev string) (transport.TPMCloser, error) {
+// OpenDevice opens a TPM: a "/dev/tpmrm0"-style character device or a "swtpm:PATH" Unix
+// socket (the transport reads whole responses, which a stream socket may split).
+func OpenDevice(dev string) (transport.TPMCloser, error) {
 	if path, ok := strings.CutPrefix(dev, "swtpm:"); ok {
 		c, err := net.Dial("unix", path)
 		if err != nil {

@@ -2,15 +2,13 @@ package apps
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
+	"palisade/internal/srchash"
 	"path/filepath"
 	"runtime"
-	"sort"
 	"strings"
 	"sync"
 
@@ -65,7 +63,7 @@ func BuildGoPAL(ctx context.Context, pkg string) ([]byte, error) {
 	}
 	// The whole application directory (examples/NAME): PALs share packages with their host side.
 	app := filepath.Join(root, filepath.Dir(pkg))
-	key, err := sourceHash(pkg, app, filepath.Join(root, "sdk", "go", "pal"),
+	key, err := srchash.Hash(pkg, app, filepath.Join(root, "sdk", "go", "pal"),
 		filepath.Join(root, "client", "signreq"), filepath.Join(root, "go.mod"), filepath.Join(root, "go.sum"))
 	if err != nil {
 		return nil, err
@@ -99,34 +97,6 @@ func BuildGoPAL(ctx context.Context, pkg string) ([]byte, error) {
 		built[pkg] = b
 	}
 	return b, err
-}
-
-// sourceHash hashes the Go version, what and every .go/go.mod/go.sum file under paths.
-func sourceHash(what string, paths ...string) (string, error) {
-	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00", runtime.Version(), what)
-	for _, p := range paths {
-		var files []string
-		err := filepath.WalkDir(p, func(path string, d os.DirEntry, err error) error {
-			if err == nil && !d.IsDir() && !strings.HasSuffix(path, "_test.go") {
-				files = append(files, path)
-			}
-			return err
-		})
-		if err != nil {
-			return "", err
-		}
-		sort.Strings(files)
-		for _, f := range files {
-			b, err := os.ReadFile(f)
-			if err != nil {
-				return "", err
-			}
-			fmt.Fprintf(h, "%s\x00%d\x00", filepath.Base(f), len(b))
-			h.Write(b)
-		}
-	}
-	return hex.EncodeToString(h.Sum(nil)[:16]), nil
 }
 
 // BuildCNull builds testdata/null.c for engine ("wasm": clang wasm32; "kvm": a static x86-64
