@@ -5,7 +5,7 @@
 # Go (>= 1.26, from go.dev or the toolchain the go command fetches) must already be installed.
 set -euo pipefail
 
-pkgs=(clang lld gcc make swtpm swtpm-tools tpm2-tools openssl curl openssh-client sshpass apache2-utils)
+pkgs=(clang lld gcc libc6-dev linux-libc-dev make swtpm swtpm-tools tpm2-tools openssl curl openssh-client sshpass apache2-utils)
 missing=()
 for p in "${pkgs[@]}"; do
 	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
