@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/fxamacker/cbor/v2"
 	"github.com/veraison/go-cose"
 )
 
@@ -75,21 +74,6 @@ func signConfig(key *ecdsa.PrivateKey, h ConfigHead, nonce []byte) ([]byte, erro
 	return msg.MarshalCBOR()
 }
 
-var configDec = func() cbor.DecMode {
-	dm, err := cbor.DecOptions{
-		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-		IndefLength:       cbor.IndefLengthForbidden,
-		TagsMd:            cbor.TagsForbidden,
-		MaxNestedLevels:   4,
-		MaxMapPairs:       16,
-	}.DecMode()
-	if err != nil {
-		panic(err)
-	}
-	return dm
-}()
-
 // verifyConfig checks field 6 against the identity key and the nonce and returns the head.
 func verifyConfig(raw []byte, id *ecdsa.PublicKey, nonce []byte) (*ConfigHead, error) {
 	if len(raw) > maxConfigStatement {
@@ -116,7 +100,7 @@ func verifyConfig(raw []byte, id *ecdsa.PublicKey, nonce []byte) (*ConfigHead, e
 		return nil, fmt.Errorf("%w: configuration statement: %w", ErrSignature, err)
 	}
 	var st configStatement
-	if err := configDec.Unmarshal(msg.Payload, &st); err != nil {
+	if err := evidenceDec.Unmarshal(msg.Payload, &st); err != nil {
 		return nil, fmt.Errorf("%w: configuration statement: %w", ErrEvidence, err)
 	}
 	if len(st.Config) != 32 || len(st.Head) != 32 || len(st.Nonce) > maxNonce {

@@ -49,6 +49,8 @@ var (
 		}
 		return em
 	}()
+	// evidenceDec decodes every structure of the evidence (and the configuration statement)
+	// strictly: no duplicate or unknown keys, no indefinite lengths, no tags, small and shallow.
 	evidenceDec = func() cbor.DecMode {
 		dm, err := cbor.DecOptions{
 			DupMapKey:         cbor.DupMapKeyEnforcedAPF,
