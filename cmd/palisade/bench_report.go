@@ -167,6 +167,27 @@ func (r *benchReport) markdown() string {
 				}
 			}
 		}
+		// goals states, per key type and mode, whether the lowest ratio over all concurrency
+		// levels reaches the goal.
+		goals := func(what string, ratio func(*httpsPoint) float64) {
+			for _, a := range algs {
+				for _, m := range modes {
+					minR, at := math.Inf(1), 0
+					for _, c := range r.levels() {
+						if pp := r.point(a, m, c); pp != nil && ratio(pp) < minR {
+							minR, at = ratio(pp), c
+						}
+					}
+					if g, ok := httpsGoal[a]; ok && !math.IsInf(minR, 1) {
+						verdict := "**met**"
+						if minR < g {
+							verdict = "**not met**"
+						}
+						w("- Goal %s %s ≥ %.0f%% %s: %s (lowest %.1f%% at concurrency %d).\n", a, m, g*100, what, verdict, minR*100, at)
+					}
+				}
+			}
+		}
 		hdr := "| concurrency |"
 		sep := "|---:|"
 		for _, a := range algs {
@@ -191,23 +212,7 @@ func (r *benchReport) markdown() string {
 			w("\n")
 		}
 		w("\n")
-		for _, a := range algs {
-			for _, m := range modes {
-				minR, at := math.Inf(1), 0
-				for _, c := range r.levels() {
-					if pp := r.point(a, m, c); pp != nil && pp.PairedRatio < minR {
-						minR, at = pp.PairedRatio, c
-					}
-				}
-				if g, ok := httpsGoal[a]; ok && !math.IsInf(minR, 1) {
-					verdict := "**met**"
-					if minR < g {
-						verdict = "**not met**"
-					}
-					w("- Goal %s %s ≥ %.0f%% of plain at every concurrency (throughput): %s (lowest %.1f%% at concurrency %d).\n", a, m, g*100, verdict, minR*100, at)
-				}
-			}
-		}
+		goals("of plain at every concurrency (throughput)", func(p *httpsPoint) float64 { return p.PairedRatio })
 		w("\nCPU time per transaction (this process: server, load generator and daemon; µs) and capacity ratio = plain CPU/tx ÷ PAL CPU/tx, paired by round. On a machine shared with other work this is the steadier figure: it is what saturated throughput would be on a dedicated machine.\n\n")
 		hdr, sep = "| concurrency |", "|---:|"
 		for _, a := range algs {
@@ -232,23 +237,7 @@ func (r *benchReport) markdown() string {
 			w("\n")
 		}
 		w("\n")
-		for _, a := range algs {
-			for _, m := range modes {
-				minR, at := math.Inf(1), 0
-				for _, c := range r.levels() {
-					if pp := r.point(a, m, c); pp != nil && pp.CPURatio < minR {
-						minR, at = pp.CPURatio, c
-					}
-				}
-				if g, ok := httpsGoal[a]; ok && !math.IsInf(minR, 1) {
-					verdict := "**met**"
-					if minR < g {
-						verdict = "**not met**"
-					}
-					w("- Goal %s %s ≥ %.0f%% (capacity, CPU per transaction): %s (lowest %.1f%% at concurrency %d).\n", a, m, g*100, verdict, minR*100, at)
-				}
-			}
-		}
+		goals("(capacity, CPU per transaction)", func(p *httpsPoint) float64 { return p.CPURatio })
 		var abRows []httpsPoint
 		for _, p := range r.HTTPS {
 			if p.ABTPS > 0 {

@@ -233,4 +233,3 @@ func (s *swtpm) stop() {
 	}
 	os.RemoveAll(s.dir)
 }
-
