@@ -188,55 +188,39 @@ func (r *benchReport) markdown() string {
 				}
 			}
 		}
-		hdr := "| concurrency |"
-		sep := "|---:|"
-		for _, a := range algs {
-			hdr += fmt.Sprintf(" %s plain |", a)
-			sep += "---:|"
-			for _, m := range modes {
-				hdr += fmt.Sprintf(" %s %s | ratio |", a, m)
-				sep += "---:|---:|"
-			}
-		}
-		w("%s\n%s\n", hdr, sep)
-		for _, c := range r.levels() {
-			w("| %d |", c)
+		// table writes one row per concurrency level: for each key type the plain figure, then
+		// for each PAL mode its figure and its ratio to plain.
+		table := func(ratioHeader string, cell func(*httpsPoint) string, ratio func(pp, pl *httpsPoint) string) {
+			hdr, sep := "| concurrency |", "|---:|"
 			for _, a := range algs {
-				pl := r.point(a, "plain", c)
-				w(" %s |", tps(pl))
+				hdr += fmt.Sprintf(" %s plain |", a)
+				sep += "---:|"
 				for _, m := range modes {
-					pp := r.point(a, m, c)
-					w(" %s | %s |", tps(pp), ratio(pp, pl))
+					hdr += fmt.Sprintf(" %s %s | %s |", a, m, ratioHeader)
+					sep += "---:|---:|"
 				}
+			}
+			w("%s\n%s\n", hdr, sep)
+			for _, c := range r.levels() {
+				w("| %d |", c)
+				for _, a := range algs {
+					pl := r.point(a, "plain", c)
+					w(" %s |", cell(pl))
+					for _, m := range modes {
+						pp := r.point(a, m, c)
+						w(" %s | %s |", cell(pp), ratio(pp, pl))
+					}
+				}
+				w("\n")
 			}
 			w("\n")
 		}
-		w("\n")
+		table("ratio", tps, ratio)
 		goals("of plain at every concurrency (throughput)", func(p *httpsPoint) float64 { return p.PairedRatio })
 		w("\nCPU time per transaction (this process: server, load generator and daemon; µs) and capacity ratio = plain CPU/tx ÷ PAL CPU/tx, paired by round. On a machine shared with other work this is the steadier figure: it is what saturated throughput would be on a dedicated machine.\n\n")
-		hdr, sep = "| concurrency |", "|---:|"
-		for _, a := range algs {
-			hdr += fmt.Sprintf(" %s plain |", a)
-			sep += "---:|"
-			for _, m := range modes {
-				hdr += fmt.Sprintf(" %s %s | capacity ratio |", a, m)
-				sep += "---:|---:|"
-			}
-		}
-		w("%s\n%s\n", hdr, sep)
-		for _, c := range r.levels() {
-			w("| %d |", c)
-			for _, a := range algs {
-				pl := r.point(a, "plain", c)
-				w(" %s |", cpuTx(pl))
-				for _, m := range modes {
-					pp := r.point(a, m, c)
-					w(" %s | %s |", cpuTx(pp), pct(pp, func(p *httpsPoint) float64 { return p.CPURatio }))
-				}
-			}
-			w("\n")
-		}
-		w("\n")
+		table("capacity ratio", cpuTx, func(pp, _ *httpsPoint) string {
+			return pct(pp, func(p *httpsPoint) float64 { return p.CPURatio })
+		})
 		goals("(capacity, CPU per transaction)", func(p *httpsPoint) float64 { return p.CPURatio })
 		var abRows []httpsPoint
 		for _, p := range r.HTTPS {
