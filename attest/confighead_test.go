@@ -2,6 +2,7 @@ package attest_test
 
 import (
 	"context"
+	"palisade/internal/configtest"
 	"testing"
 
 	"palisade/attest"
@@ -14,18 +15,7 @@ import (
 // each, converted the way the daemon does.
 func configHeads(t *testing.T) (v1, v2 attest.ConfigHead) {
 	t.Helper()
-	admin, err := config.GenerateKey("es256")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	if err := config.InitState(dir, admin.Public()); err != nil {
-		t.Fatal(err)
-	}
-	st, err := config.OpenState(dir, config.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	admin, st := configtest.NewState(t, "es256")
 	head := func(v uint64) attest.ConfigHead {
 		raw, err := config.Sign(&config.Config{Version: v,
 			PALs: map[string][]config.Measurement{"vault": {config.Measurement(palMeasurement)}}}, admin)

@@ -6,6 +6,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/binary"
+	"palisade/internal/configtest"
 	"testing"
 
 	"palisade/config"
@@ -98,18 +99,7 @@ func FuzzDecodeNamePolicy(f *testing.F) {
 // TestDispatchNamePolicy runs SEAL, UNSEAL and KEY_SIGN with a name policy through the
 // dispatcher against a real trusted configuration: the codes a PAL sees are the ABI's.
 func TestDispatchNamePolicy(t *testing.T) {
-	admin, err := config.GenerateKey("ed25519")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	if err := config.InitState(dir, admin.Public()); err != nil {
-		t.Fatal(err)
-	}
-	st, err := config.OpenState(dir, config.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	admin, st := configtest.NewState(t, "ed25519")
 	_, kid := st.AdminKey()
 	palA, palB, palC := utpm.Digest{0xa}, utpm.Digest{0xb}, utpm.Digest{0xc}
 	raw, err := config.Sign(&config.Config{Version: 1,

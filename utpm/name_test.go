@@ -5,6 +5,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"os"
+	"palisade/internal/configtest"
 	"path/filepath"
 	"testing"
 
@@ -29,18 +30,7 @@ type trusted struct {
 
 func newTrusted(t testing.TB) *trusted {
 	t.Helper()
-	admin, err := config.GenerateKey("ed25519")
-	if err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	if err := config.InitState(dir, admin.Public()); err != nil {
-		t.Fatal(err)
-	}
-	st, err := config.OpenState(dir, config.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	admin, st := configtest.NewState(t, "ed25519")
 	_, kid := st.AdminKey()
 	return &trusted{admin: admin, kid: utpm.Digest(kid), st: st, w: config.NewWatcher(st)}
 }
