@@ -3,10 +3,8 @@ package main
 import (
 	"context"
 	"crypto/ecdsa"
-	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -15,6 +13,7 @@ import (
 	"palisade/engine/kvm"
 	"palisade/engine/wasm"
 	"palisade/rot/none"
+	"palisade/rot/tpm"
 	"palisade/utpm"
 	"palisade/visor"
 )
@@ -34,8 +33,9 @@ func defaultStateDir() string {
 	return filepath.Join(os.TempDir(), "palisade-state")
 }
 
-// selfMeasurement is the visor measurement reported by the embedded visor in "none" mode: the
-// SHA-256 of this executable. Without a TPM nothing vouches for it.
+// selfMeasurement is the visor measurement reported by the embedded visor in "none" mode:
+// this executable with an empty configuration, measured as palisaded measures itself
+// (docs/attestation.md). Without a TPM nothing vouches for it.
 func selfMeasurement() (utpm.Digest, error) {
 	exe, err := os.Executable()
 	if err != nil {
@@ -46,13 +46,7 @@ func selfMeasurement() (utpm.Digest, error) {
 		return utpm.Digest{}, err
 	}
 	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return utpm.Digest{}, err
-	}
-	var d utpm.Digest
-	h.Sum(d[:0])
-	return d, nil
+	return tpm.MeasureVisor(f, nil)
 }
 
 // openEngines opens every engine this machine supports. An engine that is not supported here
