@@ -27,6 +27,7 @@ var (
 	buildOnce sync.Once
 	buildErr  error
 	binDir    string // holds palisaded, palisade and testpal.wasm; readable by every uid
+	prebuilt  string // $PALISADE_E2E_BIN: the same, built by the caller (not removed)
 )
 
 func TestMain(m *testing.M) {
@@ -45,6 +46,12 @@ func TestMain(m *testing.M) {
 func artifacts(t testing.TB) (daemon, cli, pal string) {
 	t.Helper()
 	buildOnce.Do(func() {
+		// Binaries built beforehand, for a run where building here is too slow (the kvm
+		// engine's tests under emulation: engine/kvm/testdata/qemu/run-tests.sh).
+		if dir := os.Getenv("PALISADE_E2E_BIN"); dir != "" {
+			prebuilt = dir
+			return
+		}
 		dir, err := os.MkdirTemp("", "palisaded-e2e-")
 		if err != nil {
 			buildErr = err
@@ -73,7 +80,11 @@ func artifacts(t testing.TB) (daemon, cli, pal string) {
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
-	return filepath.Join(binDir, "palisaded"), filepath.Join(binDir, "palisade"), filepath.Join(binDir, "testpal.wasm")
+	dir := binDir
+	if prebuilt != "" {
+		dir = prebuilt
+	}
+	return filepath.Join(dir, "palisaded"), filepath.Join(dir, "palisade"), filepath.Join(dir, "testpal.wasm")
 }
 
 func testPAL(t testing.TB) []byte {

@@ -64,7 +64,7 @@ func BuildCWasm(t testing.TB, variant string) []byte {
 		if err != nil {
 			return nil, err
 		}
-		return diskCached("c-pal-"+key+".wasm", func(out string) error {
+		return srchash.Cached("c-pal-"+key+".wasm", func(out string) error {
 			return csdk.BuildWasm(context.Background(), out, []string{VariantDefine(variant)}, CSource())
 		})
 	})
@@ -92,7 +92,7 @@ func buildGo(variant string) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	return diskCached("go-pal-"+key+".wasm", func(out string) error {
+	return srchash.Cached("go-pal-"+key+".wasm", func(out string) error {
 		cmd := exec.Command("go", "build", "-buildmode=c-shared", "-trimpath", "-buildvcs=false",
 			"-ldflags=-X=main.variant="+variant, "-o", out, "./engine/conformance/testdata/go")
 		cmd.Dir = root
@@ -102,30 +102,4 @@ func buildGo(variant string) ([]byte, error) {
 		}
 		return nil
 	})
-}
-
-// diskCached returns the file name from the test build cache (os.UserCacheDir()/palisade-test),
-// building it with build (which writes the file it is given) if it is not there.
-func diskCached(name string, build func(out string) error) ([]byte, error) {
-	dir, err := os.UserCacheDir()
-	if err != nil {
-		dir = os.TempDir()
-	}
-	dir = filepath.Join(dir, "palisade-test")
-	out := filepath.Join(dir, name)
-	if b, err := os.ReadFile(out); err == nil {
-		return b, nil
-	}
-	if err := os.MkdirAll(dir, 0o700); err != nil {
-		return nil, err
-	}
-	tmp := fmt.Sprintf("%s.%d.tmp", out, os.Getpid())
-	defer os.Remove(tmp)
-	if err := build(tmp); err != nil {
-		return nil, err
-	}
-	if err := os.Rename(tmp, out); err != nil {
-		return nil, err
-	}
-	return os.ReadFile(out)
 }

@@ -2,7 +2,6 @@ package conformance
 
 import (
 	"context"
-	"os"
 	"testing"
 
 	"palisade/engine/kvm/cbuild"
@@ -13,12 +12,7 @@ import (
 func BuildCNative(t testing.TB, variant string) []byte {
 	t.Helper()
 	b, err := builds.get("c-native/"+variant, func() ([]byte, error) {
-		dir, err := os.MkdirTemp("", "palisade-conformance-")
-		if err != nil {
-			return nil, err
-		}
-		defer os.RemoveAll(dir)
-		return cbuild.Build(context.Background(), dir, "conformance.elf", []string{CSource()},
+		return cbuild.BuildCached(context.Background(), []string{CSource()},
 			"-Wextra", "-Werror", "-D"+VariantDefine(variant))
 	})
 	if err != nil {

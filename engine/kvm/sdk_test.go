@@ -15,7 +15,6 @@ var testPAL struct {
 	once sync.Once
 	elf  []byte
 	err  error
-	dir  string
 }
 
 // nativeTestPAL builds testdata/hostile.c once per test binary.
@@ -30,12 +29,7 @@ func nativeTestPAL() ([]byte, error) {
 			testPAL.err = err
 			return
 		}
-		testPAL.dir, testPAL.err = os.MkdirTemp("", "kvm-pal-")
-		if testPAL.err != nil {
-			return
-		}
-		testPAL.elf, testPAL.err = cbuild.Build(context.Background(), testPAL.dir, "hostile.elf", []string{"testdata/hostile.c"})
-		os.RemoveAll(testPAL.dir)
+		testPAL.elf, testPAL.err = cbuild.BuildCached(context.Background(), []string{"testdata/hostile.c"})
 	})
 	return testPAL.elf, testPAL.err
 }

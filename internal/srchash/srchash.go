@@ -46,3 +46,30 @@ func Hash(tag string, paths ...string) (string, error) {
 	}
 	return hex.EncodeToString(h.Sum(nil)[:16]), nil
 }
+
+// Cached returns the file name from the test build cache (os.UserCacheDir()/palisade-test),
+// building it with build (which writes the file it is given) if it is not there. name should
+// carry a Hash of everything the build reads, so that a stale file is never returned.
+func Cached(name string, build func(out string) error) ([]byte, error) {
+	dir, err := os.UserCacheDir()
+	if err != nil {
+		dir = os.TempDir()
+	}
+	dir = filepath.Join(dir, "palisade-test")
+	out := filepath.Join(dir, name)
+	if b, err := os.ReadFile(out); err == nil {
+		return b, nil
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
+	}
+	tmp := fmt.Sprintf("%s.%d.tmp", out, os.Getpid())
+	defer os.Remove(tmp)
+	if err := build(tmp); err != nil {
+		return nil, err
+	}
+	if err := os.Rename(tmp, out); err != nil {
+		return nil, err
+	}
+	return os.ReadFile(out)
+}

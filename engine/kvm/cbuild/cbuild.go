@@ -12,6 +12,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+
+	"palisade/internal/srchash"
 )
 
 // CFlags are the compiler flags of native PALs; sdk/c/x86_64/native.mk has the same.
@@ -89,4 +91,32 @@ func Build(ctx context.Context, dir, out string, srcs []string, flags ...string)
 		return nil, fmt.Errorf("cbuild: %s: %w\n%s", cc, err, stderr.Bytes())
 	}
 	return os.ReadFile(path)
+}
+
+// BuildCached is Build through the test build cache of package srchash: the PAL is rebuilt only
+// when a source, the SDK, these flags (this package's source) or the compiler changes. Tests use
+// it so that the slow part of a run under emulation (gcc) can be done once, outside.
+func BuildCached(ctx context.Context, srcs []string, flags ...string) ([]byte, error) {
+	sdk, err := SDKDir()
+	if err != nil {
+		return nil, err
+	}
+	cc := os.Getenv("PALISADE_NATIVE_CC")
+	if cc == "" {
+		cc = "gcc"
+	}
+	ccPath, err := exec.LookPath(cc)
+	if err != nil {
+		return nil, fmt.Errorf("cbuild: %w", err)
+	}
+	_, self, _, _ := runtime.Caller(0)
+	paths := append([]string{ccPath, sdk, filepath.Dir(self)}, srcs...)
+	key, err := srchash.Hash(fmt.Sprintf("c-native\x00%q", flags), paths...)
+	if err != nil {
+		return nil, err
+	}
+	return srchash.Cached("c-native-"+key+".elf", func(out string) error {
+		_, err := Build(ctx, filepath.Dir(out), filepath.Base(out), srcs, flags...)
+		return err
+	})
 }
