@@ -123,7 +123,7 @@ start=$(date +%s)
 rc=0
 boot || rc=$?
 if [ "$rc" = 2 ]; then
-	# Seen in about one run in four with two emulated CPUs (QEMU 7.2, TCG, nested SVM): the
+	# Seen in 4 boots of about 14 with two emulated CPUs (QEMU 7.2, TCG, nested SVM): the
 	# guest's kernel spins on both CPUs with interrupts off, as if an IPI was lost; hence one
 	# CPU by default ($SMP). Say so, keep the evidence, and try once more.
 	cp "$work/console.txt" "$work/hung-console.txt" && cp "$work/monitor.txt" "$work/hung-monitor.txt"
