@@ -21,6 +21,7 @@ export XDG_CACHE_HOME=${XDG_CACHE_HOME:-${HOME:-/var/tmp}/.cache}
 cache=$XDG_CACHE_HOME
 work=${WORK:-/var/tmp/palisade-kvm-qemu}
 say() { echo "kvm-qemu: $*" >&2; }
+export PATH=$PATH:/usr/sbin:/sbin # depmod, modprobe
 
 for c in qemu-system-x86_64 busybox depmod modprobe cpio gzip dpkg-deb; do
 	command -v "$c" >/dev/null || { say "$c not found (bash scripts/setup.sh installs it)"; exit 1; }
