@@ -21,4 +21,4 @@ if [ ! -e /dev/kvm ]; then
 	bash engine/kvm/testdata/qemu/run-tests.sh
 fi
 echo "== go test -race (concurrent core)" >&2
-go test -count=1 -race -timeout 10m ./visor/ ./utpm/ ./engine/ ./engine/wasm/ ./api/server/ ./client/... ./config/ ./rot/none/ ./internal/atomicfile/
+go test -count=1 -race -timeout 10m ./visor/ ./utpm/ ./engine/ ./engine/wasm/ ./engine/kvm/ ./api/server/ ./client/... ./config/ ./rot/none/ ./internal/atomicfile/
