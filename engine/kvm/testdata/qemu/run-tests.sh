@@ -37,24 +37,27 @@ if [ -z "$kpkg" ]; then
 	apt-get update -q >/dev/null
 	kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
 fi
+# Only the kernel and the modules the guest loads are kept (12 MB of the package's ~400 MB unpacked).
 kroot=$cache/palisade-test/$kpkg
-if [ ! -d "$kroot/lib/modules" ]; then
+if [ ! -f "$kroot/vmlinuz" ]; then
 	say "downloading and unpacking $kpkg"
-	rm -rf "$kroot.tmp" && mkdir -p "$kroot.tmp"
-	(cd "$kroot.tmp" && apt-get download -q -o APT::Sandbox::User=root "$kpkg" >/dev/null && dpkg-deb -x ./*.deb . && rm ./*.deb)
-	kver=$(ls "$kroot.tmp/lib/modules")
-	depmod -b "$kroot.tmp" "$kver"
-	rm -rf "$kroot" && mv "$kroot.tmp" "$kroot"
+	tmp=$kroot.tmp
+	rm -rf "$tmp" && mkdir -p "$tmp/keep/mods"
+	(cd "$tmp" && apt-get download -q -o APT::Sandbox::User=root "$kpkg" >/dev/null && dpkg-deb -x ./*.deb . && rm ./*.deb)
+	kver=$(ls "$tmp/lib/modules")
+	depmod -b "$tmp" "$kver"
+	i=0
+	for m in $(modprobe -d "$tmp" -S "$kver" --show-depends -a virtio_pci 9pnet_virtio 9p kvm_amd | awk '$1 == "insmod" {print $2}' | awk '!seen[$0]++'); do
+		i=$((i + 1))
+		cp "$m" "$tmp/keep/mods/$(printf %02d "$i")-$(basename "$m")" # in load order
+	done
+	cp "$tmp/boot/vmlinuz-$kver" "$tmp/keep/vmlinuz"
+	rm -rf "$kroot" && mv "$tmp/keep" "$kroot" && rm -rf "$tmp"
 fi
-kver=$(ls "$kroot/lib/modules")
 
-rm -rf "$work" && mkdir -p "$work/rd/bin" "$work/rd/mods" "$work/rd/proc" "$work/rd/sys" "$work/rd/dev" "$work/rd/newroot" "$work/tmp"
+rm -rf "$work" && mkdir -p "$work/rd/bin" "$work/rd/proc" "$work/rd/sys" "$work/rd/dev" "$work/rd/newroot" "$work/tmp"
 cp "$(command -v busybox)" "$work/rd/bin/busybox"
-i=0
-for m in $(modprobe -d "$kroot" -S "$kver" --show-depends -a virtio_pci 9pnet_virtio 9p kvm_amd | awk '$1 == "insmod" {print $2}' | awk '!seen[$0]++'); do
-	i=$((i + 1))
-	cp "$m" "$work/rd/mods/$(printf %02d "$i")-$(basename "$m")"
-done
+cp -r "$kroot/mods" "$work/rd/mods"
 cat >"$work/rd/init" <<EOI
 #!/bin/busybox sh
 /bin/busybox --install -s /bin
@@ -100,7 +103,7 @@ boot() {
 	rm -f "$work/out.txt" "$work/mon" && : >"$work/out.txt" && mkfifo "$work/mon"
 	exec 3<>"$work/mon"
 	qemu-system-x86_64 -machine q35 -accel tcg,thread=multi -cpu max -smp "${SMP:-1}" -m 2048 \
-		-display none -no-reboot -kernel "$kroot/boot/vmlinuz-$kver" -initrd "$work/initramfs.gz" \
+		-display none -no-reboot -kernel "$kroot/vmlinuz" -initrd "$work/initramfs.gz" \
 		-append "console=ttyS0 quiet panic=-1 nokaslr" -serial "file:$work/out.txt" -monitor stdio \
 		-fsdev local,id=r,path=/,security_model=none,readonly=on,multidevs=remap \
 		-device virtio-9p-pci,fsdev=r,mount_tag=hostroot <"$work/mon" >"$work/monitor.txt" 2>&1 &
