@@ -27,7 +27,6 @@ var (
 	buildOnce sync.Once
 	buildErr  error
 	binDir    string // holds palisaded, palisade and testpal.wasm; readable by every uid
-	prebuilt  string // $PALISADE_E2E_BIN: the same, built by the caller (not removed)
 )
 
 func TestMain(m *testing.M) {
@@ -36,7 +35,7 @@ func TestMain(m *testing.M) {
 		return
 	}
 	code := m.Run()
-	if binDir != "" {
+	if binDir != "" && os.Getenv("PALISADE_E2E_BIN") == "" { // the caller's binaries stay
 		os.RemoveAll(binDir)
 	}
 	os.Exit(code)
@@ -49,7 +48,7 @@ func artifacts(t testing.TB) (daemon, cli, pal string) {
 		// Binaries built beforehand, for a run where building here is too slow (the kvm
 		// engine's tests under emulation: engine/kvm/testdata/qemu/run-tests.sh).
 		if dir := os.Getenv("PALISADE_E2E_BIN"); dir != "" {
-			prebuilt = dir
+			binDir = dir
 			return
 		}
 		dir, err := os.MkdirTemp("", "palisaded-e2e-")
@@ -80,11 +79,7 @@ func artifacts(t testing.TB) (daemon, cli, pal string) {
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
-	dir := binDir
-	if prebuilt != "" {
-		dir = prebuilt
-	}
-	return filepath.Join(dir, "palisaded"), filepath.Join(dir, "palisade"), filepath.Join(dir, "testpal.wasm")
+	return filepath.Join(binDir, "palisaded"), filepath.Join(binDir, "palisade"), filepath.Join(binDir, "testpal.wasm")
 }
 
 func testPAL(t testing.TB) []byte {

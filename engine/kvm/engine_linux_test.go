@@ -328,8 +328,14 @@ func (p *pool) waitFull(ctx context.Context) error {
 
 // The XMHF64-TrustVisor anchors (nested KVM) are in docs/kvm.md; compare by hand.
 
-func BenchmarkRegister(b *testing.B) {
-	e := newEngine(b)
+func BenchmarkRegister(b *testing.B) { benchRegister(b) }
+
+// BenchmarkRegisterCold is registration with the pool disabled: VM and vCPU creation included.
+func BenchmarkRegisterCold(b *testing.B) { benchRegister(b, WithPoolSize(0)) }
+
+// benchRegister measures Compile + Instantiate, with the engine's pool (if any) full first.
+func benchRegister(b *testing.B, opts ...Option) {
+	e := newEngine(b, opts...)
 	img := needPAL(b)
 	ctx := context.Background()
 	h := newHost(b, img.Measurement)
@@ -340,28 +346,6 @@ func BenchmarkRegister(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.StartTimer()
-		m, err := e.Compile(ctx, img)
-		if err != nil {
-			b.Fatal(err)
-		}
-		in, err := m.Instantiate(ctx, h, engine.Limits{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		b.StopTimer()
-		in.Close(ctx)
-		m.Close(ctx)
-		b.StartTimer()
-	}
-}
-
-// BenchmarkRegisterCold is registration with the pool disabled: VM and vCPU creation included.
-func BenchmarkRegisterCold(b *testing.B) {
-	e := newEngine(b, WithPoolSize(0))
-	img := needPAL(b)
-	ctx := context.Background()
-	h := newHost(b, img.Measurement)
-	for i := 0; i < b.N; i++ {
 		m, err := e.Compile(ctx, img)
 		if err != nil {
 			b.Fatal(err)

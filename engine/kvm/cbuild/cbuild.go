@@ -58,6 +58,14 @@ func SDKSources() ([]string, error) {
 	return srcs, nil
 }
 
+// compiler is the C compiler of native PALs: $PALISADE_NATIVE_CC, or gcc.
+func compiler() string {
+	if cc := os.Getenv("PALISADE_NATIVE_CC"); cc != "" {
+		return cc
+	}
+	return "gcc"
+}
+
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }
 
 // Build compiles srcs with the SDK into dir/out and returns the ELF's bytes. flags are added
@@ -71,10 +79,7 @@ func Build(ctx context.Context, dir, out string, srcs []string, flags ...string)
 	if err != nil {
 		return nil, err
 	}
-	cc := os.Getenv("PALISADE_NATIVE_CC")
-	if cc == "" {
-		cc = "gcc"
-	}
+	cc := compiler()
 	path := filepath.Join(dir, out)
 	args := append([]string{}, CFlags...)
 	args = append(args, "-I"+sdk)
@@ -101,11 +106,7 @@ func BuildCached(ctx context.Context, srcs []string, flags ...string) ([]byte, e
 	if err != nil {
 		return nil, err
 	}
-	cc := os.Getenv("PALISADE_NATIVE_CC")
-	if cc == "" {
-		cc = "gcc"
-	}
-	ccPath, err := exec.LookPath(cc)
+	ccPath, err := exec.LookPath(compiler())
 	if err != nil {
 		return nil, fmt.Errorf("cbuild: %w", err)
 	}
