@@ -21,7 +21,6 @@ set -euo pipefail
 repo=$(cd "$(dirname "$0")/../../../.." && pwd)
 # The build cache (internal/srchash) the host fills and the guest reads: the same for both.
 export XDG_CACHE_HOME=${XDG_CACHE_HOME:-${HOME:-/var/tmp}/.cache}
-cache=$XDG_CACHE_HOME
 work=${WORK:-/var/tmp/palisade-kvm-qemu}
 say() { echo "kvm-qemu: $*" >&2; }
 export PATH=$PATH:/usr/sbin:/sbin # depmod, modprobe
@@ -31,14 +30,15 @@ for c in qemu-system-x86_64 busybox depmod modprobe cpio gzip dpkg-deb; do
 done
 
 # The guest kernel: Debian's current linux-image-amd64, unpacked once into the cache.
-kpkg=$(apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}')
+kernel_pkg() { apt-cache depends linux-image-amd64 2>/dev/null | awk '/Depends: linux-image-/{print $2; exit}'; }
+kpkg=$(kernel_pkg)
 if [ -z "$kpkg" ]; then
 	say "apt-get update (to find Debian's kernel package)"
 	apt-get update -q >/dev/null
-	kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-/{print $2; exit}')
+	kpkg=$(kernel_pkg)
 fi
 # Only the kernel and the modules the guest loads are kept (12 MB of the package's ~400 MB unpacked).
-kroot=$cache/palisade-test/$kpkg
+kroot=$XDG_CACHE_HOME/palisade-test/$kpkg
 if [ ! -f "$kroot/vmlinuz" ]; then
 	say "downloading and unpacking $kpkg"
 	tmp=$kroot.tmp
@@ -82,7 +82,7 @@ printf '%q ' "$@" >"$work/args"
 cat >"$work/guest.sh" <<EOG
 #!/bin/sh
 # The guest's only writable directory is a tmpfs over $work/tmp (not /tmp: the sources may be there).
-export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=$work/tmp TMPDIR=$work/tmp XDG_CACHE_HOME=$cache
+export PATH=/usr/sbin:/usr/bin:/sbin:/bin HOME=$work/tmp TMPDIR=$work/tmp XDG_CACHE_HOME=$XDG_CACHE_HOME
 if [ ! -c /dev/kvm ]; then echo "guest: no /dev/kvm (kvm_amd did not load)"; echo "=== EXIT 99"; poweroff -f; fi
 cd $repo/engine/kvm
 eval "$work/kvm.test -test.v -test.timeout 8m -test.skip '^TestNativeSDK\\\$' -test.count 1 \$(cat $work/args)" 2>&1
