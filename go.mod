@@ -1,4 +1,4 @@
-module palisade
+module github.com/palisade-project/palisade
 
 go 1.26.8
 

@@ -2,13 +2,14 @@ package attest_test
 
 import (
 	"context"
-	"palisade/internal/configtest"
 	"testing"
 
-	"palisade/attest"
-	"palisade/config"
-	"palisade/rot/none"
-	"palisade/utpm"
+	"github.com/palisade-project/palisade/internal/configtest"
+
+	"github.com/palisade-project/palisade/attest"
+	"github.com/palisade-project/palisade/internal/config"
+	"github.com/palisade-project/palisade/internal/rot/none"
+	"github.com/palisade-project/palisade/internal/utpm"
 )
 
 // configHeads applies two real signed configurations to a state and returns its head after

@@ -10,7 +10,7 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 
-	"palisade/rot/tpm"
+	"github.com/palisade-project/palisade/internal/rot/tpm"
 )
 
 // ErrEnrollment is wrapped when an AK cannot be enrolled.

@@ -6,9 +6,9 @@ import (
 	"errors"
 	"testing"
 
-	"palisade/attest"
-	"palisade/internal/swtpmtest"
-	"palisade/rot/tpm"
+	"github.com/palisade-project/palisade/attest"
+	"github.com/palisade-project/palisade/internal/rot/tpm"
+	"github.com/palisade-project/palisade/internal/swtpmtest"
 )
 
 func TestEnrollAKByCredentialActivation(t *testing.T) {

@@ -9,7 +9,7 @@ import (
 
 	"github.com/fxamacker/cbor/v2"
 
-	"palisade/rot"
+	"github.com/palisade-project/palisade/internal/rot"
 )
 
 // EvidenceVersion is the version of the Evidence structure (docs/attestation.md §2).

@@ -4,7 +4,7 @@ import (
 	"os"
 	"testing"
 
-	"palisade/attest"
+	"github.com/palisade-project/palisade/attest"
 )
 
 // FuzzParse: hostile bytes never crash the decoder, and whatever it accepts re-encodes to the

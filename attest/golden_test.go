@@ -7,7 +7,7 @@ import (
 	"path/filepath"
 	"testing"
 
-	"palisade/attest"
+	"github.com/palisade-project/palisade/attest"
 )
 
 // Golden evidence produced by a real visor on swtpm (regenerate with

@@ -15,8 +15,8 @@ import (
 	"github.com/fxamacker/cbor/v2"
 	"github.com/veraison/go-cose"
 
-	"palisade/attest"
-	"palisade/utpm"
+	"github.com/palisade-project/palisade/attest"
+	"github.com/palisade-project/palisade/internal/utpm"
 )
 
 var (

@@ -9,7 +9,7 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 
-	"palisade/rot/tpm"
+	"github.com/palisade-project/palisade/internal/rot/tpm"
 )
 
 // FuzzTPMStructures feeds hostile bytes to the TPM structure decoders the verifier uses; go-tpm's

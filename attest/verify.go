@@ -14,7 +14,7 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 
-	"palisade/rot/tpm"
+	"github.com/palisade-project/palisade/internal/rot/tpm"
 )
 
 // Names of the checks Verify makes, in the order it makes them (docs/attestation.md §4).

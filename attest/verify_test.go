@@ -18,10 +18,10 @@ import (
 
 	"github.com/veraison/go-cose"
 
-	"palisade/attest"
-	"palisade/internal/swtpmtest"
-	"palisade/rot/tpm"
-	"palisade/utpm"
+	"github.com/palisade-project/palisade/attest"
+	"github.com/palisade-project/palisade/internal/rot/tpm"
+	"github.com/palisade-project/palisade/internal/swtpmtest"
+	"github.com/palisade-project/palisade/internal/utpm"
 )
 
 var palMeasurement = utpm.Digest(sha256.Sum256([]byte("a PAL image")))

@@ -17,7 +17,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"palisade/api"
+	"github.com/palisade-project/palisade/internal/api"
 )
 
 // DefaultSocket is where palisaded listens unless configured otherwise; the PALISADE_SOCKET

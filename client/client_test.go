@@ -18,8 +18,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"palisade/api"
-	"palisade/client/signreq"
+	"github.com/palisade-project/palisade/client/signreq"
+	"github.com/palisade-project/palisade/internal/api"
 )
 
 func TestSignRequest(t *testing.T) {

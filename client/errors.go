@@ -7,7 +7,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
-	"palisade/api"
+	"github.com/palisade-project/palisade/internal/api"
 )
 
 // Errors of the daemon, as sentinels to test with errors.Is. Every error a Client method

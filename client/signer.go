@@ -11,7 +11,7 @@ import (
 	"io"
 	"time"
 
-	"palisade/client/signreq"
+	"github.com/palisade-project/palisade/client/signreq"
 )
 
 // Signer is a crypto.Signer whose private key is held by a PAL: Sign sends the digest to the

@@ -7,7 +7,7 @@ set -euo pipefail
 
 pkgs=(clang lld gcc libc6-dev linux-libc-dev make swtpm swtpm-tools tpm2-tools openssl curl openssh-client sshpass apache2-utils)
 # Without /dev/kvm the kvm engine's tests run under a real KVM nested in QEMU
-# (engine/kvm/testdata/qemu/run-tests.sh): QEMU, a static busybox for its initramfs, and kmod.
+# (internal/engine/kvm/testdata/qemu/run-tests.sh): QEMU, a static busybox for its initramfs, and kmod.
 [ -e /dev/kvm ] || pkgs+=(qemu-system-x86 busybox-static kmod cpio)
 missing=()
 for p in "${pkgs[@]}"; do

@@ -18,7 +18,7 @@ if [ ! -e /dev/kvm ]; then
 	# go test skipped the kvm engine's tests (no /dev/kvm here): run them, and the daemon's
 	# kvm end-to-end test, against a real KVM inside QEMU.
 	echo "== engine/kvm under a real KVM nested in QEMU (this machine has no /dev/kvm)" >&2
-	bash engine/kvm/testdata/qemu/run-tests.sh
+	bash internal/engine/kvm/testdata/qemu/run-tests.sh
 fi
 echo "== go test -race (concurrent core)" >&2
-go test -count=1 -race -timeout 10m ./visor/ ./utpm/ ./engine/ ./engine/wasm/ ./engine/kvm/ ./api/server/ ./client/... ./config/ ./rot/none/ ./internal/atomicfile/
+go test -count=1 -race -timeout 10m ./internal/visor/ ./internal/utpm/ ./internal/engine/ ./internal/engine/wasm/ ./internal/engine/kvm/ ./internal/api/server/ ./client/... ./internal/config/ ./internal/rot/none/ ./internal/atomicfile/

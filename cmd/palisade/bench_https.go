@@ -26,8 +26,8 @@ import (
 	"syscall"
 	"time"
 
-	"palisade/examples/tlskey"
-	"palisade/internal/e2e/apps"
+	"github.com/palisade-project/palisade/examples/tlskey"
+	"github.com/palisade-project/palisade/internal/e2e/apps"
 )
 
 // httpsServer is one server under test.

@@ -5,9 +5,9 @@ import (
 	"fmt"
 	"time"
 
-	"palisade/client"
-	"palisade/internal/e2e/apps"
-	"palisade/visor"
+	"github.com/palisade-project/palisade/client"
+	"github.com/palisade-project/palisade/internal/e2e/apps"
+	"github.com/palisade-project/palisade/internal/visor"
 )
 
 // benchLifecycle measures register, a null call and unregister for each engine: at the visor

@@ -10,8 +10,8 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"palisade/examples/sshpass"
-	"palisade/internal/e2e/apps"
+	"github.com/palisade-project/palisade/examples/sshpass"
+	"github.com/palisade-project/palisade/internal/e2e/apps"
 )
 
 // benchSSH times password logins against the example server, with the check in the server's

@@ -13,9 +13,9 @@ import (
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
-	"palisade/internal/e2e/apps"
-	"palisade/rot/tpm"
-	"palisade/utpm"
+	"github.com/palisade-project/palisade/internal/e2e/apps"
+	"github.com/palisade-project/palisade/internal/rot/tpm"
+	"github.com/palisade-project/palisade/internal/utpm"
 )
 
 // benchUTPM runs each µTPM operation and the same operation on swtpm (a TPM 2.0 simulator,

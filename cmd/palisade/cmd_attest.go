@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"os"
 
-	"palisade/attest"
-	"palisade/client"
+	"github.com/palisade-project/palisade/attest"
+	"github.com/palisade-project/palisade/client"
 )
 
 func init() {

@@ -17,7 +17,7 @@ import (
 	"strings"
 	"time"
 
-	"palisade/internal/e2e/apps"
+	"github.com/palisade-project/palisade/internal/e2e/apps"
 )
 
 func init() {

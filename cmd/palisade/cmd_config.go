@@ -13,9 +13,9 @@ import (
 	"sort"
 	"strings"
 
-	"palisade/config"
-	"palisade/rot/tpm"
-	"palisade/utpm"
+	"github.com/palisade-project/palisade/internal/config"
+	"github.com/palisade-project/palisade/internal/rot/tpm"
+	"github.com/palisade-project/palisade/internal/utpm"
 )
 
 func init() {

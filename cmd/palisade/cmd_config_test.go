@@ -12,8 +12,8 @@ import (
 	"strings"
 	"testing"
 
-	"palisade/config"
-	"palisade/pal"
+	"github.com/palisade-project/palisade/internal/config"
+	"github.com/palisade-project/palisade/pal"
 )
 
 // TestCfgCLIHelper is not a test: cfgCLI runs the test binary with it to execute one CLI
@@ -119,7 +119,7 @@ func TestConfigCLISignVerifyPlanApplyHistory(t *testing.T) {
 	// plan, against nothing and against v1, pinned by golden files.
 	golden := func(name, got string) {
 		t.Helper()
-		p := filepath.Join("..", "..", "config", "testdata", "cli", name)
+		p := filepath.Join("..", "..", "internal", "config", "testdata", "cli", name)
 		if os.Getenv("PALISADE_UPDATE_GOLDEN") != "" {
 			os.MkdirAll(filepath.Dir(p), 0o755)
 			os.WriteFile(p, []byte(got), 0o644)

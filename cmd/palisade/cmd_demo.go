@@ -15,8 +15,8 @@ import (
 	"strings"
 	"time"
 
-	"palisade/attest"
-	"palisade/visor"
+	"github.com/palisade-project/palisade/attest"
+	"github.com/palisade-project/palisade/internal/visor"
 )
 
 func init() {

@@ -27,11 +27,11 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"palisade/client"
-	"palisade/examples/sshpass"
-	"palisade/examples/tlskey"
-	"palisade/internal/e2e/apps"
-	"palisade/pal"
+	"github.com/palisade-project/palisade/client"
+	"github.com/palisade-project/palisade/examples/sshpass"
+	"github.com/palisade-project/palisade/examples/tlskey"
+	"github.com/palisade-project/palisade/internal/e2e/apps"
+	"github.com/palisade-project/palisade/pal"
 )
 
 func init() {

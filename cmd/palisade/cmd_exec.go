@@ -15,7 +15,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
-	"palisade/config"
+	"github.com/palisade-project/palisade/internal/config"
 )
 
 func init() {

@@ -7,8 +7,8 @@ import (
 	"fmt"
 	"os"
 
-	"palisade/config"
-	"palisade/pal"
+	"github.com/palisade-project/palisade/internal/config"
+	"github.com/palisade-project/palisade/pal"
 )
 
 func init() {

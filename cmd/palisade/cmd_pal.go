@@ -13,8 +13,8 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"palisade/api"
-	"palisade/client"
+	"github.com/palisade-project/palisade/client"
+	"github.com/palisade-project/palisade/internal/api"
 )
 
 func init() {

@@ -7,8 +7,8 @@ import (
 	"os"
 	"time"
 
-	"palisade/engine"
-	"palisade/visor"
+	"github.com/palisade-project/palisade/internal/engine"
+	"github.com/palisade-project/palisade/internal/visor"
 )
 
 func init() {

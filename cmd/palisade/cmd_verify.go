@@ -14,7 +14,7 @@ import (
 	"os"
 	"sort"
 
-	"palisade/attest"
+	"github.com/palisade-project/palisade/attest"
 )
 
 func init() {

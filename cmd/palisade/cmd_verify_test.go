@@ -10,10 +10,10 @@ import (
 	"strings"
 	"testing"
 
-	"palisade/attest"
-	"palisade/internal/swtpmtest"
-	"palisade/rot/tpm"
-	"palisade/utpm"
+	"github.com/palisade-project/palisade/attest"
+	"github.com/palisade-project/palisade/internal/rot/tpm"
+	"github.com/palisade-project/palisade/internal/swtpmtest"
+	"github.com/palisade-project/palisade/internal/utpm"
 )
 
 // capture runs the CLI with args and returns its exit status, stdout and stderr.

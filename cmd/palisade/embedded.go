@@ -9,13 +9,13 @@ import (
 	"os"
 	"path/filepath"
 
-	"palisade/engine"
-	"palisade/engine/kvm"
-	"palisade/engine/wasm"
-	"palisade/rot/none"
-	"palisade/rot/tpm"
-	"palisade/utpm"
-	"palisade/visor"
+	"github.com/palisade-project/palisade/internal/engine"
+	"github.com/palisade-project/palisade/internal/engine/kvm"
+	"github.com/palisade-project/palisade/internal/engine/wasm"
+	"github.com/palisade-project/palisade/internal/rot/none"
+	"github.com/palisade-project/palisade/internal/rot/tpm"
+	"github.com/palisade-project/palisade/internal/utpm"
+	"github.com/palisade-project/palisade/internal/visor"
 )
 
 // defaultStateDir is where the embedded visor keeps its development root of trust, so that
@@ -25,10 +25,10 @@ func defaultStateDir() string {
 		return d
 	}
 	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
-		return filepath.Join(d, "palisade")
+		return filepath.Join(d, "github.com/palisade-project/palisade")
 	}
 	if h, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(h, ".local", "state", "palisade")
+		return filepath.Join(h, ".local", "state", "github.com/palisade-project/palisade")
 	}
 	return filepath.Join(os.TempDir(), "palisade-state")
 }
@@ -90,7 +90,7 @@ var engineOpeners = []engineOpener{
 // from the cache). The cache is keyed by content and holds no secrets.
 func compileCacheDir() string {
 	if d, err := os.UserCacheDir(); err == nil {
-		return filepath.Join(d, "palisade", "wasm")
+		return filepath.Join(d, "github.com/palisade-project/palisade", "wasm")
 	}
 	return ""
 }

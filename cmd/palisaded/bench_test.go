@@ -12,12 +12,12 @@ import (
 	"testing"
 	"time"
 
-	"palisade/client"
-	"palisade/engine"
-	"palisade/engine/wasm"
-	"palisade/rot/none"
-	"palisade/utpm"
-	"palisade/visor"
+	"github.com/palisade-project/palisade/client"
+	"github.com/palisade-project/palisade/internal/engine"
+	"github.com/palisade-project/palisade/internal/engine/wasm"
+	"github.com/palisade-project/palisade/internal/rot/none"
+	"github.com/palisade-project/palisade/internal/utpm"
+	"github.com/palisade-project/palisade/internal/visor"
 )
 
 // The two benchmarks below measure the same null call of a warm PAL (empty input, no output),

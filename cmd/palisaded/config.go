@@ -14,8 +14,8 @@ import (
 	"strconv"
 	"time"
 
-	"palisade/api/server"
-	"palisade/config"
+	"github.com/palisade-project/palisade/internal/api/server"
+	"github.com/palisade-project/palisade/internal/config"
 )
 
 // Config is the daemon's configuration file (JSON; docs/daemon.md). Flags override the fields

@@ -7,7 +7,7 @@ import (
 	"testing"
 	"time"
 
-	"palisade/config"
+	"github.com/palisade-project/palisade/internal/config"
 )
 
 func TestExampleConfig(t *testing.T) {

@@ -21,8 +21,8 @@ import (
 	"testing"
 	"time"
 
-	"palisade/api/server"
-	"palisade/client"
+	"github.com/palisade-project/palisade/client"
+	"github.com/palisade-project/palisade/internal/api/server"
 )
 
 // nobody is the second uid of the access-control test.

@@ -20,7 +20,7 @@ import (
 	"testing"
 	"time"
 
-	"palisade/client"
+	"github.com/palisade-project/palisade/client"
 )
 
 var (
@@ -46,7 +46,7 @@ func artifacts(t testing.TB) (daemon, cli, pal string) {
 	t.Helper()
 	buildOnce.Do(func() {
 		// Binaries built beforehand, for a run where building here is too slow (the kvm
-		// engine's tests under emulation: engine/kvm/testdata/qemu/run-tests.sh).
+		// engine's tests under emulation: internal/engine/kvm/testdata/qemu/run-tests.sh).
 		if dir := os.Getenv("PALISADE_E2E_BIN"); dir != "" {
 			binDir = dir
 			return
@@ -64,7 +64,7 @@ func artifacts(t testing.TB) (daemon, cli, pal string) {
 		}
 		for _, c := range [][]string{
 			{"go", "build", "-o", filepath.Join(dir, "palisaded"), "."},
-			{"go", "build", "-o", filepath.Join(dir, "palisade"), "../palisade"},
+			{"go", "build", "-o", filepath.Join(dir, "github.com/palisade-project/palisade"), "../palisade"},
 			{"clang", "--target=wasm32", "-O2", "-nostdlib", "-fno-builtin", "-Wl,--no-entry",
 				"-o", filepath.Join(dir, "testpal.wasm"), "testdata/testpal.c"},
 		} {
@@ -79,7 +79,7 @@ func artifacts(t testing.TB) (daemon, cli, pal string) {
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
-	return filepath.Join(binDir, "palisaded"), filepath.Join(binDir, "palisade"), filepath.Join(binDir, "testpal.wasm")
+	return filepath.Join(binDir, "palisaded"), filepath.Join(binDir, "github.com/palisade-project/palisade"), filepath.Join(binDir, "testpal.wasm")
 }
 
 func testPAL(t testing.TB) []byte {

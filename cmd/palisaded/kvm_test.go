@@ -11,14 +11,14 @@ import (
 	"strings"
 	"testing"
 
-	"palisade/client"
-	"palisade/engine"
-	"palisade/engine/conformance"
-	"palisade/engine/kvm"
+	"github.com/palisade-project/palisade/client"
+	"github.com/palisade-project/palisade/internal/engine"
+	"github.com/palisade-project/palisade/internal/engine/conformance"
+	"github.com/palisade-project/palisade/internal/engine/kvm"
 )
 
 // needKVM skips where the kvm engine is not offered (no usable /dev/kvm). On such machines
-// engine/kvm/testdata/qemu/run-tests.sh runs this test under a real KVM in QEMU.
+// internal/engine/kvm/testdata/qemu/run-tests.sh runs this test under a real KVM in QEMU.
 func needKVM(t *testing.T) {
 	t.Helper()
 	e, err := kvm.New(kvm.WithPoolSize(0))

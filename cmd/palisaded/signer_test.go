@@ -13,7 +13,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"palisade/client"
+	"github.com/palisade-project/palisade/client"
 )
 
 var cryptoSHA256 = crypto.SHA256

@@ -8,8 +8,8 @@ import (
 	"strings"
 	"testing"
 
-	"palisade/client"
-	"palisade/internal/swtpmtest"
+	"github.com/palisade-project/palisade/client"
+	"github.com/palisade-project/palisade/internal/swtpmtest"
 )
 
 // TestTPMRoot runs the daemon on a real TPM 2.0 (swtpm): evidence from palisade attest is

@@ -18,11 +18,11 @@ import (
 	"testing"
 	"time"
 
-	"palisade/client"
-	"palisade/config"
-	"palisade/engine"
-	"palisade/internal/swtpmtest"
-	"palisade/utpm"
+	"github.com/palisade-project/palisade/client"
+	"github.com/palisade-project/palisade/internal/config"
+	"github.com/palisade-project/palisade/internal/engine"
+	"github.com/palisade-project/palisade/internal/swtpmtest"
+	"github.com/palisade-project/palisade/internal/utpm"
 )
 
 // TestKeyUseAudit: every key creation and signature of a PAL, failed ones included, is in the

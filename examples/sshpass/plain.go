@@ -6,7 +6,7 @@ import (
 	"crypto/subtle"
 	"sync"
 
-	"palisade/examples/sshpass/verifier"
+	"github.com/palisade-project/palisade/examples/sshpass/verifier"
 )
 
 // Plain is the baseline the benchmark compares PAL with: the same Argon2id verifiers, held

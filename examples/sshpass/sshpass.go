@@ -25,7 +25,7 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"palisade/client"
+	"github.com/palisade-project/palisade/client"
 )
 
 // Status codes of the checking PAL (checker/main.go).

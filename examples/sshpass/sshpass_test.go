@@ -17,10 +17,10 @@ import (
 
 	"golang.org/x/crypto/ssh"
 
-	"palisade/client"
-	"palisade/examples/sshpass"
-	"palisade/examples/tlskey"
-	"palisade/internal/e2e/apps"
+	"github.com/palisade-project/palisade/client"
+	"github.com/palisade-project/palisade/examples/sshpass"
+	"github.com/palisade-project/palisade/examples/tlskey"
+	"github.com/palisade-project/palisade/internal/e2e/apps"
 )
 
 var (

@@ -34,7 +34,7 @@ import (
 	"runtime"
 	"time"
 
-	"palisade/client"
+	"github.com/palisade-project/palisade/client"
 )
 
 // Alg is a server key type.

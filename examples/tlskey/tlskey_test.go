@@ -21,10 +21,10 @@ import (
 	"testing"
 	"time"
 
-	"palisade/client"
-	"palisade/client/signreq"
-	"palisade/examples/tlskey"
-	"palisade/internal/e2e/apps"
+	"github.com/palisade-project/palisade/client"
+	"github.com/palisade-project/palisade/client/signreq"
+	"github.com/palisade-project/palisade/examples/tlskey"
+	"github.com/palisade-project/palisade/internal/e2e/apps"
 )
 
 var (

@@ -6,7 +6,7 @@ import (
 	"crypto"
 	"testing"
 
-	"palisade/config"
+	"github.com/palisade-project/palisade/internal/config"
 )
 
 // NewState initialises a configuration state in a temporary directory, administered by a

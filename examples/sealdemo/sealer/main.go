@@ -8,7 +8,7 @@ package main
 import (
 	"errors"
 
-	"palisade/sdk/go/pal"
+	"github.com/palisade-project/palisade/sdk/go/pal"
 )
 
 func init() {

@@ -11,7 +11,7 @@ import (
 	"encoding/binary"
 	"errors"
 
-	"palisade/sdk/go/pal"
+	"github.com/palisade-project/palisade/sdk/go/pal"
 )
 
 func init() {

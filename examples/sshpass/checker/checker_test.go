@@ -6,7 +6,7 @@ import (
 	"errors"
 	"testing"
 
-	"palisade/sdk/go/pal"
+	"github.com/palisade-project/palisade/sdk/go/pal"
 )
 
 // Outside wasip1 the SDK has no µTPM (every operation fails with E_UNSUPPORTED), which is

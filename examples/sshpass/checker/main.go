@@ -25,8 +25,8 @@ import (
 	"fmt"
 	"time"
 
-	"palisade/examples/sshpass/verifier"
-	"palisade/sdk/go/pal"
+	"github.com/palisade-project/palisade/examples/sshpass/verifier"
+	"github.com/palisade-project/palisade/sdk/go/pal"
 )
 
 const (

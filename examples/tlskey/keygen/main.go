@@ -23,7 +23,7 @@ import (
 	"errors"
 	"fmt"
 
-	"palisade/sdk/go/pal"
+	"github.com/palisade-project/palisade/sdk/go/pal"
 )
 
 func init() {

@@ -20,8 +20,8 @@ import (
 	"errors"
 	"fmt"
 
-	"palisade/client/signreq"
-	"palisade/sdk/go/pal"
+	"github.com/palisade-project/palisade/client/signreq"
+	"github.com/palisade-project/palisade/sdk/go/pal"
 )
 
 const (

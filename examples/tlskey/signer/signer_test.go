@@ -6,8 +6,8 @@ import (
 	"errors"
 	"testing"
 
-	"palisade/client/signreq"
-	"palisade/sdk/go/pal"
+	"github.com/palisade-project/palisade/client/signreq"
+	"github.com/palisade-project/palisade/sdk/go/pal"
 )
 
 func TestAllowed(t *testing.T) {

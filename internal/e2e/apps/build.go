@@ -6,23 +6,23 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
-	"palisade/internal/srchash"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
 
-	"palisade/engine/kvm/cbuild"
-	"palisade/sdk/c/csdk"
+	"github.com/palisade-project/palisade/internal/csdk"
+	"github.com/palisade-project/palisade/internal/engine/kvm/cbuild"
+	"github.com/palisade-project/palisade/internal/srchash"
 )
 
 // SourceRoot finds the palisade module's source tree: the nearest directory at or above the
-// working directory whose go.mod declares module palisade, else the tree this package was
+// working directory whose go.mod declares module github.com/palisade-project/palisade, else the tree this package was
 // compiled from.
 func SourceRoot() (string, error) {
 	isRoot := func(dir string) bool {
 		b, err := os.ReadFile(filepath.Join(dir, "go.mod"))
-		return err == nil && strings.HasPrefix(string(b), "module palisade\n")
+		return err == nil && strings.HasPrefix(string(b), "module github.com/palisade-project/palisade\n")
 	}
 	if wd, err := os.Getwd(); err == nil {
 		for d := wd; ; d = filepath.Dir(d) {

@@ -12,14 +12,14 @@ import (
 	"os"
 	"path/filepath"
 
-	"palisade/api/server"
-	"palisade/client"
-	"palisade/engine"
-	"palisade/engine/kvm"
-	"palisade/engine/wasm"
-	"palisade/rot/none"
-	"palisade/utpm"
-	"palisade/visor"
+	"github.com/palisade-project/palisade/client"
+	"github.com/palisade-project/palisade/internal/api/server"
+	"github.com/palisade-project/palisade/internal/engine"
+	"github.com/palisade-project/palisade/internal/engine/kvm"
+	"github.com/palisade-project/palisade/internal/engine/wasm"
+	"github.com/palisade-project/palisade/internal/rot/none"
+	"github.com/palisade-project/palisade/internal/utpm"
+	"github.com/palisade-project/palisade/internal/visor"
 )
 
 // Daemon is a private palisaded: the daemon's own gRPC server (api/server) on a Unix socket in
@@ -79,7 +79,7 @@ func StartDaemon(ctx context.Context, o DaemonOptions) (d *Daemon, err error) {
 		case "wasm":
 			cache, _ := os.UserCacheDir()
 			if cache != "" {
-				e, err = wasm.New(wasm.WithCacheDir(filepath.Join(cache, "palisade", "wasm")))
+				e, err = wasm.New(wasm.WithCacheDir(filepath.Join(cache, "github.com/palisade-project/palisade", "wasm")))
 			} else {
 				e, err = wasm.New()
 			}

@@ -7,8 +7,8 @@ import (
 	"strings"
 	"testing"
 
-	"palisade/engine"
-	"palisade/utpm"
+	"github.com/palisade-project/palisade/internal/engine"
+	"github.com/palisade-project/palisade/internal/utpm"
 )
 
 // The SDK encodes policies exactly as the visor decodes them.

@@ -2,7 +2,7 @@
 // registration, invocation and unregistration of Go PALs with it.
 package main
 
-import "palisade/sdk/go/pal"
+import "github.com/palisade-project/palisade/sdk/go/pal"
 
 func init() { pal.Handle(func(in []byte) ([]byte, error) { return in, nil }) }
 

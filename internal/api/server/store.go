@@ -1,0 +1,168 @@
+package server
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/palisade-project/palisade/internal/engine"
+	"github.com/palisade-project/palisade/internal/visor"
+)
+
+// Store persists registrations in a bbolt database, so that a restarted daemon registers them
+// again under the same handles. Each change is one transaction, fsync'd by bbolt before it
+// returns: a registration acknowledged to a client is on disk.
+//
+// Layout: bucket "pals" maps a handle (8 bytes big-endian) to a JSON Record; bucket "images"
+// maps SHA-256(image bytes) to the image, shared by the registrations of the same image.
+type Store struct {
+	db *bolt.DB
+}
+
+var (
+	bucketPALs   = []byte("pals")
+	bucketImages = []byte("images")
+)
+
+// Record is one persisted registration.
+type Record struct {
+	Handle     visor.Handle  `json:"handle"`
+	Owner      uint32        `json:"owner"`
+	Name       string        `json:"name"`
+	Engine     string        `json:"engine"`
+	Limits     engine.Limits `json:"limits"`
+	Replicas   int           `json:"replicas"`
+	Image      [32]byte      `json:"image_sha256"`
+	Registered time.Time     `json:"registered"`
+}
+
+// OpenStore opens (creating) the database at path. It fails after a second if another process
+// holds it, which is how a second daemon on the same state directory is refused.
+func OpenStore(path string) (*Store, error) {
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("state db %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, b := range [][]byte{bucketPALs, bucketImages} {
+			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("state db %s: %w", path, err)
+	}
+	return &Store{db: db}, nil
+}
+
+func handleKey(h visor.Handle) []byte { return binary.BigEndian.AppendUint64(nil, uint64(h)) }
+
+// Put stores r and its image.
+func (s *Store) Put(r Record, image []byte) error {
+	r.Image = sha256.Sum256(image)
+	v, err := json.Marshal(r)
+	if err != nil {
+		return err
+	}
+	return s.db.Update(func(tx *bolt.Tx) error {
+		imgs := tx.Bucket(bucketImages)
+		if imgs.Get(r.Image[:]) == nil {
+			if err := imgs.Put(r.Image[:], image); err != nil {
+				return fmt.Errorf("store image: %w", err)
+			}
+		}
+		return tx.Bucket(bucketPALs).Put(handleKey(r.Handle), v)
+	})
+}
+
+// Delete removes the registration h, and its image if no other registration uses it.
+func (s *Store) Delete(h visor.Handle) error {
+	return s.db.Update(func(tx *bolt.Tx) error {
+		pals := tx.Bucket(bucketPALs)
+		v := pals.Get(handleKey(h))
+		if v == nil {
+			return nil
+		}
+		var r Record
+		if err := json.Unmarshal(v, &r); err != nil {
+			return fmt.Errorf("record %s: %w", h, err)
+		}
+		if err := pals.Delete(handleKey(h)); err != nil {
+			return err
+		}
+		used := false
+		err := pals.ForEach(func(_, v []byte) error {
+			var o Record
+			if json.Unmarshal(v, &o) == nil && o.Image == r.Image {
+				used = true
+			}
+			return nil
+		})
+		if err != nil || used {
+			return err
+		}
+		return tx.Bucket(bucketImages).Delete(r.Image[:])
+	})
+}
+
+// Get returns the record of h.
+func (s *Store) Get(h visor.Handle) (Record, bool, error) {
+	var (
+		r  Record
+		ok bool
+	)
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketPALs).Get(handleKey(h))
+		if v == nil {
+			return nil
+		}
+		ok = true
+		return json.Unmarshal(v, &r)
+	})
+	return r, ok, err
+}
+
+// Records returns every registration, with a function that loads the image of one.
+func (s *Store) Records() ([]Record, error) {
+	var out []Record
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket(bucketPALs).ForEach(func(k, v []byte) error {
+			var r Record
+			if err := json.Unmarshal(v, &r); err != nil {
+				return fmt.Errorf("record %x: %w", k, err)
+			}
+			out = append(out, r)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// errNoImage means a record names an image the store does not hold.
+var errNoImage = errors.New("image missing from the state db")
+
+// Image returns the image with SHA-256 sum (a copy: bbolt's memory is only valid in the
+// transaction).
+func (s *Store) Image(sum [32]byte) ([]byte, error) {
+	var img []byte
+	err := s.db.View(func(tx *bolt.Tx) error {
+		v := tx.Bucket(bucketImages).Get(sum[:])
+		if v == nil {
+			return errNoImage
+		}
+		img = append([]byte(nil), v...)
+		return nil
+	})
+	return img, err
+}
+
+// Close closes the database.
+func (s *Store) Close() error { return s.db.Close() }

@@ -1,0 +1,240 @@
+package utpm_test
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/sha512"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+
+	"github.com/palisade-project/palisade/internal/utpm"
+)
+
+// keyEnv is one platform with a key of every algorithm created by PAL A, shared by the tests
+// and benchmarks of this binary because RSA-3072 generation takes seconds.
+type keyEnv struct {
+	p    *utpm.Platform
+	a, b *utpm.TPM
+	keys map[utpm.KeyAlg]keyPair
+}
+
+type keyPair struct {
+	blob []byte
+	pub  crypto.PublicKey
+}
+
+var algs = []struct {
+	name string
+	alg  utpm.KeyAlg
+}{
+	{"ECDSAP256", utpm.KeyECDSAP256},
+	{"Ed25519", utpm.KeyEd25519},
+	{"RSA2048", utpm.KeyRSA2048},
+	{"RSA3072", utpm.KeyRSA3072},
+}
+
+var sharedKeys = sync.OnceValues(func() (*keyEnv, error) {
+	id, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	master := make([]byte, 32)
+	rand.Read(master)
+	p, err := utpm.NewPlatform(utpm.PlatformConfig{MasterSecret: master, Identity: id})
+	if err != nil {
+		return nil, err
+	}
+	e := &keyEnv{p: p, a: p.NewTPM(palA), b: p.NewTPM(palB), keys: map[utpm.KeyAlg]keyPair{}}
+	for _, al := range algs {
+		blob, pubDER, err := e.a.KeyCreate(al.alg, utpm.Policy{})
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", al.name, err)
+		}
+		pub, err := x509.ParsePKIXPublicKey(pubDER)
+		if err != nil {
+			return nil, fmt.Errorf("%s public key: %w", al.name, err)
+		}
+		e.keys[al.alg] = keyPair{blob, pub}
+	}
+	return e, nil
+})
+
+func keys(t testing.TB) *keyEnv {
+	t.Helper()
+	e, err := sharedKeys()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func hashOf(h utpm.Hash, msg []byte) (crypto.Hash, []byte) {
+	switch h {
+	case utpm.HashSHA256:
+		d := sha256.Sum256(msg)
+		return crypto.SHA256, d[:]
+	case utpm.HashSHA384:
+		d := sha512.Sum384(msg)
+		return crypto.SHA384, d[:]
+	case utpm.HashSHA512:
+		d := sha512.Sum512(msg)
+		return crypto.SHA512, d[:]
+	}
+	return 0, msg
+}
+
+// verify checks sig with the standard library, independently of the µTPM.
+func verify(pub crypto.PublicKey, s utpm.Scheme, h utpm.Hash, digest, sig []byte) error {
+	ch, _ := hashOf(h, nil)
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		if !ecdsa.VerifyASN1(k, digest, sig) {
+			return errors.New("ECDSA signature does not verify")
+		}
+		return nil
+	case ed25519.PublicKey:
+		if !ed25519.Verify(k, digest, sig) {
+			return errors.New("Ed25519 signature does not verify")
+		}
+		return nil
+	case *rsa.PublicKey:
+		if s == utpm.SchemeRSAPSS {
+			return rsa.VerifyPSS(k, ch, digest, sig, &rsa.PSSOptions{SaltLength: ch.Size()})
+		}
+		return rsa.VerifyPKCS1v15(k, ch, digest, sig)
+	}
+	return fmt.Errorf("public key %T", pub)
+}
+
+func TestKeySignVerifies(t *testing.T) {
+	e := keys(t)
+	msg := []byte("message to sign")
+	for _, tc := range []struct {
+		alg utpm.KeyAlg
+		s   utpm.Scheme
+		h   utpm.Hash
+	}{
+		{utpm.KeyECDSAP256, utpm.SchemeECDSA, utpm.HashSHA256},
+		{utpm.KeyECDSAP256, utpm.SchemeECDSA, utpm.HashSHA384},
+		{utpm.KeyECDSAP256, utpm.SchemeECDSA, utpm.HashSHA512},
+		{utpm.KeyEd25519, utpm.SchemeEdDSA, utpm.HashNone},
+		{utpm.KeyRSA2048, utpm.SchemeRSASSA, utpm.HashSHA256},
+		{utpm.KeyRSA2048, utpm.SchemeRSASSA, utpm.HashSHA384},
+		{utpm.KeyRSA2048, utpm.SchemeRSAPSS, utpm.HashSHA256},
+		{utpm.KeyRSA2048, utpm.SchemeRSAPSS, utpm.HashSHA512},
+		{utpm.KeyRSA3072, utpm.SchemeRSASSA, utpm.HashSHA512},
+		{utpm.KeyRSA3072, utpm.SchemeRSAPSS, utpm.HashSHA384},
+	} {
+		t.Run(fmt.Sprintf("alg%d/scheme%#x/hash%#x", tc.alg, tc.s, tc.h), func(t *testing.T) {
+			k := e.keys[tc.alg]
+			_, digest := hashOf(tc.h, msg)
+			for i := 0; i < 2; i++ { // the second call uses the parsed-key cache
+				sig, err := e.a.KeySign(k.blob, tc.s, tc.h, digest)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := verify(k.pub, tc.s, tc.h, digest, sig); err != nil {
+					t.Fatal(err)
+				}
+				bad := bytes.Clone(digest)
+				bad[0] ^= 1
+				if verify(k.pub, tc.s, tc.h, bad, sig) == nil {
+					t.Fatal("signature verifies for another digest")
+				}
+			}
+		})
+	}
+}
+
+func TestKeySignRejects(t *testing.T) {
+	e := keys(t)
+	d32, d48, d64 := make([]byte, 32), make([]byte, 48), make([]byte, 64)
+	ec, ed, r2 := e.keys[utpm.KeyECDSAP256].blob, e.keys[utpm.KeyEd25519].blob, e.keys[utpm.KeyRSA2048].blob
+	for _, tc := range []struct {
+		name   string
+		tpm    *utpm.TPM
+		blob   []byte
+		s      utpm.Scheme
+		h      utpm.Hash
+		digest []byte
+		want   error
+	}{
+		{"other PAL", e.b, ec, utpm.SchemeECDSA, utpm.HashSHA256, d32, utpm.ErrWrongPAL},
+		{"ECDSA with RSASSA", e.a, ec, utpm.SchemeRSASSA, utpm.HashSHA256, d32, utpm.ErrUnsupported},
+		{"ECDSA with EdDSA", e.a, ec, utpm.SchemeEdDSA, utpm.HashNone, d32, utpm.ErrUnsupported},
+		{"ECDSA hash none", e.a, ec, utpm.SchemeECDSA, utpm.HashNone, d32, utpm.ErrUnsupported},
+		{"ECDSA SHA-1 id", e.a, ec, utpm.SchemeECDSA, 0x0004, make([]byte, 20), utpm.ErrUnsupported},
+		{"ECDSA short digest", e.a, ec, utpm.SchemeECDSA, utpm.HashSHA256, d48[:31], utpm.ErrInvalid},
+		{"ECDSA SHA-384 with 32 bytes", e.a, ec, utpm.SchemeECDSA, utpm.HashSHA384, d32, utpm.ErrInvalid},
+		{"Ed25519 with hash", e.a, ed, utpm.SchemeEdDSA, utpm.HashSHA512, d64, utpm.ErrUnsupported},
+		{"Ed25519 with ECDSA", e.a, ed, utpm.SchemeECDSA, utpm.HashSHA256, d32, utpm.ErrUnsupported},
+		{"Ed25519 message too large", e.a, ed, utpm.SchemeEdDSA, utpm.HashNone, make([]byte, 4097), utpm.ErrTooLarge},
+		{"RSA with ECDSA", e.a, r2, utpm.SchemeECDSA, utpm.HashSHA256, d32, utpm.ErrUnsupported},
+		{"RSA unknown scheme", e.a, r2, 0x0015, utpm.HashSHA256, d32, utpm.ErrUnsupported},
+		{"RSA PSS SHA-512 with 48 bytes", e.a, r2, utpm.SchemeRSAPSS, utpm.HashSHA512, d48, utpm.ErrInvalid},
+		{"empty blob", e.a, nil, utpm.SchemeECDSA, utpm.HashSHA256, d32, utpm.ErrMalformed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			sig, err := tc.tpm.KeySign(tc.blob, tc.s, tc.h, tc.digest)
+			wantErr(t, err, tc.want)
+			if sig != nil {
+				t.Fatal("signature returned with an error")
+			}
+		})
+	}
+	// Ed25519 at exactly the limit works.
+	if _, err := e.a.KeySign(ed, utpm.SchemeEdDSA, utpm.HashNone, make([]byte, 4096)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestKeyCreate(t *testing.T) {
+	p := newPlatform(t, randomMaster(t))
+	a, b := p.NewTPM(palA), p.NewTPM(palB)
+	for _, alg := range []utpm.KeyAlg{0, 5, 255} {
+		_, _, err := a.KeyCreate(alg, utpm.Policy{})
+		wantErr(t, err, utpm.ErrUnsupported)
+	}
+	// A key created by A for B: only B signs with it (the paper's key-generating PAL).
+	blob, pubDER, err := a.KeyCreate(utpm.KeyECDSAP256, utpm.Policy{Target: palB})
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub, _ := x509.ParsePKIXPublicKey(pubDER)
+	d := sha256.Sum256([]byte("m"))
+	sig, err := b.KeySign(blob, utpm.SchemeECDSA, utpm.HashSHA256, d[:])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ecdsa.VerifyASN1(pub.(*ecdsa.PublicKey), d[:], sig) {
+		t.Fatal("signature does not verify")
+	}
+	_, err = a.KeySign(blob, utpm.SchemeECDSA, utpm.HashSHA256, d[:])
+	wantErr(t, err, utpm.ErrWrongPAL)
+
+	// The parsed-key cache must not bypass the PCR policy.
+	bound, _, err := a.KeyCreate(utpm.KeyEd25519, utpm.Policy{PCRMask: 1 << 4, CurrentPCRs: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.KeySign(bound, utpm.SchemeEdDSA, utpm.HashNone, []byte("m")); err != nil {
+		t.Fatal(err)
+	}
+	a.Extend(4, utpm.Digest{4})
+	_, err = a.KeySign(bound, utpm.SchemeEdDSA, utpm.HashNone, []byte("m"))
+	wantErr(t, err, utpm.ErrPCRMismatch)
+
+	// A key blob is not bigger than needed and holds no clear private key material.
+	if bytes.Contains(blob, pubDER[len(pubDER)-32:]) {
+		t.Fatal("key blob contains the public point in clear")
+	}
+}
