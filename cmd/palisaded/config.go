@@ -21,8 +21,11 @@ import (
 // Config is the daemon's configuration file (JSON; docs/daemon.md). Flags override the fields
 // they name.
 type Config struct {
-	StateDir        string        `json:"state_dir,omitempty"`
-	Socket          string        `json:"socket,omitempty"`
+	StateDir string `json:"state_dir,omitempty"`
+	Socket   string `json:"socket,omitempty"`
+	// LeanSocket is where the lean protocol is served (docs/protocol.md), with the mode and
+	// group of Socket. Default: lean.sock beside Socket; "none" turns it off.
+	LeanSocket      string        `json:"lean_socket,omitempty"`
 	SocketMode      string        `json:"socket_mode,omitempty"`  // octal, default "0660"
 	SocketGroup     string        `json:"socket_group,omitempty"` // group name or gid
 	Rot             string        `json:"rot,omitempty"`          // tpm:/dev/tpmrm0 | swtpm:PATH | none
@@ -113,6 +116,17 @@ func (c *Config) authority() (*ecdsa.PublicKey, [][]byte, error) {
 		auths = append(auths, a)
 	}
 	return k, auths, nil
+}
+
+// leanSocket is the lean protocol's socket path, "" if it is off.
+func (c *Config) leanSocket() string {
+	switch c.LeanSocket {
+	case "none":
+		return ""
+	case "":
+		return filepath.Join(filepath.Dir(c.Socket), "lean.sock")
+	}
+	return c.LeanSocket
 }
 
 func (c *Config) socketMode() (os.FileMode, error) {

@@ -24,6 +24,7 @@ import (
 	"github.com/palisade-project/palisade/internal/engine"
 	"github.com/palisade-project/palisade/internal/engine/kvm"
 	"github.com/palisade-project/palisade/internal/engine/wasm"
+	"github.com/palisade-project/palisade/internal/lean"
 	"github.com/palisade-project/palisade/internal/rot"
 	"github.com/palisade-project/palisade/internal/rot/none"
 	"github.com/palisade-project/palisade/internal/rot/tpm"
@@ -46,6 +47,7 @@ func run(args []string) error {
 		configPath = fs.String("config", "", "configuration file (JSON, see docs/daemon.md)")
 		stateDir   = fs.String("state-dir", "", "state directory (default /var/lib/palisade)")
 		socket     = fs.String("socket", "", "Unix socket to serve (default /run/palisade/palisade.sock)")
+		leanSocket = fs.String("lean-socket", "", "Unix socket of the lean protocol (default lean.sock beside --socket; none: off)")
 		rotFlag    = fs.String("rot", "", "root of trust: tpm:/dev/tpmrm0 | swtpm:PATH | none (default tpm:/dev/tpmrm0)")
 		metrics    = fs.String("metrics", "", "serve Prometheus metrics on this loopback address (127.0.0.1:PORT)")
 		logLevel   = fs.String("log-level", "", "debug, info, warn or error")
@@ -65,7 +67,7 @@ func run(args []string) error {
 		return err
 	}
 	for _, o := range []struct{ flag, field *string }{
-		{stateDir, &cfg.StateDir}, {socket, &cfg.Socket}, {rotFlag, &cfg.Rot},
+		{stateDir, &cfg.StateDir}, {socket, &cfg.Socket}, {leanSocket, &cfg.LeanSocket}, {rotFlag, &cfg.Rot},
 		{metrics, &cfg.Metrics}, {logLevel, &cfg.LogLevel}, {cfgState, &cfg.ConfigState},
 	} {
 		if *o.flag != "" {
@@ -213,13 +215,22 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 	}
 	closers = append(closers, func() error { return os.Remove(cfg.Socket) })
 
+	lsrv, ll, err := listenLean(cfg, srv, nil, log, mode, gid)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	if ll != nil {
+		closers = append(closers, func() error { return os.Remove(cfg.leanSocket()) })
+	}
+
 	if cfg.Metrics != "" {
 		ml, err := net.Listen("tcp", cfg.Metrics)
 		if err != nil {
 			l.Close()
 			return fmt.Errorf("metrics: %w", err)
 		}
-		hs := &http.Server{Handler: srv.MetricsHandler(), ReadHeaderTimeout: 5 * time.Second}
+		hs := &http.Server{Handler: metricsHandler(srv, lsrv), ReadHeaderTimeout: 5 * time.Second}
 		go hs.Serve(ml)
 		closers = append(closers, hs.Close)
 		log.Info("serving metrics", "addr", ml.Addr().String())
@@ -230,6 +241,13 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 	defer signal.Stop(sig)
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
+	if ll != nil {
+		go func() {
+			if err := lsrv.Serve(ll); !errors.Is(err, lean.ErrServerClosed) {
+				served <- fmt.Errorf("lean: %w", err)
+			}
+		}()
+	}
 	vm := root.Platform().Visor
 	log.Info("palisaded serving", "socket", cfg.Socket, "rot", root.Mode(), "engines", v.Engines(),
 		"state_dir", cfg.StateDir, "version", version, "visor", hex.EncodeToString(vm[:]))
@@ -241,6 +259,9 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 		notifySystemd("STOPPING=1")
 		ctx, cancel := context.WithTimeout(context.Background(), grace)
 		defer cancel()
+		if err := shutdownLean(ctx, lsrv); err != nil {
+			log.Warn("lean-protocol calls still running at the shutdown deadline were canceled", "err", err)
+		}
 		if err := srv.Shutdown(ctx); err != nil {
 			log.Warn("calls still running at the shutdown deadline were canceled", "err", err)
 		}

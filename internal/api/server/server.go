@@ -199,17 +199,24 @@ func (s *Server) authorize(ctx context.Context, handle string, op Op) (Peer, vis
 	if err != nil {
 		return p, 0, nil, err
 	}
+	e, err := s.authorizePeer(p, h, op)
+	return p, h, e, err
+}
+
+// authorizePeer finds the live registration h and checks that p may do op on it; a refusal is
+// counted and audited.
+func (s *Server) authorizePeer(p Peer, h visor.Handle, op Op) (*entry, error) {
 	s.mu.RLock()
 	e := s.pals[h]
 	s.mu.RUnlock()
 	if e == nil {
-		return p, h, nil, fmt.Errorf("%w: %s", visor.ErrNotFound, h)
+		return nil, fmt.Errorf("%w: %s", visor.ErrNotFound, h)
 	}
 	if !s.policy.Allowed(p.UID, e.owner, e.name, op) {
 		s.deny(p, h, e.name, op)
-		return p, h, nil, fmt.Errorf("%w: uid %d may not %s %s", errPermission, p.UID, op, h)
+		return nil, fmt.Errorf("%w: uid %d may not %s %s", errPermission, p.UID, op, h)
 	}
-	return p, h, e, nil
+	return e, nil
 }
 
 func (s *Server) deny(p Peer, h visor.Handle, name string, op Op) {
@@ -346,24 +353,41 @@ func readBeneath(dir, rel string) ([]byte, error) {
 
 // Call implements api.PalisadeServer.
 func (s *Server) Call(ctx context.Context, req *api.CallRequest) (*api.CallResponse, error) {
-	_, h, e, err := s.authorize(ctx, req.Handle, OpCall)
+	p, err := caller(ctx)
 	if err != nil {
 		return nil, toStatus(err)
 	}
+	h, err := visor.ParseHandle(req.Handle)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	res, err := s.CallAs(ctx, p, h, req.Input)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return &api.CallResponse{Status: res.Status, Output: res.Output}, nil
+}
+
+// CallAs calls the PAL h with input on behalf of p: the access check, its audit on refusal,
+// the PAL's metrics and the log of platform failures are those of the gRPC Call, which every
+// front end (gRPC, the lean protocol of internal/lean) goes through. Errors are classified by
+// Reason.
+func (s *Server) CallAs(ctx context.Context, p Peer, h visor.Handle, input []byte) (engine.Result, error) {
+	e, err := s.authorizePeer(p, h, OpCall)
+	if err != nil {
+		return engine.Result{}, err
+	}
 	start := time.Now()
-	res, err := s.v.Call(ctx, h, req.Input)
+	res, err := s.v.Call(ctx, h, input)
 	r := reasonNone
 	if err != nil {
 		r = classify(err)
 	}
 	e.m.observe(time.Since(start), r)
-	if err != nil {
-		if r == reasonTimeout || r == reasonTrap || r == reasonOutOfMemory {
-			s.log.Warn("PAL call failed", "pal", h.String(), "name", e.name, "reason", r.String(), "err", err)
-		}
-		return nil, toStatus(err)
+	if err != nil && (r == reasonTimeout || r == reasonTrap || r == reasonOutOfMemory) {
+		s.log.Warn("PAL call failed", "pal", h.String(), "name", e.name, "reason", r.String(), "err", err)
 	}
-	return &api.CallResponse{Status: res.Status, Output: res.Output}, nil
+	return res, err
 }
 
 // Unregister implements api.PalisadeServer.
