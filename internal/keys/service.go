@@ -528,3 +528,33 @@ func (s *Service) SetAccess(_ context.Context, c Caller, name string, uids, gids
 	defer s.mu.RUnlock()
 	return s.keys[name].info(), nil
 }
+
+// SetPIN sets, changes or (with newPIN empty) removes the PIN of the key name. A key that has
+// a PIN needs the current one, checked by the signing PAL like a signature's (an incorrect
+// one counts towards the lockout). maxTries 0 means DefaultMaxTries.
+func (s *Service) SetPIN(ctx context.Context, c Caller, name string, oldPIN, newPIN []byte, maxTries uint8) (Info, error) {
+	if len(oldPIN) > MaxPIN || len(newPIN) > MaxPIN {
+		return Info{}, fmt.Errorf("%w: PIN longer than %d bytes", ErrBadRequest, MaxPIN)
+	}
+	r, err := s.lookup(c, name, "change the PIN of", true)
+	if err != nil {
+		return Info{}, err
+	}
+	if maxTries == 0 {
+		maxTries = DefaultMaxTries
+	}
+	st, err := s.call(ctx, r.SignerPAL, "set PIN", pinInput(r.Blob, r.PINState, oldPIN, maxTries, newPIN))
+	if err != nil {
+		if !errors.Is(err, ErrPINRequired) {
+			s.logAudit(AuditEvent{Event: "key_update", Caller: c, Key: name, Owner: r.Owner, Op: "pin", Err: err}, true)
+		}
+		return Info{}, err
+	}
+	if err := s.update(name, r, func(n *record) { n.PINState = st }); err != nil {
+		return Info{}, err
+	}
+	s.logAudit(AuditEvent{Event: "key_update", Caller: c, Key: name, Owner: r.Owner, Op: "pin"}, true)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.keys[name].info(), nil
+}
