@@ -1,0 +1,560 @@
+package keys
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"runtime"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/palisade-project/palisade/attest"
+	"github.com/palisade-project/palisade/internal/visor"
+	"github.com/palisade-project/palisade/pal"
+)
+
+// Limits of the service's inputs; a request beyond one fails with ErrBadRequest naming it.
+const (
+	MaxName      = 128     // bytes of a key name, [A-Za-z0-9._-], not starting with '.' or '-'
+	MaxAllow     = 64      // uids, and gids, in a key's allow lists
+	MaxDigest    = 4 << 10 // bytes to sign (an Ed25519 message)
+	MaxPIN       = maxPIN  // bytes of a PIN
+	MaxChain     = 8       // certificates in a key's chain
+	MaxChainSize = 64 << 10
+	// DefaultMaxTries is the number of incorrect PINs after which a key locks.
+	DefaultMaxTries = 5
+)
+
+// AuditEvent is one security-relevant event of the service, for the daemon's audit log.
+type AuditEvent struct {
+	Event  string // key_create, key_delete, key_update, key_sign, key_attest, key_denied
+	Caller Caller
+	Key    string
+	Owner  uint32
+	Op     string // the operation denied or failed
+	Err    error  // nil: succeeded
+}
+
+// Config configures a Service.
+type Config struct {
+	Visor *visor.Visor
+	DB    *bolt.DB // the daemon's state db; the service keeps its own buckets in it
+	// Audit records an event; durable asks for it to be on disk before the operation is
+	// acknowledged (everything but successful signatures, which come at handshake rate).
+	Audit  func(ev AuditEvent, durable bool) error
+	Admins []uint32 // may manage (not use) every key, as the daemon's access policy admins
+	Logger *slog.Logger
+	// Replicas is the number of instances of each signing PAL, i.e. how many signatures run
+	// at once; 0 means GOMAXPROCS.
+	Replicas int
+}
+
+// Service is palisaded's key service. It implements Signer. Safe for concurrent use.
+type Service struct {
+	v        *visor.Visor
+	st       *store
+	audit    func(AuditEvent, bool) error
+	admins   []uint32
+	log      *slog.Logger
+	replicas int
+
+	keygenM, signerM [32]byte // measurements of the shipped PALs
+
+	mu   sync.RWMutex
+	keys map[string]*record // a record is never modified once in the map: changes replace it
+
+	palMu   sync.Mutex // serialises registrations
+	palsMu  sync.RWMutex
+	pals    map[[32]byte]visor.Handle // registered key PALs by measurement
+	handles map[visor.Handle]bool
+}
+
+var _ Signer = (*Service)(nil)
+
+// Open loads the keys in cfg.DB. The key PALs are registered when first needed.
+func Open(cfg Config) (*Service, error) {
+	if cfg.Visor == nil || cfg.DB == nil {
+		return nil, errors.New("keys: Open needs a visor and a state db")
+	}
+	st, err := openStore(cfg.DB)
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{
+		v: cfg.Visor, st: st, audit: cfg.Audit, admins: cfg.Admins, log: cfg.Logger,
+		replicas: cfg.Replicas, keys: map[string]*record{},
+		pals: map[[32]byte]visor.Handle{}, handles: map[visor.Handle]bool{},
+	}
+	if s.log == nil {
+		s.log = slog.Default()
+	}
+	if s.replicas <= 0 {
+		s.replicas = runtime.GOMAXPROCS(0)
+	}
+	if s.keygenM, err = Measurement(KeyGenImage); err != nil {
+		return nil, fmt.Errorf("keys: shipped key-generation PAL: %w", err)
+	}
+	if s.signerM, err = Measurement(SignerImage); err != nil {
+		return nil, fmt.Errorf("keys: shipped signing PAL: %w", err)
+	}
+	recs, err := st.all()
+	if err != nil {
+		return nil, err
+	}
+	for _, r := range recs {
+		s.keys[r.Name] = r
+	}
+	return s, nil
+}
+
+// KeyGenMeasurement and SignerMeasurement are the measurements of the shipped PALs.
+func (s *Service) KeyGenMeasurement() [32]byte { return s.keygenM }
+func (s *Service) SignerMeasurement() [32]byte { return s.signerM }
+
+// Internal reports whether h is one of the service's own PAL registrations (the daemon hides
+// them from clients and audits their key uses as the service's events instead).
+func (s *Service) Internal(h visor.Handle) bool {
+	s.palsMu.RLock()
+	defer s.palsMu.RUnlock()
+	return s.handles[h]
+}
+
+// CheckName reports whether name is a valid key name.
+func CheckName(name string) error {
+	ok := len(name) > 0 && len(name) <= MaxName && name[0] != '.' && name[0] != '-'
+	for i := 0; ok && i < len(name); i++ {
+		c := name[i]
+		ok = c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '.' || c == '_' || c == '-'
+	}
+	if !ok {
+		return fmt.Errorf("%w: key name %q: want 1..%d bytes of [A-Za-z0-9._-], not starting with '.' or '-'", ErrBadRequest, name, MaxName)
+	}
+	return nil
+}
+
+// mayUse reports whether c may sign with r: its owner, or an allowed uid, gid or group.
+func (r *record) mayUse(c Caller) bool {
+	if c.UID == r.Owner || slices.Contains(r.AllowUIDs, c.UID) || slices.Contains(r.AllowGIDs, c.GID) {
+		return true
+	}
+	for _, g := range c.Groups {
+		if slices.Contains(r.AllowGIDs, g) {
+			return true
+		}
+	}
+	return false
+}
+
+// mayManage reports whether c may delete r or change its access, PIN or chain.
+func (s *Service) mayManage(r *record, c Caller) bool {
+	return c.UID == r.Owner || slices.Contains(s.admins, c.UID)
+}
+
+func (s *Service) logAudit(ev AuditEvent, durable bool) {
+	if s.audit == nil {
+		return
+	}
+	if err := s.audit(ev, durable); err != nil {
+		s.log.Error("audit key event", "event", ev.Event, "key", ev.Key, "err", err)
+	}
+}
+
+// lookup finds name and checks that c may do op on it (manage: owner or admin; otherwise:
+// use). A denial is audited; a key c may not use is reported as denied, not as missing, only
+// to whom it exists for: everyone else gets ErrNotFound as well, so that names do not leak.
+func (s *Service) lookup(c Caller, name, op string, manage bool) (*record, error) {
+	s.mu.RLock()
+	r := s.keys[name]
+	s.mu.RUnlock()
+	if r == nil {
+		return nil, fmt.Errorf("%w: %q", ErrNotFound, name)
+	}
+	ok := r.mayUse(c)
+	if manage {
+		ok = s.mayManage(r, c)
+	}
+	if !ok {
+		s.logAudit(AuditEvent{Event: "key_denied", Caller: c, Key: name, Owner: r.Owner, Op: op}, true)
+		return nil, fmt.Errorf("%w: uid %d may not %s key %q", ErrDenied, c.UID, op, name)
+	}
+	return r, nil
+}
+
+// Find implements Signer.
+func (s *Service) Find(_ context.Context, c Caller, name string) (Info, error) {
+	r, err := s.lookup(c, name, "use", false)
+	if err != nil {
+		return Info{}, err
+	}
+	return r.info(), nil
+}
+
+// List implements Signer.
+func (s *Service) List(_ context.Context, c Caller) ([]Info, error) {
+	s.mu.RLock()
+	var out []Info
+	for _, r := range s.keys {
+		if r.mayUse(c) || s.mayManage(r, c) {
+			out = append(out, r.info())
+		}
+	}
+	s.mu.RUnlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].Name < out[j].Name })
+	return out, nil
+}
+
+// palFor returns the registration of the key PAL of measurement m, registering it on first use.
+func (s *Service) palFor(ctx context.Context, m [32]byte) (visor.Handle, error) {
+	s.palsMu.RLock()
+	h, ok := s.pals[m]
+	s.palsMu.RUnlock()
+	if ok {
+		return h, nil
+	}
+	s.palMu.Lock()
+	defer s.palMu.Unlock()
+	s.palsMu.RLock()
+	h, ok = s.pals[m]
+	s.palsMu.RUnlock()
+	if ok {
+		return h, nil
+	}
+	var (
+		img      []byte
+		name     = "key-signer"
+		replicas = s.replicas
+		err      error
+	)
+	switch m {
+	case s.keygenM:
+		img, name, replicas = KeyGenImage, "key-keygen", 1
+	case s.signerM:
+		img = SignerImage
+	default:
+		if img, err = s.st.image(m); err != nil {
+			return 0, fmt.Errorf("%w: signing PAL %x: %w", ErrUnavailable, m, err)
+		}
+	}
+	info, err := s.v.Register(ctx, img, visor.RegisterOptions{Name: name, Replicas: replicas})
+	if err != nil {
+		return 0, fmt.Errorf("%w: register %s PAL %x: %w", ErrUnavailable, name, m, err)
+	}
+	s.palsMu.Lock()
+	s.pals[m] = info.Handle
+	s.handles[info.Handle] = true
+	s.palsMu.Unlock()
+	return info.Handle, nil
+}
+
+// call runs one command of a key PAL and returns its output, or the error its status means.
+func (s *Service) call(ctx context.Context, m [32]byte, what string, in []byte) ([]byte, error) {
+	h, err := s.palFor(ctx, m)
+	if err != nil {
+		return nil, err
+	}
+	res, err := s.v.Call(ctx, h, in)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
+		}
+		return nil, fmt.Errorf("%w: %s: %w", ErrUnavailable, what, err)
+	}
+	if res.Status != statusOK {
+		return nil, statusError(what, res.Status, res.Output)
+	}
+	return res.Output, nil
+}
+
+// Sign implements Signer.
+func (s *Service) Sign(ctx context.Context, c Caller, name string, req SignRequest) ([]byte, error) {
+	r, err := s.lookup(c, name, "sign", false)
+	if err != nil {
+		return nil, err
+	}
+	if len(req.Digest) == 0 || len(req.Digest) > MaxDigest {
+		return nil, fmt.Errorf("%w: digest of %d bytes (1..%d)", ErrBadRequest, len(req.Digest), MaxDigest)
+	}
+	if len(req.PIN) > MaxPIN {
+		return nil, fmt.Errorf("%w: PIN of %d bytes (max %d)", ErrBadRequest, len(req.PIN), MaxPIN)
+	}
+	var st []byte
+	if len(r.PINState) > 0 {
+		st = r.PINState
+	} else if req.PIN != nil {
+		req.PIN = nil // a key without a PIN ignores one
+	}
+	out, err := s.call(ctx, r.SignerPAL, "sign", signInput(req, r.Blob, st))
+	var sig, renewed []byte
+	if err == nil {
+		sig, renewed, err = signOutput(out)
+	}
+	if err != nil {
+		if !errors.Is(err, ErrPINRequired) {
+			s.logAudit(AuditEvent{Event: "key_sign", Caller: c, Key: name, Owner: r.Owner, Op: "sign", Err: err}, true)
+		}
+		return nil, err
+	}
+	if len(renewed) > 0 {
+		if err := s.update(name, r, func(n *record) { n.PINState = renewed }); err != nil {
+			s.log.Error("keys: store renewed PIN state", "key", name, "err", err)
+		}
+	}
+	s.logAudit(AuditEvent{Event: "key_sign", Caller: c, Key: name, Owner: r.Owner, Op: "sign"}, false)
+	return sig, nil
+}
+
+// update replaces the record old of name with a changed copy, in the store and the map. It
+// fails with ErrNotFound if the key was deleted or replaced meanwhile.
+func (s *Service) update(name string, old *record, change func(*record)) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.keys[name] != old {
+		return fmt.Errorf("%w: %q changed meanwhile", ErrNotFound, name)
+	}
+	n := *old
+	change(&n)
+	if err := s.st.put(&n, false, nil); err != nil {
+		return err
+	}
+	s.keys[name] = &n
+	return nil
+}
+
+// CreateOptions describe a new key.
+type CreateOptions struct {
+	Name      string
+	Alg       Alg
+	AllowUIDs []uint32
+	AllowGIDs []uint32
+	// PIN, if not empty, must accompany every signature; MaxTries incorrect PINs lock the key
+	// (0: DefaultMaxTries).
+	PIN      []byte
+	MaxTries uint8
+	// SignerImage is the signing PAL to bind the key to; nil: the shipped one. It must speak
+	// the shipped PAL's protocol (docs/keys.md §3).
+	SignerImage []byte
+}
+
+func checkAllow(uids, gids []uint32) error {
+	if len(uids) > MaxAllow || len(gids) > MaxAllow {
+		return fmt.Errorf("%w: allow lists of %d uids and %d gids (max %d each)", ErrBadRequest, len(uids), len(gids), MaxAllow)
+	}
+	return nil
+}
+
+// Create generates a key in the key-generation PAL, bound to the signing PAL, owned by c.
+func (s *Service) Create(ctx context.Context, c Caller, o CreateOptions) (Info, error) {
+	if err := CheckName(o.Name); err != nil {
+		return Info{}, err
+	}
+	alg, err := palAlg(o.Alg)
+	if err != nil {
+		return Info{}, err
+	}
+	if err := checkAllow(o.AllowUIDs, o.AllowGIDs); err != nil {
+		return Info{}, err
+	}
+	if len(o.PIN) > MaxPIN {
+		return Info{}, fmt.Errorf("%w: PIN of %d bytes (max %d)", ErrBadRequest, len(o.PIN), MaxPIN)
+	}
+	signer, custom := s.signerM, []byte(nil)
+	if o.SignerImage != nil {
+		img, err := pal.Parse(o.SignerImage)
+		if err != nil {
+			return Info{}, fmt.Errorf("%w: signing PAL: %w", ErrBadRequest, err)
+		}
+		signer = img.Measurement
+		if signer != s.signerM {
+			custom = o.SignerImage
+		}
+	}
+	s.mu.RLock()
+	_, dup := s.keys[o.Name]
+	s.mu.RUnlock()
+	if dup {
+		return Info{}, fmt.Errorf("%w: %q", ErrExists, o.Name)
+	}
+	if custom != nil {
+		// Registered before the key exists, so that a PAL that does not load fails the create.
+		if err := s.registerCustom(ctx, signer, custom); err != nil {
+			return Info{}, err
+		}
+	}
+	var nonce [32]byte
+	if _, err := rand.Read(nonce[:]); err != nil {
+		return Info{}, err
+	}
+	out, err := s.call(ctx, s.keygenM, "key generation", keygenInput(alg, signer, nonce))
+	if err != nil {
+		return Info{}, err
+	}
+	pub, blob, quote, err := keygenOutput(out)
+	if err != nil {
+		return Info{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	if err := checkPublic(o.Alg, pub); err != nil {
+		return Info{}, err
+	}
+	creation, err := attest.Assemble(ctx, s.v.Root(), quote)
+	if err != nil {
+		return Info{}, fmt.Errorf("%w: creation evidence: %w", ErrUnavailable, err)
+	}
+	r := &record{
+		Name: o.Name, Alg: o.Alg, Public: pub, Owner: c.UID,
+		AllowUIDs: slices.Clone(o.AllowUIDs), AllowGIDs: slices.Clone(o.AllowGIDs), Blob: blob,
+		KeyGenPAL: s.keygenM, SignerPAL: signer, Created: time.Now().UTC().Truncate(time.Second),
+		Creation: creation,
+	}
+	if len(o.PIN) > 0 {
+		tries := o.MaxTries
+		if tries == 0 {
+			tries = DefaultMaxTries
+		}
+		if r.PINState, err = s.call(ctx, signer, "set PIN", pinInput(blob, nil, nil, tries, o.PIN)); err != nil {
+			return Info{}, err
+		}
+	}
+	s.mu.Lock()
+	if s.keys[o.Name] != nil {
+		err = fmt.Errorf("%w: %q", ErrExists, o.Name)
+	} else if err = s.st.put(r, true, custom); err == nil {
+		s.keys[o.Name] = r
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return Info{}, err
+	}
+	s.logAudit(AuditEvent{Event: "key_create", Caller: c, Key: o.Name, Owner: c.UID, Op: string(o.Alg)}, true)
+	return r.info(), nil
+}
+
+// registerCustom registers a user's signing PAL of measurement m; the image is stored with the
+// first key bound to it.
+func (s *Service) registerCustom(ctx context.Context, m [32]byte, img []byte) error {
+	s.palsMu.RLock()
+	_, ok := s.pals[m]
+	s.palsMu.RUnlock()
+	if ok {
+		return nil
+	}
+	s.palMu.Lock()
+	defer s.palMu.Unlock()
+	if _, ok := s.pals[m]; ok {
+		return nil
+	}
+	info, err := s.v.Register(ctx, img, visor.RegisterOptions{Name: "key-signer", Replicas: s.replicas})
+	if err != nil {
+		return fmt.Errorf("%w: signing PAL: %w", ErrBadRequest, err)
+	}
+	s.palsMu.Lock()
+	s.pals[m] = info.Handle
+	s.handles[info.Handle] = true
+	s.palsMu.Unlock()
+	return nil
+}
+
+// checkPublic checks that pub is a key of algorithm a.
+func checkPublic(a Alg, pub []byte) error {
+	k, err := x509.ParsePKIXPublicKey(pub)
+	if err != nil {
+		return fmt.Errorf("%w: public key: %w", ErrUnavailable, err)
+	}
+	ok := false
+	switch k := k.(type) {
+	case *ecdsa.PublicKey:
+		ok = a == ECDSAP256 && k.Curve == elliptic.P256()
+	case ed25519.PublicKey:
+		ok = a == Ed25519
+	case *rsa.PublicKey:
+		ok = a == RSA2048 && k.N.BitLen() == 2048 || a == RSA3072 && k.N.BitLen() == 3072
+	}
+	if !ok {
+		return fmt.Errorf("%w: public key of type %T is not %s", ErrUnavailable, k, a)
+	}
+	return nil
+}
+
+// Delete removes the key name. Its blob is gone from the daemon's state; the µTPM cannot
+// revoke a copy of it made before (a backup of the state db), which the signing PAL would
+// still accept.
+func (s *Service) Delete(_ context.Context, c Caller, name string) error {
+	r, err := s.lookup(c, name, "delete", true)
+	if err != nil {
+		return err
+	}
+	s.mu.Lock()
+	if s.keys[name] != r {
+		s.mu.Unlock()
+		return fmt.Errorf("%w: %q", ErrNotFound, name)
+	}
+	err = s.st.delete(name, r.SignerPAL)
+	if err == nil {
+		delete(s.keys, name)
+	}
+	s.mu.Unlock()
+	if err != nil {
+		return err
+	}
+	s.logAudit(AuditEvent{Event: "key_delete", Caller: c, Key: name, Owner: r.Owner, Op: "delete"}, true)
+	return nil
+}
+
+// SetAccess replaces the uids and gids allowed to use the key name.
+func (s *Service) SetAccess(_ context.Context, c Caller, name string, uids, gids []uint32) (Info, error) {
+	if err := checkAllow(uids, gids); err != nil {
+		return Info{}, err
+	}
+	r, err := s.lookup(c, name, "change access of", true)
+	if err != nil {
+		return Info{}, err
+	}
+	err = s.update(name, r, func(n *record) { n.AllowUIDs, n.AllowGIDs = slices.Clone(uids), slices.Clone(gids) })
+	if err != nil {
+		return Info{}, err
+	}
+	s.logAudit(AuditEvent{Event: "key_update", Caller: c, Key: name, Owner: r.Owner, Op: "access"}, true)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.keys[name].info(), nil
+}
+
+// SetPIN sets, changes or (with newPIN empty) removes the PIN of the key name. A key that has
+// a PIN needs the current one, checked by the signing PAL like a signature's (an incorrect
+// one counts towards the lockout). maxTries 0 means DefaultMaxTries.
+func (s *Service) SetPIN(ctx context.Context, c Caller, name string, oldPIN, newPIN []byte, maxTries uint8) (Info, error) {
+	if len(oldPIN) > MaxPIN || len(newPIN) > MaxPIN {
+		return Info{}, fmt.Errorf("%w: PIN longer than %d bytes", ErrBadRequest, MaxPIN)
+	}
+	r, err := s.lookup(c, name, "change the PIN of", true)
+	if err != nil {
+		return Info{}, err
+	}
+	if maxTries == 0 {
+		maxTries = DefaultMaxTries
+	}
+	st, err := s.call(ctx, r.SignerPAL, "set PIN", pinInput(r.Blob, r.PINState, oldPIN, maxTries, newPIN))
+	if err != nil {
+		if !errors.Is(err, ErrPINRequired) {
+			s.logAudit(AuditEvent{Event: "key_update", Caller: c, Key: name, Owner: r.Owner, Op: "pin", Err: err}, true)
+		}
+		return Info{}, err
+	}
+	if err := s.update(name, r, func(n *record) { n.PINState = st }); err != nil {
+		return Info{}, err
+	}
+	s.logAudit(AuditEvent{Event: "key_update", Caller: c, Key: name, Owner: r.Owner, Op: "pin"}, true)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.keys[name].info(), nil
+}
