@@ -215,7 +215,12 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 	}
 	closers = append(closers, func() error { return os.Remove(cfg.Socket) })
 
-	lsrv, ll, err := listenLean(cfg, srv, nil, log, mode, gid)
+	ks, err := openKeys(v, store, audit, cfg, log)
+	if err != nil {
+		l.Close()
+		return err
+	}
+	lsrv, ll, err := listenLean(cfg, srv, ks, log, mode, gid)
 	if err != nil {
 		l.Close()
 		return err

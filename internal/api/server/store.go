@@ -166,3 +166,6 @@ func (s *Store) Image(sum [32]byte) ([]byte, error) {
 
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
+
+// DB is the database, which the key service (internal/keys) shares: one file, one lock.
+func (s *Store) DB() *bolt.DB { return s.db }
