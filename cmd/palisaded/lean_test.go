@@ -1,0 +1,282 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/x509"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/palisade-project/palisade/client"
+	"github.com/palisade-project/palisade/internal/api/server"
+	"github.com/palisade-project/palisade/internal/engine"
+	"github.com/palisade-project/palisade/internal/engine/wasm"
+	"github.com/palisade-project/palisade/internal/keys"
+	"github.com/palisade-project/palisade/internal/rot/none"
+	"github.com/palisade-project/palisade/internal/utpm"
+	"github.com/palisade-project/palisade/internal/visor"
+)
+
+// createKeys creates keys, owned by uid 0, in the state of the daemon that will run in dir,
+// with the real key service on the daemon's own state files (the daemon must not be running).
+func createKeys(t testing.TB, dir string, opts ...keys.CreateOptions) {
+	t.Helper()
+	state := filepath.Join(dir, "state")
+	if err := os.MkdirAll(state, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	root, err := none.Open(filepath.Join(state, "rot-none"), utpm.Digest{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	eng, err := wasm.New(wasm.WithCacheDir(filepath.Join(state, "wasm-cache")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := visor.New(visor.Config{Root: root, Engines: []engine.Engine{eng}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		v.Close(context.Background())
+		eng.Close(context.Background())
+	}()
+	store, err := server.OpenStore(filepath.Join(state, "state.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer store.Close()
+	ks, err := keys.Open(keys.Config{Visor: v, DB: store.DB(), Replicas: 1, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range opts {
+		if _, err := ks.Create(context.Background(), keys.Caller{}, o); err != nil {
+			t.Fatalf("create key %s: %v", o.Name, err)
+		}
+	}
+}
+
+func metricsOf(t *testing.T, d *daemon) string {
+	t.Helper()
+	resp, err := http.Get("http://" + d.metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// TestLeanCallMatchesGRPC: a call over the lean protocol has the outcome of the same call
+// over gRPC — result, error class and message — and goes through the same metrics.
+func TestLeanCallMatchesGRPC(t *testing.T) {
+	d := startDaemon(t, newDaemonDir(t), Config{}, true)
+	c := d.dial()
+	ctx := context.Background()
+	info, err := c.Register(ctx, testPAL(t), client.RegisterOptions{
+		Name: "parity", Limits: client.Limits{Timeout: 300 * time.Millisecond, MaxInput: 100},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sentinels := []error{client.ErrNotFound, client.ErrPermission, client.ErrTimeout, client.ErrInputTooLarge, client.ErrInvalid, client.ErrInternal}
+	class := func(err error) error {
+		for _, s := range sentinels {
+			if errors.Is(err, s) {
+				return s
+			}
+		}
+		return err
+	}
+	for _, tc := range []struct {
+		name, handle string
+		input        []byte
+		wantErr      error
+	}{
+		{"null", info.Handle, nil, nil},
+		{"echo", info.Handle, []byte("ehello"), nil},
+		{"status", info.Handle, []byte{'s', 7}, nil},
+		{"timeout", info.Handle, []byte("l"), client.ErrTimeout},
+		{"input too large", info.Handle, bytes.Repeat([]byte("e"), 101), client.ErrInputTooLarge},
+		{"no such PAL", "pal-00000000000000ff", nil, client.ErrNotFound},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var res [2]client.Result
+			var errs [2]error
+			for i, lean := range []bool{false, true} {
+				c.UseLean(lean)
+				res[i], errs[i] = c.Call(ctx, tc.handle, tc.input)
+			}
+			c.UseLean(true)
+			if class(errs[0]) != tc.wantErr || class(errs[1]) != tc.wantErr {
+				t.Fatalf("errors: gRPC %v, lean %v; want %v", errs[0], errs[1], tc.wantErr)
+			}
+			if errs[0] != nil && errs[0].Error() != errs[1].Error() {
+				t.Fatalf("messages differ: gRPC %q, lean %q", errs[0], errs[1])
+			}
+			var e0, e1 *client.Error
+			if errors.As(errs[0], &e0) && errors.As(errs[1], &e1) && (e0.Reason != e1.Reason || e0.Code != e1.Code) {
+				t.Fatalf("gRPC %v/%s, lean %v/%s", e0.Code, e0.Reason, e1.Code, e1.Reason)
+			}
+			if res[0].Status != res[1].Status || !bytes.Equal(res[0].Output, res[1].Output) {
+				t.Fatalf("results: gRPC %+v, lean %+v", res[0], res[1])
+			}
+		})
+	}
+	m := metricsOf(t, d)
+	for _, want := range []string{
+		`palisade_lean_requests_total{op="call",code="OK"} 3`,
+		`palisade_lean_requests_total{op="call",code="TIMEOUT"} 1`,
+		`palisade_lean_requests_total{op="call",code="NOT_FOUND"} 1`,
+		// The PAL's own counters see both protocols' calls: 5 calls each.
+		`palisade_calls_total{pal="` + info.Handle + `",name="parity"} 10`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s:\n%s", want, m)
+		}
+	}
+}
+
+// TestLibpalisade builds clients/c and runs its test program, linked to the shared and to the
+// static library, against a real palisaded: calls, keys, threads, fork, a daemon restart and
+// a stop in the middle, every error path.
+func TestLibpalisade(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the fork test drops to uid 65534: run as root")
+	}
+	build := t.TempDir()
+	if out, err := exec.Command("make", "-C", "../../clients/c", "BUILD="+build, "check-build").CombinedOutput(); err != nil {
+		t.Fatalf("make: %v\n%s", err, out)
+	}
+	dir := newDaemonDir(t)
+	createKeys(t, dir,
+		keys.CreateOptions{Name: "web", Alg: keys.ECDSAP256},
+		keys.CreateOptions{Name: "pinned", Alg: keys.Ed25519, PIN: []byte("1234")},
+	)
+	cfg := Config{SocketMode: "0666"} // the forked child runs as uid 65534
+	d := startDaemon(t, dir, cfg, false)
+	top := t // daemons restarted by a subtest outlive it
+	info, err := d.dial().Register(context.Background(), testPAL(t), client.RegisterOptions{
+		Name: "ctest", Limits: client.Limits{Timeout: 300 * time.Millisecond, MaxInput: 100},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, prog := range []string{"test_palisade", "test_palisade_static"} {
+		t.Run(prog, func(t *testing.T) {
+			cmd := exec.Command(filepath.Join(build, prog))
+			cmd.Env = append(os.Environ(), "PALISADE_SOCKET="+d.socket, "T_HANDLE="+info.Handle,
+				"T_KEY=web", "T_PIN_KEY=pinned", "T_FAKE_DIR="+t.TempDir())
+			var stderr bytes.Buffer
+			cmd.Stderr = &stderr
+			stdin, err := cmd.StdinPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			stdout, err := cmd.StdoutPipe()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			var sigs []string
+			sc := bufio.NewScanner(stdout)
+			sc.Buffer(nil, 1<<20)
+			for sc.Scan() {
+				line := sc.Text()
+				switch line {
+				case "RESTART":
+					d.stop()
+					d = startDaemon(top, dir, cfg, false)
+				case "STOP":
+					d.stop()
+				case "START":
+					d = startDaemon(top, dir, cfg, false)
+				default:
+					if strings.HasPrefix(line, "SIG ") {
+						sigs = append(sigs, line)
+					} else {
+						t.Logf("test program: %s", line)
+					}
+					continue
+				}
+				fmt.Fprintln(stdin, "OK")
+			}
+			err = cmd.Wait()
+			t.Logf("%s stderr:\n%s", prog, stderr.String())
+			if err != nil {
+				t.Fatalf("%s: %v", prog, err)
+			}
+			if len(sigs) != 2 {
+				t.Fatalf("%d signatures reported, want 2 (ECDSA, Ed25519)", len(sigs))
+			}
+			for _, s := range sigs {
+				verifyReported(t, s)
+			}
+		})
+	}
+	// The refusals of the forked child running as uid 65534 are in the audit log.
+	var callDenied, keyDenied bool
+	for _, ev := range d.auditEvents() {
+		uid, _ := ev["uid"].(float64)
+		switch {
+		case ev["event"] == "denied" && uid == 65534 && ev["op"] == "call" && ev["pal"] == info.Handle:
+			callDenied = true
+		case ev["event"] == "key_denied" && uid == 65534 && ev["name"] == "web":
+			keyDenied = true
+		}
+	}
+	if !callDenied || !keyDenied {
+		t.Fatalf("audit log: call denial %v, key denial %v; want both", callDenied, keyDenied)
+	}
+}
+
+// verifyReported checks a "SIG scheme pub msg sig" line of the C test with Go's crypto.
+func verifyReported(t *testing.T, line string) {
+	t.Helper()
+	f := strings.Fields(line)
+	if len(f) != 5 {
+		t.Fatalf("bad line %q", line)
+	}
+	var b [3][]byte
+	for i := range b {
+		var err error
+		if b[i], err = hex.DecodeString(f[2+i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub, err := x509.ParsePKIXPublicKey(b[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok := false
+	switch k := pub.(type) {
+	case *ecdsa.PublicKey:
+		ok = ecdsa.VerifyASN1(k, b[1], b[2])
+	case ed25519.PublicKey:
+		ok = ed25519.Verify(k, b[1], b[2])
+	}
+	if !ok {
+		t.Fatalf("signature of scheme %s with a %T does not verify", f[1], pub)
+	}
+}
+
