@@ -24,6 +24,7 @@ import (
 	"github.com/palisade-project/palisade/internal/engine"
 	"github.com/palisade-project/palisade/internal/engine/kvm"
 	"github.com/palisade-project/palisade/internal/engine/wasm"
+	"github.com/palisade-project/palisade/internal/keys"
 	"github.com/palisade-project/palisade/internal/rot"
 	"github.com/palisade-project/palisade/internal/rot/none"
 	"github.com/palisade-project/palisade/internal/rot/tpm"
@@ -193,9 +194,15 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 		return v.Close(ctx)
 	})
 
+	ks, err := keys.Open(keys.Config{
+		Visor: v, DB: store.DB(), Audit: server.KeyAudit(audit), Admins: cfg.Access.Admins, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(server.Config{
 		Visor: v, Store: store, Audit: audit, Policy: cfg.Access, ImageDirs: cfg.ImageDirs,
-		Logger: log, Version: version, Configuration: trusted,
+		Logger: log, Version: version, Configuration: trusted, Keys: ks,
 	})
 	if err != nil {
 		return err
