@@ -177,8 +177,8 @@ func VerifyAttestation(bundle []byte, o VerifyOptions) (*Verified, error) {
 		return nil, fmt.Errorf("%w: %w", ErrAttestation, err)
 	}
 	ph := sha256.Sum256(a.Public)
-	want := sha256.Sum256(bytes.Join([][]byte{[]byte(createTag), {byte(alg)}, o.SignerPAL[:], ph[:]}, nil))
-	if !bytes.Equal(v.Creation.Claims.UserData, want[:]) {
+	want := bytes.Join([][]byte{[]byte(createTag), {byte(alg)}, o.SignerPAL[:], ph[:]}, nil)
+	if !bytes.Equal(v.Creation.Claims.UserData, want) {
 		return nil, fmt.Errorf("%w: the creation evidence does not bind this public key to signing PAL %x", ErrAttestation, o.SignerPAL)
 	}
 	return v, nil
