@@ -206,4 +206,3 @@ func (s *Server) KeyAttest(ctx context.Context, req *api.KeyAttestRequest) (*api
 	}
 	return &api.KeyAttestResponse{Evidence: ev}, nil
 }
-
