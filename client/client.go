@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/palisade-project/palisade/internal/api"
@@ -63,6 +64,12 @@ func Dial(ctx context.Context, socketPath string) (*Client, error) {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(api.MaxMessage), grpc.MaxCallSendMsgSize(api.MaxMessage)),
 		grpc.WithInitialWindowSize(api.FlowWindow),
 		grpc.WithInitialConnWindowSize(api.FlowWindow),
+		// Reconnect within a second or two of a restarted daemon (gRPC's default backoff
+		// grows to two minutes); calls made with WaitForReady (KeySign) wait for it.
+		grpc.WithConnectParams(grpc.ConnectParams{
+			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
+			MinConnectTimeout: 5 * time.Second,
+		}),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("palisade: %w", err)

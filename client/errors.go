@@ -46,6 +46,12 @@ var byReason = map[string]error{
 	api.ReasonCanceled:       ErrCanceled,
 	api.ReasonInvalid:        ErrInvalid,
 	api.ReasonInternal:       ErrInternal,
+	api.ReasonKeyExists:      ErrKeyExists,
+	api.ReasonPINRequired:    ErrPINRequired,
+	api.ReasonPINIncorrect:   ErrPINIncorrect,
+	api.ReasonLocked:         ErrLocked,
+	api.ReasonRefused:        ErrRefused,
+	api.ReasonKeyUnavailable: ErrKeyUnavailable,
 }
 
 // Statuses without a palisade ErrorInfo come from gRPC itself (a broken connection, the

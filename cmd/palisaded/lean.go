@@ -10,7 +10,6 @@ import (
 	"github.com/palisade-project/palisade/internal/api/server"
 	"github.com/palisade-project/palisade/internal/keys"
 	"github.com/palisade-project/palisade/internal/lean"
-	"github.com/palisade-project/palisade/internal/visor"
 )
 
 // listenLean creates the lean protocol's server and socket (same mode and group as the gRPC
@@ -48,25 +47,5 @@ func metricsHandler(srv *server.Server, ls *lean.Server) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h.ServeHTTP(w, r)
 		ls.WriteMetrics(w)
-	})
-}
-
-// openKeys opens the key service on the daemon's state db. Its signatures are audited
-// buffered, everything else durably (keys.Config.Audit).
-func openKeys(v *visor.Visor, store *server.Store, audit *server.Audit, cfg Config, log *slog.Logger) (*keys.Service, error) {
-	return keys.Open(keys.Config{
-		Visor: v, DB: store.DB(), Admins: cfg.Access.Admins, Logger: log,
-		Audit: func(ev keys.AuditEvent, durable bool) error {
-			uid, owner := ev.Caller.UID, ev.Owner
-			ok := ev.Err == nil
-			e := server.Event{Event: ev.Event, UID: &uid, PID: ev.Caller.PID, Name: ev.Key, Owner: &owner, Op: ev.Op, OK: &ok}
-			if ev.Err != nil {
-				e.Error = ev.Err.Error()
-			}
-			if durable {
-				return audit.Log(e)
-			}
-			return audit.LogBuffered(e)
-		},
 	})
 }

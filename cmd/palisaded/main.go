@@ -24,6 +24,7 @@ import (
 	"github.com/palisade-project/palisade/internal/engine"
 	"github.com/palisade-project/palisade/internal/engine/kvm"
 	"github.com/palisade-project/palisade/internal/engine/wasm"
+	"github.com/palisade-project/palisade/internal/keys"
 	"github.com/palisade-project/palisade/internal/lean"
 	"github.com/palisade-project/palisade/internal/rot"
 	"github.com/palisade-project/palisade/internal/rot/none"
@@ -195,9 +196,15 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 		return v.Close(ctx)
 	})
 
+	ks, err := keys.Open(keys.Config{
+		Visor: v, DB: store.DB(), Audit: server.KeyAudit(audit), Admins: cfg.Access.Admins, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
 	srv, err := server.New(server.Config{
 		Visor: v, Store: store, Audit: audit, Policy: cfg.Access, ImageDirs: cfg.ImageDirs,
-		Logger: log, Version: version, Configuration: trusted,
+		Logger: log, Version: version, Configuration: trusted, Keys: ks,
 	})
 	if err != nil {
 		return err
@@ -215,11 +222,6 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 	}
 	closers = append(closers, func() error { return os.Remove(cfg.Socket) })
 
-	ks, err := openKeys(v, store, audit, cfg, log)
-	if err != nil {
-		l.Close()
-		return err
-	}
 	lsrv, ll, err := listenLean(cfg, srv, ks, log, mode, gid)
 	if err != nil {
 		l.Close()

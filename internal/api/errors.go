@@ -23,6 +23,14 @@ const (
 	ReasonCanceled       = "CANCELED"
 	ReasonInvalid        = "INVALID_ARGUMENT"
 	ReasonInternal       = "INTERNAL"
+
+	// Reasons of the key RPCs (docs/keys.md §7).
+	ReasonKeyExists      = "KEY_EXISTS"
+	ReasonPINRequired    = "PIN_REQUIRED"
+	ReasonPINIncorrect   = "PIN_INCORRECT"
+	ReasonLocked         = "LOCKED"
+	ReasonRefused        = "REFUSED"
+	ReasonKeyUnavailable = "KEY_UNAVAILABLE"
 )
 
 // MaxImage is the largest PAL image the daemon accepts; MaxMessage is the gRPC message size

@@ -911,6 +911,830 @@ func (x *HealthResponse) GetVersion() string {
 	return ""
 }
 
+type KeyInfo struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Alg           string                 `protobuf:"bytes,2,opt,name=alg,proto3" json:"alg,omitempty"`                              // ecdsa-p256, ed25519, rsa-2048, rsa-3072
+	PublicDer     []byte                 `protobuf:"bytes,3,opt,name=public_der,json=publicDer,proto3" json:"public_der,omitempty"` // PKIX SubjectPublicKeyInfo
+	CertChain     [][]byte               `protobuf:"bytes,4,rep,name=cert_chain,json=certChain,proto3" json:"cert_chain,omitempty"` // DER, leaf first
+	OwnerUid      uint32                 `protobuf:"varint,5,opt,name=owner_uid,json=ownerUid,proto3" json:"owner_uid,omitempty"`
+	AllowUids     []uint32               `protobuf:"varint,6,rep,packed,name=allow_uids,json=allowUids,proto3" json:"allow_uids,omitempty"`
+	AllowGids     []uint32               `protobuf:"varint,7,rep,packed,name=allow_gids,json=allowGids,proto3" json:"allow_gids,omitempty"`
+	HasPin        bool                   `protobuf:"varint,8,opt,name=has_pin,json=hasPin,proto3" json:"has_pin,omitempty"`
+	Imported      bool                   `protobuf:"varint,9,opt,name=imported,proto3" json:"imported,omitempty"`
+	KeygenPal     []byte                 `protobuf:"bytes,10,opt,name=keygen_pal,json=keygenPal,proto3" json:"keygen_pal,omitempty"` // measurement, 32 bytes (empty if imported)
+	SignerPal     []byte                 `protobuf:"bytes,11,opt,name=signer_pal,json=signerPal,proto3" json:"signer_pal,omitempty"` // measurement, 32 bytes
+	CreatedUnix   int64                  `protobuf:"varint,12,opt,name=created_unix,json=createdUnix,proto3" json:"created_unix,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyInfo) Reset() {
+	*x = KeyInfo{}
+	mi := &file_palisade_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyInfo) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyInfo) ProtoMessage() {}
+
+func (x *KeyInfo) ProtoReflect() protoreflect.Message {
+	mi := &file_palisade_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyInfo.ProtoReflect.Descriptor instead.
+func (*KeyInfo) Descriptor() ([]byte, []int) {
+	return file_palisade_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *KeyInfo) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *KeyInfo) GetAlg() string {
+	if x != nil {
+		return x.Alg
+	}
+	return ""
+}
+
+func (x *KeyInfo) GetPublicDer() []byte {
+	if x != nil {
+		return x.PublicDer
+	}
+	return nil
+}
+
+func (x *KeyInfo) GetCertChain() [][]byte {
+	if x != nil {
+		return x.CertChain
+	}
+	return nil
+}
+
+func (x *KeyInfo) GetOwnerUid() uint32 {
+	if x != nil {
+		return x.OwnerUid
+	}
+	return 0
+}
+
+func (x *KeyInfo) GetAllowUids() []uint32 {
+	if x != nil {
+		return x.AllowUids
+	}
+	return nil
+}
+
+func (x *KeyInfo) GetAllowGids() []uint32 {
+	if x != nil {
+		return x.AllowGids
+	}
+	return nil
+}
+
+func (x *KeyInfo) GetHasPin() bool {
+	if x != nil {
+		return x.HasPin
+	}
+	return false
+}
+
+func (x *KeyInfo) GetImported() bool {
+	if x != nil {
+		return x.Imported
+	}
+	return false
+}
+
+func (x *KeyInfo) GetKeygenPal() []byte {
+	if x != nil {
+		return x.KeygenPal
+	}
+	return nil
+}
+
+func (x *KeyInfo) GetSignerPal() []byte {
+	if x != nil {
+		return x.SignerPal
+	}
+	return nil
+}
+
+func (x *KeyInfo) GetCreatedUnix() int64 {
+	if x != nil {
+		return x.CreatedUnix
+	}
+	return 0
+}
+
+type KeyCreateRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Alg           string                 `protobuf:"bytes,2,opt,name=alg,proto3" json:"alg,omitempty"`
+	AllowUids     []uint32               `protobuf:"varint,3,rep,packed,name=allow_uids,json=allowUids,proto3" json:"allow_uids,omitempty"`
+	AllowGids     []uint32               `protobuf:"varint,4,rep,packed,name=allow_gids,json=allowGids,proto3" json:"allow_gids,omitempty"`
+	Pin           []byte                 `protobuf:"bytes,5,opt,name=pin,proto3" json:"pin,omitempty"`                                    // empty: no PIN
+	MaxTries      uint32                 `protobuf:"varint,6,opt,name=max_tries,json=maxTries,proto3" json:"max_tries,omitempty"`         // incorrect PINs before lockout; 0 = default (5)
+	SignerImage   []byte                 `protobuf:"bytes,7,opt,name=signer_image,json=signerImage,proto3" json:"signer_image,omitempty"` // a signing PAL of the caller's; empty: the shipped one
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyCreateRequest) Reset() {
+	*x = KeyCreateRequest{}
+	mi := &file_palisade_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyCreateRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyCreateRequest) ProtoMessage() {}
+
+func (x *KeyCreateRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palisade_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyCreateRequest.ProtoReflect.Descriptor instead.
+func (*KeyCreateRequest) Descriptor() ([]byte, []int) {
+	return file_palisade_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *KeyCreateRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *KeyCreateRequest) GetAlg() string {
+	if x != nil {
+		return x.Alg
+	}
+	return ""
+}
+
+func (x *KeyCreateRequest) GetAllowUids() []uint32 {
+	if x != nil {
+		return x.AllowUids
+	}
+	return nil
+}
+
+func (x *KeyCreateRequest) GetAllowGids() []uint32 {
+	if x != nil {
+		return x.AllowGids
+	}
+	return nil
+}
+
+func (x *KeyCreateRequest) GetPin() []byte {
+	if x != nil {
+		return x.Pin
+	}
+	return nil
+}
+
+func (x *KeyCreateRequest) GetMaxTries() uint32 {
+	if x != nil {
+		return x.MaxTries
+	}
+	return 0
+}
+
+func (x *KeyCreateRequest) GetSignerImage() []byte {
+	if x != nil {
+		return x.SignerImage
+	}
+	return nil
+}
+
+type KeyGetRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyGetRequest) Reset() {
+	*x = KeyGetRequest{}
+	mi := &file_palisade_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyGetRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyGetRequest) ProtoMessage() {}
+
+func (x *KeyGetRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palisade_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyGetRequest.ProtoReflect.Descriptor instead.
+func (*KeyGetRequest) Descriptor() ([]byte, []int) {
+	return file_palisade_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *KeyGetRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type KeyListRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyListRequest) Reset() {
+	*x = KeyListRequest{}
+	mi := &file_palisade_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyListRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyListRequest) ProtoMessage() {}
+
+func (x *KeyListRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palisade_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyListRequest.ProtoReflect.Descriptor instead.
+func (*KeyListRequest) Descriptor() ([]byte, []int) {
+	return file_palisade_proto_rawDescGZIP(), []int{17}
+}
+
+type KeyListResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Keys          []*KeyInfo             `protobuf:"bytes,1,rep,name=keys,proto3" json:"keys,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyListResponse) Reset() {
+	*x = KeyListResponse{}
+	mi := &file_palisade_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyListResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyListResponse) ProtoMessage() {}
+
+func (x *KeyListResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palisade_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyListResponse.ProtoReflect.Descriptor instead.
+func (*KeyListResponse) Descriptor() ([]byte, []int) {
+	return file_palisade_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *KeyListResponse) GetKeys() []*KeyInfo {
+	if x != nil {
+		return x.Keys
+	}
+	return nil
+}
+
+type KeyDeleteRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyDeleteRequest) Reset() {
+	*x = KeyDeleteRequest{}
+	mi := &file_palisade_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyDeleteRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyDeleteRequest) ProtoMessage() {}
+
+func (x *KeyDeleteRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palisade_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyDeleteRequest.ProtoReflect.Descriptor instead.
+func (*KeyDeleteRequest) Descriptor() ([]byte, []int) {
+	return file_palisade_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *KeyDeleteRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+type KeyDeleteResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyDeleteResponse) Reset() {
+	*x = KeyDeleteResponse{}
+	mi := &file_palisade_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyDeleteResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyDeleteResponse) ProtoMessage() {}
+
+func (x *KeyDeleteResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palisade_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyDeleteResponse.ProtoReflect.Descriptor instead.
+func (*KeyDeleteResponse) Descriptor() ([]byte, []int) {
+	return file_palisade_proto_rawDescGZIP(), []int{20}
+}
+
+type KeySetAccessRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	AllowUids     []uint32               `protobuf:"varint,2,rep,packed,name=allow_uids,json=allowUids,proto3" json:"allow_uids,omitempty"`
+	AllowGids     []uint32               `protobuf:"varint,3,rep,packed,name=allow_gids,json=allowGids,proto3" json:"allow_gids,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeySetAccessRequest) Reset() {
+	*x = KeySetAccessRequest{}
+	mi := &file_palisade_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeySetAccessRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeySetAccessRequest) ProtoMessage() {}
+
+func (x *KeySetAccessRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palisade_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeySetAccessRequest.ProtoReflect.Descriptor instead.
+func (*KeySetAccessRequest) Descriptor() ([]byte, []int) {
+	return file_palisade_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *KeySetAccessRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *KeySetAccessRequest) GetAllowUids() []uint32 {
+	if x != nil {
+		return x.AllowUids
+	}
+	return nil
+}
+
+func (x *KeySetAccessRequest) GetAllowGids() []uint32 {
+	if x != nil {
+		return x.AllowGids
+	}
+	return nil
+}
+
+type KeySetPINRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	OldPin        []byte                 `protobuf:"bytes,2,opt,name=old_pin,json=oldPin,proto3" json:"old_pin,omitempty"`
+	NewPin        []byte                 `protobuf:"bytes,3,opt,name=new_pin,json=newPin,proto3" json:"new_pin,omitempty"` // empty: remove the PIN
+	MaxTries      uint32                 `protobuf:"varint,4,opt,name=max_tries,json=maxTries,proto3" json:"max_tries,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeySetPINRequest) Reset() {
+	*x = KeySetPINRequest{}
+	mi := &file_palisade_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeySetPINRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeySetPINRequest) ProtoMessage() {}
+
+func (x *KeySetPINRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palisade_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeySetPINRequest.ProtoReflect.Descriptor instead.
+func (*KeySetPINRequest) Descriptor() ([]byte, []int) {
+	return file_palisade_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *KeySetPINRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *KeySetPINRequest) GetOldPin() []byte {
+	if x != nil {
+		return x.OldPin
+	}
+	return nil
+}
+
+func (x *KeySetPINRequest) GetNewPin() []byte {
+	if x != nil {
+		return x.NewPin
+	}
+	return nil
+}
+
+func (x *KeySetPINRequest) GetMaxTries() uint32 {
+	if x != nil {
+		return x.MaxTries
+	}
+	return 0
+}
+
+type KeySetChainRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	CertChain     [][]byte               `protobuf:"bytes,2,rep,name=cert_chain,json=certChain,proto3" json:"cert_chain,omitempty"` // DER, leaf first; empty: remove
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeySetChainRequest) Reset() {
+	*x = KeySetChainRequest{}
+	mi := &file_palisade_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeySetChainRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeySetChainRequest) ProtoMessage() {}
+
+func (x *KeySetChainRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palisade_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeySetChainRequest.ProtoReflect.Descriptor instead.
+func (*KeySetChainRequest) Descriptor() ([]byte, []int) {
+	return file_palisade_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *KeySetChainRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *KeySetChainRequest) GetCertChain() [][]byte {
+	if x != nil {
+		return x.CertChain
+	}
+	return nil
+}
+
+type KeySignRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Scheme        uint32                 `protobuf:"varint,2,opt,name=scheme,proto3" json:"scheme,omitempty"` // TPM_ALG ids (client/signreq)
+	Hash          uint32                 `protobuf:"varint,3,opt,name=hash,proto3" json:"hash,omitempty"`
+	Digest        []byte                 `protobuf:"bytes,4,opt,name=digest,proto3" json:"digest,omitempty"`
+	Pin           []byte                 `protobuf:"bytes,5,opt,name=pin,proto3" json:"pin,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeySignRequest) Reset() {
+	*x = KeySignRequest{}
+	mi := &file_palisade_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeySignRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeySignRequest) ProtoMessage() {}
+
+func (x *KeySignRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palisade_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeySignRequest.ProtoReflect.Descriptor instead.
+func (*KeySignRequest) Descriptor() ([]byte, []int) {
+	return file_palisade_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *KeySignRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *KeySignRequest) GetScheme() uint32 {
+	if x != nil {
+		return x.Scheme
+	}
+	return 0
+}
+
+func (x *KeySignRequest) GetHash() uint32 {
+	if x != nil {
+		return x.Hash
+	}
+	return 0
+}
+
+func (x *KeySignRequest) GetDigest() []byte {
+	if x != nil {
+		return x.Digest
+	}
+	return nil
+}
+
+func (x *KeySignRequest) GetPin() []byte {
+	if x != nil {
+		return x.Pin
+	}
+	return nil
+}
+
+type KeySignResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Signature     []byte                 `protobuf:"bytes,1,opt,name=signature,proto3" json:"signature,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeySignResponse) Reset() {
+	*x = KeySignResponse{}
+	mi := &file_palisade_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeySignResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeySignResponse) ProtoMessage() {}
+
+func (x *KeySignResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palisade_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeySignResponse.ProtoReflect.Descriptor instead.
+func (*KeySignResponse) Descriptor() ([]byte, []int) {
+	return file_palisade_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *KeySignResponse) GetSignature() []byte {
+	if x != nil {
+		return x.Signature
+	}
+	return nil
+}
+
+type KeyAttestRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	Nonce         []byte                 `protobuf:"bytes,2,opt,name=nonce,proto3" json:"nonce,omitempty"` // 1..64 bytes
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyAttestRequest) Reset() {
+	*x = KeyAttestRequest{}
+	mi := &file_palisade_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyAttestRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyAttestRequest) ProtoMessage() {}
+
+func (x *KeyAttestRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palisade_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyAttestRequest.ProtoReflect.Descriptor instead.
+func (*KeyAttestRequest) Descriptor() ([]byte, []int) {
+	return file_palisade_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *KeyAttestRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *KeyAttestRequest) GetNonce() []byte {
+	if x != nil {
+		return x.Nonce
+	}
+	return nil
+}
+
+type KeyAttestResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Evidence      []byte                 `protobuf:"bytes,1,opt,name=evidence,proto3" json:"evidence,omitempty"` // CBOR key-attestation bundle (docs/keys.md §5)
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyAttestResponse) Reset() {
+	*x = KeyAttestResponse{}
+	mi := &file_palisade_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyAttestResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyAttestResponse) ProtoMessage() {}
+
+func (x *KeyAttestResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_palisade_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyAttestResponse.ProtoReflect.Descriptor instead.
+func (*KeyAttestResponse) Descriptor() ([]byte, []int) {
+	return file_palisade_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *KeyAttestResponse) GetEvidence() []byte {
+	if x != nil {
+		return x.Evidence
+	}
+	return nil
+}
+
 var File_palisade_proto protoreflect.FileDescriptor
 
 const file_palisade_proto_rawDesc = "" +
@@ -980,7 +1804,73 @@ const file_palisade_proto_rawDesc = "" +
 	"\n" +
 	"caller_uid\x18\x05 \x01(\rR\tcallerUid\x12+\n" +
 	"\x11visor_measurement\x18\x06 \x01(\fR\x10visorMeasurement\x12\x18\n" +
-	"\aversion\x18\a \x01(\tR\aversion2\xa2\x03\n" +
+	"\aversion\x18\a \x01(\tR\aversion\"\xde\x02\n" +
+	"\aKeyInfo\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03alg\x18\x02 \x01(\tR\x03alg\x12\x1d\n" +
+	"\n" +
+	"public_der\x18\x03 \x01(\fR\tpublicDer\x12\x1d\n" +
+	"\n" +
+	"cert_chain\x18\x04 \x03(\fR\tcertChain\x12\x1b\n" +
+	"\towner_uid\x18\x05 \x01(\rR\bownerUid\x12\x1d\n" +
+	"\n" +
+	"allow_uids\x18\x06 \x03(\rR\tallowUids\x12\x1d\n" +
+	"\n" +
+	"allow_gids\x18\a \x03(\rR\tallowGids\x12\x17\n" +
+	"\ahas_pin\x18\b \x01(\bR\x06hasPin\x12\x1a\n" +
+	"\bimported\x18\t \x01(\bR\bimported\x12\x1d\n" +
+	"\n" +
+	"keygen_pal\x18\n" +
+	" \x01(\fR\tkeygenPal\x12\x1d\n" +
+	"\n" +
+	"signer_pal\x18\v \x01(\fR\tsignerPal\x12!\n" +
+	"\fcreated_unix\x18\f \x01(\x03R\vcreatedUnix\"\xc8\x01\n" +
+	"\x10KeyCreateRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x10\n" +
+	"\x03alg\x18\x02 \x01(\tR\x03alg\x12\x1d\n" +
+	"\n" +
+	"allow_uids\x18\x03 \x03(\rR\tallowUids\x12\x1d\n" +
+	"\n" +
+	"allow_gids\x18\x04 \x03(\rR\tallowGids\x12\x10\n" +
+	"\x03pin\x18\x05 \x01(\fR\x03pin\x12\x1b\n" +
+	"\tmax_tries\x18\x06 \x01(\rR\bmaxTries\x12!\n" +
+	"\fsigner_image\x18\a \x01(\fR\vsignerImage\"#\n" +
+	"\rKeyGetRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x10\n" +
+	"\x0eKeyListRequest\";\n" +
+	"\x0fKeyListResponse\x12(\n" +
+	"\x04keys\x18\x01 \x03(\v2\x14.palisade.v1.KeyInfoR\x04keys\"&\n" +
+	"\x10KeyDeleteRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\"\x13\n" +
+	"\x11KeyDeleteResponse\"g\n" +
+	"\x13KeySetAccessRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"allow_uids\x18\x02 \x03(\rR\tallowUids\x12\x1d\n" +
+	"\n" +
+	"allow_gids\x18\x03 \x03(\rR\tallowGids\"u\n" +
+	"\x10KeySetPINRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x17\n" +
+	"\aold_pin\x18\x02 \x01(\fR\x06oldPin\x12\x17\n" +
+	"\anew_pin\x18\x03 \x01(\fR\x06newPin\x12\x1b\n" +
+	"\tmax_tries\x18\x04 \x01(\rR\bmaxTries\"G\n" +
+	"\x12KeySetChainRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1d\n" +
+	"\n" +
+	"cert_chain\x18\x02 \x03(\fR\tcertChain\"z\n" +
+	"\x0eKeySignRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x16\n" +
+	"\x06scheme\x18\x02 \x01(\rR\x06scheme\x12\x12\n" +
+	"\x04hash\x18\x03 \x01(\rR\x04hash\x12\x16\n" +
+	"\x06digest\x18\x04 \x01(\fR\x06digest\x12\x10\n" +
+	"\x03pin\x18\x05 \x01(\fR\x03pin\"/\n" +
+	"\x0fKeySignResponse\x12\x1c\n" +
+	"\tsignature\x18\x01 \x01(\fR\tsignature\"<\n" +
+	"\x10KeyAttestRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
+	"\x05nonce\x18\x02 \x01(\fR\x05nonce\"/\n" +
+	"\x11KeyAttestResponse\x12\x1a\n" +
+	"\bevidence\x18\x01 \x01(\fR\bevidence2\x94\b\n" +
 	"\bPalisade\x12G\n" +
 	"\bRegister\x12\x1c.palisade.v1.RegisterRequest\x1a\x1d.palisade.v1.RegisterResponse\x12;\n" +
 	"\x04Call\x12\x18.palisade.v1.CallRequest\x1a\x19.palisade.v1.CallResponse\x12M\n" +
@@ -988,7 +1878,16 @@ const file_palisade_proto_rawDesc = "" +
 	"Unregister\x12\x1e.palisade.v1.UnregisterRequest\x1a\x1f.palisade.v1.UnregisterResponse\x12;\n" +
 	"\x04List\x12\x18.palisade.v1.ListRequest\x1a\x19.palisade.v1.ListResponse\x12A\n" +
 	"\x06Attest\x12\x1a.palisade.v1.AttestRequest\x1a\x1b.palisade.v1.AttestResponse\x12A\n" +
-	"\x06Health\x12\x1a.palisade.v1.HealthRequest\x1a\x1b.palisade.v1.HealthResponseB.Z,github.com/palisade-project/palisade/api;apib\x06proto3"
+	"\x06Health\x12\x1a.palisade.v1.HealthRequest\x1a\x1b.palisade.v1.HealthResponse\x12@\n" +
+	"\tKeyCreate\x12\x1d.palisade.v1.KeyCreateRequest\x1a\x14.palisade.v1.KeyInfo\x12:\n" +
+	"\x06KeyGet\x12\x1a.palisade.v1.KeyGetRequest\x1a\x14.palisade.v1.KeyInfo\x12D\n" +
+	"\aKeyList\x12\x1b.palisade.v1.KeyListRequest\x1a\x1c.palisade.v1.KeyListResponse\x12J\n" +
+	"\tKeyDelete\x12\x1d.palisade.v1.KeyDeleteRequest\x1a\x1e.palisade.v1.KeyDeleteResponse\x12F\n" +
+	"\fKeySetAccess\x12 .palisade.v1.KeySetAccessRequest\x1a\x14.palisade.v1.KeyInfo\x12@\n" +
+	"\tKeySetPIN\x12\x1d.palisade.v1.KeySetPINRequest\x1a\x14.palisade.v1.KeyInfo\x12D\n" +
+	"\vKeySetChain\x12\x1f.palisade.v1.KeySetChainRequest\x1a\x14.palisade.v1.KeyInfo\x12D\n" +
+	"\aKeySign\x12\x1b.palisade.v1.KeySignRequest\x1a\x1c.palisade.v1.KeySignResponse\x12J\n" +
+	"\tKeyAttest\x12\x1d.palisade.v1.KeyAttestRequest\x1a\x1e.palisade.v1.KeyAttestResponseB.Z,github.com/palisade-project/palisade/api;apib\x06proto3"
 
 var (
 	file_palisade_proto_rawDescOnce sync.Once
@@ -1002,45 +1901,78 @@ func file_palisade_proto_rawDescGZIP() []byte {
 	return file_palisade_proto_rawDescData
 }
 
-var file_palisade_proto_msgTypes = make([]protoimpl.MessageInfo, 14)
+var file_palisade_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_palisade_proto_goTypes = []any{
-	(*Limits)(nil),             // 0: palisade.v1.Limits
-	(*RegisterRequest)(nil),    // 1: palisade.v1.RegisterRequest
-	(*PalInfo)(nil),            // 2: palisade.v1.PalInfo
-	(*RegisterResponse)(nil),   // 3: palisade.v1.RegisterResponse
-	(*CallRequest)(nil),        // 4: palisade.v1.CallRequest
-	(*CallResponse)(nil),       // 5: palisade.v1.CallResponse
-	(*UnregisterRequest)(nil),  // 6: palisade.v1.UnregisterRequest
-	(*UnregisterResponse)(nil), // 7: palisade.v1.UnregisterResponse
-	(*ListRequest)(nil),        // 8: palisade.v1.ListRequest
-	(*ListResponse)(nil),       // 9: palisade.v1.ListResponse
-	(*AttestRequest)(nil),      // 10: palisade.v1.AttestRequest
-	(*AttestResponse)(nil),     // 11: palisade.v1.AttestResponse
-	(*HealthRequest)(nil),      // 12: palisade.v1.HealthRequest
-	(*HealthResponse)(nil),     // 13: palisade.v1.HealthResponse
+	(*Limits)(nil),              // 0: palisade.v1.Limits
+	(*RegisterRequest)(nil),     // 1: palisade.v1.RegisterRequest
+	(*PalInfo)(nil),             // 2: palisade.v1.PalInfo
+	(*RegisterResponse)(nil),    // 3: palisade.v1.RegisterResponse
+	(*CallRequest)(nil),         // 4: palisade.v1.CallRequest
+	(*CallResponse)(nil),        // 5: palisade.v1.CallResponse
+	(*UnregisterRequest)(nil),   // 6: palisade.v1.UnregisterRequest
+	(*UnregisterResponse)(nil),  // 7: palisade.v1.UnregisterResponse
+	(*ListRequest)(nil),         // 8: palisade.v1.ListRequest
+	(*ListResponse)(nil),        // 9: palisade.v1.ListResponse
+	(*AttestRequest)(nil),       // 10: palisade.v1.AttestRequest
+	(*AttestResponse)(nil),      // 11: palisade.v1.AttestResponse
+	(*HealthRequest)(nil),       // 12: palisade.v1.HealthRequest
+	(*HealthResponse)(nil),      // 13: palisade.v1.HealthResponse
+	(*KeyInfo)(nil),             // 14: palisade.v1.KeyInfo
+	(*KeyCreateRequest)(nil),    // 15: palisade.v1.KeyCreateRequest
+	(*KeyGetRequest)(nil),       // 16: palisade.v1.KeyGetRequest
+	(*KeyListRequest)(nil),      // 17: palisade.v1.KeyListRequest
+	(*KeyListResponse)(nil),     // 18: palisade.v1.KeyListResponse
+	(*KeyDeleteRequest)(nil),    // 19: palisade.v1.KeyDeleteRequest
+	(*KeyDeleteResponse)(nil),   // 20: palisade.v1.KeyDeleteResponse
+	(*KeySetAccessRequest)(nil), // 21: palisade.v1.KeySetAccessRequest
+	(*KeySetPINRequest)(nil),    // 22: palisade.v1.KeySetPINRequest
+	(*KeySetChainRequest)(nil),  // 23: palisade.v1.KeySetChainRequest
+	(*KeySignRequest)(nil),      // 24: palisade.v1.KeySignRequest
+	(*KeySignResponse)(nil),     // 25: palisade.v1.KeySignResponse
+	(*KeyAttestRequest)(nil),    // 26: palisade.v1.KeyAttestRequest
+	(*KeyAttestResponse)(nil),   // 27: palisade.v1.KeyAttestResponse
 }
 var file_palisade_proto_depIdxs = []int32{
 	0,  // 0: palisade.v1.RegisterRequest.limits:type_name -> palisade.v1.Limits
 	0,  // 1: palisade.v1.PalInfo.limits:type_name -> palisade.v1.Limits
 	2,  // 2: palisade.v1.RegisterResponse.info:type_name -> palisade.v1.PalInfo
 	2,  // 3: palisade.v1.ListResponse.pals:type_name -> palisade.v1.PalInfo
-	1,  // 4: palisade.v1.Palisade.Register:input_type -> palisade.v1.RegisterRequest
-	4,  // 5: palisade.v1.Palisade.Call:input_type -> palisade.v1.CallRequest
-	6,  // 6: palisade.v1.Palisade.Unregister:input_type -> palisade.v1.UnregisterRequest
-	8,  // 7: palisade.v1.Palisade.List:input_type -> palisade.v1.ListRequest
-	10, // 8: palisade.v1.Palisade.Attest:input_type -> palisade.v1.AttestRequest
-	12, // 9: palisade.v1.Palisade.Health:input_type -> palisade.v1.HealthRequest
-	3,  // 10: palisade.v1.Palisade.Register:output_type -> palisade.v1.RegisterResponse
-	5,  // 11: palisade.v1.Palisade.Call:output_type -> palisade.v1.CallResponse
-	7,  // 12: palisade.v1.Palisade.Unregister:output_type -> palisade.v1.UnregisterResponse
-	9,  // 13: palisade.v1.Palisade.List:output_type -> palisade.v1.ListResponse
-	11, // 14: palisade.v1.Palisade.Attest:output_type -> palisade.v1.AttestResponse
-	13, // 15: palisade.v1.Palisade.Health:output_type -> palisade.v1.HealthResponse
-	10, // [10:16] is the sub-list for method output_type
-	4,  // [4:10] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	14, // 4: palisade.v1.KeyListResponse.keys:type_name -> palisade.v1.KeyInfo
+	1,  // 5: palisade.v1.Palisade.Register:input_type -> palisade.v1.RegisterRequest
+	4,  // 6: palisade.v1.Palisade.Call:input_type -> palisade.v1.CallRequest
+	6,  // 7: palisade.v1.Palisade.Unregister:input_type -> palisade.v1.UnregisterRequest
+	8,  // 8: palisade.v1.Palisade.List:input_type -> palisade.v1.ListRequest
+	10, // 9: palisade.v1.Palisade.Attest:input_type -> palisade.v1.AttestRequest
+	12, // 10: palisade.v1.Palisade.Health:input_type -> palisade.v1.HealthRequest
+	15, // 11: palisade.v1.Palisade.KeyCreate:input_type -> palisade.v1.KeyCreateRequest
+	16, // 12: palisade.v1.Palisade.KeyGet:input_type -> palisade.v1.KeyGetRequest
+	17, // 13: palisade.v1.Palisade.KeyList:input_type -> palisade.v1.KeyListRequest
+	19, // 14: palisade.v1.Palisade.KeyDelete:input_type -> palisade.v1.KeyDeleteRequest
+	21, // 15: palisade.v1.Palisade.KeySetAccess:input_type -> palisade.v1.KeySetAccessRequest
+	22, // 16: palisade.v1.Palisade.KeySetPIN:input_type -> palisade.v1.KeySetPINRequest
+	23, // 17: palisade.v1.Palisade.KeySetChain:input_type -> palisade.v1.KeySetChainRequest
+	24, // 18: palisade.v1.Palisade.KeySign:input_type -> palisade.v1.KeySignRequest
+	26, // 19: palisade.v1.Palisade.KeyAttest:input_type -> palisade.v1.KeyAttestRequest
+	3,  // 20: palisade.v1.Palisade.Register:output_type -> palisade.v1.RegisterResponse
+	5,  // 21: palisade.v1.Palisade.Call:output_type -> palisade.v1.CallResponse
+	7,  // 22: palisade.v1.Palisade.Unregister:output_type -> palisade.v1.UnregisterResponse
+	9,  // 23: palisade.v1.Palisade.List:output_type -> palisade.v1.ListResponse
+	11, // 24: palisade.v1.Palisade.Attest:output_type -> palisade.v1.AttestResponse
+	13, // 25: palisade.v1.Palisade.Health:output_type -> palisade.v1.HealthResponse
+	14, // 26: palisade.v1.Palisade.KeyCreate:output_type -> palisade.v1.KeyInfo
+	14, // 27: palisade.v1.Palisade.KeyGet:output_type -> palisade.v1.KeyInfo
+	18, // 28: palisade.v1.Palisade.KeyList:output_type -> palisade.v1.KeyListResponse
+	20, // 29: palisade.v1.Palisade.KeyDelete:output_type -> palisade.v1.KeyDeleteResponse
+	14, // 30: palisade.v1.Palisade.KeySetAccess:output_type -> palisade.v1.KeyInfo
+	14, // 31: palisade.v1.Palisade.KeySetPIN:output_type -> palisade.v1.KeyInfo
+	14, // 32: palisade.v1.Palisade.KeySetChain:output_type -> palisade.v1.KeyInfo
+	25, // 33: palisade.v1.Palisade.KeySign:output_type -> palisade.v1.KeySignResponse
+	27, // 34: palisade.v1.Palisade.KeyAttest:output_type -> palisade.v1.KeyAttestResponse
+	20, // [20:35] is the sub-list for method output_type
+	5,  // [5:20] is the sub-list for method input_type
+	5,  // [5:5] is the sub-list for extension type_name
+	5,  // [5:5] is the sub-list for extension extendee
+	0,  // [0:5] is the sub-list for field type_name
 }
 
 func init() { file_palisade_proto_init() }
@@ -1058,7 +1990,7 @@ func file_palisade_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_palisade_proto_rawDesc), len(file_palisade_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   14,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -23,12 +23,21 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	Palisade_Register_FullMethodName   = "/palisade.v1.Palisade/Register"
-	Palisade_Call_FullMethodName       = "/palisade.v1.Palisade/Call"
-	Palisade_Unregister_FullMethodName = "/palisade.v1.Palisade/Unregister"
-	Palisade_List_FullMethodName       = "/palisade.v1.Palisade/List"
-	Palisade_Attest_FullMethodName     = "/palisade.v1.Palisade/Attest"
-	Palisade_Health_FullMethodName     = "/palisade.v1.Palisade/Health"
+	Palisade_Register_FullMethodName     = "/palisade.v1.Palisade/Register"
+	Palisade_Call_FullMethodName         = "/palisade.v1.Palisade/Call"
+	Palisade_Unregister_FullMethodName   = "/palisade.v1.Palisade/Unregister"
+	Palisade_List_FullMethodName         = "/palisade.v1.Palisade/List"
+	Palisade_Attest_FullMethodName       = "/palisade.v1.Palisade/Attest"
+	Palisade_Health_FullMethodName       = "/palisade.v1.Palisade/Health"
+	Palisade_KeyCreate_FullMethodName    = "/palisade.v1.Palisade/KeyCreate"
+	Palisade_KeyGet_FullMethodName       = "/palisade.v1.Palisade/KeyGet"
+	Palisade_KeyList_FullMethodName      = "/palisade.v1.Palisade/KeyList"
+	Palisade_KeyDelete_FullMethodName    = "/palisade.v1.Palisade/KeyDelete"
+	Palisade_KeySetAccess_FullMethodName = "/palisade.v1.Palisade/KeySetAccess"
+	Palisade_KeySetPIN_FullMethodName    = "/palisade.v1.Palisade/KeySetPIN"
+	Palisade_KeySetChain_FullMethodName  = "/palisade.v1.Palisade/KeySetChain"
+	Palisade_KeySign_FullMethodName      = "/palisade.v1.Palisade/KeySign"
+	Palisade_KeyAttest_FullMethodName    = "/palisade.v1.Palisade/KeyAttest"
 )
 
 // PalisadeClient is the client API for Palisade service.
@@ -46,6 +55,24 @@ type PalisadeClient interface {
 	// Attest returns evidence about a PAL for a remote verifier, fresh for the caller's nonce.
 	Attest(ctx context.Context, in *AttestRequest, opts ...grpc.CallOption) (*AttestResponse, error)
 	Health(ctx context.Context, in *HealthRequest, opts ...grpc.CallOption) (*HealthResponse, error)
+	// Named keys held by the daemon (docs/keys.md). A key is made in the key-generation PAL and
+	// usable only through its signing PAL; its owner and allowed uids/gids may sign with it.
+	KeyCreate(ctx context.Context, in *KeyCreateRequest, opts ...grpc.CallOption) (*KeyInfo, error)
+	// KeyGet returns a key the caller may use or manage (show, public).
+	KeyGet(ctx context.Context, in *KeyGetRequest, opts ...grpc.CallOption) (*KeyInfo, error)
+	KeyList(ctx context.Context, in *KeyListRequest, opts ...grpc.CallOption) (*KeyListResponse, error)
+	KeyDelete(ctx context.Context, in *KeyDeleteRequest, opts ...grpc.CallOption) (*KeyDeleteResponse, error)
+	// KeySetAccess replaces the uids and gids allowed to sign (owner or admin only).
+	KeySetAccess(ctx context.Context, in *KeySetAccessRequest, opts ...grpc.CallOption) (*KeyInfo, error)
+	// KeySetPIN sets, changes or removes the PIN (owner or admin, with the current PIN).
+	KeySetPIN(ctx context.Context, in *KeySetPINRequest, opts ...grpc.CallOption) (*KeyInfo, error)
+	// KeySetChain stores the key's certificate chain (owner or admin); its leaf must certify
+	// the key's public key.
+	KeySetChain(ctx context.Context, in *KeySetChainRequest, opts ...grpc.CallOption) (*KeyInfo, error)
+	KeySign(ctx context.Context, in *KeySignRequest, opts ...grpc.CallOption) (*KeySignResponse, error)
+	// KeyAttest returns evidence that the key was made in its key-generation PAL and is usable
+	// by its signing PAL, fresh for the nonce.
+	KeyAttest(ctx context.Context, in *KeyAttestRequest, opts ...grpc.CallOption) (*KeyAttestResponse, error)
 }
 
 type palisadeClient struct {
@@ -116,6 +143,96 @@ func (c *palisadeClient) Health(ctx context.Context, in *HealthRequest, opts ...
 	return out, nil
 }
 
+func (c *palisadeClient) KeyCreate(ctx context.Context, in *KeyCreateRequest, opts ...grpc.CallOption) (*KeyInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KeyInfo)
+	err := c.cc.Invoke(ctx, Palisade_KeyCreate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *palisadeClient) KeyGet(ctx context.Context, in *KeyGetRequest, opts ...grpc.CallOption) (*KeyInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KeyInfo)
+	err := c.cc.Invoke(ctx, Palisade_KeyGet_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *palisadeClient) KeyList(ctx context.Context, in *KeyListRequest, opts ...grpc.CallOption) (*KeyListResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KeyListResponse)
+	err := c.cc.Invoke(ctx, Palisade_KeyList_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *palisadeClient) KeyDelete(ctx context.Context, in *KeyDeleteRequest, opts ...grpc.CallOption) (*KeyDeleteResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KeyDeleteResponse)
+	err := c.cc.Invoke(ctx, Palisade_KeyDelete_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *palisadeClient) KeySetAccess(ctx context.Context, in *KeySetAccessRequest, opts ...grpc.CallOption) (*KeyInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KeyInfo)
+	err := c.cc.Invoke(ctx, Palisade_KeySetAccess_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *palisadeClient) KeySetPIN(ctx context.Context, in *KeySetPINRequest, opts ...grpc.CallOption) (*KeyInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KeyInfo)
+	err := c.cc.Invoke(ctx, Palisade_KeySetPIN_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *palisadeClient) KeySetChain(ctx context.Context, in *KeySetChainRequest, opts ...grpc.CallOption) (*KeyInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KeyInfo)
+	err := c.cc.Invoke(ctx, Palisade_KeySetChain_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *palisadeClient) KeySign(ctx context.Context, in *KeySignRequest, opts ...grpc.CallOption) (*KeySignResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KeySignResponse)
+	err := c.cc.Invoke(ctx, Palisade_KeySign_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *palisadeClient) KeyAttest(ctx context.Context, in *KeyAttestRequest, opts ...grpc.CallOption) (*KeyAttestResponse, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KeyAttestResponse)
+	err := c.cc.Invoke(ctx, Palisade_KeyAttest_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // PalisadeServer is the server API for Palisade service.
 // All implementations must embed UnimplementedPalisadeServer
 // for forward compatibility.
@@ -131,6 +248,24 @@ type PalisadeServer interface {
 	// Attest returns evidence about a PAL for a remote verifier, fresh for the caller's nonce.
 	Attest(context.Context, *AttestRequest) (*AttestResponse, error)
 	Health(context.Context, *HealthRequest) (*HealthResponse, error)
+	// Named keys held by the daemon (docs/keys.md). A key is made in the key-generation PAL and
+	// usable only through its signing PAL; its owner and allowed uids/gids may sign with it.
+	KeyCreate(context.Context, *KeyCreateRequest) (*KeyInfo, error)
+	// KeyGet returns a key the caller may use or manage (show, public).
+	KeyGet(context.Context, *KeyGetRequest) (*KeyInfo, error)
+	KeyList(context.Context, *KeyListRequest) (*KeyListResponse, error)
+	KeyDelete(context.Context, *KeyDeleteRequest) (*KeyDeleteResponse, error)
+	// KeySetAccess replaces the uids and gids allowed to sign (owner or admin only).
+	KeySetAccess(context.Context, *KeySetAccessRequest) (*KeyInfo, error)
+	// KeySetPIN sets, changes or removes the PIN (owner or admin, with the current PIN).
+	KeySetPIN(context.Context, *KeySetPINRequest) (*KeyInfo, error)
+	// KeySetChain stores the key's certificate chain (owner or admin); its leaf must certify
+	// the key's public key.
+	KeySetChain(context.Context, *KeySetChainRequest) (*KeyInfo, error)
+	KeySign(context.Context, *KeySignRequest) (*KeySignResponse, error)
+	// KeyAttest returns evidence that the key was made in its key-generation PAL and is usable
+	// by its signing PAL, fresh for the nonce.
+	KeyAttest(context.Context, *KeyAttestRequest) (*KeyAttestResponse, error)
 	mustEmbedUnimplementedPalisadeServer()
 }
 
@@ -158,6 +293,33 @@ func (UnimplementedPalisadeServer) Attest(context.Context, *AttestRequest) (*Att
 }
 func (UnimplementedPalisadeServer) Health(context.Context, *HealthRequest) (*HealthResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method Health not implemented")
+}
+func (UnimplementedPalisadeServer) KeyCreate(context.Context, *KeyCreateRequest) (*KeyInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method KeyCreate not implemented")
+}
+func (UnimplementedPalisadeServer) KeyGet(context.Context, *KeyGetRequest) (*KeyInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method KeyGet not implemented")
+}
+func (UnimplementedPalisadeServer) KeyList(context.Context, *KeyListRequest) (*KeyListResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method KeyList not implemented")
+}
+func (UnimplementedPalisadeServer) KeyDelete(context.Context, *KeyDeleteRequest) (*KeyDeleteResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method KeyDelete not implemented")
+}
+func (UnimplementedPalisadeServer) KeySetAccess(context.Context, *KeySetAccessRequest) (*KeyInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method KeySetAccess not implemented")
+}
+func (UnimplementedPalisadeServer) KeySetPIN(context.Context, *KeySetPINRequest) (*KeyInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method KeySetPIN not implemented")
+}
+func (UnimplementedPalisadeServer) KeySetChain(context.Context, *KeySetChainRequest) (*KeyInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method KeySetChain not implemented")
+}
+func (UnimplementedPalisadeServer) KeySign(context.Context, *KeySignRequest) (*KeySignResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method KeySign not implemented")
+}
+func (UnimplementedPalisadeServer) KeyAttest(context.Context, *KeyAttestRequest) (*KeyAttestResponse, error) {
+	return nil, status.Error(codes.Unimplemented, "method KeyAttest not implemented")
 }
 func (UnimplementedPalisadeServer) mustEmbedUnimplementedPalisadeServer() {}
 func (UnimplementedPalisadeServer) testEmbeddedByValue()                  {}
@@ -288,6 +450,168 @@ func _Palisade_Health_Handler(srv interface{}, ctx context.Context, dec func(int
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Palisade_KeyCreate_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(KeyCreateRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PalisadeServer).KeyCreate(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Palisade_KeyCreate_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PalisadeServer).KeyCreate(ctx, req.(*KeyCreateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Palisade_KeyGet_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(KeyGetRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PalisadeServer).KeyGet(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Palisade_KeyGet_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PalisadeServer).KeyGet(ctx, req.(*KeyGetRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Palisade_KeyList_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(KeyListRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PalisadeServer).KeyList(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Palisade_KeyList_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PalisadeServer).KeyList(ctx, req.(*KeyListRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Palisade_KeyDelete_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(KeyDeleteRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PalisadeServer).KeyDelete(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Palisade_KeyDelete_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PalisadeServer).KeyDelete(ctx, req.(*KeyDeleteRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Palisade_KeySetAccess_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(KeySetAccessRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PalisadeServer).KeySetAccess(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Palisade_KeySetAccess_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PalisadeServer).KeySetAccess(ctx, req.(*KeySetAccessRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Palisade_KeySetPIN_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(KeySetPINRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PalisadeServer).KeySetPIN(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Palisade_KeySetPIN_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PalisadeServer).KeySetPIN(ctx, req.(*KeySetPINRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Palisade_KeySetChain_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(KeySetChainRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PalisadeServer).KeySetChain(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Palisade_KeySetChain_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PalisadeServer).KeySetChain(ctx, req.(*KeySetChainRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Palisade_KeySign_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(KeySignRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PalisadeServer).KeySign(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Palisade_KeySign_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PalisadeServer).KeySign(ctx, req.(*KeySignRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Palisade_KeyAttest_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(KeyAttestRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PalisadeServer).KeyAttest(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Palisade_KeyAttest_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PalisadeServer).KeyAttest(ctx, req.(*KeyAttestRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Palisade_ServiceDesc is the grpc.ServiceDesc for Palisade service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -318,6 +642,42 @@ var Palisade_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Health",
 			Handler:    _Palisade_Health_Handler,
+		},
+		{
+			MethodName: "KeyCreate",
+			Handler:    _Palisade_KeyCreate_Handler,
+		},
+		{
+			MethodName: "KeyGet",
+			Handler:    _Palisade_KeyGet_Handler,
+		},
+		{
+			MethodName: "KeyList",
+			Handler:    _Palisade_KeyList_Handler,
+		},
+		{
+			MethodName: "KeyDelete",
+			Handler:    _Palisade_KeyDelete_Handler,
+		},
+		{
+			MethodName: "KeySetAccess",
+			Handler:    _Palisade_KeySetAccess_Handler,
+		},
+		{
+			MethodName: "KeySetPIN",
+			Handler:    _Palisade_KeySetPIN_Handler,
+		},
+		{
+			MethodName: "KeySetChain",
+			Handler:    _Palisade_KeySetChain_Handler,
+		},
+		{
+			MethodName: "KeySign",
+			Handler:    _Palisade_KeySign_Handler,
+		},
+		{
+			MethodName: "KeyAttest",
+			Handler:    _Palisade_KeyAttest_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

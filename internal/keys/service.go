@@ -1,6 +1,7 @@
 package keys
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -11,9 +12,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"runtime"
 	"slices"
 	"sort"
+	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -170,20 +174,24 @@ func (s *Service) logAudit(ev AuditEvent, durable bool) {
 	}
 }
 
-// lookup finds name and checks that c may do op on it (manage: owner or admin; otherwise:
-// use). A denial is audited; a key c may not use is reported as denied, not as missing, only
-// to whom it exists for: everyone else gets ErrNotFound as well, so that names do not leak.
-func (s *Service) lookup(c Caller, name, op string, manage bool) (*record, error) {
+// access is what an operation needs of its caller.
+type access int
+
+const (
+	use    access = 1 << iota // owner, or an allowed uid, gid or group
+	manage                    // owner or admin
+	either = use | manage
+)
+
+// lookup finds name and checks that c has the access need to do op on it. A denial is audited.
+func (s *Service) lookup(c Caller, name, op string, need access) (*record, error) {
 	s.mu.RLock()
 	r := s.keys[name]
 	s.mu.RUnlock()
 	if r == nil {
 		return nil, fmt.Errorf("%w: %q", ErrNotFound, name)
 	}
-	ok := r.mayUse(c)
-	if manage {
-		ok = s.mayManage(r, c)
-	}
+	ok := need&use != 0 && r.mayUse(c) || need&manage != 0 && s.mayManage(r, c)
 	if !ok {
 		s.logAudit(AuditEvent{Event: "key_denied", Caller: c, Key: name, Owner: r.Owner, Op: op}, true)
 		return nil, fmt.Errorf("%w: uid %d may not %s key %q", ErrDenied, c.UID, op, name)
@@ -193,7 +201,7 @@ func (s *Service) lookup(c Caller, name, op string, manage bool) (*record, error
 
 // Find implements Signer.
 func (s *Service) Find(_ context.Context, c Caller, name string) (Info, error) {
-	r, err := s.lookup(c, name, "use", false)
+	r, err := s.lookup(c, name, "use", use)
 	if err != nil {
 		return Info{}, err
 	}
@@ -278,7 +286,7 @@ func (s *Service) call(ctx context.Context, m [32]byte, what string, in []byte) 
 
 // Sign implements Signer.
 func (s *Service) Sign(ctx context.Context, c Caller, name string, req SignRequest) ([]byte, error) {
-	r, err := s.lookup(c, name, "sign", false)
+	r, err := s.lookup(c, name, "sign", use)
 	if err != nil {
 		return nil, err
 	}
@@ -489,7 +497,7 @@ func checkPublic(a Alg, pub []byte) error {
 // revoke a copy of it made before (a backup of the state db), which the signing PAL would
 // still accept.
 func (s *Service) Delete(_ context.Context, c Caller, name string) error {
-	r, err := s.lookup(c, name, "delete", true)
+	r, err := s.lookup(c, name, "delete", manage)
 	if err != nil {
 		return err
 	}
@@ -515,7 +523,7 @@ func (s *Service) SetAccess(_ context.Context, c Caller, name string, uids, gids
 	if err := checkAllow(uids, gids); err != nil {
 		return Info{}, err
 	}
-	r, err := s.lookup(c, name, "change access of", true)
+	r, err := s.lookup(c, name, "change access of", manage)
 	if err != nil {
 		return Info{}, err
 	}
@@ -536,7 +544,7 @@ func (s *Service) SetPIN(ctx context.Context, c Caller, name string, oldPIN, new
 	if len(oldPIN) > MaxPIN || len(newPIN) > MaxPIN {
 		return Info{}, fmt.Errorf("%w: PIN longer than %d bytes", ErrBadRequest, MaxPIN)
 	}
-	r, err := s.lookup(c, name, "change the PIN of", true)
+	r, err := s.lookup(c, name, "change the PIN of", manage)
 	if err != nil {
 		return Info{}, err
 	}
@@ -554,6 +562,83 @@ func (s *Service) SetPIN(ctx context.Context, c Caller, name string, oldPIN, new
 		return Info{}, err
 	}
 	s.logAudit(AuditEvent{Event: "key_update", Caller: c, Key: name, Owner: r.Owner, Op: "pin"}, true)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.keys[name].info(), nil
+}
+
+// ProcGroups returns the supplementary groups of process pid, read from /proc/PID/status. The
+// daemon calls it when it accepts a connection, right after SO_PEERCRED: a process that exits
+// and whose pid is reused in between would lend its successor's groups, which is why a front
+// end reads them at accept (the peer is still connected) and never later.
+func ProcGroups(pid int32) ([]uint32, error) {
+	b, err := os.ReadFile("/proc/" + strconv.Itoa(int(pid)) + "/status")
+	if err != nil {
+		return nil, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		rest, ok := strings.CutPrefix(line, "Groups:")
+		if !ok {
+			continue
+		}
+		var out []uint32
+		for _, f := range strings.Fields(rest) {
+			g, err := strconv.ParseUint(f, 10, 32)
+			if err != nil {
+				return nil, fmt.Errorf("groups of pid %d: %q: %w", pid, f, err)
+			}
+			out = append(out, uint32(g))
+		}
+		return out, nil
+	}
+	return nil, fmt.Errorf("groups of pid %d: no Groups line", pid)
+}
+
+// Show returns the key name to whoever may use or manage it (`palisade key show`): unlike
+// Find, an admin who may not sign with a key may still see it.
+func (s *Service) Show(c Caller, name string) (Info, error) {
+	r, err := s.lookup(c, name, "show", either)
+	if err != nil {
+		return Info{}, err
+	}
+	return r.info(), nil
+}
+
+// SetChain stores the certificate chain of the key name (DER, leaf first; empty removes it).
+// The leaf must certify the key's public key; the rest is not verified (a CA's chain is the
+// relying party's to check).
+func (s *Service) SetChain(_ context.Context, c Caller, name string, chain [][]byte) (Info, error) {
+	size := 0
+	for _, der := range chain {
+		size += len(der)
+	}
+	if len(chain) > MaxChain || size > MaxChainSize {
+		return Info{}, fmt.Errorf("%w: chain of %d certificates, %d bytes (max %d, %d bytes)", ErrBadRequest, len(chain), size, MaxChain, MaxChainSize)
+	}
+	for i, der := range chain {
+		if _, err := x509.ParseCertificate(der); err != nil {
+			return Info{}, fmt.Errorf("%w: certificate %d: %w", ErrBadRequest, i, err)
+		}
+	}
+	r, err := s.lookup(c, name, "set the chain of", manage)
+	if err != nil {
+		return Info{}, err
+	}
+	if len(chain) > 0 {
+		leaf, _ := x509.ParseCertificate(chain[0])
+		pub, err := x509.MarshalPKIXPublicKey(leaf.PublicKey)
+		if err != nil || !bytes.Equal(pub, r.Public) {
+			return Info{}, fmt.Errorf("%w: the first certificate (subject %q) is not for key %q's public key", ErrBadRequest, leaf.Subject.String(), name)
+		}
+	}
+	cp := make([][]byte, len(chain))
+	for i, der := range chain {
+		cp[i] = bytes.Clone(der)
+	}
+	if err := s.update(name, r, func(n *record) { n.Chain = cp }); err != nil {
+		return Info{}, err
+	}
+	s.logAudit(AuditEvent{Event: "key_update", Caller: c, Key: name, Owner: r.Owner, Op: "chain"}, true)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.keys[name].info(), nil

@@ -5,7 +5,7 @@
 //
 // It adds no access rules of its own. A call goes through the gRPC service's CallAs (ownership,
 // refusal audit, metrics); key operations go through keys.Signer, which checks and audits.
-// The caller is the connection's SO_PEERCRED and SO_PEERGROUPS, read once at accept.
+// The caller is the connection's peer credentials (server.PeerOf), read once at accept.
 package lean
 
 import (
@@ -216,13 +216,8 @@ func (c *conn) serve() {
 		c.s.log.Error("lean: peer credentials", "err", err)
 		return
 	}
-	groups, err := server.PeerGroups(c.c)
-	if err != nil {
-		c.s.log.Error("lean: peer groups", "pid", p.PID, "uid", p.UID, "err", err)
-		return
-	}
 	c.peer = p
-	c.caller = keys.Caller{UID: p.UID, GID: p.GID, Groups: groups, PID: p.PID}
+	c.caller = keys.Caller{UID: p.UID, GID: p.GID, Groups: p.Groups, PID: p.PID}
 
 	// A small buffer: an idle connection costs little (1000 idle clients hold 4 MiB), and a
 	// request that fits is read in one system call.

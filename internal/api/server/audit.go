@@ -64,11 +64,12 @@ func (a *Audit) flusher() {
 // Event is one audit record. Fields that do not apply are omitted.
 type Event struct {
 	Time        time.Time `json:"time"`
-	Event       string    `json:"event"` // register, unregister, restore, restore_failed, attest, denied, key_use
+	Event       string    `json:"event"` // register, unregister, restore, restore_failed, attest, denied, key_use, key_* (KeyAudit)
 	UID         *uint32   `json:"uid,omitempty"`
 	PID         int32     `json:"pid,omitempty"`
 	PAL         string    `json:"pal,omitempty"`
 	Name        string    `json:"name,omitempty"`
+	Key         string    `json:"key,omitempty"` // key_*: the named key
 	Owner       *uint32   `json:"owner,omitempty"`
 	Engine      string    `json:"engine,omitempty"`
 	Measurement string    `json:"measurement,omitempty"`

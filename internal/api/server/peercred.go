@@ -10,6 +10,8 @@ import (
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/peer"
+
+	"github.com/palisade-project/palisade/internal/keys"
 )
 
 // Peer is who is on the other end of a connection, as the kernel reported it (SO_PEERCRED) when
@@ -17,6 +19,9 @@ import (
 type Peer struct {
 	UID, GID uint32
 	PID      int32
+	// Groups are the peer's supplementary groups, read from /proc/PID/status at accept
+	// (keys.ProcGroups); nil if they could not be read, which grants nothing by group.
+	Groups []uint32
 	credentials.CommonAuthInfo
 }
 
@@ -61,8 +66,9 @@ func peerOf(c net.Conn) (Peer, error) {
 	if uerr != nil {
 		return Peer{}, uerr
 	}
+	groups, _ := keys.ProcGroups(uc.Pid)
 	return Peer{
-		UID: uc.Uid, GID: uc.Gid, PID: uc.Pid,
+		UID: uc.Uid, GID: uc.Gid, PID: uc.Pid, Groups: groups,
 		// The kernel vouches for the peer and nobody else can read the socket's traffic.
 		CommonAuthInfo: credentials.CommonAuthInfo{SecurityLevel: credentials.PrivacyAndIntegrity},
 	}, nil

@@ -29,6 +29,7 @@ import (
 	"github.com/palisade-project/palisade/internal/api"
 	"github.com/palisade-project/palisade/internal/config"
 	"github.com/palisade-project/palisade/internal/engine"
+	"github.com/palisade-project/palisade/internal/keys"
 	"github.com/palisade-project/palisade/internal/utpm"
 	"github.com/palisade-project/palisade/internal/visor"
 	"github.com/palisade-project/palisade/pal"
@@ -48,6 +49,8 @@ type Config struct {
 	// Configuration is the visor's trusted configuration state, if it has one: evidence then
 	// carries its head (attest.WithConfiguration) once a configuration has been applied.
 	Configuration *config.State
+	// Keys is the key service behind the Key* RPCs; nil: they fail with NOT_SUPPORTED.
+	Keys *keys.Service
 }
 
 // Server implements api.PalisadeServer.
@@ -63,6 +66,7 @@ type Server struct {
 	grpc   *grpc.Server
 	denied atomic.Uint64
 	config *config.State
+	keys   *keys.Service
 
 	mu   sync.RWMutex
 	pals map[visor.Handle]*entry
@@ -91,6 +95,7 @@ func New(cfg Config) (*Server, error) {
 	s := &Server{
 		v: cfg.Visor, store: cfg.Store, audit: cfg.Audit, policy: cfg.Policy, dirs: cfg.ImageDirs,
 		log: log, ver: cfg.Version, pals: map[visor.Handle]*entry{}, config: cfg.Configuration,
+		keys: cfg.Keys,
 	}
 	s.grpc = grpc.NewServer(
 		grpc.Creds(peerCreds{}),
@@ -607,6 +612,12 @@ const (
 	reasonCanceled
 	reasonInvalid
 	reasonInternal
+	reasonKeyExists
+	reasonPINRequired
+	reasonPINIncorrect
+	reasonLocked
+	reasonRefused
+	reasonKeyUnavailable
 	numReasons
 )
 
@@ -630,6 +641,12 @@ var reasons = [numReasons]struct {
 	reasonCanceled:       {api.ReasonCanceled, codes.Canceled},
 	reasonInvalid:        {api.ReasonInvalid, codes.InvalidArgument},
 	reasonInternal:       {api.ReasonInternal, codes.Internal},
+	reasonKeyExists:      {api.ReasonKeyExists, codes.AlreadyExists},
+	reasonPINRequired:    {api.ReasonPINRequired, codes.Unauthenticated},
+	reasonPINIncorrect:   {api.ReasonPINIncorrect, codes.Unauthenticated},
+	reasonLocked:         {api.ReasonLocked, codes.PermissionDenied},
+	reasonRefused:        {api.ReasonRefused, codes.PermissionDenied},
+	reasonKeyUnavailable: {api.ReasonKeyUnavailable, codes.FailedPrecondition},
 }
 
 func (r reason) String() string { return reasons[r].name }
@@ -641,6 +658,15 @@ func classify(err error) reason {
 		r   reason
 	}{
 		{errNoPeer, reasonPermission},
+		{keys.ErrNotFound, reasonNotFound},
+		{keys.ErrExists, reasonKeyExists},
+		{keys.ErrDenied, reasonPermission},
+		{keys.ErrPINRequired, reasonPINRequired},
+		{keys.ErrPINIncorrect, reasonPINIncorrect},
+		{keys.ErrLocked, reasonLocked},
+		{keys.ErrBadRequest, reasonInvalid},
+		{keys.ErrRefused, reasonRefused},
+		{keys.ErrUnavailable, reasonKeyUnavailable},
 		{errPermission, reasonPermission},
 		{visor.ErrNotFound, reasonNotFound},
 		{visor.ErrClosed, reasonUnavailable},
@@ -695,6 +721,9 @@ func KeyUseEvent(info visor.Info, op string, err error) Event {
 // calls it): op is "key-create" or "key-sign", err its outcome. The owner is known for PALs
 // registered through this server.
 func (s *Server) LogKeyUse(info visor.Info, op string, err error) {
+	if s.keys != nil && s.keys.Internal(info.Handle) {
+		return // the key service audits its own signatures, with the caller and the key
+	}
 	ev := KeyUseEvent(info, op, err)
 	s.mu.RLock()
 	if e := s.pals[info.Handle]; e != nil {

@@ -164,8 +164,8 @@ func (s *Store) Image(sum [32]byte) ([]byte, error) {
 	return img, err
 }
 
+// DB is the database, for the services that keep buckets of their own in it (keys).
+func (s *Store) DB() *bolt.DB { return s.db }
+
 // Close closes the database.
 func (s *Store) Close() error { return s.db.Close() }
-
-// DB is the database, which the key service (internal/keys) shares: one file, one lock.
-func (s *Store) DB() *bolt.DB { return s.db }

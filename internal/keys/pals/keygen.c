@@ -7,9 +7,9 @@
  * creates a µTPM key object of algorithm alg bound to the signing PAL of measurement signer
  * (KEY_CREATE, policy target = signer): the private key never exists in this PAL's memory,
  * the daemon's or the application's, and only a PAL of measurement signer can sign with it.
- * It then quotes, with nonce, the user data
+ * It then quotes, with nonce, the user data (87 bytes)
  *
- *   SHA-256("palisade key-create v1" ‖ u8 alg ‖ signer[32] ‖ SHA-256(public key DER))
+ *   "palisade key-create v1" ‖ u8 alg ‖ signer[32] ‖ SHA-256(public key DER)
  *
  * so that a verifier who trusts this PAL's measurement learns that this public key was made
  * here, for that signer (the creation half of key attestation).

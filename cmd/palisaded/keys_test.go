@@ -1,0 +1,163 @@
+package main
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/hex"
+	"encoding/pem"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/palisade-project/palisade/client"
+)
+
+// wwwData is the uid (and gid) of Debian's web server user, allowed to sign with the key.
+const wwwData = 33
+
+// TestKeysEndToEnd drives named keys through the real daemon, CLI and client: root creates a
+// key that www-data may use, www-data makes a CSR (checked by openssl), root self-signs and
+// stores a certificate, a crypto/tls server signs its handshakes with client.KeySigner and
+// curl fetches from it, before and after a daemon restart (the signer reconnects by itself);
+// a stranger is denied and the denial audited; key attestation verifies.
+func TestKeysEndToEnd(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run clients as other uids")
+	}
+	for _, tool := range []string{"openssl", "curl"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("%s not installed", tool)
+		}
+	}
+	dir := newDaemonDir(t)
+	cfg := Config{SocketMode: "0666"}
+	d := startDaemon(t, dir, cfg, false)
+	ctx := context.Background()
+	work := t.TempDir()
+
+	r := d.runCLI(-1, nil, "key", "create", "web", "--alg", "ecdsa-p256", "--allow-user", fmt.Sprint(wwwData))
+	if r.code != 0 || !strings.Contains(r.stdout, "generated") {
+		t.Fatalf("key create: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := d.runCLI(-1, nil, "key", "create", "web"); r.code != 1 || !strings.Contains(r.stderr, "exists") {
+		t.Fatalf("second key create: %d %s", r.code, r.stderr)
+	}
+
+	// www-data makes a CSR with the key; openssl checks its signature.
+	r = d.runCLI(wwwData, nil, "key", "csr", "web", "--subject", "CN=localhost,O=Palisade test", "--san", "DNS:localhost,IP:127.0.0.1")
+	if r.code != 0 {
+		t.Fatalf("key csr as www-data: %d %s", r.code, r.stderr)
+	}
+	csr := filepath.Join(work, "web.csr")
+	if err := os.WriteFile(csr, []byte(r.stdout), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("openssl", "req", "-verify", "-noout", "-text", "-in", csr).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "OK") || !strings.Contains(string(out), "DNS:localhost, IP Address:127.0.0.1") {
+		t.Fatalf("openssl req -verify: %v\n%s", err, out)
+	}
+
+	// A stranger may neither see nor use it, and the denial is audited.
+	if r := d.runCLI(nobody, nil, "key", "csr", "web", "--subject", "CN=x"); r.code != 1 || !strings.Contains(r.stderr, "permission denied") {
+		t.Fatalf("key csr as nobody: %d %s", r.code, r.stderr)
+	}
+	denied := false
+	for _, e := range d.auditEvents() {
+		if e["event"] == "key_denied" && e["key"] == "web" && e["uid"] == float64(nobody) {
+			denied = true
+		}
+	}
+	if !denied {
+		t.Error("no key_denied audit event for nobody")
+	}
+
+	// Root, the owner, self-signs a certificate and stores it with the key.
+	r = d.runCLI(-1, nil, "key", "selfsign", "web", "--subject", "CN=localhost", "--san", "DNS:localhost,IP:127.0.0.1", "--store")
+	if r.code != 0 {
+		t.Fatalf("key selfsign: %d %s", r.code, r.stderr)
+	}
+	certPEM := filepath.Join(work, "web.pem")
+	if err := os.WriteFile(certPEM, []byte(r.stdout), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if blk, _ := pem.Decode([]byte(r.stdout)); blk == nil || blk.Type != "CERTIFICATE" {
+		t.Fatalf("selfsign output is not a PEM certificate:\n%s", r.stdout)
+	}
+
+	c, err := client.Dial(ctx, d.socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	signer, err := c.KeySigner(ctx, "web")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(signer.Info().CertChain) != 1 {
+		t.Fatalf("stored chain: %d certificates", len(signer.Info().CertChain))
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{
+		Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprint(w, "hello from a PAL-held key") }),
+		TLSConfig: &tls.Config{Certificates: []tls.Certificate{{
+			Certificate: signer.Info().CertChain, PrivateKey: signer,
+		}}},
+	}
+	go srv.ServeTLS(l, "", "")
+	defer srv.Close()
+	url := "https://" + l.Addr().String() + "/"
+	fetch := func(when string, extra ...string) {
+		t.Helper()
+		args := append([]string{"-sS", "--max-time", "30", "--cacert", certPEM}, extra...)
+		out, err := exec.Command("curl", append(args, url)...).CombinedOutput()
+		if err != nil || string(out) != "hello from a PAL-held key" {
+			t.Fatalf("curl %s: %v\n%s", when, err, out)
+		}
+	}
+	fetch("TLS 1.3")
+	fetch("TLS 1.2", "--tls-max", "1.2")
+
+	// Restart: the key and its access rules come back, and the signer reconnects.
+	d.stop()
+	d = startDaemon(t, dir, cfg, false)
+	fetch("after a daemon restart")
+	if r := d.runCLI(wwwData, nil, "key", "list"); r.code != 0 || !strings.Contains(r.stdout, "web") || !strings.Contains(r.stdout, "generated") {
+		t.Fatalf("key list as www-data after restart: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	// Key attestation.
+	h, err := c.Health(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev := filepath.Join(work, "web.keyattest")
+	if r := d.runCLI(-1, nil, "key", "attest", "web", "--nonce", "c0ffee", "-o", ev); r.code != 0 {
+		t.Fatalf("key attest: %d %s", r.code, r.stderr)
+	}
+	visor := hex.EncodeToString(h.VisorMeasurement[:])
+	r = d.runCLI(-1, nil, "key", "verify", ev, "--nonce", "c0ffee", "--visor", visor, "--allow-unrooted")
+	if r.code != 0 || !strings.Contains(r.stdout, "generated in key-generation PAL") {
+		t.Fatalf("key verify: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := d.runCLI(-1, nil, "key", "verify", ev, "--nonce", "c0ffef", "--visor", visor, "--allow-unrooted"); r.code != 1 || !strings.Contains(r.stderr, "nonce") {
+		t.Fatalf("key verify with another nonce: %d %s", r.code, r.stderr)
+	}
+	if r := d.runCLI(-1, nil, "key", "verify", ev, "--nonce", "c0ffee", "--visor", visor); r.code != 1 || !strings.Contains(r.stderr, "rooted") {
+		t.Fatalf("key verify of unrooted evidence without --allow-unrooted: %d %s", r.code, r.stderr)
+	}
+
+	if r := d.runCLI(-1, nil, "key", "delete", "web"); r.code != 0 {
+		t.Fatalf("key delete: %d %s", r.code, r.stderr)
+	}
+	if _, err := c.KeyGet(ctx, "web"); err == nil || !strings.Contains(err.Error(), "no such key") {
+		t.Fatalf("KeyGet after delete: %v", err)
+	}
+}
