@@ -164,7 +164,7 @@ type Result struct {
 // Call runs the PAL once with input. A PAL's own failure is a non-zero Result.Status with a
 // nil error; platform failures are errors wrapping ErrTimeout, ErrTrap, ErrOutOfMemory, ...
 func (c *Client) Call(ctx context.Context, handle string, input []byte) (Result, error) {
-	if res, err, ok := c.leanCall(ctx, handle, input); ok {
+	if res, ok, err := c.leanCall(ctx, handle, input); ok {
 		return res, err
 	}
 	resp, err := c.rpc.Call(ctx, &api.CallRequest{Handle: handle, Input: input})

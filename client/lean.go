@@ -43,7 +43,8 @@ const maxIdleLean = 64
 
 type leanPool struct {
 	path string
-	off  atomic.Bool // the daemon serves no lean socket: use gRPC
+	off  atomic.Bool  // UseLean(false)
+	down atomic.Int64 // until this time (unix ns), the lean socket is not tried: it was missing
 	id   atomic.Uint32
 
 	mu     sync.Mutex
@@ -78,6 +79,15 @@ func (p *leanPool) close() {
 
 // errNoLean means the lean socket is not there: the caller falls back to gRPC.
 var errNoLean = errors.New("palisade: no lean socket")
+
+// leanRetry is how long a Client uses gRPC only, after finding no lean socket: the daemon may
+// not serve one, or be restarting (gRPC calls that wait for it then do).
+const leanRetry = time.Second
+
+// usable reports whether to try the lean protocol now.
+func (p *leanPool) usable() bool {
+	return p != nil && !p.off.Load() && time.Now().UnixNano() >= p.down.Load()
+}
 
 func (p *leanPool) get(ctx context.Context) (*leanConn, bool, error) {
 	p.mu.Lock()
@@ -223,6 +233,13 @@ var leanErrors = map[wire.Code]struct {
 	wire.CodeInvalid:        {codes.InvalidArgument, api.ReasonInvalid},
 	wire.CodeInternal:       {codes.Internal, api.ReasonInternal},
 	wire.CodeNotSupported:   {codes.FailedPrecondition, api.ReasonNotSupported},
+	wire.CodeKeyNotFound:    {codes.NotFound, api.ReasonNotFound},
+	wire.CodePINRequired:    {codes.Unauthenticated, api.ReasonPINRequired},
+	wire.CodePINIncorrect:   {codes.Unauthenticated, api.ReasonPINIncorrect},
+	wire.CodeLocked:         {codes.PermissionDenied, api.ReasonLocked},
+	wire.CodeRefused:        {codes.PermissionDenied, api.ReasonRefused},
+	wire.CodeKeyUnavailable: {codes.FailedPrecondition, api.ReasonKeyUnavailable},
+	wire.CodeNoKeys:         {codes.FailedPrecondition, api.ReasonNotSupported},
 }
 
 // leanError turns an error response into an *Error.
@@ -230,9 +247,6 @@ func leanError(code wire.Code, body []byte) error {
 	msg := "palisade: " + code.String()
 	if m, err := wire.DecodeErrorResponse(body); err == nil && m.Message != "" {
 		msg = m.Message
-	}
-	if e, ok := leanKeyError(code, msg); ok {
-		return e
 	}
 	m, ok := leanErrors[code]
 	if !ok {
@@ -254,34 +268,34 @@ func parseHandle(h string) (uint64, bool) {
 
 // leanCall is Call over the lean protocol; ok is false when the call must go over gRPC
 // instead (no lean socket, a handle or an input the lean protocol does not carry).
-func (c *Client) leanCall(ctx context.Context, handle string, input []byte) (res Result, err error, ok bool) {
+func (c *Client) leanCall(ctx context.Context, handle string, input []byte) (res Result, ok bool, err error) {
 	p := c.lean
-	if p == nil || p.off.Load() || len(input) > wire.MaxBody-64 {
-		return Result{}, nil, false
+	if !p.usable() || len(input) > wire.MaxBody-64 {
+		return Result{}, false, nil
 	}
 	h, ok := parseHandle(handle)
 	if !ok {
-		return Result{}, nil, false
+		return Result{}, false, nil
 	}
 	code, body, lc, err := p.roundTrip(ctx, wire.OpCall, wire.CallRequest{Handle: h, Input: input}.Append)
 	if errors.Is(err, errNoLean) {
-		p.off.Store(true)
-		return Result{}, nil, false
+		p.down.Store(time.Now().Add(leanRetry).UnixNano())
+		return Result{}, false, nil
 	}
 	if err != nil {
-		return Result{}, err, true
+		return Result{}, true, err
 	}
 	if code != wire.CodeOK {
 		err := leanError(code, body)
 		p.put(lc)
-		return Result{}, err, true
+		return Result{}, true, err
 	}
 	r, err := wire.DecodeCallResponse(body)
 	if err != nil {
 		lc.c.Close() // the stream is not in a known state
-		return Result{}, p.ioError(ctx, err), true
+		return Result{}, true, p.ioError(ctx, err)
 	}
 	out := append([]byte(nil), r.Output...)
 	p.put(lc)
-	return Result{Status: r.Status, Output: out}, nil, true
+	return Result{Status: r.Status, Output: out}, true, nil
 }

@@ -279,4 +279,3 @@ func verifyReported(t *testing.T, line string) {
 		t.Fatalf("signature of scheme %s with a %T does not verify", f[1], pub)
 	}
 }
-
