@@ -4,14 +4,15 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/sha256"
 	"crypto/x509"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,55 +22,8 @@ import (
 	"time"
 
 	"github.com/palisade-project/palisade/client"
-	"github.com/palisade-project/palisade/internal/api/server"
-	"github.com/palisade-project/palisade/internal/engine"
-	"github.com/palisade-project/palisade/internal/engine/wasm"
-	"github.com/palisade-project/palisade/internal/keys"
-	"github.com/palisade-project/palisade/internal/rot/none"
-	"github.com/palisade-project/palisade/internal/utpm"
-	"github.com/palisade-project/palisade/internal/visor"
+	"github.com/palisade-project/palisade/client/signreq"
 )
-
-// createKeys creates keys, owned by uid 0, in the state of the daemon that will run in dir,
-// with the real key service on the daemon's own state files (the daemon must not be running).
-func createKeys(t testing.TB, dir string, opts ...keys.CreateOptions) {
-	t.Helper()
-	state := filepath.Join(dir, "state")
-	if err := os.MkdirAll(state, 0o700); err != nil {
-		t.Fatal(err)
-	}
-	root, err := none.Open(filepath.Join(state, "rot-none"), utpm.Digest{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer root.Close()
-	eng, err := wasm.New(wasm.WithCacheDir(filepath.Join(state, "wasm-cache")))
-	if err != nil {
-		t.Fatal(err)
-	}
-	v, err := visor.New(visor.Config{Root: root, Engines: []engine.Engine{eng}, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		v.Close(context.Background())
-		eng.Close(context.Background())
-	}()
-	store, err := server.OpenStore(filepath.Join(state, "state.db"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer store.Close()
-	ks, err := keys.Open(keys.Config{Visor: v, DB: store.DB(), Replicas: 1, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, o := range opts {
-		if _, err := ks.Create(context.Background(), keys.Caller{}, o); err != nil {
-			t.Fatalf("create key %s: %v", o.Name, err)
-		}
-	}
-}
 
 func metricsOf(t *testing.T, d *daemon) string {
 	t.Helper()
@@ -155,6 +109,71 @@ func TestLeanCallMatchesGRPC(t *testing.T) {
 	}
 }
 
+// TestLeanKeySignMatchesGRPC: KeySign over the lean protocol has the outcome of KeySign over
+// gRPC, and KeySigner's signatures (now lean) verify.
+func TestLeanKeySignMatchesGRPC(t *testing.T) {
+	d := startDaemon(t, newDaemonDir(t), Config{}, true)
+	c, ctx := d.dial(), context.Background()
+	for _, o := range []client.KeyCreateOptions{
+		{Name: "ec", Alg: client.AlgECDSAP256},
+		{Name: "pinned", Alg: client.AlgEd25519, PIN: []byte("1234")},
+	} {
+		if _, err := c.KeyCreate(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	digest := sha256.Sum256([]byte("message"))
+	for _, tc := range []struct {
+		name, key    string
+		scheme, hash uint16
+		digest, pin  []byte
+		wantErr      error
+	}{
+		{"ecdsa", "ec", signreq.SchemeECDSA, signreq.HashSHA256, digest[:], nil, nil},
+		{"no such key", "nope", signreq.SchemeECDSA, signreq.HashSHA256, digest[:], nil, client.ErrNotFound},
+		{"empty digest", "ec", signreq.SchemeECDSA, signreq.HashSHA256, nil, nil, client.ErrInvalid},
+		{"PIN required", "pinned", signreq.SchemeEdDSA, signreq.HashNone, []byte("m"), nil, client.ErrPINRequired},
+		{"PIN incorrect", "pinned", signreq.SchemeEdDSA, signreq.HashNone, []byte("m"), []byte("0000"), client.ErrPINIncorrect},
+		{"PIN", "pinned", signreq.SchemeEdDSA, signreq.HashNone, []byte("m"), []byte("1234"), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var errs [2]error
+			for i, lean := range []bool{false, true} {
+				c.UseLean(lean)
+				_, errs[i] = c.KeySign(ctx, tc.key, tc.scheme, tc.hash, tc.digest, tc.pin)
+			}
+			c.UseLean(true)
+			for i, err := range errs {
+				if (tc.wantErr == nil) != (err == nil) || (err != nil && !errors.Is(err, tc.wantErr)) {
+					t.Fatalf("%s: %v, want %v", []string{"gRPC", "lean"}[i], err, tc.wantErr)
+				}
+			}
+			// (An incorrect PIN's message counts the tries left, one fewer the second time.)
+			if errs[0] != nil && errs[0].Error() != errs[1].Error() && tc.wantErr != client.ErrPINIncorrect {
+				t.Fatalf("messages differ: gRPC %q, lean %q", errs[0], errs[1])
+			}
+		})
+	}
+	ks, err := c.KeySigner(ctx, "ec")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sig, err := ks.Sign(nil, digest[:], crypto.SHA256)
+	if err != nil || !ecdsa.VerifyASN1(ks.Public().(*ecdsa.PublicKey), digest[:], sig) {
+		t.Fatalf("KeySigner: %v, or the signature does not verify", err)
+	}
+	m := metricsOf(t, d)
+	for _, want := range []string{
+		`palisade_lean_requests_total{op="sign",code="OK"} 3`, // ecdsa, PIN, KeySigner
+		`palisade_lean_requests_total{op="sign",code="KEY_NOT_FOUND"} 1`,
+		`palisade_lean_requests_total{op="sign",code="PIN_REQUIRED"} 1`,
+	} {
+		if !strings.Contains(m, want) {
+			t.Errorf("metrics lack %s:\n%s", want, m)
+		}
+	}
+}
+
 // TestLibpalisade builds clients/c and runs its test program, linked to the shared and to the
 // static library, against a real palisaded: calls, keys, threads, fork, a daemon restart and
 // a stop in the middle, every error path.
@@ -167,18 +186,23 @@ func TestLibpalisade(t *testing.T) {
 		t.Fatalf("make: %v\n%s", err, out)
 	}
 	dir := newDaemonDir(t)
-	createKeys(t, dir,
-		keys.CreateOptions{Name: "web", Alg: keys.ECDSAP256},
-		keys.CreateOptions{Name: "pinned", Alg: keys.Ed25519, PIN: []byte("1234")},
-	)
 	cfg := Config{SocketMode: "0666"} // the forked child runs as uid 65534
 	d := startDaemon(t, dir, cfg, false)
 	top := t // daemons restarted by a subtest outlive it
-	info, err := d.dial().Register(context.Background(), testPAL(t), client.RegisterOptions{
+	c, ctx := d.dial(), context.Background()
+	info, err := c.Register(ctx, testPAL(t), client.RegisterOptions{
 		Name: "ctest", Limits: client.Limits{Timeout: 300 * time.Millisecond, MaxInput: 100},
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, o := range []client.KeyCreateOptions{
+		{Name: "web", Alg: client.AlgECDSAP256},
+		{Name: "pinned", Alg: client.AlgEd25519, PIN: []byte("1234")},
+	} {
+		if _, err := c.KeyCreate(ctx, o); err != nil {
+			t.Fatal(err)
+		}
 	}
 	for _, prog := range []string{"test_palisade", "test_palisade_static"} {
 		t.Run(prog, func(t *testing.T) {
@@ -241,7 +265,7 @@ func TestLibpalisade(t *testing.T) {
 		switch {
 		case ev["event"] == "denied" && uid == 65534 && ev["op"] == "call" && ev["pal"] == info.Handle:
 			callDenied = true
-		case ev["event"] == "key_denied" && uid == 65534 && ev["name"] == "web":
+		case ev["event"] == "key_denied" && uid == 65534 && ev["key"] == "web":
 			keyDenied = true
 		}
 	}
