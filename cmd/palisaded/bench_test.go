@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto"
+	"crypto/sha256"
+	"crypto/x509"
 	"io"
 	"log/slog"
 	"net"
@@ -70,6 +73,7 @@ func BenchmarkCallEmbedded(b *testing.B) {
 func BenchmarkCallDaemon(b *testing.B) {
 	d := startDaemon(b, newDaemonDir(b), Config{LogLevel: "info"}, false)
 	c := d.dial()
+	c.UseLean(false) // gRPC; BenchmarkCallLean is the same over the lean protocol
 	ctx := context.Background()
 	info, err := c.Register(ctx, testPAL(b), client.RegisterOptions{Replicas: runtime.GOMAXPROCS(0)})
 	if err != nil {
@@ -140,4 +144,99 @@ func echoServer(path string) {
 		os.Exit(1)
 	}
 	io.Copy(c, c)
+}
+
+// BenchmarkCallLean is BenchmarkCallDaemon over the lean protocol (docs/protocol.md). The
+// issue's goal: sequential ≤ 1.5× BenchmarkSocketRoundTrip, measured in the same run:
+//
+//	go test -run '^$' -bench 'CallDaemon|CallLean|SocketRoundTrip' -benchtime 2s ./cmd/palisaded
+func BenchmarkCallLean(b *testing.B) {
+	d := startDaemon(b, newDaemonDir(b), Config{LogLevel: "info"}, false)
+	c := d.dial()
+	ctx := context.Background()
+	info, err := c.Register(ctx, testPAL(b), client.RegisterOptions{Replicas: runtime.GOMAXPROCS(0)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	call := func() {
+		if res, err := c.Call(ctx, info.Handle, nil); err != nil || res.Status != 0 {
+			b.Fatal(res, err)
+		}
+	}
+	call()
+	b.Run("sequential", func(b *testing.B) {
+		for b.Loop() {
+			call()
+		}
+	})
+	b.Run("parallel", func(b *testing.B) {
+		b.RunParallel(func(pb *testing.PB) {
+			for pb.Next() {
+				call()
+			}
+		})
+	})
+	d.stop()
+}
+
+// BenchmarkSign64 signs with 64 concurrent callers, as a TLS server under load would: a named
+// ECDSA P-256 key of the daemon's key service through client.KeySigner, over gRPC (the path
+// before the lean protocol) and over the lean protocol, and a PAL-held key through
+// client.Signer over both. The goal: lean ≥ 3× gRPC in signatures per second.
+func BenchmarkSign64(b *testing.B) {
+	d := startDaemon(b, newDaemonDir(b), Config{LogLevel: "info"}, false)
+	c := d.dial()
+	ctx := context.Background()
+	if _, err := c.KeyCreate(ctx, client.KeyCreateOptions{Name: "bench", Alg: client.AlgECDSAP256}); err != nil {
+		b.Fatal(err)
+	}
+	ks, err := c.KeySigner(ctx, "bench")
+	if err != nil {
+		b.Fatal(err)
+	}
+	info, err := c.Register(ctx, testPAL(b), client.RegisterOptions{Replicas: runtime.GOMAXPROCS(0)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	// Each replica creates its own key object ('c'): they are all the same PAL.
+	var pub []byte
+	for range runtime.GOMAXPROCS(0) {
+		res, err := c.Call(ctx, info.Handle, []byte{'c', 1})
+		if err != nil || res.Status != 0 {
+			b.Fatal(res, err)
+		}
+		pub = res.Output
+	}
+	pk, err := x509.ParsePKIXPublicKey(pub)
+	if err != nil {
+		b.Fatal(err)
+	}
+	ps, err := client.NewSigner(c, info.Handle, pk)
+	if err != nil {
+		b.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte("bench"))
+	for _, bc := range []struct {
+		name   string
+		signer crypto.Signer
+		lean   bool
+	}{
+		{"key/grpc", ks, false}, {"key/lean", ks, true},
+		{"pal/grpc", ps, false}, {"pal/lean", ps, true},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			c.UseLean(bc.lean)
+			defer c.UseLean(true)
+			b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0))) // 64 goroutines
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					if _, err := bc.signer.Sign(nil, digest[:], crypto.SHA256); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+		})
+	}
+	d.stop()
 }
