@@ -3,6 +3,11 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/palisade-project/palisade/client"
@@ -50,7 +55,9 @@ func benchLifecycle(ctx context.Context, d *apps.Daemon, imgs benchPALs, cfg ben
 		} else if err := v.Unregister(ctx, info.Handle); err != nil {
 			return err
 		}
-		for _, layer := range []string{"visor (in process)", "palisaded (gRPC, Unix socket)"} {
+		for _, layer := range []string{"visor (in process)", "palisaded (gRPC, Unix socket)", "palisaded (lean protocol, Unix socket)"} {
+			// Calls go over the lean protocol in its layer only (registrations are gRPC's).
+			c.UseLean(strings.Contains(layer, "lean"))
 			var reg, call, unreg []float64
 			for i := 0; i < cfg.lifeIters; i++ {
 				t0 := time.Now()
@@ -102,6 +109,63 @@ func benchLifecycle(ctx context.Context, d *apps.Daemon, imgs benchPALs, cfg ben
 		}
 		p.step(fmt.Sprintf("lifecycle: %s %s", pc.engine, pc.name))
 	}
+	c.UseLean(true)
+	// The floor under a daemon call: a 32-byte echo over a Unix socket, between two goroutines
+	// of this process as the daemon here is (palisaded is another process: see cmd/palisaded's
+	// BenchmarkSocketRoundTrip).
+	rt, err := socketRoundTrip(max(cfg.callIters, 10))
+	if err != nil {
+		return fmt.Errorf("socket round trip: %w", err)
+	}
+	r.Lifecycle = append(r.Lifecycle, lifeRow{Engine: "–", PAL: "32-byte echo", Layer: "bare Unix socket round trip", CallUs: rt})
+	for _, l := range r.Lifecycle {
+		if l.Engine == "wasm" && l.PAL == "C null PAL" && l.Layer != "visor (in process)" {
+			r.Notes = append(r.Notes, fmt.Sprintf("Null call of the C wasm PAL through %s: %.2f× the bare socket round trip.", l.Layer, l.CallUs/rt))
+		}
+	}
 	r.Notes = append(r.Notes, "Lifecycle: register includes measuring the image, validating it and instantiating it (compilation is cached by measurement and warmed first); the null call has empty input and output. TrustVisor's figures are hypercalls on its hardware (paper §7), not this machine.")
 	return nil
+}
+
+// socketRoundTrip returns the median time of n round trips of 32 bytes over a Unix socket to an
+// echoing goroutine, in µs.
+func socketRoundTrip(n int) (float64, error) {
+	dir, err := os.MkdirTemp("", "palisade-rt-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	l, err := net.Listen("unix", filepath.Join(dir, "echo.sock"))
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		io.Copy(c, c)
+	}()
+	c, err := net.Dial("unix", l.Addr().String())
+	if err != nil {
+		return 0, err
+	}
+	defer c.Close()
+	buf := make([]byte, 32)
+	var rts []float64
+	for i := 0; i <= n; i++ {
+		t := time.Now()
+		if _, err := c.Write(buf); err != nil {
+			return 0, err
+		}
+		if _, err := io.ReadFull(c, buf); err != nil {
+			return 0, err
+		}
+		if i > 0 {
+			rts = append(rts, us(time.Since(t)))
+		}
+	}
+	return median(rts), nil
 }

@@ -276,7 +276,7 @@ func (r *benchReport) markdown() string {
 	if len(r.Lifecycle) > 0 {
 		w("## PAL registration / invocation / unregistration, µs, medians\n\n| engine | PAL | measured at | register | invoke (null call) | unregister |\n|---|---|---|---:|---:|---:|\n")
 		for _, l := range r.Lifecycle {
-			w("| %s | %s | %s | %.1f | %.1f | %.1f |\n", l.Engine, l.PAL, l.Layer, l.RegisterUs, l.CallUs, l.UnregisterUs)
+			w("| %s | %s | %s | %s | %.1f | %s |\n", l.Engine, l.PAL, l.Layer, orDash(l.RegisterUs), l.CallUs, orDash(l.UnregisterUs))
 		}
 		for _, t := range trustVisor {
 			w("| %s | (paper) | hypercall | %.1f | %.1f | %.1f |\n", t.name, t.reg, t.call, t.unregister)
@@ -467,4 +467,12 @@ func (p *progress) done() {
 		p.ended = true
 		fmt.Fprintf(p.w, "\r\033[K[%s] 100%% %5s  done\n", strings.Repeat("#", 30), time.Since(p.start).Round(time.Second))
 	}
+}
+
+// orDash formats a figure, or "–" for one not measured (0).
+func orDash(v float64) string {
+	if v == 0 {
+		return "–"
+	}
+	return fmt.Sprintf("%.1f", v)
 }

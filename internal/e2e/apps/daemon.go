@@ -17,6 +17,7 @@ import (
 	"github.com/palisade-project/palisade/internal/engine"
 	"github.com/palisade-project/palisade/internal/engine/kvm"
 	"github.com/palisade-project/palisade/internal/engine/wasm"
+	"github.com/palisade-project/palisade/internal/lean"
 	"github.com/palisade-project/palisade/internal/rot/none"
 	"github.com/palisade-project/palisade/internal/utpm"
 	"github.com/palisade-project/palisade/internal/visor"
@@ -33,9 +34,11 @@ type Daemon struct {
 
 	v       *visor.Visor
 	srv     *server.Server
+	lean    *lean.Server // the lean protocol, on lean.sock beside Socket
 	engines []engine.Engine
 	root    *none.Root
 	served  chan error
+	leanEnd chan error
 	ownDir  bool
 }
 
@@ -48,7 +51,7 @@ type DaemonOptions struct {
 
 // StartDaemon starts a private daemon.
 func StartDaemon(ctx context.Context, o DaemonOptions) (d *Daemon, err error) {
-	d = &Daemon{Dir: o.Dir, served: make(chan error, 1)}
+	d = &Daemon{Dir: o.Dir, served: make(chan error, 1), leanEnd: make(chan error, 1)}
 	if d.Dir == "" {
 		if d.Dir, err = os.MkdirTemp("", "palisade-apps-"); err != nil {
 			return nil, err
@@ -110,6 +113,17 @@ func StartDaemon(ctx context.Context, o DaemonOptions) (d *Daemon, err error) {
 		return nil, err
 	}
 	go func() { d.served <- d.srv.Serve(l) }()
+	// The lean protocol beside it, where clients look for it, as palisaded serves it.
+	ls, err := lean.New(lean.Config{API: d.srv, Logger: log, Version: "apps"})
+	if err != nil {
+		return nil, err
+	}
+	ll, err := server.Listen(filepath.Join(d.Dir, "run", "lean.sock"), server.SocketOptions{Mode: 0o600, GID: -1})
+	if err != nil {
+		return nil, err
+	}
+	d.lean = ls // Close waits for Serve from here on
+	go func() { d.leanEnd <- ls.Serve(ll) }()
 	return d, nil
 }
 
@@ -129,6 +143,12 @@ func (d *Daemon) Dial(ctx context.Context) (*client.Client, error) { return clie
 // Close stops the daemon and removes its directory if StartDaemon made it.
 func (d *Daemon) Close(ctx context.Context) error {
 	var errs []error
+	if d.lean != nil {
+		errs = append(errs, d.lean.Shutdown(ctx))
+		if err := <-d.leanEnd; !errors.Is(err, lean.ErrServerClosed) {
+			errs = append(errs, err)
+		}
+	}
 	if d.srv != nil {
 		errs = append(errs, d.srv.Shutdown(ctx))
 		<-d.served
