@@ -53,8 +53,9 @@ type leanPool struct {
 }
 
 type leanConn struct {
-	c   *net.UnixConn
-	buf []byte // request, then response, frames
+	c        *net.UnixConn
+	buf      []byte // request, then response, frames
+	deadline bool   // c has a deadline set
 }
 
 func newLeanPool(grpcSocket string) *leanPool { return &leanPool{path: LeanSocketPath(grpcSocket)} }
@@ -162,22 +163,31 @@ func (p *leanPool) roundTrip(ctx context.Context, op wire.Op, body func([]byte) 
 func (c *leanConn) watch(ctx context.Context) func() {
 	if d, ok := ctx.Deadline(); ok {
 		c.c.SetDeadline(d)
-	} else {
+		c.deadline = true
+	} else if c.deadline {
 		c.c.SetDeadline(time.Time{})
+		c.deadline = false
 	}
 	if ctx.Done() == nil {
 		return func() {}
 	}
 	stop := context.AfterFunc(ctx, func() { c.c.SetDeadline(time.Unix(1, 0)) })
+	c.deadline = true // the AfterFunc may have run
 	return func() { stop() }
 }
 
+// read reads the response to request (op, id). A small response comes in one read(2): the
+// header and the body are read together into c.buf.
 func (c *leanConn) read(op wire.Op, id uint32) (wire.Code, []byte, error) {
-	var hb [wire.HeaderSize]byte
-	if _, err := io.ReadFull(c.c, hb[:]); err != nil {
+	if cap(c.buf) < 4096 {
+		c.buf = make([]byte, 4096)
+	}
+	b := c.buf[:cap(c.buf)]
+	n, err := io.ReadAtLeast(c.c, b, wire.HeaderSize)
+	if err != nil {
 		return 0, nil, err
 	}
-	h, err := wire.ParseHeader(hb[:])
+	h, err := wire.ParseHeader(b[:wire.HeaderSize])
 	if err != nil {
 		return 0, nil, err
 	}
@@ -187,14 +197,19 @@ func (c *leanConn) read(op wire.Op, id uint32) (wire.Code, []byte, error) {
 	if h.ID != id && h.ID != 0 {
 		return 0, nil, fmt.Errorf("%w: response id %d to request id %d", wire.ErrMalformed, h.ID, id)
 	}
-	if cap(c.buf) < int(h.Len) {
-		c.buf = make([]byte, h.Len)
+	if n > wire.HeaderSize+int(h.Len) {
+		// One request at a time: nothing may follow the response.
+		return 0, nil, fmt.Errorf("%w: %d bytes after the response", wire.ErrMalformed, n-wire.HeaderSize-int(h.Len))
 	}
-	c.buf = c.buf[:h.Len]
-	if _, err := io.ReadFull(c.c, c.buf); err != nil {
+	if total := wire.HeaderSize + int(h.Len); total > len(b) {
+		nb := make([]byte, total)
+		copy(nb, b[:n])
+		b, c.buf = nb, nb
+	}
+	if _, err := io.ReadFull(c.c, b[n:wire.HeaderSize+int(h.Len)]); err != nil {
 		return 0, nil, err
 	}
-	return h.Code, c.buf, nil
+	return h.Code, b[wire.HeaderSize : wire.HeaderSize+int(h.Len)], nil
 }
 
 func (p *leanPool) ioError(ctx context.Context, err error) error {

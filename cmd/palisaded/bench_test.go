@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/sha256"
 	"crypto/x509"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -12,6 +14,9 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -86,11 +91,13 @@ func BenchmarkCallDaemon(b *testing.B) {
 	}
 	call(c)
 	b.Run("sequential", func(b *testing.B) {
+		defer cpuMeter(b, d.cmd.Process.Pid)()
 		for b.Loop() {
 			call(c)
 		}
 	})
 	b.Run("parallel", func(b *testing.B) {
+		defer cpuMeter(b, d.cmd.Process.Pid)()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				call(c)
@@ -124,6 +131,7 @@ func BenchmarkSocketRoundTrip(b *testing.B) {
 	}
 	defer c.Close()
 	buf := make([]byte, 32)
+	defer cpuMeter(b, cmd.Process.Pid)()
 	for b.Loop() {
 		if _, err := c.Write(buf); err != nil {
 			b.Fatal(err)
@@ -165,11 +173,13 @@ func BenchmarkCallLean(b *testing.B) {
 	}
 	call()
 	b.Run("sequential", func(b *testing.B) {
+		defer cpuMeter(b, d.cmd.Process.Pid)()
 		for b.Loop() {
 			call()
 		}
 	})
 	b.Run("parallel", func(b *testing.B) {
+		defer cpuMeter(b, d.cmd.Process.Pid)()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
 				call()
@@ -227,6 +237,7 @@ func BenchmarkSign64(b *testing.B) {
 		b.Run(bc.name, func(b *testing.B) {
 			c.UseLean(bc.lean)
 			defer c.UseLean(true)
+			defer cpuMeter(b, d.cmd.Process.Pid)()
 			b.SetParallelism(max(1, 64/runtime.GOMAXPROCS(0))) // 64 goroutines
 			b.RunParallel(func(pb *testing.PB) {
 				for pb.Next() {
@@ -239,4 +250,29 @@ func BenchmarkSign64(b *testing.B) {
 		})
 	}
 	d.stop()
+}
+
+// cpuMeter measures the CPU time that this process and the process pid spend from now until
+// its result is reported, per op ("cpu-µs/op"): on a machine shared with other work, the
+// steadier figure than time per op, and the one that capacity depends on.
+func cpuMeter(b *testing.B, pid int) func() {
+	cpu := func() time.Duration {
+		var ru syscall.Rusage
+		syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+		self := time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			b.Fatal(err)
+		}
+		// Fields after the command name (which may hold spaces): utime and stime are the
+		// 12th and 13th, in clock ticks (USER_HZ, 100 on Linux).
+		f := strings.Fields(string(raw[bytes.LastIndexByte(raw, ')')+2:]))
+		ut, _ := strconv.ParseInt(f[11], 10, 64)
+		st, _ := strconv.ParseInt(f[12], 10, 64)
+		return self + time.Duration(ut+st)*10*time.Millisecond
+	}
+	t0 := cpu()
+	return func() {
+		b.ReportMetric(float64(cpu()-t0)/float64(b.N)/1e3, "cpu-µs/op")
+	}
 }

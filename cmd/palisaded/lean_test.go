@@ -303,3 +303,17 @@ func verifyReported(t *testing.T, line string) {
 		t.Fatalf("signature of scheme %s with a %T does not verify", f[1], pub)
 	}
 }
+
+func TestLeanSocketConfig(t *testing.T) {
+	for _, tc := range []struct{ socket, lean, want string }{
+		{"/run/palisade/palisade.sock", "", "/run/palisade/lean.sock"},
+		{"/tmp/x/p.sock", "", "/tmp/x/lean.sock"},
+		{"/run/palisade/palisade.sock", "none", ""},
+		{"/run/palisade/palisade.sock", "/srv/lean", "/srv/lean"},
+	} {
+		c := Config{Socket: tc.socket, LeanSocket: tc.lean}
+		if got := c.leanSocket(); got != tc.want {
+			t.Errorf("socket %q, lean_socket %q: %q, want %q", tc.socket, tc.lean, got, tc.want)
+		}
+	}
+}
