@@ -18,6 +18,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -95,13 +96,30 @@ func TestLeanCallMatchesGRPC(t *testing.T) {
 			}
 		})
 	}
+	// Concurrent callers share the Client's pool of lean connections: each gets its own answer.
+	var wg sync.WaitGroup
+	for g := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 20 {
+				want := fmt.Sprintf("g%d-%d", g, i)
+				res, err := c.Call(ctx, info.Handle, []byte("e"+want))
+				if err != nil || string(res.Output) != want {
+					t.Errorf("concurrent call %s: %q, %v", want, res.Output, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
 	m := metricsOf(t, d)
 	for _, want := range []string{
-		`palisade_lean_requests_total{op="call",code="OK"} 3`,
+		`palisade_lean_requests_total{op="call",code="OK"} 323`,
 		`palisade_lean_requests_total{op="call",code="TIMEOUT"} 1`,
 		`palisade_lean_requests_total{op="call",code="NOT_FOUND"} 1`,
-		// The PAL's own counters see both protocols' calls: 5 calls each.
-		`palisade_calls_total{pal="` + info.Handle + `",name="parity"} 10`,
+		// The PAL's own counters see the calls of both protocols: 2 × 5, and the 320 above.
+		`palisade_calls_total{pal="` + info.Handle + `",name="parity"} 330`,
 	} {
 		if !strings.Contains(m, want) {
 			t.Errorf("metrics lack %s:\n%s", want, m)
@@ -182,7 +200,11 @@ func TestLibpalisade(t *testing.T) {
 		t.Skip("the fork test drops to uid 65534: run as root")
 	}
 	build := t.TempDir()
-	if out, err := exec.Command("make", "-C", "../../clients/c", "BUILD="+build, "check-build").CombinedOutput(); err != nil {
+	mk := []string{"-C", "../../clients/c", "BUILD=" + build, "check-build"}
+	if f := os.Getenv("LIBPALISADE_CFLAGS"); f != "" { // e.g. -O1 -g -fsanitize=address,undefined
+		mk = append(mk, "CFLAGS="+f, "LDFLAGS="+f)
+	}
+	if out, err := exec.Command("make", mk...).CombinedOutput(); err != nil {
 		t.Fatalf("make: %v\n%s", err, out)
 	}
 	dir := newDaemonDir(t)

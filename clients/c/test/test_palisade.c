@@ -590,6 +590,34 @@ static void *fake_daemon(void *arg)
 			usleep(10000);
 		close(c);
 	}
+	/* Then every code the daemon sends, each with the message "code N", on one connection
+	 * while the client keeps it (it drops it after MALFORMED, VERSION, TOO_LARGE, BUSY). */
+	int c = -1;
+
+	for (int code = 1; code <= 24; code++) {
+		uint8_t req[4096], resp[64];
+		int n;
+
+		for (;;) {
+			if (c < 0 && (c = accept(f->lfd, NULL, NULL)) < 0)
+				return NULL;
+			if (recv(c, req, sizeof(req), 0) >= 12)
+				break;
+			close(c);
+			c = -1;
+		}
+		n = snprintf((char *)resp + 16, sizeof(resp) - 16, "code %d", code);
+		resp[0] = 1;
+		resp[1] = req[1] | 0x80;
+		resp[2] = (uint8_t)code;
+		resp[3] = 0;
+		memcpy(resp + 4, req + 4, 4);
+		le32(resp + 8, (uint32_t)(4 + n));
+		le32(resp + 12, (uint32_t)n);
+		send(c, resp, 16 + (size_t)n, MSG_NOSIGNAL);
+	}
+	if (c >= 0)
+		close(c);
 	return NULL;
 }
 
@@ -630,6 +658,17 @@ static void test_faults(void)
 		CHECK(r == fault_want[i], "fault %d: %d (%s), want %d (%s)", i, r, palisade_strerror(r),
 		      fault_want[i], palisade_strerror(fault_want[i]));
 		CHECK(palisade_last_message()[0] != 0, "fault %d: no message", i);
+	}
+	for (int code = 1; code <= 24 && p; code++) {
+		char want[32];
+		int r;
+
+		out_len = sizeof(out);
+		r = palisade_call(p, "pal-1", NULL, 0, &status, out, &out_len);
+		snprintf(want, sizeof(want), "code %d", code);
+		CHECK(r == -code && strcmp(palisade_last_message(), want) == 0 &&
+			      strcmp(palisade_strerror(r), "unknown error") != 0,
+		      "daemon code %d: %d (%s), message %s", code, r, palisade_strerror(r), palisade_last_message());
 	}
 	pthread_join(t, NULL);
 	palisade_close(p);
