@@ -35,7 +35,8 @@ type Config struct {
 	// MaxConns bounds open connections; one more is answered CodeBusy and closed. Default 4096.
 	MaxConns int
 	// FrameTimeout bounds the time from a frame's first byte to its last, and the time to
-	// write a response: a client that trickles bytes is cut off. Default 10 s.
+	// write a response larger than smallWrite: a client that trickles bytes is cut off.
+	// Default 10 s.
 	FrameTimeout time.Duration
 	// IdleTimeout closes a connection idle between frames for this long; 0 keeps it open.
 	IdleTimeout time.Duration
@@ -54,6 +55,7 @@ type Server struct {
 	ls      map[net.Listener]bool
 	conns   map[*conn]bool
 	closing bool
+	closed  atomic.Bool // closing, for the connections' loops without the lock
 	wg      sync.WaitGroup
 
 	m metrics
@@ -159,6 +161,7 @@ func (s *Server) accept(uc *net.UnixConn) {
 func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Lock()
 	s.closing = true
+	s.closed.Store(true)
 	for l := range s.ls {
 		l.Close()
 	}
@@ -204,11 +207,6 @@ func (c *conn) interrupt() {
 	}
 }
 
-func (c *conn) closing() bool {
-	c.s.mu.Lock()
-	defer c.s.mu.Unlock()
-	return c.s.closing
-}
 
 func (c *conn) serve() {
 	p, err := server.PeerOf(c.c)
@@ -223,27 +221,36 @@ func (c *conn) serve() {
 	// request that fits is read in one system call.
 	br := bufio.NewReaderSize(c.c, 4096)
 	var (
-		hdr  [wire.HeaderSize]byte
-		body []byte
-		out  []byte
+		hdr      [wire.HeaderSize]byte
+		body     []byte
+		out      []byte
+		deadline bool // a read deadline is set
 	)
 	for {
-		if c.closing() {
+		// Idle: wait for the first byte of the next frame as long as IdleTimeout allows.
+		// Deadlines are set only when they change: each one is a timer of the runtime.
+		if c.s.cfg.IdleTimeout > 0 {
+			c.c.SetReadDeadline(time.Now().Add(c.s.cfg.IdleTimeout))
+			deadline = true
+		} else if deadline {
+			c.c.SetReadDeadline(time.Time{})
+			deadline = false
+		}
+		// After the deadline is reset: Shutdown's interrupt is not undone.
+		if c.s.closed.Load() {
 			return
 		}
-		// Idle: wait for the first byte of the next frame as long as IdleTimeout allows.
-		var idle time.Time
-		if c.s.cfg.IdleTimeout > 0 {
-			idle = time.Now().Add(c.s.cfg.IdleTimeout)
-		}
-		c.c.SetReadDeadline(idle)
 		if _, err := br.Peek(1); err != nil {
 			c.readFailed(err, "idle")
 			return
 		}
 		c.busy.Store(true)
-		// From the first byte on, the whole frame must arrive within FrameTimeout.
-		c.c.SetReadDeadline(time.Now().Add(c.s.cfg.FrameTimeout))
+		// From the first byte on, the whole frame must arrive within FrameTimeout, unless it
+		// already has (the usual case: a small request comes in one read).
+		if !frameBuffered(br) {
+			c.c.SetReadDeadline(time.Now().Add(c.s.cfg.FrameTimeout))
+			deadline = true
+		}
 		if _, err := io.ReadFull(br, hdr[:]); err != nil {
 			c.readFailed(err, "header")
 			return
@@ -283,8 +290,30 @@ func (c *conn) serve() {
 	}
 }
 
+// frameBuffered reports whether br holds a whole frame (whose header announces a length the
+// decoder accepts).
+func frameBuffered(br *bufio.Reader) bool {
+	n := br.Buffered()
+	if n < wire.HeaderSize {
+		return false
+	}
+	b, _ := br.Peek(wire.HeaderSize) // buffered: no I/O
+	h, err := wire.ParseHeader(b)
+	return err == nil && n >= wire.HeaderSize+int(h.Len)
+}
+
+// smallWrite is the size below which a response is written without a deadline: it fits in the
+// socket's buffer, so the write does not wait for the client unless the client sent requests
+// without reading their answers — and such a client holds its connection's goroutine no longer
+// than an idle one does (Shutdown's deadline closes it). A deadline is a runtime timer per
+// request, which costs a wakeup of the network poller on these machines.
+const smallWrite = 64 << 10
+
 func (c *conn) write(frame []byte) bool {
-	c.c.SetWriteDeadline(time.Now().Add(c.s.cfg.FrameTimeout))
+	if len(frame) > smallWrite {
+		c.c.SetWriteDeadline(time.Now().Add(c.s.cfg.FrameTimeout))
+		defer c.c.SetWriteDeadline(time.Time{})
+	}
 	if _, err := c.c.Write(frame); err != nil {
 		c.s.log.Debug("lean: write", "uid", c.peer.UID, "pid", c.peer.PID, "err", err)
 		return false
@@ -297,7 +326,7 @@ func (c *conn) readFailed(err error, where string) {
 	case errors.Is(err, io.EOF) && where == "idle":
 		return // the client closed between frames: normal
 	case errors.Is(err, os.ErrDeadlineExceeded) && where == "idle":
-		if !c.closing() {
+		if !c.s.closed.Load() {
 			c.s.m.idleClosed.Add(1)
 		}
 		return
