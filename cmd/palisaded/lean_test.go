@@ -339,3 +339,28 @@ func TestLeanSocketConfig(t *testing.T) {
 		}
 	}
 }
+
+// TestLeanDisconnectCancelsCall: a client that goes away in the middle of a long call over
+// the lean protocol frees the PAL's instance, as over gRPC (TestClientDisconnectMidCall).
+func TestLeanDisconnectCancelsCall(t *testing.T) {
+	d := startDaemon(t, newDaemonDir(t), Config{}, true)
+	c, ctx := d.dial(), context.Background()
+	info, err := c.Register(ctx, testPAL(t), client.RegisterOptions{Name: "loop", Limits: client.Limits{Timeout: time.Minute}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
+	_, err = c.Call(cctx, info.Handle, []byte("l")) // the client closes its connection at the deadline
+	cancel()
+	if !errors.Is(err, client.ErrTimeout) {
+		t.Fatalf("call with a 500ms deadline on a looping PAL: %v", err)
+	}
+	cctx, cancel = context.WithTimeout(ctx, 20*time.Second)
+	defer cancel()
+	if res, err := c.Call(cctx, info.Handle, []byte("efree")); err != nil || string(res.Output) != "free" {
+		t.Fatalf("the PAL's only instance was not freed by the disconnect: %q %v", res.Output, err)
+	}
+	if m := metricsOf(t, d); !strings.Contains(m, `palisade_lean_connections_total{outcome="gone_mid_call"} 1`) {
+		t.Fatalf("metrics do not count the call canceled by the disconnect:\n%s", m)
+	}
+}

@@ -14,6 +14,7 @@ type metrics struct {
 	accepted, refused                 atomic.Uint64
 	idleClosed, slowClosed, truncated atomic.Uint64
 	protocolErrors                    atomic.Uint64
+	disconnected                      atomic.Uint64        // calls canceled because the client went away
 	requests                          [8][32]atomic.Uint64 // [op][code], ops 0..7, codes 0..31
 	nanos                             [8]atomic.Uint64
 }
@@ -45,6 +46,7 @@ func (s *Server) WriteMetrics(w io.Writer) {
 	}{
 		{"accepted", &m.accepted}, {"refused_busy", &m.refused}, {"closed_idle", &m.idleClosed},
 		{"closed_slow", &m.slowClosed}, {"closed_truncated", &m.truncated}, {"closed_protocol_error", &m.protocolErrors},
+		{"gone_mid_call", &m.disconnected},
 	} {
 		fmt.Fprintf(w, "palisade_lean_connections_total{outcome=%q} %d\n", c.name, c.v.Load())
 	}
