@@ -8,11 +8,16 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"google.golang.org/grpc/peer"
+
+	"github.com/palisade-project/palisade/internal/api"
 	"github.com/palisade-project/palisade/internal/api/server"
 	"github.com/palisade-project/palisade/internal/engine"
 	"github.com/palisade-project/palisade/internal/engine/wasm"
@@ -28,6 +33,7 @@ import (
 // tested against a real palisaded in cmd/palisaded (lean_test.go).
 type fixture struct {
 	sock   string
+	api    *server.Server
 	lean   *lean.Server
 	served chan error
 }
@@ -50,16 +56,16 @@ func start(t *testing.T, cfg lean.Config) *fixture {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { v.Close(context.Background()) })
-	api, err := server.New(server.Config{Visor: v, Logger: log})
+	apiSrv, err := server.New(server.Config{Visor: v, Logger: log})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg.API, cfg.Logger = api, log
+	cfg.API, cfg.Logger = apiSrv, log
 	ls, err := lean.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := &fixture{sock: filepath.Join(dir, "lean.sock"), lean: ls, served: make(chan error, 1)}
+	f := &fixture{sock: filepath.Join(dir, "lean.sock"), api: apiSrv, lean: ls, served: make(chan error, 1)}
 	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: f.sock, Net: "unix"})
 	if err != nil {
 		t.Fatal(err)
@@ -274,5 +280,69 @@ func TestShutdownIdle(t *testing.T) {
 	}
 	if !closed(c) {
 		t.Fatal("idle connection still open after Shutdown")
+	}
+}
+
+// register registers cmd/palisaded's test PAL (built with clang) through the API server, as
+// the uid of this process, and returns its handle.
+func (f *fixture) register(t *testing.T, lim *api.Limits) visor.Handle {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "testpal.wasm")
+	if b, err := exec.Command("clang", "--target=wasm32", "-O2", "-nostdlib", "-fno-builtin", "-Wl,--no-entry",
+		"-o", out, "../../cmd/palisaded/testdata/testpal.c").CombinedOutput(); err != nil {
+		t.Fatalf("clang: %v\n%s", err, b)
+	}
+	img, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := peer.NewContext(context.Background(), &peer.Peer{AuthInfo: server.Peer{UID: uint32(os.Getuid()), GID: uint32(os.Getgid())}})
+	resp, err := f.api.Register(ctx, &api.RegisterRequest{Source: &api.RegisterRequest_Image{Image: img}, Limits: lim})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h, err := visor.ParseHandle(resp.Info.Handle)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// TestCallCanceledOnDisconnect: a client that closes its connection during a long call gets
+// the call canceled (its PAL instance freed), and one that stays gets its answer.
+func TestCallCanceledOnDisconnect(t *testing.T) {
+	f := start(t, lean.Config{})
+	h := f.register(t, &api.Limits{TimeoutMs: 60_000})
+	c := f.dial(t)
+	c.Write(frame(1, wire.OpCall, 0, 1, wire.CallRequest{Handle: uint64(h), Input: []byte("l")}.Append(nil)))
+	time.Sleep(400 * time.Millisecond) // past watchAfter: the connection is watched
+	c.Close()
+	c2 := f.dial(t)
+	start := time.Now()
+	c2.Write(frame(1, wire.OpCall, 0, 2, wire.CallRequest{Handle: uint64(h), Input: []byte("eok")}.Append(nil)))
+	hd, body, err := readResponse(c2)
+	if err != nil || hd.Code != wire.CodeOK {
+		t.Fatalf("call after the disconnect: %+v %v", hd, err)
+	}
+	if r, err := wire.DecodeCallResponse(body); err != nil || string(r.Output) != "ok" {
+		t.Fatalf("output %q, %v", r.Output, err)
+	}
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("the looping call held the instance for %v after its client left", el)
+	}
+	// A long call whose client waits is answered (its watcher ends without canceling it).
+	h2 := f.register(t, &api.Limits{TimeoutMs: 700})
+	c2.Write(frame(1, wire.OpCall, 0, 3, wire.CallRequest{Handle: uint64(h2), Input: []byte("l")}.Append(nil)))
+	if hd, _, err := readResponse(c2); err != nil || hd.Code != wire.CodeTimeout {
+		t.Fatalf("long call: %+v %v, want TIMEOUT at the PAL's 700 ms", hd, err)
+	}
+	c2.Write(frame(1, wire.OpCall, 0, 4, wire.CallRequest{Handle: uint64(h2)}.Append(nil)))
+	if hd, _, err := readResponse(c2); err != nil || hd.Code != wire.CodeOK || hd.ID != 4 {
+		t.Fatalf("call after a watched one: %+v %v", hd, err)
+	}
+	var m bytes.Buffer
+	f.lean.WriteMetrics(&m)
+	if !strings.Contains(m.String(), `palisade_lean_connections_total{outcome="gone_mid_call"} 1`) {
+		t.Fatalf("metrics:\n%s", m.String())
 	}
 }
