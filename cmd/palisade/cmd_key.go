@@ -23,6 +23,7 @@ import (
 
 	"github.com/palisade-project/palisade/attest"
 	"github.com/palisade-project/palisade/client"
+	"github.com/palisade-project/palisade/integrations/sshagent"
 	"github.com/palisade-project/palisade/internal/keys"
 )
 
@@ -30,10 +31,10 @@ func init() {
 	register(&command{
 		name:    "key",
 		summary: "create and use named keys held by palisaded (docs/keys.md)",
-		usage: "create NAME [--alg ecdsa-p256|ed25519|rsa-2048|rsa-3072] [--allow-user U,..] [--allow-group G,..] [--pin-file F] [--max-tries N] [--signer PAL]\n" +
+		usage: "create NAME [--alg ecdsa-p256|ed25519|rsa-2048|rsa-3072] [--allow-user U,..] [--allow-group G,..] [--pin-file F] [--max-tries N] [--signer PAL] [--ssh]\n" +
 			"       palisade key list\n" +
 			"       palisade key show NAME\n" +
-			"       palisade key public NAME [--der] [-o FILE]\n" +
+			"       palisade key public NAME [--der|--ssh] [-o FILE]\n" +
 			"       palisade key delete NAME\n" +
 			"       palisade key access NAME [--allow-user U,..] [--allow-group G,..]\n" +
 			"       palisade key pin NAME [--pin-file OLD] [--new-pin-file NEW] [--max-tries N]\n" +
@@ -162,9 +163,13 @@ func keyCreate(ctx context.Context, args []string) error {
 	pinFile := fs.String("pin-file", "", "file holding a PIN to require for every signature ('-': stdin)")
 	tries := fs.Uint("max-tries", 0, "incorrect PINs before the key locks (default 5)")
 	signer := fs.String("signer", "", "a signing PAL of your own (.wasm) to bind the key to, instead of the shipped one")
+	sshLine := fs.Bool("ssh", false, "print the key's authorized_keys line instead of its description (palisade ssh-agent serves it)")
 	pos, err := keyArgs(fs, args, 1, "exactly one key name")
 	if err != nil {
 		return err
+	}
+	if *sshLine && !sshagent.Supported(*alg) {
+		return usageErrorf("key create: --ssh with --alg %s: SSH keys are ed25519, ecdsa-p256, rsa-2048 or rsa-3072", *alg)
 	}
 	o := client.KeyCreateOptions{Name: pos[0], Alg: *alg, MaxTries: uint32(*tries)}
 	if o.AllowUIDs, err = ids(*users, false); err != nil {
@@ -191,6 +196,14 @@ func keyCreate(ctx context.Context, args []string) error {
 	k, err := c.KeyCreate(ctx, o)
 	if err != nil {
 		return err
+	}
+	if *sshLine {
+		line, err := sshagent.AuthorizedKey(k)
+		if err != nil {
+			return err
+		}
+		fmt.Println(line)
+		return nil
 	}
 	printKey(os.Stdout, k)
 	return nil
@@ -292,12 +305,16 @@ func writeOut(path string, b []byte) error {
 }
 
 func keyPublic(ctx context.Context, args []string) error {
-	fs, socket := keyFlags("public", "NAME [--der] [-o FILE]")
+	fs, socket := keyFlags("public", "NAME [--der|--ssh] [-o FILE]")
 	der := fs.Bool("der", false, "DER instead of PEM")
+	sshLine := fs.Bool("ssh", false, "OpenSSH's one-line form (authorized_keys, known_hosts, sshd's HostKey)")
 	out := fs.String("o", "", "output file (default stdout)")
 	pos, err := keyArgs(fs, args, 1, "exactly one key name")
 	if err != nil {
 		return err
+	}
+	if *der && *sshLine {
+		return usageErrorf("key public: --der and --ssh exclude each other")
 	}
 	c, err := dial(ctx, *socket)
 	if err != nil {
@@ -307,6 +324,13 @@ func keyPublic(ctx context.Context, args []string) error {
 	k, err := c.KeyGet(ctx, pos[0])
 	if err != nil {
 		return err
+	}
+	if *sshLine {
+		line, err := sshagent.AuthorizedKey(k)
+		if err != nil {
+			return err
+		}
+		return writeOut(*out, []byte(line+"\n"))
 	}
 	b := k.PublicDER
 	if !*der {

@@ -1,0 +1,140 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+
+	"github.com/palisade-project/palisade/client"
+	"github.com/palisade-project/palisade/integrations/sshagent"
+	"github.com/palisade-project/palisade/internal/keys"
+)
+
+func init() {
+	register(&command{
+		name:    "ssh-agent",
+		summary: "an SSH agent serving palisaded's keys, signing in their PALs (docs/ssh.md)",
+		usage:   "[-a SOCKET] [--key NAME,..] [--forward AGENT_SOCKET] [--askpass PROGRAM] [--allow-uid UID,..] [--socket PATH] [--log-level L]",
+		run:     runSSHAgent,
+	})
+}
+
+// defaultAgentSocket is where the agent listens without -a: the user's runtime directory, as
+// ssh-tpm-agent and gpg-agent do, else a private directory under the temporary one.
+func defaultAgentSocket() string {
+	if d := os.Getenv("XDG_RUNTIME_DIR"); d != "" {
+		return filepath.Join(d, "palisade", "ssh-agent.sock")
+	}
+	return filepath.Join(os.TempDir(), "palisade-ssh-"+strconv.Itoa(os.Getuid()), "agent.sock")
+}
+
+func runSSHAgent(ctx context.Context, args []string) error {
+	fs := newFlags(commands["ssh-agent"])
+	listen := fs.String("a", defaultAgentSocket(), "the agent's socket (give it to ssh as $SSH_AUTH_SOCK or IdentityAgent, to sshd as HostKeyAgent)")
+	socket := fs.String("socket", client.SocketPath(), "palisaded socket")
+	keyNames := fs.String("key", "", "serve only these keys (comma-separated names); default: every SSH-capable key you may use")
+	forward := fs.String("forward", "", "another agent's socket: gets requests for keys this agent does not hold, and ssh-add of private keys")
+	askpass := fs.String("askpass", os.Getenv("SSH_ASKPASS"), "program asked for the PIN of a key that has one (its prompt is its argument; it prints the PIN)")
+	allowUIDs := fs.String("allow-uid", "", "users besides yourself and root that may use the agent (names or uids)")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error (to stderr)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("unexpected arguments %q", fs.Args())
+	}
+	var lvl slog.Level
+	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
+		return usageErrorf("--log-level %q: want debug, info, warn or error", *logLevel)
+	}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	uids, err := ids(*allowUIDs, false)
+	if err != nil {
+		return err
+	}
+	c, err := dial(ctx, *socket)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	o := sshagent.Options{Client: c, Logger: log}
+	if *keyNames != "" {
+		for _, n := range strings.Split(*keyNames, ",") {
+			if n = strings.TrimSpace(n); n != "" {
+				o.Keys = append(o.Keys, n)
+			}
+		}
+	}
+	if *forward != "" {
+		if abs, err := filepath.Abs(*forward); err == nil && abs == mustAbs(*listen) {
+			return usageErrorf("--forward %s is the agent's own socket", *forward)
+		}
+		o.Forward = sshagent.DialForward(*forward)
+	}
+	if *askpass != "" {
+		prog := *askpass
+		o.PIN = func(k client.KeyInfo) ([]byte, error) { return askPIN(prog, k.Name) }
+	}
+	a, err := sshagent.New(o)
+	if err != nil {
+		return err
+	}
+	// A first listing checks that the daemon answers and the named keys exist, so a mistake
+	// shows at start, not at the first ssh.
+	ks, err := a.List()
+	if err != nil {
+		return err
+	}
+	l, err := sshagent.Listen(*listen)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(*listen)
+	srv := &sshagent.Server{Agent: a, AllowUIDs: uids}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(l) }()
+	fmt.Printf("SSH_AUTH_SOCK=%s; export SSH_AUTH_SOCK;\n", *listen)
+	log.Info("ssh-agent serving", "socket", *listen, "keys", len(ks), "forward", *forward)
+	select {
+	case <-ctx.Done():
+		srv.Close()
+		<-served
+		return nil
+	case err := <-served:
+		srv.Close()
+		return err
+	}
+}
+
+func mustAbs(p string) string {
+	a, err := filepath.Abs(p)
+	if err != nil {
+		return p
+	}
+	return a
+}
+
+// askPIN runs the askpass program as ssh-add runs $SSH_ASKPASS: the prompt as its argument, the
+// answer on its standard output.
+func askPIN(prog, key string) ([]byte, error) {
+	cmd := exec.Command(prog, fmt.Sprintf("PIN for Palisade key %s: ", key))
+	cmd.Stderr = os.Stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, fmt.Errorf("askpass %s: %w", prog, err)
+	}
+	pin := []byte(strings.TrimRight(string(out), "\r\n"))
+	if len(pin) == 0 {
+		return nil, errors.New("askpass gave an empty PIN")
+	}
+	if len(pin) > keys.MaxPIN {
+		return nil, fmt.Errorf("askpass gave a PIN of %d bytes (at most %d)", len(pin), keys.MaxPIN)
+	}
+	return pin, nil
+}

@@ -1,0 +1,427 @@
+// Package sshagent is an SSH agent (the protocol of OpenSSH's ssh-agent, draft-miller-ssh-agent)
+// whose keys are Palisade named keys: it lists the keys palisaded lets its user sign with, and
+// has every signature made by the key's signing PAL. The agent's process never holds a private
+// key. Requests for keys it does not hold can go on to another agent (Options.Forward), as
+// ssh-tpm-agent's fallback does, so one $SSH_AUTH_SOCK serves both.
+//
+// The same agent serves sshd's host keys through sshd_config's HostKeyAgent (docs/ssh.md).
+package sshagent
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sort"
+	"sync"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+
+	"github.com/palisade-project/palisade/client"
+)
+
+// Errors of the agent. The agent protocol carries no reason, only SSH_AGENT_FAILURE; these are
+// what the agent logs and what Go callers of Agent see.
+var (
+	ErrLocked     = errors.New("sshagent: the agent is locked")
+	ErrNotLocked  = errors.New("sshagent: the agent is not locked")
+	ErrBadUnlock  = errors.New("sshagent: incorrect passphrase")
+	ErrUnknownKey = errors.New("sshagent: no such key in this agent")
+	// ErrNoPrivateKeys refuses ssh-add of a private key with no agent to forward it to: this
+	// agent's point is that no private key is in its memory (`palisade key import` moves an
+	// existing key into palisaded instead).
+	ErrNoPrivateKeys = errors.New("sshagent: this agent holds no private keys; import the key into palisaded (palisade key import) or give the agent --forward")
+)
+
+// Comment is the comment the agent lists a Palisade key under ("palisade:NAME"); `palisade key
+// create --ssh` ends its authorized_keys line with the same.
+func Comment(name string) string { return "palisade:" + name }
+
+// Supported reports whether keys of algorithm alg (client.Alg*) can be SSH keys: Ed25519,
+// ECDSA P-256 and RSA (rsa-sha2-256 and rsa-sha2-512 signatures).
+func Supported(alg string) bool {
+	switch alg {
+	case client.AlgEd25519, client.AlgECDSAP256, client.AlgRSA2048, client.AlgRSA3072:
+		return true
+	}
+	return false
+}
+
+// AuthorizedKey returns the authorized_keys line of a Palisade key (no trailing newline).
+func AuthorizedKey(k client.KeyInfo) (string, error) {
+	pub, err := ssh.NewPublicKey(k.Public)
+	if err != nil {
+		return "", fmt.Errorf("key %q: %w", k.Name, err)
+	}
+	line := bytes.TrimRight(ssh.MarshalAuthorizedKey(pub), "\n")
+	return string(line) + " " + Comment(k.Name), nil
+}
+
+// Options configure an Agent.
+type Options struct {
+	// Client reaches palisaded; the agent signs as the uid that dialled it.
+	Client *client.Client
+	// Keys restricts the agent to these key names; empty: every key the daemon lets the
+	// caller use whose algorithm SSH supports.
+	Keys []string
+	// Forward, if not nil, returns a connection to another agent, which gets the requests for
+	// keys this agent does not hold (and ssh-add of private keys). It is called per request,
+	// so the other agent may restart.
+	Forward func() (agent.ExtendedAgent, func() error, error)
+	// PIN returns the PIN of a key that has one (an askpass program, for instance); nil: such
+	// keys are listed but cannot sign.
+	PIN func(k client.KeyInfo) ([]byte, error)
+	// SignTimeout bounds each signature, waiting for a restarting daemon included (default 30 s).
+	SignTimeout time.Duration
+	// UnlockDelay is slept after an incorrect unlock passphrase, as OpenSSH's agent does, to
+	// slow guessing (default 1 s; negative: none).
+	UnlockDelay time.Duration
+	Logger      *slog.Logger
+}
+
+// Agent implements agent.ExtendedAgent over palisaded's named keys. It is safe for concurrent
+// use: ServeAgent runs one goroutine per connection.
+type Agent struct {
+	o   Options
+	log *slog.Logger
+
+	mu      sync.Mutex
+	locked  bool
+	lockSum [sha256.Size]byte // SHA-256(salt ‖ passphrase) while locked
+	salt    [16]byte
+	signers map[string]*client.KeySigner // by key name, made on first use
+}
+
+// New returns an agent on o.Client.
+func New(o Options) (*Agent, error) {
+	if o.Client == nil {
+		return nil, errors.New("sshagent: no client")
+	}
+	if o.SignTimeout == 0 {
+		o.SignTimeout = client.DefaultKeySignTimeout
+	}
+	if o.UnlockDelay == 0 {
+		o.UnlockDelay = time.Second
+	}
+	log := o.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Agent{o: o, log: log, signers: map[string]*client.KeySigner{}}, nil
+}
+
+var _ agent.ExtendedAgent = (*Agent)(nil)
+
+// held is a Palisade key as the agent offers it.
+type held struct {
+	info client.KeyInfo
+	pub  ssh.PublicKey
+}
+
+// keys asks the daemon for the keys on every call, so keys created or deleted while the agent
+// runs show up (or go) without a restart.
+func (a *Agent) keys(ctx context.Context) ([]held, error) {
+	var infos []client.KeyInfo
+	if len(a.o.Keys) == 0 {
+		all, err := a.o.Client.KeyList(ctx)
+		if err != nil {
+			return nil, err
+		}
+		infos = all
+	} else {
+		for _, name := range a.o.Keys {
+			k, err := a.o.Client.KeyGet(ctx, name)
+			if err != nil {
+				return nil, fmt.Errorf("key %q: %w", name, err)
+			}
+			infos = append(infos, k)
+		}
+	}
+	out := make([]held, 0, len(infos))
+	for _, k := range infos {
+		if !Supported(k.Alg) {
+			continue
+		}
+		pub, err := ssh.NewPublicKey(k.Public)
+		if err != nil {
+			a.log.Warn("key not offered", "key", k.Name, "err", err)
+			continue
+		}
+		out = append(out, held{info: k, pub: pub})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].info.Name < out[j].info.Name })
+	return out, nil
+}
+
+func (a *Agent) isLocked() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.locked
+}
+
+func (a *Agent) ctx() (context.Context, context.CancelFunc) {
+	return context.WithTimeout(context.Background(), a.o.SignTimeout)
+}
+
+// List implements agent.Agent: Palisade keys first, then the forwarded agent's. A locked
+// agent lists nothing.
+func (a *Agent) List() ([]*agent.Key, error) {
+	if a.isLocked() {
+		return nil, nil
+	}
+	ctx, cancel := a.ctx()
+	defer cancel()
+	hs, err := a.keys(ctx)
+	if err != nil {
+		a.log.Error("list keys", "err", err)
+		return nil, err
+	}
+	out := make([]*agent.Key, 0, len(hs))
+	seen := map[string]bool{}
+	for _, h := range hs {
+		blob := h.pub.Marshal()
+		seen[string(blob)] = true
+		out = append(out, &agent.Key{Format: h.pub.Type(), Blob: blob, Comment: Comment(h.info.Name)})
+	}
+	if a.o.Forward != nil {
+		err := a.forward(func(f agent.ExtendedAgent) error {
+			fks, err := f.List()
+			for _, k := range fks {
+				if !seen[string(k.Blob)] {
+					out = append(out, k)
+				}
+			}
+			return err
+		})
+		if err != nil {
+			a.log.Warn("forwarded agent: list", "err", err)
+		}
+	}
+	return out, nil
+}
+
+func (a *Agent) forward(f func(agent.ExtendedAgent) error) error {
+	if a.o.Forward == nil {
+		return ErrUnknownKey
+	}
+	fa, closeFn, err := a.o.Forward()
+	if err != nil {
+		return fmt.Errorf("forwarded agent: %w", err)
+	}
+	defer closeFn()
+	return f(fa)
+}
+
+// Sign implements agent.Agent.
+func (a *Agent) Sign(key ssh.PublicKey, data []byte) (*ssh.Signature, error) {
+	return a.SignWithFlags(key, data, 0)
+}
+
+// SignWithFlags implements agent.ExtendedAgent: the key's signing PAL signs; for RSA, flags
+// choose rsa-sha2-256 or rsa-sha2-512 (ssh-rsa with SHA-1 is refused, as OpenSSH 8.8+ does).
+func (a *Agent) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
+	if a.isLocked() {
+		return nil, ErrLocked
+	}
+	ctx, cancel := a.ctx()
+	defer cancel()
+	hs, err := a.keys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	blob := key.Marshal()
+	for _, h := range hs {
+		if !bytes.Equal(h.pub.Marshal(), blob) {
+			continue
+		}
+		sig, err := a.sign(ctx, h, data, flags)
+		if err != nil {
+			a.log.Error("sign", "key", h.info.Name, "err", err)
+			return nil, err
+		}
+		a.log.Debug("signed", "key", h.info.Name, "type", sig.Format)
+		return sig, nil
+	}
+	var sig *ssh.Signature
+	err = a.forward(func(f agent.ExtendedAgent) error {
+		var err error
+		sig, err = f.SignWithFlags(key, data, flags)
+		return err
+	})
+	return sig, err
+}
+
+func (a *Agent) sign(ctx context.Context, h held, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
+	ks, err := a.signer(ctx, h.info)
+	if err != nil {
+		return nil, err
+	}
+	s, err := ssh.NewSignerFromSigner(ks)
+	if err != nil {
+		return nil, err
+	}
+	if h.pub.Type() != ssh.KeyAlgoRSA {
+		return s.Sign(rand.Reader, data)
+	}
+	as, ok := s.(ssh.AlgorithmSigner)
+	if !ok {
+		return nil, fmt.Errorf("sshagent: RSA signer without algorithm choice")
+	}
+	switch {
+	case flags&agent.SignatureFlagRsaSha512 != 0:
+		return as.SignWithAlgorithm(rand.Reader, data, ssh.KeyAlgoRSASHA512)
+	case flags&agent.SignatureFlagRsaSha256 != 0:
+		return as.SignWithAlgorithm(rand.Reader, data, ssh.KeyAlgoRSASHA256)
+	}
+	return nil, errors.New("sshagent: ssh-rsa (SHA-1) signatures are refused; the client must ask for rsa-sha2-256 or rsa-sha2-512")
+}
+
+// signer returns the KeySigner of k, made once per key and refreshed if the key changed (a
+// key deleted and created again under the same name).
+func (a *Agent) signer(ctx context.Context, k client.KeyInfo) (*client.KeySigner, error) {
+	a.mu.Lock()
+	s := a.signers[k.Name]
+	a.mu.Unlock()
+	if s == nil || !bytes.Equal(s.Info().PublicDER, k.PublicDER) {
+		var err error
+		if s, err = a.o.Client.KeySigner(ctx, k.Name); err != nil {
+			return nil, err
+		}
+		s.Timeout = a.o.SignTimeout
+		a.mu.Lock()
+		a.signers[k.Name] = s
+		a.mu.Unlock()
+	}
+	if !k.HasPIN {
+		return s, nil
+	}
+	if a.o.PIN == nil {
+		return nil, fmt.Errorf("sshagent: key %q needs a PIN and the agent has no way to ask for one (--askpass)", k.Name)
+	}
+	pin, err := a.o.PIN(k)
+	if err != nil {
+		return nil, fmt.Errorf("sshagent: PIN for key %q: %w", k.Name, err)
+	}
+	// A copy per signature: the PIN is not kept in the shared signer.
+	c := *s
+	c.PIN = pin
+	return &c, nil
+}
+
+// Add implements agent.Agent: private keys go to the forwarded agent, never into this one.
+func (a *Agent) Add(key agent.AddedKey) error {
+	if a.isLocked() {
+		return ErrLocked
+	}
+	if a.o.Forward == nil {
+		return ErrNoPrivateKeys
+	}
+	return a.forward(func(f agent.ExtendedAgent) error { return f.Add(key) })
+}
+
+// Remove implements agent.Agent. Palisade keys are deleted with `palisade key delete`, not by
+// ssh-add -d; a key of the forwarded agent is removed there.
+func (a *Agent) Remove(key ssh.PublicKey) error {
+	if a.isLocked() {
+		return ErrLocked
+	}
+	return a.forward(func(f agent.ExtendedAgent) error { return f.Remove(key) })
+}
+
+// RemoveAll implements agent.Agent: it empties the forwarded agent; Palisade keys stay.
+func (a *Agent) RemoveAll() error {
+	if a.isLocked() {
+		return ErrLocked
+	}
+	if a.o.Forward == nil {
+		return nil
+	}
+	return a.forward(func(f agent.ExtendedAgent) error { return f.RemoveAll() })
+}
+
+// Lock implements agent.Agent: until Unlock with the same passphrase, the agent lists no keys
+// and signs nothing, and neither does it forward. Only a salted hash of the passphrase is kept.
+func (a *Agent) Lock(passphrase []byte) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.locked {
+		return ErrLocked
+	}
+	if _, err := rand.Read(a.salt[:]); err != nil {
+		return err
+	}
+	a.lockSum = a.passSum(passphrase)
+	a.locked = true
+	a.log.Info("agent locked")
+	return nil
+}
+
+func (a *Agent) passSum(p []byte) [sha256.Size]byte {
+	h := sha256.New()
+	h.Write(a.salt[:])
+	h.Write(p)
+	var s [sha256.Size]byte
+	copy(s[:], h.Sum(nil))
+	return s
+}
+
+// Unlock implements agent.Agent.
+func (a *Agent) Unlock(passphrase []byte) error {
+	a.mu.Lock()
+	if !a.locked {
+		a.mu.Unlock()
+		return ErrNotLocked
+	}
+	sum := a.passSum(passphrase)
+	if subtle.ConstantTimeCompare(sum[:], a.lockSum[:]) == 1 {
+		a.locked = false
+		a.mu.Unlock()
+		a.log.Info("agent unlocked")
+		return nil
+	}
+	a.mu.Unlock()
+	a.log.Warn("agent unlock: incorrect passphrase")
+	if a.o.UnlockDelay > 0 {
+		time.Sleep(a.o.UnlockDelay)
+	}
+	return ErrBadUnlock
+}
+
+// Signers implements agent.Agent for Go callers: signers of the Palisade keys (the forwarded
+// agent's are not included).
+func (a *Agent) Signers() ([]ssh.Signer, error) {
+	if a.isLocked() {
+		return nil, ErrLocked
+	}
+	ctx, cancel := a.ctx()
+	defer cancel()
+	hs, err := a.keys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]ssh.Signer, 0, len(hs))
+	for _, h := range hs {
+		ks, err := a.signer(ctx, h.info)
+		if err != nil {
+			return nil, err
+		}
+		s, err := ssh.NewSignerFromSigner(ks)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, s)
+	}
+	return out, nil
+}
+
+// Extension implements agent.ExtendedAgent: none are supported (session-bind@openssh.com is
+// answered as unsupported, which OpenSSH's ssh tolerates).
+func (a *Agent) Extension(string, []byte) ([]byte, error) {
+	return nil, agent.ErrExtensionUnsupported
+}

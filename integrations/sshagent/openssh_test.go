@@ -1,0 +1,138 @@
+package sshagent_test
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestOpenSSH drives `palisade ssh-agent` with the real OpenSSH: ssh-add lists the keys made by
+// `palisade key create --ssh` (-L, -l), locks and unlocks the agent (-x, -X); ssh logs in to a
+// real sshd with each key algorithm through the agent; the sshd's host key is a Palisade key
+// served by a second agent through HostKeyAgent, and ssh checks it against a known_hosts file
+// holding that key only.
+func TestOpenSSH(t *testing.T) {
+	needTools(t, "ssh", "ssh-add", "/usr/sbin/sshd")
+	e := newEnv(t)
+
+	// The user's keys, one per algorithm, and the host key.
+	algs := []string{"ed25519", "ecdsa-p256", "rsa-2048"}
+	lines := map[string]string{} // alg -> authorized_keys line
+	var authorized strings.Builder
+	for _, alg := range algs {
+		line := strings.TrimSpace(e.palisade("key", "create", "user-"+alg, "--alg", alg, "--ssh"))
+		if !strings.HasSuffix(line, " palisade:user-"+alg) {
+			t.Fatalf("key create --ssh printed %q", line)
+		}
+		lines[alg] = line
+		authorized.WriteString(line + "\n")
+		// The public key file ssh's IdentityFile names to pick the agent's key.
+		if err := os.WriteFile(filepath.Join(e.dir, alg+".pub"), []byte(line+"\n"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := e.palisade("key", "public", "user-ed25519", "--ssh"); strings.TrimSpace(got) != lines["ed25519"] {
+		t.Fatalf("key public --ssh: %q, want %q", got, lines["ed25519"])
+	}
+	if _, errs, code := e.run(nil, "", e.cli, "key", "create", "x", "--alg", "bogus", "--ssh"); code != 2 || !strings.Contains(errs, "SSH keys are") {
+		t.Errorf("key create --ssh --alg bogus: exit %d, %s", code, errs)
+	}
+	hostLine := strings.TrimSpace(e.palisade("key", "create", "host", "--alg", "ed25519", "--ssh"))
+	hostPub := filepath.Join(e.dir, "host.pub")
+	authKeys := filepath.Join(e.dir, "authorized_keys")
+	knownHosts := filepath.Join(e.dir, "known_hosts")
+	for _, f := range []struct{ path, data string }{
+		{hostPub, hostLine + "\n"}, {authKeys, authorized.String()},
+	} {
+		if err := os.WriteFile(f.path, []byte(f.data), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	userSock, _ := e.agent("user", "--key", "user-ed25519,user-ecdsa-p256,user-rsa-2048")
+	hostSock, _ := e.agent("host", "--key", "host")
+	agentEnv := []string{"SSH_AUTH_SOCK=" + userSock}
+
+	// ssh-add -L lists exactly the keys, as `key create --ssh` printed them.
+	out, errs, code := e.run(agentEnv, "", "ssh-add", "-L")
+	if code != 0 {
+		t.Fatalf("ssh-add -L: %d %s", code, errs)
+	}
+	want := lines["ecdsa-p256"] + "\n" + lines["ed25519"] + "\n" + lines["rsa-2048"] + "\n"
+	if out != want {
+		t.Fatalf("ssh-add -L:\n%s\nwant:\n%s", out, want)
+	}
+	out, _, code = e.run(agentEnv, "", "ssh-add", "-l")
+	for _, w := range []string{"palisade:user-ed25519 (ED25519)", "palisade:user-ecdsa-p256 (ECDSA)", "2048 SHA256:", "palisade:user-rsa-2048 (RSA)"} {
+		if code != 0 || !strings.Contains(out, w) {
+			t.Errorf("ssh-add -l: exit %d, no %q in\n%s", code, w, out)
+		}
+	}
+
+	port := e.sshd(fmt.Sprintf(`HostKey %s
+HostKeyAgent %s
+AuthorizedKeysFile %s
+StrictModes no
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+`, hostPub, hostSock, authKeys))
+	// known_hosts pins the Palisade host key: ssh with StrictHostKeyChecking=yes logs in only
+	// if sshd's host key signature verifies under it.
+	kh := fmt.Sprintf("[127.0.0.1]:%d %s\n", port, strings.Join(strings.Fields(hostLine)[:2], " "))
+	if err := os.WriteFile(knownHosts, []byte(kh), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	login := func(alg string) (string, string, int) {
+		return e.ssh(port, knownHosts, agentEnv, []string{
+			"-o", "IdentitiesOnly=yes", "-o", "IdentityFile=" + filepath.Join(e.dir, alg+".pub"),
+			"-o", "PasswordAuthentication=no",
+		}, "echo logged-in-with-"+alg)
+	}
+	for _, alg := range algs {
+		out, errs, code := login(alg)
+		if code != 0 || out != "logged-in-with-"+alg+"\n" {
+			t.Errorf("ssh with %s: exit %d, %q %s", alg, code, out, errs)
+		}
+	}
+
+	// A known_hosts with another key for the host: ssh refuses (the host key is checked).
+	other := filepath.Join(e.dir, "known_hosts.other")
+	if err := os.WriteFile(other, []byte(fmt.Sprintf("[127.0.0.1]:%d %s\n", port, strings.Join(strings.Fields(lines["ed25519"])[:2], " "))), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, errs, code := e.ssh(port, other, agentEnv, nil, "true"); code != 255 || !strings.Contains(errs, "HOST IDENTIFICATION HAS CHANGED") {
+		t.Errorf("ssh with a wrong known_hosts: exit %d %s", code, errs)
+	}
+
+	// Lock and unlock with ssh-add -x / -X; the passphrase comes from an askpass program.
+	askpass := func(pass string) []string {
+		p := filepath.Join(e.dir, "askpass-"+pass)
+		if err := os.WriteFile(p, []byte("#!/bin/sh\necho '"+pass+"'\n"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		return append(agentEnv, "SSH_ASKPASS="+p, "SSH_ASKPASS_REQUIRE=force", "DISPLAY=:0")
+	}
+	if _, errs, code := e.run(askpass("secret"), "", "ssh-add", "-x"); code != 0 {
+		t.Fatalf("ssh-add -x: %d %s", code, errs)
+	}
+	if out, _, code := e.run(agentEnv, "", "ssh-add", "-L"); code != 1 || strings.Contains(out, "ssh-") {
+		t.Errorf("ssh-add -L on a locked agent: exit %d\n%s", code, out)
+	}
+	if _, _, code := login("ed25519"); code != 255 {
+		t.Errorf("ssh through a locked agent: exit %d, want 255", code)
+	}
+	if _, _, code := e.run(askpass("wrong"), "", "ssh-add", "-X"); code == 0 {
+		t.Error("ssh-add -X with a wrong passphrase unlocked the agent")
+	}
+	if _, errs, code := e.run(askpass("secret"), "", "ssh-add", "-X"); code != 0 {
+		t.Fatalf("ssh-add -X: %d %s", code, errs)
+	}
+	if out, errs, code := login("ed25519"); code != 0 || out != "logged-in-with-ed25519\n" {
+		t.Errorf("ssh after unlock: exit %d %q %s", code, out, errs)
+	}
+}

@@ -1,0 +1,175 @@
+package sshagent
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	"golang.org/x/crypto/ssh/agent"
+)
+
+// Listen makes the agent's Unix socket at path, as OpenSSH's ssh-agent does: the socket is
+// 0600 and, if its directory does not exist, the directory is made 0700. An existing file at
+// path is an error (another agent may be using it).
+func Listen(path string) (*net.UnixListener, error) {
+	if len(path) >= 108 {
+		return nil, fmt.Errorf("sshagent: socket path %q is %d bytes (a Unix socket path has at most 107)", path, len(path))
+	}
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	// The umask keeps the socket private between bind and chmod.
+	old := syscall.Umask(0o177)
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: path, Net: "unix"})
+	syscall.Umask(old)
+	if err != nil {
+		return nil, err
+	}
+	if err := os.Chmod(path, 0o600); err != nil {
+		l.Close()
+		return nil, err
+	}
+	return l, nil
+}
+
+// DialForward returns an Options.Forward that connects to the agent at path for each request.
+func DialForward(path string) func() (agent.ExtendedAgent, func() error, error) {
+	return func() (agent.ExtendedAgent, func() error, error) {
+		c, err := net.Dial("unix", path)
+		if err != nil {
+			return nil, nil, err
+		}
+		return agent.NewClient(c), c.Close, nil
+	}
+}
+
+// Server serves an Agent on a listener.
+type Server struct {
+	Agent *Agent
+	// AllowUIDs are the peers served besides the agent's own uid and root (sshd reading a
+	// HostKeyAgent runs as root). Others are refused at accept, as ssh-agent refuses a peer
+	// whose getpeereid uid is neither its own nor root's.
+	AllowUIDs []uint32
+
+	mu    sync.Mutex
+	l     net.Listener
+	conns map[net.Conn]struct{}
+	done  bool
+	wg    sync.WaitGroup
+}
+
+// ErrServerClosed is returned by Serve after Close.
+var ErrServerClosed = errors.New("sshagent: server closed")
+
+// Serve accepts connections on l until Close.
+func (s *Server) Serve(l *net.UnixListener) error {
+	s.mu.Lock()
+	if s.done {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	s.l = l
+	if s.conns == nil {
+		s.conns = map[net.Conn]struct{}{}
+	}
+	s.mu.Unlock()
+	for {
+		c, err := l.AcceptUnix()
+		if err != nil {
+			s.mu.Lock()
+			done := s.done
+			s.mu.Unlock()
+			if done {
+				return ErrServerClosed
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				continue
+			}
+			return err
+		}
+		uid, err := peerUID(c)
+		if err == nil && !s.allowed(uid) {
+			err = fmt.Errorf("peer uid %d is not allowed", uid)
+		}
+		if err != nil {
+			s.Agent.log.Warn("connection refused", "err", err)
+			c.Close()
+			continue
+		}
+		s.mu.Lock()
+		if s.done {
+			s.mu.Unlock()
+			c.Close()
+			return ErrServerClosed
+		}
+		s.conns[c] = struct{}{}
+		s.wg.Add(1)
+		s.mu.Unlock()
+		go func() {
+			defer s.wg.Done()
+			// ServeAgent returns at EOF or on a malformed request (it bounds a message at
+			// 16 KiB, as OpenSSH's agent bounds its frames at 256 KiB).
+			if err := agent.ServeAgent(s.Agent, c); !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+				s.Agent.log.Debug("connection ended", "err", err)
+			}
+			c.Close()
+			s.mu.Lock()
+			delete(s.conns, c)
+			s.mu.Unlock()
+		}()
+	}
+}
+
+func (s *Server) allowed(uid uint32) bool {
+	if uid == 0 || uid == uint32(os.Getuid()) {
+		return true
+	}
+	for _, u := range s.AllowUIDs {
+		if u == uid {
+			return true
+		}
+	}
+	return false
+}
+
+// Close stops accepting, closes open connections and waits for their goroutines.
+func (s *Server) Close() error {
+	s.mu.Lock()
+	s.done = true
+	var err error
+	if s.l != nil {
+		err = s.l.Close()
+	}
+	for c := range s.conns {
+		c.Close()
+	}
+	s.mu.Unlock()
+	s.wg.Wait()
+	return err
+}
+
+func peerUID(c *net.UnixConn) (uint32, error) {
+	raw, err := c.SyscallConn()
+	if err != nil {
+		return 0, err
+	}
+	var (
+		cred *syscall.Ucred
+		cerr error
+	)
+	if err := raw.Control(func(fd uintptr) {
+		cred, cerr = syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED)
+	}); err != nil {
+		return 0, err
+	}
+	if cerr != nil {
+		return 0, fmt.Errorf("SO_PEERCRED: %w", cerr)
+	}
+	return cred.Uid, nil
+}
