@@ -2,10 +2,13 @@ package sshagent_test
 
 import (
 	"fmt"
+	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // TestOpenSSH drives `palisade ssh-agent` with the real OpenSSH: ssh-add lists the keys made by
@@ -134,5 +137,65 @@ UsePAM no
 	}
 	if out, errs, code := login("ed25519"); code != 0 || out != "logged-in-with-ed25519\n" {
 		t.Errorf("ssh after unlock: exit %d %q %s", code, out, errs)
+	}
+
+	// Without --forward the agent takes no private key: ssh-add of a key file fails.
+	fileKey := filepath.Join(e.dir, "file_ed25519")
+	if out, errs, code := e.run(nil, "", "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "file-key", "-f", fileKey); code != 0 {
+		t.Fatalf("ssh-keygen: %d %s%s", code, out, errs)
+	}
+	if _, _, code := e.run(agentEnv, "", "ssh-add", fileKey); code == 0 {
+		t.Error("ssh-add of a private key into an agent without --forward succeeded")
+	}
+
+	// With --forward, requests for keys it does not hold go to OpenSSH's ssh-agent: ssh-add
+	// through it stores the key there, ssh-add -L lists both, and ssh logs in with either.
+	osshSock := filepath.Join(e.dir, "openssh-agent.sock")
+	start(t, "ssh-agent", exec.Command("ssh-agent", "-D", "-a", osshSock))
+	waitSocket(t, osshSock)
+	fwdSock, _ := e.agent("fwd", "--key", "user-ed25519", "--forward", osshSock)
+	fwdEnv := []string{"SSH_AUTH_SOCK=" + fwdSock}
+	if _, errs, code := e.run(fwdEnv, "", "ssh-add", "-q", fileKey); code != 0 {
+		t.Fatalf("ssh-add through the forwarding agent: %d %s", code, errs)
+	}
+	if out, _, _ := e.run([]string{"SSH_AUTH_SOCK=" + osshSock}, "", "ssh-add", "-l"); !strings.Contains(out, "file-key") {
+		t.Errorf("the key did not reach OpenSSH's agent: %s", out)
+	}
+	filePub, err := os.ReadFile(fileKey + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out, _, _ = e.run(fwdEnv, "", "ssh-add", "-L")
+	if want := lines["ed25519"] + "\n" + string(filePub); out != want {
+		t.Errorf("ssh-add -L through the forwarding agent:\n%s\nwant:\n%s", out, want)
+	}
+	f, err := os.OpenFile(authKeys, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Write(filePub)
+	f.Close()
+	for _, id := range []string{fileKey + ".pub", filepath.Join(e.dir, "ed25519.pub")} {
+		out, errs, code := e.ssh(port, knownHosts, fwdEnv, []string{"-o", "IdentitiesOnly=yes", "-o", "IdentityFile=" + id}, "echo forwarded")
+		if code != 0 || out != "forwarded\n" {
+			t.Errorf("ssh with %s through the forwarding agent: exit %d %q %s", filepath.Base(id), code, out, errs)
+		}
+	}
+}
+
+// waitSocket waits until something listens on the Unix socket path.
+func waitSocket(t *testing.T, path string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		c, err := net.Dial("unix", path)
+		if err == nil {
+			c.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing listens on %s: %v", path, err)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
