@@ -1,0 +1,190 @@
+package pam_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"golang.org/x/crypto/argon2"
+
+	"github.com/palisade-project/palisade/integrations/pam"
+	"github.com/palisade-project/palisade/internal/e2e/apps"
+)
+
+// daemon starts an in-process palisaded (wasm engine) in dir ("" a temporary one) and
+// registers the shipped checking PAL on it. stop stops the daemon (once; cleanup calls it).
+func daemon(t testing.TB, dir string) (stop func() error, k pam.Checker) {
+	t.Helper()
+	ctx := context.Background()
+	d, err := apps.StartDaemon(ctx, apps.DaemonOptions{Dir: dir, Engines: []string{"wasm"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var once sync.Once
+	stop = func() error {
+		once.Do(func() { err = d.Close(context.Background()) })
+		return err
+	}
+	t.Cleanup(func() { stop() })
+	c, err := d.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	k, err = pam.State{Dir: t.TempDir()}.Ensure(ctx, c, nil, "wasm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return stop, k
+}
+
+// TestHashMatchesXCrypto checks the PAL's Argon2id (written from RFC 9106) against
+// golang.org/x/crypto/argon2 over parameters that exercise every path: one and several lanes,
+// one and several passes, tags shorter and longer than 64 bytes, memory not a multiple of 4p.
+func TestHashMatchesXCrypto(t *testing.T) {
+	_, k := daemon(t, "")
+	ctx := context.Background()
+	for _, tc := range []struct {
+		p        pam.Params
+		pw, salt string
+		tagLen   uint32
+	}{
+		{pam.Params{Time: 1, Memory: 64, Threads: 1}, "password", "somesalt", 32},
+		{pam.Params{Time: 3, Memory: 100, Threads: 4}, "hello", "worldsalt", 64},
+		{pam.Params{Time: 1, Memory: 8, Threads: 1}, "x", "saltsalt", 4},
+		{pam.Params{Time: 2, Memory: 2050, Threads: 2}, "correct horse", "0123456789abcdef", 48},
+		{pam.Params{Time: 1, Memory: 64, Threads: 1}, "", "saltsalt", 32},
+		{pam.DefaultParams, "battery staple", "0123456789abcdef", 32},
+	} {
+		got, err := k.Hash(ctx, tc.p, []byte(tc.pw), []byte(tc.salt), tc.tagLen)
+		if err != nil {
+			t.Fatalf("%+v: %v", tc.p, err)
+		}
+		want := argon2.IDKey([]byte(tc.pw), []byte(tc.salt), tc.p.Time, tc.p.Memory, uint8(tc.p.Threads), tc.tagLen)
+		if !bytes.Equal(got, want) {
+			t.Errorf("%+v %q %q: PAL %x, x/crypto %x", tc.p, tc.pw, tc.salt, got, want)
+		}
+	}
+	// Out-of-range parameters are refused by the PAL, not computed.
+	if _, err := k.Hash(ctx, pam.Params{Time: 1, Memory: pam.MaxMemoryKiB + 1, Threads: 1}, []byte("a"), []byte("saltsalt"), 32); err == nil {
+		t.Error("m above the arena was accepted")
+	}
+}
+
+// TestEnrolCheckLockout: the right password passes, a wrong one and an unknown user fail,
+// MaxFailures failures lock the user even against the right password, a database rolled back
+// to an older copy stays locked, the lockout survives a daemon restart (the µTPM counter is
+// persistent), and Unlock lifts it.
+func TestEnrolCheckLockout(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	stop, k := daemon(t, dir)
+	fast := pam.Params{Time: 1, Memory: 64, Threads: 1}
+	db, err := k.Enrol(ctx, nil, "alice", []byte("right"), fast, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if db, err = k.Enrol(ctx, db, "bob", []byte("bobs"), pam.Params{}, 0); err != nil {
+		t.Fatal(err)
+	}
+	old := db
+	for _, tc := range []struct {
+		user, pw string
+		want     error
+	}{
+		{"alice", "right", nil}, {"bob", "bobs", nil}, {"alice", "bobs", pam.ErrWrong},
+		{"carol", "right", pam.ErrWrong}, {"alice", "right", nil},
+	} {
+		newDB, err := k.Check(ctx, db, tc.user, []byte(tc.pw))
+		if !errors.Is(err, tc.want) {
+			t.Fatalf("check %s/%s: %v, want %v", tc.user, tc.pw, err, tc.want)
+		}
+		if newDB != nil {
+			db = newDB
+		}
+	}
+	for i := 0; i < 3; i++ {
+		if _, err := k.Check(ctx, db, "alice", []byte("guess")); !errors.Is(err, pam.ErrWrong) {
+			t.Fatalf("guess %d: %v", i, err)
+		}
+	}
+	if _, err := k.Check(ctx, db, "alice", []byte("right")); !errors.Is(err, pam.ErrLocked) {
+		t.Fatalf("after 3 failures: %v, want ErrLocked", err)
+	}
+	if _, err := k.Check(ctx, old, "alice", []byte("right")); !errors.Is(err, pam.ErrLocked) {
+		t.Fatalf("rolled-back db: %v, want ErrLocked", err)
+	}
+	if _, err := k.Check(ctx, db, "bob", []byte("bobs")); err != nil {
+		t.Fatalf("bob while alice is locked: %v", err)
+	}
+
+	// A restart: a new daemon on the same state, the PAL registered again.
+	if err := stop(); err != nil {
+		t.Fatal(err)
+	}
+	_, k = daemon(t, dir)
+	if _, err := k.Check(ctx, db, "alice", []byte("right")); !errors.Is(err, pam.ErrLocked) {
+		t.Fatalf("after a restart: %v, want ErrLocked", err)
+	}
+	if db, err = k.Unlock(ctx, db, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Check(ctx, db, "alice", []byte("right")); err != nil {
+		t.Fatalf("after unlock: %v", err)
+	}
+	if db, err = k.Delete(ctx, db, "alice"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Check(ctx, db, "alice", []byte("right")); !errors.Is(err, pam.ErrWrong) {
+		t.Fatalf("deleted user: %v", err)
+	}
+}
+
+// TestCheckerReproduces rebuilds pal/checker.wasm with the go:generate command and checks the
+// committed (embedded) image matches its source.
+func TestCheckerReproduces(t *testing.T) {
+	if _, err := exec.LookPath("clang"); err != nil {
+		t.Skip("clang not installed")
+	}
+	out := filepath.Join(t.TempDir(), "checker.wasm")
+	sdk := "../../sdk/c/"
+	cmd := exec.Command("clang", "--target=wasm32", "-nostdlib", "-ffreestanding", "-fno-builtin", "-O2", "-msimd128",
+		"-Wall", "-Wextra", "-Werror", "-Wl,--no-entry", "-Wl,-z,stack-size=65536", "-I", sdk, "-o", out,
+		"pal/checker.c", "pal/argon2.c", sdk+"palisade.c", sdk+"libc.c", sdk+"sha256.c", sdk+"wasm32/entry.c")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, b)
+	}
+	got, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.Equal(got, pam.CheckerImage) {
+		t.Error("pal/checker.wasm does not match its source: run go generate ./integrations/pam")
+	}
+}
+
+// BenchmarkArgon2id runs the same Argon2id (DefaultParams, 32-byte tag) natively with
+// golang.org/x/crypto/argon2 and in the wasm checking PAL through the daemon, in one run.
+func BenchmarkArgon2id(b *testing.B) {
+	_, k := daemon(b, "")
+	ctx := context.Background()
+	p := pam.DefaultParams
+	pw, salt := []byte("correct horse battery staple"), []byte("0123456789abcdef")
+	b.Run("native-x-crypto", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			argon2.IDKey(pw, salt, p.Time, p.Memory, uint8(p.Threads), 32)
+		}
+	})
+	b.Run("wasm-pal", func(b *testing.B) {
+		for i := 0; i < b.N; i++ {
+			if _, err := k.Hash(ctx, p, pw, salt, 32); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}

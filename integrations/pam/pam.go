@@ -1,0 +1,271 @@
+// Package pam is the host side of pam_palisade (docs/ssh.md): the password-checking PAL
+// (pal/checker.c, Argon2id from RFC 9106 in C, shipped as pal/checker.wasm), its request
+// encoding, and the state directory that `palisade passwd` writes and pam_palisade.so reads:
+//
+//	DIR/handle     the handle of the registered checking PAL ("pal-…")
+//	DIR/passwd.db  the verifier database, sealed to the checking PAL's measurement
+//
+// The database exists in the clear only inside the PAL; the lockout counters are the PAL's
+// µTPM monotonic counters (pal/checker.c states the protocol and the lockout rule).
+package pam
+
+//go:generate clang --target=wasm32 -nostdlib -ffreestanding -fno-builtin -O2 -msimd128 -Wall -Wextra -Werror -Wl,--no-entry -Wl,-z,stack-size=65536 -I ../../sdk/c -o pal/checker.wasm pal/checker.c pal/argon2.c ../../sdk/c/palisade.c ../../sdk/c/libc.c ../../sdk/c/sha256.c ../../sdk/c/wasm32/entry.c
+
+import (
+	"context"
+	_ "embed"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+
+	"github.com/palisade-project/palisade/client"
+)
+
+// CheckerImage is the checking PAL for the wasm engine (pal/checker.wasm, rebuilt by go
+// generate; TestCheckerReproduces checks it matches its source).
+//
+//go:embed pal/checker.wasm
+var CheckerImage []byte
+
+// Params are Argon2id's cost parameters (RFC 9106 names).
+type Params struct {
+	Time    uint32 // passes, t
+	Memory  uint32 // KiB, m
+	Threads uint32 // lanes, p
+}
+
+// DefaultParams are OWASP's minimum for Argon2id: m = 19 MiB, t = 2, p = 1.
+var DefaultParams = Params{Time: 2, Memory: 19 * 1024, Threads: 1}
+
+// Limits of the checking PAL.
+const (
+	MaxMemoryKiB = 32 * 1024
+	MaxThreads   = 16
+	MaxTime      = 64
+	MaxUser      = 255
+	MaxPassword  = 4096
+	// DefaultMaxFailures is the lockout threshold of a new database.
+	DefaultMaxFailures = 5
+)
+
+// Check checks p against the PAL's limits.
+func (p Params) Check() error {
+	if p.Time < 1 || p.Time > MaxTime || p.Threads < 1 || p.Threads > MaxThreads || p.Memory < 8*p.Threads || p.Memory > MaxMemoryKiB {
+		return fmt.Errorf("Argon2id parameters t=%d m=%d p=%d: want 1 ≤ t ≤ %d, 1 ≤ p ≤ %d, 8p ≤ m ≤ %d KiB", p.Time, p.Memory, p.Threads, MaxTime, MaxThreads, MaxMemoryKiB)
+	}
+	return nil
+}
+
+// Errors of the checks.
+var (
+	ErrWrong  = errors.New("pam: wrong password or unknown user")
+	ErrLocked = errors.New("pam: the user is locked out after too many failures")
+)
+
+// Status codes of the checking PAL.
+const (
+	statusWrong  = 4
+	statusLocked = 5
+)
+
+// Checker calls a registered checking PAL.
+type Checker struct {
+	C      *client.Client
+	Handle string
+}
+
+func (k Checker) call(ctx context.Context, in []byte) ([]byte, int32, error) {
+	res, err := k.C.Call(ctx, k.Handle, in)
+	if err != nil {
+		return nil, 0, err
+	}
+	return res.Output, res.Status, nil
+}
+
+// Hash returns Argon2id(password, salt) computed in the PAL (a tag of tagLen bytes).
+func (k Checker) Hash(ctx context.Context, p Params, password, salt []byte, tagLen uint32) ([]byte, error) {
+	in := []byte{'H'}
+	for _, v := range []uint32{p.Time, p.Memory, p.Threads, tagLen, uint32(len(password))} {
+		in = binary.LittleEndian.AppendUint32(in, v)
+	}
+	in = append(append(in, password...), salt...)
+	out, st, err := k.call(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	if st != 0 {
+		return nil, fmt.Errorf("pam: checking PAL: status %d: %s", st, out)
+	}
+	return out, nil
+}
+
+func request(op byte, db []byte, user string) ([]byte, error) {
+	if user == "" || len(user) > MaxUser {
+		return nil, fmt.Errorf("pam: user name of %d bytes (1..%d)", len(user), MaxUser)
+	}
+	in := []byte{op}
+	in = binary.LittleEndian.AppendUint32(in, uint32(len(db)))
+	in = append(in, db...)
+	in = append(in, byte(len(user)))
+	return append(in, user...), nil
+}
+
+// Enrol sets user's password in db (nil: a new database) and returns the new sealed database.
+// A zero p keeps the database's parameters; maxFailures 0 keeps its threshold.
+func (k Checker) Enrol(ctx context.Context, db []byte, user string, password []byte, p Params, maxFailures uint32) ([]byte, error) {
+	if p != (Params{}) {
+		if err := p.Check(); err != nil {
+			return nil, err
+		}
+	}
+	if len(password) > MaxPassword {
+		return nil, fmt.Errorf("pam: password of %d bytes (at most %d)", len(password), MaxPassword)
+	}
+	in, err := request('E', db, user)
+	if err != nil {
+		return nil, err
+	}
+	for _, v := range []uint32{p.Time, p.Memory, p.Threads, maxFailures} {
+		in = binary.LittleEndian.AppendUint32(in, v)
+	}
+	in = append(in, password...)
+	return k.sealedResult(ctx, in)
+}
+
+func (k Checker) sealedResult(ctx context.Context, in []byte) ([]byte, error) {
+	out, st, err := k.call(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	if st != 0 {
+		return nil, fmt.Errorf("pam: checking PAL: status %d: %s", st, out)
+	}
+	return out, nil
+}
+
+// Unlock lifts user's lockout and returns the new sealed database.
+func (k Checker) Unlock(ctx context.Context, db []byte, user string) ([]byte, error) {
+	in, err := request('U', db, user)
+	if err != nil {
+		return nil, err
+	}
+	return k.sealedResult(ctx, in)
+}
+
+// Delete removes user and returns the new sealed database.
+func (k Checker) Delete(ctx context.Context, db []byte, user string) ([]byte, error) {
+	in, err := request('D', db, user)
+	if err != nil {
+		return nil, err
+	}
+	return k.sealedResult(ctx, in)
+}
+
+// Check checks user's password: nil if right (with newDB non-nil when the database must be
+// replaced, the failure baseline having moved), ErrWrong or ErrLocked.
+func (k Checker) Check(ctx context.Context, db []byte, user string, password []byte) (newDB []byte, err error) {
+	in, err := request('C', db, user)
+	if err != nil {
+		return nil, err
+	}
+	out, st, err := k.call(ctx, append(in, password...))
+	switch {
+	case err != nil:
+		return nil, err
+	case st == 0:
+		if len(out) == 0 {
+			return nil, nil
+		}
+		return out, nil
+	case st == statusWrong:
+		return nil, ErrWrong
+	case st == statusLocked:
+		return nil, ErrLocked
+	}
+	return nil, fmt.Errorf("pam: checking PAL: status %d: %s", st, out)
+}
+
+// State is pam_palisade's state directory.
+type State struct{ Dir string }
+
+// DefaultDir is the state directory of pam_palisade without dir= in its pam.d line.
+const DefaultDir = "/var/lib/palisade/pam"
+
+func (s State) path(name string) string { return filepath.Join(s.Dir, name) }
+
+// Handle reads the registered PAL's handle ("" if none yet).
+func (s State) Handle() (string, error) {
+	b, err := os.ReadFile(s.path("handle"))
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	return strings.TrimSpace(string(b)), err
+}
+
+// DB reads the sealed database (nil if none yet).
+func (s State) DB() ([]byte, error) {
+	b, err := os.ReadFile(s.path("passwd.db"))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	return b, err
+}
+
+// Write replaces a file of the state atomically (0600 in a 0700 directory).
+func (s State) Write(name string, data []byte) error {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return err
+	}
+	tmp, err := os.CreateTemp(s.Dir, "."+name+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), s.path(name))
+}
+
+// Ensure returns a Checker on the registered checking PAL, registering image (CheckerImage
+// if nil) on engine ("" by image kind) if the state has no handle or the daemon no longer
+// has it.
+func (s State) Ensure(ctx context.Context, c *client.Client, image []byte, engine string) (Checker, error) {
+	h, err := s.Handle()
+	if err != nil {
+		return Checker{}, err
+	}
+	if h != "" {
+		pals, err := c.List(ctx)
+		if err != nil {
+			return Checker{}, err
+		}
+		for _, p := range pals {
+			if p.Handle == h {
+				return Checker{C: c, Handle: h}, nil
+			}
+		}
+	}
+	if image == nil {
+		image = CheckerImage
+	}
+	info, err := c.Register(ctx, image, client.RegisterOptions{Name: "pam_palisade", Engine: engine, Limits: client.Limits{MemoryMiB: 64}})
+	if err != nil {
+		return Checker{}, fmt.Errorf("register the checking PAL: %w", err)
+	}
+	if err := s.Write("handle", []byte(info.Handle+"\n")); err != nil {
+		return Checker{}, err
+	}
+	return Checker{C: c, Handle: info.Handle}, nil
+}
