@@ -1,0 +1,150 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/palisade-project/palisade/integrations/pam"
+)
+
+func init() {
+	register(&command{
+		name:    "passwd",
+		summary: "set a user's password in pam_palisade's sealed verifier database (docs/ssh.md)",
+		usage:   "USER [--dir DIR] [--engine wasm|kvm] [--time T --memory KiB --threads P] [--max-failures N] [--unlock | --delete] [--socket PATH]",
+		run:     runPasswd,
+	})
+}
+
+func runPasswd(ctx context.Context, args []string) error {
+	fs := newFlags(commands["passwd"])
+	dir := fs.String("dir", pam.DefaultDir, "pam_palisade's state directory (its dir= argument)")
+	socket := fs.String("socket", "", "palisaded socket (default $PALISADE_SOCKET or the system's)")
+	engine := fs.String("engine", "", "engine of the checking PAL when it is first registered (wasm, kvm)")
+	t := fs.Uint("time", 0, "Argon2id passes t (default: the database's; a new one: 2)")
+	m := fs.Uint("memory", 0, "Argon2id memory m in KiB (default: the database's; a new one: 19456)")
+	p := fs.Uint("threads", 0, "Argon2id lanes p (default: the database's; a new one: 1)")
+	maxFail := fs.Uint("max-failures", 0, "failed checks that lock a user (default: the database's; a new one: 5)")
+	unlock := fs.Bool("unlock", false, "lift USER's lockout instead of setting a password")
+	del := fs.Bool("delete", false, "remove USER from the database")
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(pos) != 1 {
+		return usageErrorf("want exactly one user name (the password is read from the terminal or stdin, never from arguments)")
+	}
+	user := pos[0]
+	if user == "" || len(user) > pam.MaxUser || user[0] == '-' || user[0] == '+' {
+		return usageErrorf("user name %q: 1..%d bytes, not starting with '-' or '+' (as pam_unix)", user, pam.MaxUser)
+	}
+	if *unlock && *del {
+		return usageErrorf("--unlock and --delete exclude each other")
+	}
+	params := pam.Params{Time: uint32(*t), Memory: uint32(*m), Threads: uint32(*p)}
+	if params != (pam.Params{}) {
+		// Any one given: the others default to OWASP's minimum.
+		d := pam.DefaultParams
+		if params.Time == 0 {
+			params.Time = d.Time
+		}
+		if params.Memory == 0 {
+			params.Memory = d.Memory
+		}
+		if params.Threads == 0 {
+			params.Threads = d.Threads
+		}
+		if err := params.Check(); err != nil {
+			return usageErrorf("%v", err)
+		}
+	}
+	st := pam.State{Dir: *dir}
+	db, err := st.DB()
+	if err != nil {
+		return err
+	}
+	if db == nil && (*unlock || *del) {
+		return fmt.Errorf("%s has no password database yet", *dir)
+	}
+	if *socket == "" {
+		*socket = os.Getenv("PALISADE_SOCKET")
+	}
+	c, err := dial(ctx, *socket)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	k, err := st.Ensure(ctx, c, nil, *engine)
+	if err != nil {
+		return err
+	}
+	switch {
+	case *unlock:
+		db, err = k.Unlock(ctx, db, user)
+	case *del:
+		db, err = k.Delete(ctx, db, user)
+	default:
+		var pw []byte
+		if pw, err = readPassword(os.Stdin, os.Stderr); err != nil {
+			return err
+		}
+		db, err = k.Enrol(ctx, db, user, pw, params, uint32(*maxFail))
+		clear(pw)
+	}
+	if err != nil {
+		return err
+	}
+	return st.Write("passwd.db", db)
+}
+
+// readPassword reads a new password: from a terminal, twice without echo, else one line of in.
+func readPassword(in *os.File, prompt io.Writer) ([]byte, error) {
+	fd := int(in.Fd())
+	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil { // not a terminal
+		line, err := bufio.NewReaderSize(in, pam.MaxPassword+2).ReadSlice('\n')
+		if err != nil && !(errors.Is(err, io.EOF) && len(line) > 0) {
+			return nil, fmt.Errorf("password from stdin: %w (want one line, at most %d bytes)", err, pam.MaxPassword)
+		}
+		pw := bytes.Clone(bytes.TrimRight(line, "\r\n"))
+		clear(line)
+		if len(pw) == 0 {
+			return nil, errors.New("empty password")
+		}
+		return pw, nil
+	}
+	noEcho := *old
+	noEcho.Lflag &^= unix.ECHO
+	noEcho.Lflag |= unix.ICANON | unix.ECHONL
+	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &noEcho); err != nil {
+		return nil, err
+	}
+	defer unix.IoctlSetTermios(fd, unix.TCSETS, old)
+	r := bufio.NewReaderSize(in, pam.MaxPassword+2)
+	var pws [2][]byte
+	for i, q := range []string{"New password: ", "Retype new password: "} {
+		fmt.Fprint(prompt, q)
+		line, err := r.ReadSlice('\n')
+		if err != nil {
+			return nil, fmt.Errorf("password: %w", err)
+		}
+		pws[i] = bytes.Clone(bytes.TrimRight(line, "\r\n"))
+		clear(line)
+	}
+	defer clear(pws[1])
+	if !bytes.Equal(pws[0], pws[1]) {
+		clear(pws[0])
+		return nil, errors.New("the passwords do not match")
+	}
+	if len(pws[0]) == 0 {
+		return nil, errors.New("empty password")
+	}
+	return pws[0], nil
+}
