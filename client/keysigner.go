@@ -89,6 +89,16 @@ func (c *Client) KeyCreate(ctx context.Context, o KeyCreateOptions) (KeyInfo, er
 	return c.keyInfo(p, err)
 }
 
+// KeyImport migrates an existing private key (PKCS#8 DER) into the daemon, with the access,
+// PIN and signing PAL of o (o.Alg is ignored). The key is marked imported wherever it shows.
+func (c *Client) KeyImport(ctx context.Context, pkcs8 []byte, o KeyCreateOptions) (KeyInfo, error) {
+	p, err := c.rpc.KeyImport(ctx, &api.KeyImportRequest{
+		Name: o.Name, PrivateKey: pkcs8, AllowUids: o.AllowUIDs, AllowGids: o.AllowGIDs, Pin: o.PIN,
+		MaxTries: o.MaxTries, SignerImage: o.SignerImage,
+	})
+	return c.keyInfo(p, err)
+}
+
 func (c *Client) keyInfo(p *api.KeyInfo, err error) (KeyInfo, error) {
 	if err != nil {
 		return KeyInfo{}, c.fromStatus(err)

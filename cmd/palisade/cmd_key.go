@@ -8,6 +8,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -31,6 +32,7 @@ func init() {
 		name:    "key",
 		summary: "create and use named keys held by palisaded (docs/keys.md)",
 		usage: "create NAME [--alg ecdsa-p256|ed25519|rsa-2048|rsa-3072] [--allow-user U,..] [--allow-group G,..] [--pin-file F] [--max-tries N] [--signer PAL]\n" +
+			"       palisade key import NAME KEY.pem [--allow-user U,..] [--allow-group G,..] [--pin-file F] [--max-tries N] [--signer PAL]\n" +
 			"       palisade key list\n" +
 			"       palisade key show NAME\n" +
 			"       palisade key public NAME [--der] [-o FILE]\n" +
@@ -48,14 +50,14 @@ func init() {
 }
 
 var keySubs = map[string]func(context.Context, []string) error{
-	"create": keyCreate, "list": keyList, "show": keyShow, "public": keyPublic, "delete": keyDelete,
+	"create": keyCreate, "import": keyImport, "list": keyList, "show": keyShow, "public": keyPublic, "delete": keyDelete,
 	"access": keyAccess, "pin": keyPIN, "csr": keyCSR, "selfsign": keySelfsign, "chain": keyChain,
 	"attest": keyAttest, "verify": keyVerify,
 }
 
 func runKey(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return usageErrorf("missing subcommand (create, list, show, public, delete, access, pin, csr, selfsign, chain, attest, verify)")
+		return usageErrorf("missing subcommand (create, import, list, show, public, delete, access, pin, csr, selfsign, chain, attest, verify)")
 	}
 	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		newFlags(commands["key"]).Usage()
@@ -154,35 +156,52 @@ func readPIN(path string) ([]byte, error) {
 	return b, nil
 }
 
-func keyCreate(ctx context.Context, args []string) error {
-	fs, socket := keyFlags("create", "NAME [flags]")
-	alg := fs.String("alg", client.AlgECDSAP256, "ecdsa-p256, ed25519, rsa-2048 or rsa-3072")
+// newKeyOptions adds the flags that create and import share; opts reads them.
+func newKeyOptions(fs *flag.FlagSet) (opts func(name string) (client.KeyCreateOptions, error)) {
 	users := fs.String("allow-user", "", "users (names or uids, comma-separated) allowed to sign besides the owner")
 	groups := fs.String("allow-group", "", "groups (names or gids) whose members may sign")
 	pinFile := fs.String("pin-file", "", "file holding a PIN to require for every signature ('-': stdin)")
 	tries := fs.Uint("max-tries", 0, "incorrect PINs before the key locks (default 5)")
 	signer := fs.String("signer", "", "a signing PAL of your own (.wasm) to bind the key to, instead of the shipped one")
+	return func(name string) (client.KeyCreateOptions, error) {
+		o := client.KeyCreateOptions{Name: name, MaxTries: uint32(*tries)}
+		var err error
+		if *tries > 255 {
+			return o, usageErrorf("--max-tries %d: want 1..255", *tries)
+		}
+		if o.AllowUIDs, err = ids(*users, false); err != nil {
+			return o, err
+		}
+		if o.AllowGIDs, err = ids(*groups, true); err != nil {
+			return o, err
+		}
+		if *pinFile != "" {
+			if o.PIN, err = readPIN(*pinFile); err != nil {
+				return o, err
+			}
+		}
+		if *signer != "" {
+			if o.SignerImage, err = os.ReadFile(*signer); err != nil {
+				return o, err
+			}
+		}
+		return o, nil
+	}
+}
+
+func keyCreate(ctx context.Context, args []string) error {
+	fs, socket := keyFlags("create", "NAME [flags]")
+	alg := fs.String("alg", client.AlgECDSAP256, "ecdsa-p256, ed25519, rsa-2048 or rsa-3072")
+	opts := newKeyOptions(fs)
 	pos, err := keyArgs(fs, args, 1, "exactly one key name")
 	if err != nil {
 		return err
 	}
-	o := client.KeyCreateOptions{Name: pos[0], Alg: *alg, MaxTries: uint32(*tries)}
-	if o.AllowUIDs, err = ids(*users, false); err != nil {
+	o, err := opts(pos[0])
+	if err != nil {
 		return err
 	}
-	if o.AllowGIDs, err = ids(*groups, true); err != nil {
-		return err
-	}
-	if *pinFile != "" {
-		if o.PIN, err = readPIN(*pinFile); err != nil {
-			return err
-		}
-	}
-	if *signer != "" {
-		if o.SignerImage, err = os.ReadFile(*signer); err != nil {
-			return err
-		}
-	}
+	o.Alg = *alg
 	c, err := dial(ctx, *socket)
 	if err != nil {
 		return err
@@ -194,6 +213,71 @@ func keyCreate(ctx context.Context, args []string) error {
 	}
 	printKey(os.Stdout, k)
 	return nil
+}
+
+func keyImport(ctx context.Context, args []string) error {
+	fs, socket := keyFlags("import", "NAME KEY.pem [flags]")
+	opts := newKeyOptions(fs)
+	pos, err := keyArgs(fs, args, 2, "a key name and a PEM private key file")
+	if err != nil {
+		return err
+	}
+	o, err := opts(pos[0])
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(pos[1])
+	if err != nil {
+		return err
+	}
+	pkcs8, err := pkcs8FromPEM(b)
+	clear(b)
+	if err != nil {
+		return fmt.Errorf("%s: %w", pos[1], err)
+	}
+	defer clear(pkcs8)
+	c, err := dial(ctx, *socket)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	k, err := c.KeyImport(ctx, pkcs8, o)
+	if err != nil {
+		return err
+	}
+	printKey(os.Stdout, k)
+	return nil
+}
+
+// pkcs8FromPEM returns the first private key of a PEM file as PKCS#8 DER.
+func pkcs8FromPEM(b []byte) ([]byte, error) {
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			return nil, errors.New("no PEM private key (want PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY, unencrypted)")
+		}
+		var (
+			k   any
+			err error
+		)
+		switch blk.Type {
+		case "PRIVATE KEY":
+			return blk.Bytes, nil
+		case "EC PRIVATE KEY":
+			k, err = x509.ParseECPrivateKey(blk.Bytes)
+		case "RSA PRIVATE KEY":
+			k, err = x509.ParsePKCS1PrivateKey(blk.Bytes)
+		case "ENCRYPTED PRIVATE KEY":
+			return nil, errors.New("the key is encrypted: decrypt it first (openssl pkey -in KEY -out PLAIN), on a machine you trust")
+		default:
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return x509.MarshalPKCS8PrivateKey(k)
+	}
 }
 
 func origin(k client.KeyInfo) string {

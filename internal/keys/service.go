@@ -8,6 +8,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/palisade-project/palisade/attest"
+	"github.com/palisade-project/palisade/internal/utpm"
 	"github.com/palisade-project/palisade/internal/visor"
 	"github.com/palisade-project/palisade/pal"
 )
@@ -74,6 +76,7 @@ type Service struct {
 	replicas int
 
 	keygenM, signerM [32]byte // measurements of the shipped PALs
+	importer         *utpm.TPM
 
 	mu   sync.RWMutex
 	keys map[string]*record // a record is never modified once in the map: changes replace it
@@ -112,6 +115,7 @@ func Open(cfg Config) (*Service, error) {
 	if s.signerM, err = Measurement(SignerImage); err != nil {
 		return nil, fmt.Errorf("keys: shipped signing PAL: %w", err)
 	}
+	s.importer = cfg.Visor.Platform().NewTPM(utpm.Digest(ImportMeasurement))
 	recs, err := st.all()
 	if err != nil {
 		return nil, err
@@ -376,28 +380,15 @@ func (s *Service) Create(ctx context.Context, c Caller, o CreateOptions) (Info, 
 	if len(o.PIN) > MaxPIN {
 		return Info{}, fmt.Errorf("%w: PIN of %d bytes (max %d)", ErrBadRequest, len(o.PIN), MaxPIN)
 	}
-	signer, custom := s.signerM, []byte(nil)
-	if o.SignerImage != nil {
-		img, err := pal.Parse(o.SignerImage)
-		if err != nil {
-			return Info{}, fmt.Errorf("%w: signing PAL: %w", ErrBadRequest, err)
-		}
-		signer = img.Measurement
-		if signer != s.signerM {
-			custom = o.SignerImage
-		}
+	signer, custom, err := s.signerFor(ctx, o.SignerImage)
+	if err != nil {
+		return Info{}, err
 	}
 	s.mu.RLock()
 	_, dup := s.keys[o.Name]
 	s.mu.RUnlock()
 	if dup {
 		return Info{}, fmt.Errorf("%w: %q", ErrExists, o.Name)
-	}
-	if custom != nil {
-		// Registered before the key exists, so that a PAL that does not load fails the create.
-		if err := s.registerCustom(ctx, signer, custom); err != nil {
-			return Info{}, err
-		}
 	}
 	var nonce [32]byte
 	if _, err := rand.Read(nonce[:]); err != nil {
@@ -424,26 +415,53 @@ func (s *Service) Create(ctx context.Context, c Caller, o CreateOptions) (Info, 
 		KeyGenPAL: s.keygenM, SignerPAL: signer, Created: time.Now().UTC().Truncate(time.Second),
 		Creation: creation,
 	}
+	return s.finish(ctx, c, r, o, custom, "key_create")
+}
+
+// signerFor returns the measurement of the signing PAL image (nil: the shipped one) and, for
+// one of the caller's own, the image to store, registered now so that a PAL that does not load
+// fails the operation rather than every later signature.
+func (s *Service) signerFor(ctx context.Context, image []byte) (m [32]byte, custom []byte, err error) {
+	if image == nil {
+		return s.signerM, nil, nil
+	}
+	img, err := pal.Parse(image)
+	if err != nil {
+		return m, nil, fmt.Errorf("%w: signing PAL: %w", ErrBadRequest, err)
+	}
+	if img.Measurement == s.signerM {
+		return s.signerM, nil, nil
+	}
+	if err := s.registerCustom(ctx, img.Measurement, image); err != nil {
+		return m, nil, err
+	}
+	return img.Measurement, image, nil
+}
+
+// finish sets the new key r's PIN, stores it and audits event.
+func (s *Service) finish(ctx context.Context, c Caller, r *record, o CreateOptions, custom []byte, event string) (Info, error) {
 	if len(o.PIN) > 0 {
 		tries := o.MaxTries
 		if tries == 0 {
 			tries = DefaultMaxTries
 		}
-		if r.PINState, err = s.call(ctx, signer, "set PIN", pinInput(blob, nil, nil, tries, o.PIN)); err != nil {
+		var err error
+		if r.PINState, err = s.call(ctx, r.SignerPAL, "set PIN", pinInput(r.Blob, nil, nil, tries, o.PIN)); err != nil {
 			return Info{}, err
 		}
 	}
+	var err error
 	s.mu.Lock()
-	if s.keys[o.Name] != nil {
-		err = fmt.Errorf("%w: %q", ErrExists, o.Name)
+	if s.keys[r.Name] != nil {
+		err = fmt.Errorf("%w: %q", ErrExists, r.Name)
 	} else if err = s.st.put(r, true, custom); err == nil {
-		s.keys[o.Name] = r
+		s.keys[r.Name] = r
 	}
 	s.mu.Unlock()
 	if err != nil {
 		return Info{}, err
 	}
-	s.logAudit(AuditEvent{Event: "key_create", Caller: c, Key: o.Name, Owner: c.UID, Op: string(o.Alg)}, true)
+	s.logAudit(AuditEvent{Event: event, Caller: c, Key: r.Name, Owner: c.UID, Op: string(r.Alg)}, true)
 	return r.info(), nil
 }
 
@@ -642,4 +660,71 @@ func (s *Service) SetChain(_ context.Context, c Caller, name string, chain [][]b
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.keys[name].info(), nil
+}
+
+// ImportMeasurement is the pseudo-measurement of the µTPM that imports keys: SHA-256 of
+// "palisade key import v1". No PAL image measures to it (a measurement hashes a domain-separated
+// encoding of an image), so a blob it made is known to hold an imported key.
+var ImportMeasurement = sha256.Sum256([]byte("palisade key import v1"))
+
+// ImportOptions describe a key to import: an existing private key, as PKCS#8 DER, and the
+// same access, PIN and signing PAL as CreateOptions (whose Alg is ignored: the key has one).
+type ImportOptions struct {
+	CreateOptions
+	PKCS8 []byte
+}
+
+// Import makes an existing private key a named key bound to the signing PAL, owned by c, and
+// marks it imported wherever it shows (Info.Imported, key attestation). The key existed
+// outside the µTPM before: Palisade cannot vouch for where else it is. The daemon clears
+// o.PKCS8 after sealing it.
+func (s *Service) Import(ctx context.Context, c Caller, o ImportOptions) (Info, error) {
+	defer clear(o.PKCS8)
+	if err := CheckName(o.Name); err != nil {
+		return Info{}, err
+	}
+	if err := checkAllow(o.AllowUIDs, o.AllowGIDs); err != nil {
+		return Info{}, err
+	}
+	if len(o.PIN) > MaxPIN {
+		return Info{}, fmt.Errorf("%w: PIN of %d bytes (max %d)", ErrBadRequest, len(o.PIN), MaxPIN)
+	}
+	if len(o.PKCS8) == 0 || len(o.PKCS8) > 16<<10 {
+		return Info{}, fmt.Errorf("%w: private key of %d bytes (PKCS#8 DER, 1..16384)", ErrBadRequest, len(o.PKCS8))
+	}
+	signer, custom, err := s.signerFor(ctx, o.SignerImage)
+	if err != nil {
+		return Info{}, err
+	}
+	s.mu.RLock()
+	_, dup := s.keys[o.Name]
+	s.mu.RUnlock()
+	if dup {
+		return Info{}, fmt.Errorf("%w: %q", ErrExists, o.Name)
+	}
+	blob, pub, alg, err := s.importer.KeyImport(o.PKCS8, utpm.Policy{Target: utpm.Digest(signer)})
+	if err != nil {
+		if errors.Is(err, utpm.ErrInvalid) || errors.Is(err, utpm.ErrUnsupported) {
+			return Info{}, fmt.Errorf("%w: %w (want ECDSA P-256, Ed25519, RSA-2048 or RSA-3072 in PKCS#8)", ErrBadRequest, err)
+		}
+		return Info{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	r := &record{
+		Name: o.Name, Alg: algOf(alg), Public: pub, Owner: c.UID,
+		AllowUIDs: slices.Clone(o.AllowUIDs), AllowGIDs: slices.Clone(o.AllowGIDs), Blob: blob,
+		Imported: true, SignerPAL: signer, Created: time.Now().UTC().Truncate(time.Second),
+	}
+	return s.finish(ctx, c, r, o.CreateOptions, custom, "key_import")
+}
+
+func algOf(a utpm.KeyAlg) Alg {
+	switch a {
+	case utpm.KeyECDSAP256:
+		return ECDSAP256
+	case utpm.KeyEd25519:
+		return Ed25519
+	case utpm.KeyRSA2048:
+		return RSA2048
+	}
+	return RSA3072
 }
