@@ -12,7 +12,9 @@ import (
 	"crypto/x509"
 	"errors"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -327,4 +329,27 @@ func BenchmarkSign(b *testing.B) {
 			}
 		})
 	})
+}
+
+// TestUnusableKeySaysWhy moves a key's state to a daemon with another master secret (a lost
+// or replaced root of trust): the key is listed, and signing fails with ErrUnavailable saying
+// that its blob was made under another master secret.
+func TestUnusableKeySaysWhy(t *testing.T) {
+	d := start(t, t.TempDir())
+	ctx := context.Background()
+	if _, err := d.s.Create(ctx, root, keys.CreateOptions{Name: "k", Alg: keys.ECDSAP256}); err != nil {
+		t.Fatal(err)
+	}
+	d.close()
+	if err := os.RemoveAll(filepath.Join(d.dir, "rot")); err != nil {
+		t.Fatal(err)
+	}
+	d = start(t, d.dir)
+	if _, err := d.s.Find(ctx, root, "k"); err != nil {
+		t.Fatal(err)
+	}
+	err := sign(t, d.s, root, "k", nil)
+	if !errors.Is(err, keys.ErrUnavailable) || !strings.Contains(err.Error(), "E_FOREIGN") || !strings.Contains(err.Error(), "another master secret") {
+		t.Fatalf("sign with a key of another platform: %v", err)
+	}
 }
