@@ -318,7 +318,8 @@ func (s *Service) Sign(ctx context.Context, c Caller, name string, req SignReque
 		return nil, err
 	}
 	if len(renewed) > 0 {
-		if err := s.update(name, r, func(n *record) { n.PINState = renewed }); err != nil {
+		// A concurrent renewal or PIN change wins: either state counts from the same counter.
+		if err := s.update(name, r, true, func(n *record) { n.PINState = renewed }); err != nil && !errors.Is(err, errPINChanged) {
 			s.log.Error("keys: store renewed PIN state", "key", name, "err", err)
 		}
 	}
@@ -326,15 +327,21 @@ func (s *Service) Sign(ctx context.Context, c Caller, name string, req SignReque
 	return sig, nil
 }
 
-// update replaces the record old of name with a changed copy, in the store and the map. It
-// fails with ErrNotFound if the key was deleted or replaced meanwhile.
-func (s *Service) update(name string, old *record, change func(*record)) error {
+// update replaces the key name's current record with a changed copy, in the store and the map.
+// old is the record the caller read: the key must still be that key (same blob: not deleted,
+// nor deleted and created again), else ErrNotFound. With samePIN, its PIN state must also be
+// unchanged (errPINChanged): a PIN state is derived from the one it replaces.
+func (s *Service) update(name string, old *record, samePIN bool, change func(*record)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.keys[name] != old {
-		return fmt.Errorf("%w: %q changed meanwhile", ErrNotFound, name)
+	cur := s.keys[name]
+	if cur == nil || !bytes.Equal(cur.Blob, old.Blob) {
+		return fmt.Errorf("%w: %q was deleted meanwhile", ErrNotFound, name)
 	}
-	n := *old
+	if samePIN && !bytes.Equal(cur.PINState, old.PINState) {
+		return errPINChanged
+	}
+	n := *cur
 	change(&n)
 	if err := s.st.put(&n, false, nil); err != nil {
 		return err
@@ -342,6 +349,8 @@ func (s *Service) update(name string, old *record, change func(*record)) error {
 	s.keys[name] = &n
 	return nil
 }
+
+var errPINChanged = fmt.Errorf("%w: the key's PIN was changed meanwhile; try again", ErrUnavailable)
 
 // CreateOptions describe a new key.
 type CreateOptions struct {
@@ -545,7 +554,7 @@ func (s *Service) SetAccess(_ context.Context, c Caller, name string, uids, gids
 	if err != nil {
 		return Info{}, err
 	}
-	err = s.update(name, r, func(n *record) { n.AllowUIDs, n.AllowGIDs = slices.Clone(uids), slices.Clone(gids) })
+	err = s.update(name, r, false, func(n *record) { n.AllowUIDs, n.AllowGIDs = slices.Clone(uids), slices.Clone(gids) })
 	if err != nil {
 		return Info{}, err
 	}
@@ -576,7 +585,7 @@ func (s *Service) SetPIN(ctx context.Context, c Caller, name string, oldPIN, new
 		}
 		return Info{}, err
 	}
-	if err := s.update(name, r, func(n *record) { n.PINState = st }); err != nil {
+	if err := s.update(name, r, true, func(n *record) { n.PINState = st }); err != nil {
 		return Info{}, err
 	}
 	s.logAudit(AuditEvent{Event: "key_update", Caller: c, Key: name, Owner: r.Owner, Op: "pin"}, true)
@@ -653,7 +662,7 @@ func (s *Service) SetChain(_ context.Context, c Caller, name string, chain [][]b
 	for i, der := range chain {
 		cp[i] = bytes.Clone(der)
 	}
-	if err := s.update(name, r, func(n *record) { n.Chain = cp }); err != nil {
+	if err := s.update(name, r, false, func(n *record) { n.Chain = cp }); err != nil {
 		return Info{}, err
 	}
 	s.logAudit(AuditEvent{Event: "key_update", Caller: c, Key: name, Owner: r.Owner, Op: "chain"}, true)

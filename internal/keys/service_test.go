@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -351,5 +352,72 @@ func TestUnusableKeySaysWhy(t *testing.T) {
 	err := sign(t, d.s, root, "k", nil)
 	if !errors.Is(err, keys.ErrUnavailable) || !strings.Contains(err.Error(), "E_FOREIGN") || !strings.Contains(err.Error(), "another master secret") {
 		t.Fatalf("sign with a key of another platform: %v", err)
+	}
+}
+
+// TestHammer signs from many goroutines with two keys, one with a PIN whose state is renewed
+// by failures, while the access list of a third changes and keys are created and deleted:
+// every signature verifies and nothing races (run with -race).
+func TestHammer(t *testing.T) {
+	d := start(t, t.TempDir())
+	ctx := context.Background()
+	for _, o := range []keys.CreateOptions{
+		{Name: "a", Alg: keys.ECDSAP256, AllowUIDs: []uint32{33}},
+		{Name: "b", Alg: keys.Ed25519, PIN: []byte("9"), MaxTries: 200, AllowUIDs: []uint32{33}},
+		{Name: "c", Alg: keys.ECDSAP256},
+	} {
+		if _, err := d.s.Create(ctx, root, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := 0; g < 6; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 15; i++ {
+				var err error
+				switch (g + i) % 4 {
+				case 0:
+					err = sign(t, d.s, www, "a", nil)
+				case 1:
+					err = sign(t, d.s, www, "b", []byte("9"))
+				case 2:
+					if err = sign(t, d.s, www, "b", []byte("0")); errors.Is(err, keys.ErrPINIncorrect) {
+						err = nil
+					}
+				case 3:
+					_, err = d.s.SetAccess(ctx, root, "c", []uint32{uint32(i)}, nil)
+				}
+				if err != nil {
+					errs <- fmt.Errorf("goroutine %d, step %d: %w", g, i, err)
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 5; i++ {
+			name := fmt.Sprintf("tmp%d", i)
+			if _, err := d.s.Create(ctx, root, keys.CreateOptions{Name: name, Alg: keys.ECDSAP256}); err != nil {
+				errs <- err
+				return
+			}
+			if err := d.s.Delete(ctx, root, name); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if err := sign(t, d.s, www, "b", []byte("9")); err != nil {
+		t.Fatalf("after the hammer: %v", err)
 	}
 }
