@@ -18,17 +18,7 @@ import (
 // the policy holds, the key survives a restart (the daemon keeps the PAL's image), and the
 // key reports the user's PAL as its signer.
 func TestCustomSigningPAL(t *testing.T) {
-	if _, err := exec.LookPath("clang"); err != nil {
-		t.Skip("clang not installed")
-	}
-	out := filepath.Join(t.TempDir(), "sha384only.wasm")
-	if err := csdk.BuildWasm(context.Background(), out, nil, "testdata/sha384only.c"); err != nil {
-		t.Fatal(err)
-	}
-	img, err := os.ReadFile(out)
-	if err != nil {
-		t.Fatal(err)
-	}
+	img := sha384only(t)
 	m, err := keys.Measurement(img)
 	if err != nil {
 		t.Fatal(err)
@@ -56,5 +46,49 @@ func TestCustomSigningPAL(t *testing.T) {
 	}
 	if err := d.s.Delete(ctx, root, "p384"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// sha384only builds testdata/sha384only.c.
+func sha384only(t *testing.T) []byte {
+	t.Helper()
+	if _, err := exec.LookPath("clang"); err != nil {
+		t.Skip("clang not installed")
+	}
+	out := filepath.Join(t.TempDir(), "sha384only.wasm")
+	if err := csdk.BuildWasm(context.Background(), out, nil, "testdata/sha384only.c"); err != nil {
+		t.Fatal(err)
+	}
+	img, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return img
+}
+
+// TestUpgradeShipsAnotherSigner plays a daemon upgrade whose default signing PAL differs:
+// keys made before keep signing through the PAL they are bound to (its image was stored with
+// them), new keys bind to the new one.
+func TestUpgradeShipsAnotherSigner(t *testing.T) {
+	next := sha384only(t)
+	d := start(t, t.TempDir())
+	ctx := context.Background()
+	if _, err := d.s.Create(ctx, root, keys.CreateOptions{Name: "old", Alg: keys.ECDSAP256}); err != nil {
+		t.Fatal(err)
+	}
+	d.close()
+	d = start(t, d.dir, func(c *keys.Config) { c.DefaultSigner = next })
+	if err := sign(t, d.s, root, "old", nil); err != nil {
+		t.Fatalf("a key of the previous version: %v", err)
+	}
+	info, err := d.s.Create(ctx, root, keys.CreateOptions{Name: "new", Alg: keys.ECDSAP256})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := keys.Measurement(next); info.SignerPAL != m {
+		t.Fatalf("new key bound to %x, want the new default %x", info.SignerPAL, m)
+	}
+	if err := sign(t, d.s, root, "new", nil); !errors.Is(err, keys.ErrRefused) {
+		t.Fatalf("SHA-256 through the new SHA-384-only default: %v", err)
 	}
 }

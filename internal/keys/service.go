@@ -64,6 +64,9 @@ type Config struct {
 	// Replicas is the number of instances of each signing PAL, i.e. how many signatures run
 	// at once; 0 means GOMAXPROCS.
 	Replicas int
+	// DefaultSigner is the signing PAL new keys are bound to; nil: the shipped SignerImage.
+	// Tests set another to play a daemon upgrade that ships a new signing PAL.
+	DefaultSigner []byte
 }
 
 // Service is palisaded's key service. It implements Signer. Safe for concurrent use.
@@ -76,6 +79,7 @@ type Service struct {
 	replicas int
 
 	keygenM, signerM [32]byte // measurements of the shipped PALs
+	signerImg        []byte   // the default signing PAL (SignerImage unless configured)
 	importer         *utpm.TPM
 
 	mu   sync.RWMutex
@@ -112,7 +116,11 @@ func Open(cfg Config) (*Service, error) {
 	if s.keygenM, err = Measurement(KeyGenImage); err != nil {
 		return nil, fmt.Errorf("keys: shipped key-generation PAL: %w", err)
 	}
-	if s.signerM, err = Measurement(SignerImage); err != nil {
+	s.signerImg = SignerImage
+	if cfg.DefaultSigner != nil {
+		s.signerImg = cfg.DefaultSigner
+	}
+	if s.signerM, err = Measurement(s.signerImg); err != nil {
 		return nil, fmt.Errorf("keys: shipped signing PAL: %w", err)
 	}
 	s.importer = cfg.Visor.Platform().NewTPM(utpm.Digest(ImportMeasurement))
@@ -252,7 +260,7 @@ func (s *Service) palFor(ctx context.Context, m [32]byte) (visor.Handle, error) 
 	case s.keygenM:
 		img, name, replicas = KeyGenImage, "key-keygen", 1
 	case s.signerM:
-		img = SignerImage
+		img = s.signerImg
 	default:
 		if img, err = s.st.image(m); err != nil {
 			return 0, fmt.Errorf("%w: signing PAL %x: %w", ErrUnavailable, m, err)
@@ -362,7 +370,7 @@ type CreateOptions struct {
 	// (0: DefaultMaxTries).
 	PIN      []byte
 	MaxTries uint8
-	// SignerImage is the signing PAL to bind the key to; nil: the shipped one. It must speak
+	// SignerImage is the signing PAL to bind the key to; nil: the daemon's default. It must speak
 	// the shipped PAL's protocol (docs/keys.md §3).
 	SignerImage []byte
 }
@@ -389,7 +397,7 @@ func (s *Service) Create(ctx context.Context, c Caller, o CreateOptions) (Info, 
 	if len(o.PIN) > MaxPIN {
 		return Info{}, fmt.Errorf("%w: PIN of %d bytes (max %d)", ErrBadRequest, len(o.PIN), MaxPIN)
 	}
-	signer, custom, err := s.signerFor(ctx, o.SignerImage)
+	signer, signerImg, err := s.signerFor(ctx, o.SignerImage)
 	if err != nil {
 		return Info{}, err
 	}
@@ -424,31 +432,32 @@ func (s *Service) Create(ctx context.Context, c Caller, o CreateOptions) (Info, 
 		KeyGenPAL: s.keygenM, SignerPAL: signer, Created: time.Now().UTC().Truncate(time.Second),
 		Creation: creation,
 	}
-	return s.finish(ctx, c, r, o, custom, "key_create")
+	return s.finish(ctx, c, r, o, signerImg, "key_create")
 }
 
-// signerFor returns the measurement of the signing PAL image (nil: the shipped one) and, for
-// one of the caller's own, the image to store, registered now so that a PAL that does not load
-// fails the operation rather than every later signature.
-func (s *Service) signerFor(ctx context.Context, image []byte) (m [32]byte, custom []byte, err error) {
+// signerFor returns the measurement of the signing PAL image (nil: the daemon's default) and
+// the image, which is stored with the key: a later daemon that ships another default signing
+// PAL (an upgrade) still runs the one the key is bound to. A caller's own PAL is registered now,
+// so that one that does not load fails the operation rather than every later signature.
+func (s *Service) signerFor(ctx context.Context, image []byte) (m [32]byte, img []byte, err error) {
 	if image == nil {
-		return s.signerM, nil, nil
+		return s.signerM, s.signerImg, nil
 	}
-	img, err := pal.Parse(image)
+	p, err := pal.Parse(image)
 	if err != nil {
 		return m, nil, fmt.Errorf("%w: signing PAL: %w", ErrBadRequest, err)
 	}
-	if img.Measurement == s.signerM {
-		return s.signerM, nil, nil
+	if p.Measurement == s.signerM {
+		return s.signerM, s.signerImg, nil
 	}
-	if err := s.registerCustom(ctx, img.Measurement, image); err != nil {
+	if err := s.registerCustom(ctx, p.Measurement, image); err != nil {
 		return m, nil, err
 	}
-	return img.Measurement, image, nil
+	return p.Measurement, image, nil
 }
 
-// finish sets the new key r's PIN, stores it and audits event.
-func (s *Service) finish(ctx context.Context, c Caller, r *record, o CreateOptions, custom []byte, event string) (Info, error) {
+// finish sets the new key r's PIN, stores it with its signing PAL's image and audits event.
+func (s *Service) finish(ctx context.Context, c Caller, r *record, o CreateOptions, signerImg []byte, event string) (Info, error) {
 	if len(o.PIN) > 0 {
 		tries := o.MaxTries
 		if tries == 0 {
@@ -463,7 +472,7 @@ func (s *Service) finish(ctx context.Context, c Caller, r *record, o CreateOptio
 	s.mu.Lock()
 	if s.keys[r.Name] != nil {
 		err = fmt.Errorf("%w: %q", ErrExists, r.Name)
-	} else if err = s.st.put(r, true, custom); err == nil {
+	} else if err = s.st.put(r, true, signerImg); err == nil {
 		s.keys[r.Name] = r
 	}
 	s.mu.Unlock()
@@ -701,7 +710,7 @@ func (s *Service) Import(ctx context.Context, c Caller, o ImportOptions) (Info, 
 	if len(o.PKCS8) == 0 || len(o.PKCS8) > 16<<10 {
 		return Info{}, fmt.Errorf("%w: private key of %d bytes (PKCS#8 DER, 1..16384)", ErrBadRequest, len(o.PKCS8))
 	}
-	signer, custom, err := s.signerFor(ctx, o.SignerImage)
+	signer, signerImg, err := s.signerFor(ctx, o.SignerImage)
 	if err != nil {
 		return Info{}, err
 	}
@@ -723,7 +732,7 @@ func (s *Service) Import(ctx context.Context, c Caller, o ImportOptions) (Info, 
 		AllowUIDs: slices.Clone(o.AllowUIDs), AllowGIDs: slices.Clone(o.AllowGIDs), Blob: blob,
 		Imported: true, SignerPAL: signer, Created: time.Now().UTC().Truncate(time.Second),
 	}
-	return s.finish(ctx, c, r, o.CreateOptions, custom, "key_import")
+	return s.finish(ctx, c, r, o.CreateOptions, signerImg, "key_import")
 }
 
 func algOf(a utpm.KeyAlg) Alg {

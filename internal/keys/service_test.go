@@ -42,7 +42,7 @@ type daemon struct {
 	close  func()
 }
 
-func start(t testing.TB, dir string) *daemon {
+func start(t testing.TB, dir string, opts ...func(*keys.Config)) *daemon {
 	t.Helper()
 	root, err := none.Open(filepath.Join(dir, "rot"), utpm.Digest{1})
 	if err != nil {
@@ -61,7 +61,7 @@ func start(t testing.TB, dir string) *daemon {
 		t.Fatal(err)
 	}
 	d := &daemon{dir: dir}
-	d.s, err = keys.Open(keys.Config{
+	cfg := keys.Config{
 		Visor: v, DB: db, Replicas: 2, Logger: slog.New(slog.DiscardHandler),
 		Audit: func(ev keys.AuditEvent, _ bool) error {
 			d.mu.Lock()
@@ -69,7 +69,11 @@ func start(t testing.TB, dir string) *daemon {
 			d.mu.Unlock()
 			return nil
 		},
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	d.s, err = keys.Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
