@@ -133,6 +133,15 @@ func TestKeysEndToEnd(t *testing.T) {
 	}
 	fetch("TLS 1.3")
 	fetch("TLS 1.2", "--tls-max", "1.2")
+	signs := 0
+	for _, e := range d.auditEvents() {
+		if e["event"] == "key_sign" && e["key"] == "web" && e["ok"] == true {
+			signs++
+		}
+	}
+	if signs < 4 { // the CSR, the certificate, two handshakes (written at once, fsync'd later)
+		t.Errorf("%d key_sign audit records for web", signs)
+	}
 
 	// Restart: the key and its access rules come back, and the signer reconnects.
 	d.stop()
@@ -289,4 +298,79 @@ func TestKeysTPMRoot(t *testing.T) {
 		t.Fatalf("after a restart: %v, want locked", err)
 	}
 	d.stop()
+}
+
+// TestKeysImportCLI imports keys that openssl made (SEC 1, PKCS#8 RSA and Ed25519), checks
+// that the daemon serves the same public keys and marks them imported, that an imported key
+// signs a CSR openssl accepts, and drives `key access` by group name and `key pin`.
+func TestKeysImportCLI(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to run clients as other uids")
+	}
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Skip("openssl not installed")
+	}
+	d := startDaemon(t, newDaemonDir(t), Config{SocketMode: "0666"}, false)
+	work := t.TempDir()
+	for _, tc := range []struct {
+		name string
+		gen  []string
+	}{
+		{"ec", []string{"ecparam", "-name", "prime256v1", "-genkey", "-noout"}},
+		{"rsa", []string{"genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"}},
+		{"ed", []string{"genpkey", "-algorithm", "ed25519"}},
+	} {
+		keyFile := filepath.Join(work, tc.name+".pem")
+		if out, err := exec.Command("openssl", append(tc.gen, "-out", keyFile)...).CombinedOutput(); err != nil {
+			t.Fatalf("openssl %v: %v\n%s", tc.gen, err, out)
+		}
+		if r := d.runCLI(-1, nil, "key", "import", tc.name, keyFile); r.code != 0 || !strings.Contains(r.stdout, "imported") {
+			t.Fatalf("key import %s: %d\n%s%s", tc.name, r.code, r.stdout, r.stderr)
+		}
+		want, err := exec.Command("openssl", "pkey", "-in", keyFile, "-pubout").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r := d.runCLI(-1, nil, "key", "public", tc.name); r.code != 0 || r.stdout != string(want) {
+			t.Fatalf("key public %s:\n%s\nwant (openssl):\n%s", tc.name, r.stdout, want)
+		}
+	}
+	r := d.runCLI(-1, nil, "key", "list")
+	if r.code != 0 || strings.Count(r.stdout, "imported") != 3 {
+		t.Fatalf("key list:\n%s%s", r.stdout, r.stderr)
+	}
+
+	// Access by group name: www-data's group may use "ec", nobody may not.
+	if r := d.runCLI(-1, nil, "key", "access", "ec", "--allow-group", "www-data"); r.code != 0 {
+		t.Fatalf("key access: %d %s", r.code, r.stderr)
+	}
+	if r := d.runCLI(wwwData, nil, "key", "show", "ec"); r.code != 0 || !strings.Contains(r.stdout, "allowed gids       33") {
+		t.Fatalf("key show as www-data: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := d.runCLI(nobody, nil, "key", "show", "ec"); r.code != 1 || !strings.Contains(r.stderr, "permission denied") {
+		t.Fatalf("key show as nobody: %d %s", r.code, r.stderr)
+	}
+
+	// A PIN: required by csr, given through --pin-file (here on stdin).
+	pin := filepath.Join(work, "pin")
+	if err := os.WriteFile(pin, []byte("0000\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if r := d.runCLI(-1, nil, "key", "pin", "ec", "--new-pin-file", pin); r.code != 0 || !strings.Contains(r.stdout, "PIN                true") {
+		t.Fatalf("key pin: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := d.runCLI(wwwData, nil, "key", "csr", "ec", "--subject", "CN=imported"); r.code != 1 || !strings.Contains(r.stderr, "needs a PIN") {
+		t.Fatalf("csr without the PIN: %d %s", r.code, r.stderr)
+	}
+	r = d.runCLI(wwwData, []byte("0000\n"), "key", "csr", "ec", "--subject", "CN=imported", "--pin-file", "-")
+	if r.code != 0 {
+		t.Fatalf("csr with the PIN: %d %s", r.code, r.stderr)
+	}
+	csr := filepath.Join(work, "ec.csr")
+	if err := os.WriteFile(csr, []byte(r.stdout), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("openssl", "req", "-verify", "-noout", "-in", csr).CombinedOutput(); err != nil || !strings.Contains(string(out), "OK") {
+		t.Fatalf("openssl req -verify of the imported key's CSR: %v\n%s", err, out)
+	}
 }
