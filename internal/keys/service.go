@@ -25,6 +25,7 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/palisade-project/palisade/attest"
+	"github.com/palisade-project/palisade/internal/engine"
 	"github.com/palisade-project/palisade/internal/utpm"
 	"github.com/palisade-project/palisade/internal/visor"
 	"github.com/palisade-project/palisade/pal"
@@ -40,6 +41,7 @@ const (
 	MaxChainSize = 64 << 10
 	// DefaultMaxTries is the number of incorrect PINs after which a key locks.
 	DefaultMaxTries = 5
+	keygenTimeout   = 2 * time.Minute
 )
 
 // AuditEvent is one security-relevant event of the service, for the daemon's audit log.
@@ -254,11 +256,14 @@ func (s *Service) palFor(ctx context.Context, m [32]byte) (visor.Handle, error) 
 		img      []byte
 		name     = "key-signer"
 		replicas = s.replicas
+		lim      engine.Limits
 		err      error
 	)
 	switch m {
 	case s.keygenM:
-		img, name, replicas = KeyGenImage, "key-keygen", 1
+		// RSA-3072 generation takes seconds, and its tail far more on a loaded machine: the
+		// default call timeout (10 s) would fail creations that are only slow.
+		img, name, replicas, lim = KeyGenImage, "key-keygen", 1, engine.Limits{Timeout: keygenTimeout}
 	case s.signerM:
 		img = s.signerImg
 	default:
@@ -266,7 +271,7 @@ func (s *Service) palFor(ctx context.Context, m [32]byte) (visor.Handle, error) 
 			return 0, fmt.Errorf("%w: signing PAL %x: %w", ErrUnavailable, m, err)
 		}
 	}
-	info, err := s.v.Register(ctx, img, visor.RegisterOptions{Name: name, Replicas: replicas})
+	info, err := s.v.Register(ctx, img, visor.RegisterOptions{Name: name, Replicas: replicas, Limits: lim})
 	if err != nil {
 		return 0, fmt.Errorf("%w: register %s PAL %x: %w", ErrUnavailable, name, m, err)
 	}
