@@ -42,6 +42,8 @@ const (
 	// DefaultMaxTries is the number of incorrect PINs after which a key locks.
 	DefaultMaxTries = 5
 	keygenTimeout   = 2 * time.Minute
+	// DefaultMaxKeysPerOwner is Config.MaxKeysPerOwner's default.
+	DefaultMaxKeysPerOwner = 1024
 )
 
 // AuditEvent is one security-relevant event of the service, for the daemon's audit log.
@@ -66,6 +68,9 @@ type Config struct {
 	// Replicas is the number of instances of each signing PAL, i.e. how many signatures run
 	// at once; 0 means GOMAXPROCS.
 	Replicas int
+	// MaxKeysPerOwner bounds the keys one uid may own (0: DefaultMaxKeysPerOwner), so that a
+	// user of the socket cannot fill the daemon's state.
+	MaxKeysPerOwner int
 	// DefaultSigner is the signing PAL new keys are bound to; nil: the shipped SignerImage.
 	// Tests set another to play a daemon upgrade that ships a new signing PAL.
 	DefaultSigner []byte
@@ -79,6 +84,7 @@ type Service struct {
 	admins   []uint32
 	log      *slog.Logger
 	replicas int
+	maxOwned int
 
 	keygenM, signerM [32]byte // measurements of the shipped PALs
 	signerImg        []byte   // the default signing PAL (SignerImage unless configured)
@@ -114,6 +120,9 @@ func Open(cfg Config) (*Service, error) {
 	}
 	if s.replicas <= 0 {
 		s.replicas = runtime.GOMAXPROCS(0)
+	}
+	if s.maxOwned = cfg.MaxKeysPerOwner; s.maxOwned <= 0 {
+		s.maxOwned = DefaultMaxKeysPerOwner
 	}
 	if s.keygenM, err = Measurement(KeyGenImage); err != nil {
 		return nil, fmt.Errorf("keys: shipped key-generation PAL: %w", err)
@@ -475,8 +484,16 @@ func (s *Service) finish(ctx context.Context, c Caller, r *record, o CreateOptio
 	}
 	var err error
 	s.mu.Lock()
+	owned := 0
+	for _, k := range s.keys {
+		if k.Owner == r.Owner {
+			owned++
+		}
+	}
 	if s.keys[r.Name] != nil {
 		err = fmt.Errorf("%w: %q", ErrExists, r.Name)
+	} else if owned >= s.maxOwned {
+		err = fmt.Errorf("%w: uid %d owns %d keys, the daemon's limit", ErrBadRequest, r.Owner, owned)
 	} else if err = s.st.put(r, true, signerImg); err == nil {
 		s.keys[r.Name] = r
 	}

@@ -261,7 +261,7 @@ func TestKeysSurviveRestart(t *testing.T) {
 }
 
 func TestBadRequests(t *testing.T) {
-	d := start(t, t.TempDir())
+	d := start(t, t.TempDir(), func(c *keys.Config) { c.MaxKeysPerOwner = 2 })
 	ctx := context.Background()
 	if _, err := d.s.Create(ctx, root, keys.CreateOptions{Name: "ec", Alg: keys.ECDSAP256}); err != nil {
 		t.Fatal(err)
@@ -280,6 +280,8 @@ func TestBadRequests(t *testing.T) {
 		{"allow", keys.CreateOptions{Name: "a", Alg: keys.ECDSAP256, AllowUIDs: make([]uint32, 65)}, keys.ErrBadRequest},
 		{"pin", keys.CreateOptions{Name: "a", Alg: keys.ECDSAP256, PIN: make([]byte, 65)}, keys.ErrBadRequest},
 		{"signer image", keys.CreateOptions{Name: "a", Alg: keys.ECDSAP256, SignerImage: []byte("not wasm")}, keys.ErrBadRequest},
+		{"second key", keys.CreateOptions{Name: "ec2", Alg: keys.ECDSAP256}, nil},
+		{"third key over the limit", keys.CreateOptions{Name: "ec3", Alg: keys.ECDSAP256}, keys.ErrBadRequest},
 	} {
 		if _, err := d.s.Create(ctx, root, tc.o); !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
