@@ -47,8 +47,8 @@ type appFlags struct {
 	serve                *bool
 }
 
-func addAppFlags(args []string, extra func(*flag.FlagSet)) (appFlags, error) {
-	fs := newFlags(commands["demo"])
+func addAppFlags(name string, args []string, extra func(*flag.FlagSet)) (appFlags, error) {
+	fs := demoFlags(name)
 	f := appFlags{
 		socket: fs.String("socket", "", "use the palisaded at this socket (default: start a private one on a temporary socket)"),
 		palDir: fs.String("pal-dir", "", "directory with the prebuilt PALs (default: build them from the source tree)"),
@@ -58,7 +58,11 @@ func addAppFlags(args []string, extra func(*flag.FlagSet)) (appFlags, error) {
 	if extra != nil {
 		extra(fs)
 	}
-	return f, fs.Parse(args)
+	pos, err := parseArgs(fs, args)
+	if err == nil && len(pos) > 0 {
+		err = usageErrorf("demo %s: unexpected arguments %q", name, pos)
+	}
+	return f, err
 }
 
 // connect dials socket, or starts a private daemon.
@@ -109,7 +113,7 @@ func loadPAL(ctx context.Context, dir, name, pkg string) ([]byte, error) {
 
 func demoTLS(ctx context.Context, args []string) error {
 	var alg, variant *string
-	f, err := addAppFlags(args, func(fs *flag.FlagSet) {
+	f, err := addAppFlags("tls", args, func(fs *flag.FlagSet) {
 		alg = fs.String("alg", "ecdsa-p256", "server key: ecdsa-p256, rsa2048 or rsa3072")
 		variant = fs.String("variant", "keyobject", "keyobject (a µTPM key object; the key never enters a PAL) or sealed (the PAL generates the key and seals it for the signer; ecdsa-p256)")
 	})
@@ -206,7 +210,7 @@ func fetchGo(ctx context.Context, addr string, leaf *x509.Certificate, v string)
 
 func demoSSH(ctx context.Context, args []string) error {
 	var user, password, hostKey *string
-	f, err := addAppFlags(args, func(fs *flag.FlagSet) {
+	f, err := addAppFlags("ssh", args, func(fs *flag.FlagSet) {
 		user = fs.String("user", "alice", "user to enrol")
 		password = fs.String("password", "correct horse battery staple", "their password")
 		hostKey = fs.String("host-key", "memory", "memory (an ed25519 key in the server) or pal (an ECDSA P-256 key held by the HTTPS example's PALs)")
