@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -87,6 +88,44 @@ func TestHelpExitsZero(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// secretName matches flag names that would carry a secret.
+var secretName = regexp.MustCompile(`(?i)pass(word|wd|phrase)?|pin|token|secret|private|^key$`)
+
+// pathFlags are flags whose name says "key" but whose value is a file's path, though their help
+// does not say so (checked by reading the code: os.ReadFile of the value).
+var pathFlags = map[string]bool{
+	"config authorize-visor --key": true,
+}
+
+// TestNoSecretsInArgv audits every command's and sub-command's flags (as -h lists them): a flag
+// whose name says it carries a secret must name a file or descriptor holding it (its name ends
+// in -file or its help says FILE, PEM or descriptor), or be one that refuses the secret.
+func TestNoSecretsInArgv(t *testing.T) {
+	flagLine := regexp.MustCompile(`(?m)^  -(\S+)(?: (\S+))?\n\s+(.*)$`)
+	for _, base := range commandLines(t) {
+		_, out, errOut := capture(t, append(append([]string{}, base...), "-h")...)
+		for _, m := range flagLine.FindAllStringSubmatch(out+errOut, -1) {
+			name, help := m[1], m[3]
+			if !secretName.MatchString(name) || m[2] == "" { // boolean flags carry no value
+				continue
+			}
+			if pathFlags[strings.Join(base, " ")+" --"+name] {
+				continue
+			}
+			if strings.HasSuffix(name, "-file") || strings.HasPrefix(help, "refused:") ||
+				regexp.MustCompile(`FILE|PEM|file|descriptor|S:FD`).MatchString(help) {
+				continue
+			}
+			t.Errorf("palisade %s --%s takes its value on the command line and looks like a secret: %s", strings.Join(base, " "), name, help)
+		}
+	}
+	// The SSH demo's password: refused on the command line, with the rule.
+	code, _, errOut := capture(t, "demo", "ssh", "--password", "hunter2")
+	if code != exitUsage || !strings.Contains(errOut, "/proc/PID/cmdline") || !strings.Contains(errOut, "--password-file") {
+		t.Errorf("demo ssh --password: status %d, want %d and the rule:\n%s", code, exitUsage, errOut)
 	}
 }
 

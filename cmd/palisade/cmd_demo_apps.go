@@ -39,6 +39,9 @@ func init() {
 	demos["ssh"] = demo{"an SSH server whose password database is sealed to a checking PAL (paper §6.2); logs in with ssh", demoSSH}
 }
 
+// demoPassword is the password the SSH demo enrols unless given another: a demo's, not a secret.
+const demoPassword = "correct horse battery staple"
+
 func step(format string, a ...any) { fmt.Printf("==> "+format+"\n", a...) }
 
 // appFlags are the flags both application demos take.
@@ -209,14 +212,21 @@ func fetchGo(ctx context.Context, addr string, leaf *x509.Certificate, v string)
 }
 
 func demoSSH(ctx context.Context, args []string) error {
-	var user, password, hostKey *string
+	var user, passwordFile, hostKey *string
 	f, err := addAppFlags("ssh", args, func(fs *flag.FlagSet) {
 		user = fs.String("user", "alice", "user to enrol")
-		password = fs.String("password", "correct horse battery staple", "their password")
+		passwordFile = fs.String("password-file", "", "file holding their password ('-': standard input, prompted with echo off on a terminal; default: the demo's own password, "+demoPassword+")")
+		refuseSecretFlag(fs, "password", "--password-file FILE, or - for standard input")
 		hostKey = fs.String("host-key", "memory", "memory (an ed25519 key in the server) or pal (an ECDSA P-256 key held by the HTTPS example's PALs)")
 	})
 	if err != nil {
 		return err
+	}
+	password := []byte(demoPassword)
+	if *passwordFile != "" {
+		if password, err = readSecret(*passwordFile, "password for "+*user+": "); err != nil {
+			return fmt.Errorf("--password-file: %w", err)
+		}
 	}
 	img, err := loadPAL(ctx, *f.palDir, "checker.wasm", "examples/sshpass/checker")
 	if err != nil {
@@ -233,7 +243,7 @@ func demoSSH(ctx context.Context, args []string) error {
 	}
 	defer p.Close(context.Background())
 	t0 := time.Now()
-	if err := p.Enrol(ctx, *user, []byte(*password)); err != nil {
+	if err := p.Enrol(ctx, *user, password); err != nil {
 		return err
 	}
 	step("enrolled %q in the checking PAL (%v): the server holds only a %d-byte blob sealed to the PAL", *user, time.Since(t0).Round(time.Millisecond), len(p.SealedDB()))
@@ -290,7 +300,7 @@ func demoSSH(ctx context.Context, args []string) error {
 		tool = "Go SSH client (sshpass is not installed)"
 	}
 	t0 = time.Now()
-	out, err := login(*password, "whoami")
+	out, err := login(string(password), "whoami")
 	step("%s %s@%s -p %s whoami   → %q, %v (%v)", tool, *user, host, port, out, errText(err), time.Since(t0).Round(time.Millisecond))
 	if err != nil {
 		return err
@@ -302,7 +312,7 @@ func demoSSH(ctx context.Context, args []string) error {
 			return errors.New("a wrong password was accepted")
 		}
 	}
-	_, err = login(*password, "whoami")
+	_, err = login(string(password), "whoami")
 	step("right password during the lockout → %v", errText(err))
 	if err == nil {
 		return errors.New("the lockout did not hold")
