@@ -68,7 +68,7 @@ func addAppFlags(name string, args []string, extra func(*flag.FlagSet)) (appFlag
 	return f, err
 }
 
-// connect dials socket, or starts a private daemon.
+// connect dials socket, or starts a private daemon in a process of its own (demo_daemon.go).
 func connect(ctx context.Context, socket string) (*client.Client, func(), error) {
 	if socket != "" {
 		c, err := client.Dial(ctx, socket)
@@ -78,21 +78,21 @@ func connect(ctx context.Context, socket string) (*client.Client, func(), error)
 		step("using palisaded at %s", socket)
 		return c, func() { c.Close() }, nil
 	}
-	d, err := apps.StartDaemon(ctx, apps.DaemonOptions{Engines: []string{"wasm"}})
+	d, err := startPrivateDaemon(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("private daemon: %w", err)
 	}
-	step("started a private palisaded on %s (root of trust: none — development mode)", d.Socket)
-	c, err := d.Dial(ctx)
+	step("started a private palisaded, process %d, on %s (root of trust: none — development mode); this process (%d) holds no PAL key", d.Pid, d.Socket, os.Getpid())
+	c, err := client.Dial(ctx, d.Socket)
 	if err != nil {
-		d.Close(context.Background())
+		d.Close()
 		return nil, nil, err
 	}
 	return c, func() {
 		c.Close()
-		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		d.Close(cctx)
+		if err := d.Close(); err != nil {
+			fmt.Fprintf(os.Stderr, "palisade demo: %v\n", err)
+		}
 	}, nil
 }
 

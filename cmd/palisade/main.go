@@ -77,6 +77,9 @@ func run(args []string) int {
 		printHelp()
 		return 0
 	}
+	if args[0] == privateDaemonCommand {
+		return runPrivateDaemon(args[1:])
+	}
 	c, ok := commands[args[0]]
 	if !ok {
 		fmt.Fprintf(os.Stderr, "palisade: unknown command %q (see 'palisade help')\n", args[0])
