@@ -24,8 +24,8 @@ import (
 	"time"
 )
 
-// envAsCLI makes the test binary behave as the palisade command. The application demos start
-// their private daemon by running their own executable, which under `go test` is this binary.
+// envAsCLI makes the test binary behave as the palisade command (a demo run as a process of
+// its own by TestDemoTLSServerHoldsNoKey).
 const envAsCLI = "PALISADE_TEST_BINARY_IS_CLI"
 
 // envHoldKey makes the test binary a process known to hold a P-256 key (hex scalar) in every
@@ -36,10 +36,11 @@ func TestMain(m *testing.M) {
 	if d := os.Getenv(envHoldKey); d != "" {
 		os.Exit(holdKey(d))
 	}
-	if os.Getenv(envAsCLI) == "1" {
+	// The application demos start their private daemon by running their own executable with
+	// privateDaemonCommand first: under `go test` that executable is this binary.
+	if os.Getenv(envAsCLI) == "1" || len(os.Args) > 1 && os.Args[1] == privateDaemonCommand {
 		os.Exit(run(os.Args[1:]))
 	}
-	os.Setenv(envAsCLI, "1")
 	os.Exit(m.Run())
 }
 
@@ -241,6 +242,7 @@ func TestDemoTLSServerHoldsNoKey(t *testing.T) {
 		t.Skip("runs the TLS demo")
 	}
 	cmd := exec.Command(os.Args[0], "demo", "tls", "--serve")
+	cmd.Env = append(os.Environ(), envAsCLI+"=1")
 	cmd.Stderr = os.Stderr
 	out, err := cmd.StdoutPipe()
 	if err != nil {
