@@ -41,6 +41,7 @@ type instance struct {
 	lim  engine.Limits
 
 	mod          api.Module // nil after a reset until the next call re-instantiates
+	view         api.Memory // the memory of the module a hostcall is serving (memView)
 	alloc, entry api.Function
 	stack        [2]uint64
 	// The input buffer the last palisade_alloc returned, and the size asked for: inputs that
