@@ -1,7 +1,6 @@
 package wasm
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
 	"math"
@@ -172,9 +171,6 @@ func fdWrite(ctx context.Context, m api.Module, s []uint64) {
 		if !ok {
 			s[0] = errnoFault
 			return
-		}
-		if fd == 2 && bytes.Contains(b, []byte("out of memory")) {
-			i.sawOOM = true
 		}
 		if len(b) > 0 {
 			i.Log(b)
