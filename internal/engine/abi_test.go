@@ -200,3 +200,29 @@ func TestHostcall(t *testing.T) {
 		})
 	}
 }
+
+// FuzzHostcall: whatever the PAL passes, Hostcall never panics, returns a length within
+// resp_cap or a known error code, and marks the output too large only for an OUTPUT.
+func FuzzHostcall(f *testing.F) {
+	tpm := conformance.NewPlatform(f).NewTPM(utpm.Digest{7})
+	f.Add(uint32(engine.OpPCRRead), uint64(0x1000), uint32(4), uint64(0x1004), uint32(32), []byte{1, 0, 0, 0})
+	f.Add(uint32(engine.OpOutput), uint64(0xffffffff), uint32(engine.MaxHostcallIO+1), uint64(0), uint32(0), []byte{})
+	f.Add(uint32(engine.OpLog), uint64(0), uint32(0), ^uint64(0), uint32(0), []byte("x"))
+	f.Fuzz(func(t *testing.T, op uint32, reqPtr uint64, reqLen uint32, respPtr uint64, respCap uint32, mem []byte) {
+		if op == uint32(engine.OpKeyCreate) {
+			return // key generation is too slow for fuzzing; FuzzDispatch covers its decoding
+		}
+		m := &flatMem{base: 0x1000, mem: append(mem, make([]byte, 256)...)}
+		cs := &engine.CallState{MaxOutput: 64}
+		n := engine.Hostcall(host{tpm}, cs, m, op, reqPtr, reqLen, respPtr, respCap)
+		if n > int64(respCap) {
+			t.Fatalf("result %d > resp_cap %d", n, respCap)
+		}
+		if n < 0 && (-n < engine.EInval || -n > engine.ENotAuthorized) {
+			t.Fatalf("unknown error code %d", -n)
+		}
+		if cs.OutputTooLarge && engine.Op(op) != engine.OpOutput {
+			t.Fatalf("op %d marked the output too large", op)
+		}
+	})
+}
