@@ -69,7 +69,7 @@ func palRegister(ctx context.Context, args []string) error {
 	timeout := fs.Duration("timeout", 0, "per-call timeout (default: the daemon's, 10s)")
 	memory := fs.Uint("memory-mib", 0, "memory cap per instance in MiB (default: the daemon's, 64)")
 	maxIn := fs.Int("max-input", 0, "input cap in bytes (default 1 MiB)")
-	maxOut := fs.Int("max-output", 0, "output cap in bytes (default 1 MiB)")
+	maxOut := fs.Int("max-output", 0, "output cap in bytes (default 1 MiB, at most 1 MiB + 4 KiB)")
 	daemonReads := fs.Bool("daemon-reads", false, "send the path, not the bytes: the daemon reads FILE (it must be in one of its image_dirs)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
