@@ -67,8 +67,10 @@ const (
 	StatusUnknown = 255
 )
 
-// TestLimits are the limits of the suite's instances unless a test says otherwise.
-var TestLimits = engine.Limits{Timeout: 10 * time.Second, MemoryMiB: 64, MaxInput: 256 << 10, MaxOutput: 256 << 10}
+// TestLimits are the limits of the suite's instances unless a test says otherwise. The timeout
+// is generous because the kvm engine's tests also run under QEMU's emulation, where an
+// RSA-3072 key generation (in the µTPM, emulated too) took over 10 s on a loaded machine.
+var TestLimits = engine.Limits{Timeout: 60 * time.Second, MemoryMiB: 64, MaxInput: 256 << 10, MaxOutput: 256 << 10}
 
 type suite struct {
 	tgt  Target
