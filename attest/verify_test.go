@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-tpm/tpm2"
 	"github.com/veraison/go-cose"
 
 	"github.com/palisade-project/palisade/attest"
@@ -205,6 +206,24 @@ func TestVerifyRefuses(t *testing.T) {
 		{name: "AK swapped for another TPM's", ev: mutateEndorsement(t, good, func(en *tpm.Endorsement) {
 			en.AKPublic = other.root.AKPublic()
 		}), check: attest.CheckTPMQuoteSignature, sentinel: attest.ErrTPMSignature},
+		{name: "AK attributes rewritten (noDA cleared)", ev: mutateEndorsement(t, good, func(en *tpm.Endorsement) {
+			en.AKPublic = rewriteAK(t, en.AKPublic, func(p *tpm2.TPMTPublic) { p.ObjectAttributes.NoDA = false })
+		}), check: attest.CheckQualifiedSigner, sentinel: attest.ErrMismatch},
+		{name: "AK attributes rewritten (stClear set)", ev: mutateEndorsement(t, good, func(en *tpm.Endorsement) {
+			en.AKPublic = rewriteAK(t, en.AKPublic, func(p *tpm2.TPMTPublic) { p.ObjectAttributes.STClear = true })
+		}), check: attest.CheckQualifiedSigner, sentinel: attest.ErrMismatch},
+		{name: "AK auth policy rewritten", ev: mutateEndorsement(t, good, func(en *tpm.Endorsement) {
+			en.AKPublic = rewriteAK(t, en.AKPublic, func(p *tpm2.TPMTPublic) { p.AuthPolicy.Buffer = make([]byte, 32) })
+		}), check: attest.CheckQualifiedSigner, sentinel: attest.ErrMismatch},
+		{name: "AK attributes rewritten (adminWithPolicy set)", ev: mutateEndorsement(t, good, func(en *tpm.Endorsement) {
+			en.AKPublic = rewriteAK(t, en.AKPublic, func(p *tpm2.TPMTPublic) { p.ObjectAttributes.AdminWithPolicy = true })
+		}), check: attest.CheckQualifiedSigner, sentinel: attest.ErrMismatch},
+		{name: "AK fixedTPM cleared", ev: mutateEndorsement(t, good, func(en *tpm.Endorsement) {
+			en.AKPublic = rewriteAK(t, en.AKPublic, func(p *tpm2.TPMTPublic) { p.ObjectAttributes.FixedTPM = false })
+		}), check: attest.CheckAKPublic, sentinel: attest.ErrAKNotAcceptable},
+		{name: "AK name algorithm SHA-384", ev: mutateEndorsement(t, good, func(en *tpm.Endorsement) {
+			en.AKPublic = rewriteAK(t, en.AKPublic, func(p *tpm2.TPMTPublic) { p.NameAlg = tpm2.TPMAlgSHA384 })
+		}), check: attest.CheckAKPublic, sentinel: attest.ErrAKNotAcceptable},
 		{name: "unrooted claimed as none", ev: mutate(t, good, func(e *attest.Evidence) {
 			e.Root, e.Endorsement = attest.RootNone, nil
 		}), check: attest.CheckRooted, sentinel: attest.ErrUnrooted},
@@ -224,6 +243,17 @@ func TestVerifyRefuses(t *testing.T) {
 			wantCheck(t, err, tc.check, tc.sentinel)
 		})
 	}
+}
+
+// rewriteAK changes fields of a TPMT_PUBLIC that no signature over the quote covers directly.
+func rewriteAK(t *testing.T, b []byte, f func(*tpm2.TPMTPublic)) []byte {
+	t.Helper()
+	p, err := tpm2.Unmarshal[tpm2.TPMTPublic](b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f(p)
+	return tpm2.Marshal(p)
 }
 
 func mustVerify(t *testing.T, ev []byte, o attest.Options) *attest.Result {
