@@ -406,6 +406,9 @@ func verifyEK(ek *x509.Certificate, chain [][]byte, roots *x509.CertPool) error 
 	}
 	if _, err := c.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		if len(chain) == 0 && errors.As(err, new(x509.UnknownAuthorityError)) {
+			return fmt.Errorf("%w: %w (the evidence carries no intermediate certificates: the visor's EK chain is not configured, palisaded ek_chain)", ErrEKCertificate, err)
+		}
 		return fmt.Errorf("%w: %w", ErrEKCertificate, err)
 	}
 	return nil

@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -328,6 +329,16 @@ func TestVerifyEKCertificate(t *testing.T) {
 	o.EKRoots.AddCert(selfSigned(t))
 	_, err = attest.Verify(ev, o)
 	wantCheck(t, err, attest.CheckEKCertificate, attest.ErrEKCertificate)
+
+	// Evidence without the chain: the root alone does not reach the EK certificate, and the
+	// error says what is missing.
+	noChain := mutateEndorsement(t, ev, func(en *tpm.Endorsement) { en.EKChain = nil })
+	o.EKRoots = roots
+	_, err = attest.Verify(noChain, o)
+	wantCheck(t, err, attest.CheckEKCertificate, attest.ErrEKCertificate)
+	if !strings.Contains(err.Error(), "carries no intermediate certificates") {
+		t.Fatalf("error does not name the missing chain: %v", err)
+	}
 }
 
 func selfSigned(t *testing.T) *x509.Certificate {

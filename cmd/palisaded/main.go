@@ -258,6 +258,9 @@ func openRoot(cfg Config, rawConfig []byte) (rot.RootOfTrust, error) {
 	if !isTPM && (cfg.Authority != "" || len(cfg.Authorizations) > 0) {
 		return nil, fmt.Errorf("authority: only a TPM root of trust seals with PolicyAuthorize (rot %q)", cfg.Rot)
 	}
+	if !isTPM && cfg.EKChain != "" {
+		return nil, fmt.Errorf("ek_chain: only a TPM root of trust has an EK certificate (rot %q)", cfg.Rot)
+	}
 	switch {
 	case cfg.Rot == "none":
 		exe, err := os.Executable()
@@ -280,6 +283,10 @@ func openRoot(cfg Config, rawConfig []byte) (rot.RootOfTrust, error) {
 		if err != nil {
 			return nil, err
 		}
+		chain, err := cfg.ekChain()
+		if err != nil {
+			return nil, err
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		return tpm.Open(ctx, tpm.Config{
@@ -288,6 +295,7 @@ func openRoot(cfg Config, rawConfig []byte) (rot.RootOfTrust, error) {
 			Visor:          tpm.VisorInputs{Configuration: rawConfig},
 			Authority:      authority,
 			Authorizations: auths,
+			EKChain:        chain,
 		})
 	}
 	return nil, fmt.Errorf("--rot %q: want tpm:/dev/tpmrm0, swtpm:PATH or none", cfg.Rot)

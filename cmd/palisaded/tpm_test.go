@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/hex"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -51,4 +52,58 @@ func TestTPMRoot(t *testing.T) {
 		t.Fatalf("after restart on the TPM: %+v %v", list, err)
 	}
 	d.stop()
+}
+
+// TestTPMRootEKChain: swtpm's EK certificate is issued by its local CA's intermediate. With
+// ek_chain naming that intermediate, evidence carries it and palisade verify --ek-roots needs
+// only the root; without it the root alone does not verify; a chain that did not issue the EK
+// certificate stops the daemon at start.
+func TestTPMRootEKChain(t *testing.T) {
+	// verify runs a daemon with cfg on a fresh swtpm with EK certificates (the NV counter
+	// anchors one state per TPM) and verifies its evidence with the local CA's root only.
+	verify := func(withChain bool) cliResult {
+		sw := swtpmtest.Start(t, swtpmtest.WithEKCert())
+		files := t.TempDir()
+		chain, roots := filepath.Join(files, "chain.pem"), filepath.Join(files, "roots.pem")
+		if err := os.WriteFile(chain, sw.IssuerPEM, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(roots, sw.RootCAPEM, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cfg := Config{Rot: sw.Device()}
+		if withChain {
+			out := daemonMustFail(t, newDaemonDir(t), Config{Rot: sw.Device(), EKChain: roots})
+			if !strings.Contains(out, "did not issue the EK certificate") {
+				t.Fatalf("wrong chain: %s", out)
+			}
+			cfg.EKChain = chain
+		}
+		d := startDaemon(t, newDaemonDir(t), cfg, false)
+		defer d.stop()
+		c := d.dial()
+		ctx := context.Background()
+		h, err := c.Health(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		info, err := c.Register(ctx, testPAL(t), client.RegisterOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev := filepath.Join(t.TempDir(), "ev.cbor")
+		if r := d.runCLI(-1, nil, "attest", info.Handle, "--nonce", "cafe", "-o", ev); r.code != 0 {
+			t.Fatalf("attest: %d %s", r.code, r.stderr)
+		}
+		return d.runCLI(-1, nil, "verify", ev, "--nonce", "cafe", "--ek-roots", roots,
+			"--pal", hex.EncodeToString(info.Measurement[:]), "--visor", hex.EncodeToString(h.VisorMeasurement[:]))
+	}
+	if r := verify(false); r.code == 0 || !strings.Contains(r.stderr, "check ek-certificate failed") {
+		t.Fatalf("verify without a chain: code %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	r := verify(true)
+	if r.code != 0 || !strings.Contains(r.stdout, "EK certificate chains to --ek-roots") {
+		t.Fatalf("verify with the chain: code %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	t.Log(r.stdout)
 }

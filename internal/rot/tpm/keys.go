@@ -3,6 +3,7 @@ package tpm
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/asn1"
 	"errors"
 	"fmt"
@@ -229,6 +230,52 @@ func (r *Root) readEKCert() []byte {
 		}
 	}
 	return nil
+}
+
+// ErrEKChain: the configured EK chain does not lead from the TPM's EK certificate upward.
+var ErrEKChain = errors.New("tpm: EK certificate chain")
+
+// checkEKChain checks a configured chain against the EK certificate read from NV: each
+// certificate must have signed the one before it, so a verifier holding only the root can
+// follow root → chain → EK certificate. A chain without an EK certificate is a
+// misconfiguration, not something to send.
+func checkEKChain(ekDER []byte, chain [][]byte) error {
+	if len(chain) == 0 {
+		return nil
+	}
+	if ekDER == nil {
+		return fmt.Errorf("%w: a chain is configured but the TPM holds no EK certificate (NV %#x, %#x, %#x)",
+			ErrEKChain, uint32(ekCertIndices[0]), uint32(ekCertIndices[1]), uint32(ekCertIndices[2]))
+	}
+	if len(chain) > maxChain {
+		return fmt.Errorf("%w: %d certificates (max %d)", ErrEKChain, len(chain), maxChain)
+	}
+	child, err := x509.ParseCertificate(ekDER)
+	if err != nil {
+		return fmt.Errorf("%w: EK certificate from NV: %w", ErrEKChain, err)
+	}
+	for i, der := range chain {
+		if len(der) > maxBlob {
+			return fmt.Errorf("%w: certificate %d has %d bytes (max %d)", ErrEKChain, i+1, len(der), maxBlob)
+		}
+		parent, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("%w: certificate %d: %w", ErrEKChain, i+1, err)
+		}
+		if err := child.CheckSignatureFrom(parent); err != nil {
+			return fmt.Errorf("%w: certificate %d (%s) did not issue %s: %w", ErrEKChain, i+1,
+				parent.Subject, certName(child, i), err)
+		}
+		child = parent
+	}
+	return nil
+}
+
+func certName(c *x509.Certificate, i int) string {
+	if i == 0 {
+		return "the EK certificate (issuer " + c.Issuer.String() + ")"
+	}
+	return fmt.Sprintf("certificate %d (%s)", i, c.Subject)
 }
 
 func (r *Root) readNVCert(idx tpm2.TPMHandle) ([]byte, error) {

@@ -72,7 +72,9 @@ type Config struct {
 	Visor VisorInputs
 	// NVCounterIndex is the NV counter anchoring persisted state; 0 means the default.
 	NVCounterIndex uint32
-	// EKChain are DER intermediate certificates sent with the EK certificate in evidence.
+	// EKChain are the DER certificates between the EK certificate and the vendor's root,
+	// issuer first, sent with the EK certificate in evidence (at most 8). Open checks that
+	// each signs the one before it, starting with the EK certificate read from NV.
 	EKChain [][]byte
 	// Authority, when set, is the administrator key (ECDSA P-256) that authorizes visor
 	// builds: a master secret created with it is sealed with TPM2_PolicyAuthorize by this key
@@ -193,6 +195,9 @@ func (r *Root) start(ctx context.Context, cfg Config) error {
 		return err
 	}
 	r.ekCert = r.readEKCert()
+	if err := checkEKChain(r.ekCert, cfg.EKChain); err != nil {
+		return err
+	}
 	macKey, err := hkdf.Key(sha256.New, master, nil, "palisade.rot.counters.v1", 32)
 	if err != nil {
 		return fmt.Errorf("tpm: derive counter key: %w", err)
