@@ -148,6 +148,10 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 		return err
 	}
 	closers = append(closers, root.Close)
+	if r, ok := root.(*tpm.Root); ok && r.LeftoversFlushed() > 0 {
+		log.Warn("flushed objects and sessions a previous TPM client left loaded (it died without a resource manager to clean up)",
+			"count", r.LeftoversFlushed())
+	}
 
 	engines, err := openEngines(cfg, log)
 	if err != nil {

@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/hex"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/palisade-project/palisade/client"
 	"github.com/palisade-project/palisade/internal/swtpmtest"
@@ -106,4 +108,54 @@ func TestTPMRootEKChain(t *testing.T) {
 		t.Fatalf("verify with the chain: code %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
 	t.Log(r.stdout)
+}
+
+// TestTPMKill9 kills palisaded with SIGKILL three times in a row on swtpm's socket, a TPM
+// without a resource manager: whatever the dead daemon left loaded in the TPM (its attestation
+// key, at least) must not stop the next start, and the µTPM counter it had anchored in the
+// TPM never goes back.
+func TestTPMKill9(t *testing.T) {
+	sw := swtpmtest.Start(t)
+	dir := newDaemonDir(t)
+	cfg := Config{Rot: sw.Device()}
+	ctx := context.Background()
+	counter := func(c *client.Client, handle, op string) uint64 {
+		t.Helper()
+		res, err := c.Call(ctx, handle, []byte(op))
+		if err != nil || res.Status != 0 || len(res.Output) != 8 {
+			t.Fatalf("counter %s: %+v %v", op, res, err)
+		}
+		return binary.LittleEndian.Uint64(res.Output)
+	}
+	d := startDaemon(t, dir, cfg, false)
+	info, err := d.dial().Register(ctx, testPAL(t), client.RegisterOptions{Name: "counted"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last uint64
+	for i := 1; i <= 3; i++ {
+		c := d.dial()
+		if v := counter(c, info.Handle, "r"); v != last {
+			t.Fatalf("start %d: counter reads %d, last returned %d", i, v, last)
+		}
+		if last = counter(c, info.Handle, "i"); last != uint64(i) {
+			t.Fatalf("start %d: increment returned %d", i, last)
+		}
+		// The daemon has quoted with its AK (held in the TPM) and anchored the counter.
+		ev := filepath.Join(t.TempDir(), "ev.cbor")
+		if r := d.runCLI(-1, nil, "attest", info.Handle, "--nonce", "00", "-o", ev); r.code != 0 {
+			t.Fatalf("start %d: attest: %d %s", i, r.code, r.stderr)
+		}
+		c.Close()
+		if err := d.cmd.Process.Kill(); err != nil {
+			t.Fatal(err)
+		}
+		<-d.exited
+		d = startDaemon(t, dir, cfg, false)
+		waitFor(t, 5*time.Second, func() bool { return strings.Contains(d.stderr.String(), "flushed objects and sessions") })
+	}
+	if v := counter(d.dial(), info.Handle, "r"); v != last {
+		t.Fatalf("after three kills: counter reads %d, last returned %d", v, last)
+	}
+	d.stop()
 }

@@ -56,7 +56,7 @@ var akTemplate = tpm2.TPMTPublic{
 func (r *Root) masterSecret(cfg Config) ([]byte, error) {
 	srk, err := tpm2.CreatePrimary{PrimaryHandle: tpm2.TPMRHOwner, InPublic: tpm2.New2B(tpm2.ECCSRKTemplate)}.Execute(r.tpm)
 	if err != nil {
-		return nil, fmt.Errorf("tpm: create SRK: %w", err)
+		return nil, tpmFailure("create SRK", err)
 	}
 	defer tpm2.FlushContext{FlushHandle: srk.ObjectHandle}.Execute(r.tpm)
 	srkPub, err := srk.OutPublic.Contents()
@@ -123,7 +123,12 @@ func (r *Root) masterSecret(cfg Config) ([]byte, error) {
 	}
 	obj, err := tpm2.Load{ParentHandle: parent, InPrivate: *priv, InPublic: *pub}.Execute(r.tpm)
 	if err != nil {
-		return nil, fmt.Errorf("tpm: load sealed master secret (made by another TPM or owner?): %w", err)
+		if errors.Is(err, tpm2.TPMRCIntegrity) || errors.Is(err, tpm2.TPMRCBinding) {
+			// The SRK (from the owner seed) cannot check the object: another TPM, or the
+			// owner hierarchy was cleared since the master secret was sealed.
+			return nil, fmt.Errorf("tpm: load sealed master secret: %s was sealed under another TPM's or owner's storage key: %w", path, err)
+		}
+		return nil, tpmFailure("load sealed master secret", err)
 	}
 	defer tpm2.FlushContext{FlushHandle: obj.ObjectHandle}.Execute(r.tpm)
 	// The session is salted to the SRK and encrypts the response, so the secret does not
@@ -131,7 +136,7 @@ func (r *Root) masterSecret(cfg Config) ([]byte, error) {
 	sess, closeSess, err := tpm2.PolicySession(r.tpm, tpm2.TPMAlgSHA256, 16,
 		tpm2.Salted(srk.ObjectHandle, *srkPub), tpm2.AESEncryption(128, tpm2.EncryptOut))
 	if err != nil {
-		return nil, fmt.Errorf("tpm: policy session: %w", err)
+		return nil, tpmFailure("policy session", err)
 	}
 	defer closeSess()
 	if isAuthorized {
@@ -191,7 +196,7 @@ func (r *Root) sealMaster(parent tpm2.AuthHandle, path string, secret, policy []
 		}),
 	}.Execute(r.tpm)
 	if err != nil {
-		return fmt.Errorf("tpm: seal master secret: %w", err)
+		return tpmFailure("seal master secret", err)
 	}
 	b, err := encMode.Marshal(sealedMaster{Public: tpm2.Marshal(cr.OutPublic), Private: tpm2.Marshal(cr.OutPrivate)})
 	if err != nil {
@@ -208,7 +213,7 @@ func (r *Root) sealMaster(parent tpm2.AuthHandle, path string, secret, policy []
 func (r *Root) loadAK() error {
 	ak, err := tpm2.CreatePrimary{PrimaryHandle: tpm2.TPMRHEndorsement, InPublic: tpm2.New2B(akTemplate)}.Execute(r.tpm)
 	if err != nil {
-		return fmt.Errorf("tpm: create attestation key: %w", err)
+		return tpmFailure("create attestation key", err)
 	}
 	pub, err := ak.OutPublic.Contents()
 	if err != nil {

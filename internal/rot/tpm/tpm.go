@@ -101,6 +101,7 @@ type Root struct {
 	ekCert      []byte
 	ekChain     [][]byte
 	counters    *Counters
+	flushed     int // leftover objects and sessions flushed at Open
 	closed      bool
 }
 
@@ -164,6 +165,13 @@ func (r *Root) start(ctx context.Context, cfg Config) error {
 	if _, err := (tpm2.Startup{StartupType: tpm2.TPMSUClear}).Execute(r.tpm); err != nil &&
 		!errors.Is(err, tpm2.TPMRCInitialize) {
 		return fmt.Errorf("tpm: startup: %w", err)
+	}
+	if !hasResourceManager(cfg.Device) {
+		n, err := flushLeftovers(r.tpm)
+		if err != nil {
+			return err
+		}
+		r.flushed = n
 	}
 	if err := r.freshPCR(); err != nil {
 		return err
@@ -284,6 +292,11 @@ func (r *Root) AKPublic() []byte { return r.akPublic }
 
 // EKCertificate is the DER EK certificate read from NV, or nil.
 func (r *Root) EKCertificate() []byte { return r.ekCert }
+
+// LeftoversFlushed is how many transient objects and sessions Open found loaded and flushed
+// on a TPM without a resource manager (swtpm's socket, /dev/tpm0): non-zero means a previous
+// client, such as a palisaded killed with SIGKILL, died holding them.
+func (r *Root) LeftoversFlushed() int { return r.flushed }
 
 // Counters is the NV-anchored counter store (also in Platform().Counters).
 func (r *Root) Counters() *Counters { return r.counters }
