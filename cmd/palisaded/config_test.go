@@ -183,3 +183,30 @@ func TestEKChainConfig(t *testing.T) {
 		t.Fatal("ek_chain with rot none accepted")
 	}
 }
+
+// FuzzEKChainConfig: whatever the ek_chain file holds, ekChain returns DER certificates that
+// parse, or an error; it never panics.
+func FuzzEKChainConfig(f *testing.F) {
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n"))
+	f.Add([]byte("junk"))
+	f.Add([]byte{})
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p := filepath.Join(dir, "chain.pem")
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		chain, err := (&Config{EKChain: p}).ekChain()
+		if err != nil {
+			return
+		}
+		if len(chain) == 0 {
+			t.Fatal("no error and no certificate")
+		}
+		for _, der := range chain {
+			if _, err := x509.ParseCertificate(der); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+}
