@@ -25,16 +25,17 @@ func crashedClient(t *testing.T, sw *swtpmtest.TPM, objects int) int {
 			t.Fatalf("object %d: %v", i, err)
 		}
 	}
-	startHMACSession(t, c)
-	return objects + 1
+	startSession(t, c, tpm2.TPMSEHMAC)
+	startSession(t, c, tpm2.TPMSEPolicy)
+	return objects + 2
 }
 
-func startHMACSession(t *testing.T, c transport.TPM) {
+func startSession(t *testing.T, c transport.TPM, kind tpm2.TPMSE) {
 	t.Helper()
 	_, err := tpm2.StartAuthSession{
 		TPMKey: tpm2.TPMRHNull, Bind: tpm2.TPMRHNull,
 		NonceCaller: tpm2.TPM2BNonce{Buffer: make([]byte, 16)},
-		SessionType: tpm2.TPMSEHMAC,
+		SessionType: kind,
 		Symmetric:   tpm2.TPMTSymDef{Algorithm: tpm2.TPMAlgNull},
 		AuthHash:    tpm2.TPMAlgSHA256,
 	}.Execute(c)
@@ -44,7 +45,7 @@ func startHMACSession(t *testing.T, c transport.TPM) {
 }
 
 // TestOpenFlushesLeftovers: on swtpm's socket (no resource manager), a client that died
-// holding all three object slots and a session does not stop Open, which flushes them; Close
+// holding all three object slots and two sessions (HMAC, policy) does not stop Open, which flushes them; Close
 // leaves nothing loaded.
 func TestOpenFlushesLeftovers(t *testing.T) {
 	sw := swtpmtest.Start(t)
