@@ -86,6 +86,10 @@ func verifyConfig(raw []byte, id *ecdsa.PublicKey, nonce []byte) (*ConfigHead, e
 	if ct := msg.Headers.Protected[cose.HeaderLabelContentType]; ct != ConfigContentType {
 		return nil, fmt.Errorf("%w: configuration statement content type %v", ErrEvidence, ct)
 	}
+	// Nothing unsigned: the statement is produced with an empty unprotected header.
+	if len(msg.Headers.Unprotected) != 0 {
+		return nil, fmt.Errorf("%w: configuration statement has an unprotected header (it must be empty)", ErrEvidence)
+	}
 	if alg, err := msg.Headers.Protected.Algorithm(); err != nil || alg != cose.AlgorithmES256 {
 		return nil, fmt.Errorf("%w: configuration statement algorithm %v, want ES256", ErrSignature, alg)
 	}

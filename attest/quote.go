@@ -87,7 +87,8 @@ func VerifyQuote(evidence []byte, identity *ecdsa.PublicKey) (*QuoteClaims, erro
 		return nil, fmt.Errorf("attest: identity key: %w", err)
 	}
 	if kid, ok := msg.Headers.Unprotected[cose.HeaderLabelKeyID]; ok {
-		// The key id is unauthenticated; a mismatch only gives a clearer error.
+		// The key id is not signed, but it is checked: every byte of a quote is either signed
+		// or checked (parseEnvelope allows no other unprotected label).
 		der, err := x509.MarshalPKIXPublicKey(identity)
 		if err != nil {
 			return nil, fmt.Errorf("attest: identity key: %w", err)
@@ -137,6 +138,13 @@ func parseEnvelope(evidence []byte) (*cose.Sign1Message, error) {
 	}
 	if ct := msg.Headers.Protected[cose.HeaderLabelContentType]; ct != QuoteContentType {
 		return nil, fmt.Errorf("%w: content type %v, want %q", ErrMalformed, ct, QuoteContentType)
+	}
+	// The unprotected header is not signed: it may hold the key id (label 4, checked against
+	// the identity key by VerifyQuote) and nothing else, so no unsigned byte goes unchecked.
+	for label := range msg.Headers.Unprotected {
+		if label != cose.HeaderLabelKeyID {
+			return nil, fmt.Errorf("%w: unprotected header label %v: only kid (4) is allowed", ErrMalformed, label)
+		}
 	}
 	if msg.Payload == nil {
 		return nil, fmt.Errorf("%w: detached payload", ErrMalformed)
