@@ -92,7 +92,7 @@ func hexOrEmpty(b []byte) string {
 type Options struct {
 	Nonce []byte   // the nonce the verifier sent; must match exactly
 	PAL   [32]byte // expected PAL measurement (palisade measure)
-	Visor [32]byte // expected visor measurement (tpm.MeasureVisor)
+	Visor [32]byte // expected visor measurement (MeasureVisor)
 	// AllowUnrooted accepts evidence from the "none" root of trust (development only).
 	AllowUnrooted bool
 	// EKRoots, when set, requires an EK certificate chaining to one of these roots.
@@ -119,7 +119,7 @@ type Result struct {
 	// For RootTPM:
 	PCR          int               // the visor PCR
 	PCRValue     [32]byte          // its quoted value (equal to the event log's replay)
-	Events       []tpm.Event       // the verified event log
+	Events       []Event           // the verified event log
 	AKPublic     *ecdsa.PublicKey  // the attestation key that signed the TPM quote
 	AKPinned     bool              // AKPublic equals Options.AKPublic
 	EK           *x509.Certificate // the EK certificate in the evidence, if any
@@ -255,7 +255,10 @@ func verifyEndorsement(ev *Evidence, id *ecdsa.PublicKey, opts Options, res *Res
 	if c := tpm.CapDigest(); en.Events[2].Digest != c {
 		return mismatch(CheckEventLog, c[:], en.Events[2].Digest[:])
 	}
-	res.PCR, res.PCRValue, res.Events = int(en.PCR), replayed, en.Events
+	res.PCR, res.PCRValue = int(en.PCR), replayed
+	for _, e := range en.Events {
+		res.Events = append(res.Events, Event{PCR: e.PCR, Digest: e.Digest, Kind: e.Kind})
+	}
 	return nil
 }
 
