@@ -305,9 +305,7 @@ func moduleFiles(t *testing.T, root string) []string {
 		if err != nil {
 			t.Fatalf("git ls-files: %v", err)
 		}
-		for _, name := range strings.Split(strings.TrimRight(string(out), "\x00"), "\x00") {
-			candidates = append(candidates, name)
-		}
+		candidates = strings.Split(strings.TrimRight(string(out), "\x00"), "\x00")
 	} else {
 		err := filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
 			if err != nil {
