@@ -30,7 +30,7 @@ var ErrEvidence = errors.New("attest: malformed evidence")
 // that signed it, and how that key is rooted. Encoded as a CBOR map with integer keys in Core
 // Deterministic Encoding.
 type Evidence struct {
-	Version     int    `cbor:"1,keyasint"`
+	Version     int    `cbor:"1,keyasint"`           // EvidenceVersion
 	Quote       []byte `cbor:"2,keyasint"`           // µTPM quote: COSE_Sign1 (docs/formats.md §3)
 	Identity    []byte `cbor:"3,keyasint"`           // identity key, DER SubjectPublicKeyInfo
 	Root        string `cbor:"4,keyasint"`           // RootTPM or RootNone

@@ -57,11 +57,12 @@ var (
 
 // CheckError says which check failed, and what was expected and found.
 type CheckError struct {
-	Check     string
+	Check     string // one of the Check* names
 	Want, Got string // empty when not meaningful
 	Err       error  // a sentinel of this package, possibly wrapping the cause
 }
 
+// Error says which check failed, what was expected and found, and why.
 func (e *CheckError) Error() string {
 	s := "attest: check " + e.Check + " failed"
 	if e.Want != "" || e.Got != "" {
@@ -73,6 +74,7 @@ func (e *CheckError) Error() string {
 	return s
 }
 
+// Unwrap returns Err, so that errors.Is(err, ErrMismatch) and the like work.
 func (e *CheckError) Unwrap() error { return e.Err }
 
 func fail(check string, err error) *CheckError { return &CheckError{Check: check, Err: err} }
@@ -125,7 +127,7 @@ type Result struct {
 	EK           *x509.Certificate // the EK certificate in the evidence, if any
 	EKVerified   bool              // EK chained to Options.EKRoots (see docs: this does not bind the AK)
 	ResetCount   uint32            // TPM boots, from the quote's clock info
-	RestartCount uint32
+	RestartCount uint32            // TPM resumes and restarts since the last boot
 }
 
 // Verify checks every link of Palisade evidence (docs/attestation.md §4) and returns what it
