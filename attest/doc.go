@@ -27,8 +27,9 @@
 // behind it). Evidence from the development root of trust is refused unless
 // Options.AllowUnrooted says otherwise, and then means nothing more than "a visor said so".
 //
-// Verify alone does not prove that the AK lives in a genuine TPM: pin an AK enrolled once with
-// NewEnrollment (credential activation against the TPM's EK certificate) in Options.AKPublic.
+// Verify alone does not prove that the AK lives in a genuine TPM: that takes pinning, in
+// Options.AKPublic, an AK enrolled once with NewEnrollment (credential activation against the
+// TPM's EK certificate), which palisaded cannot answer yet (see Enrollment).
 // And no machine this runs on has a dynamic root of trust, so root on the visor's host can
 // replay the PCR (docs/attestation.md §5 says what is and is not proven).
 //

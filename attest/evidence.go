@@ -34,7 +34,7 @@ type Evidence struct {
 	Quote       []byte `cbor:"2,keyasint"`           // µTPM quote: COSE_Sign1 (docs/formats.md §3)
 	Identity    []byte `cbor:"3,keyasint"`           // identity key, DER SubjectPublicKeyInfo
 	Root        string `cbor:"4,keyasint"`           // RootTPM or RootNone
-	Endorsement []byte `cbor:"5,keyasint,omitempty"` // rot/tpm Endorsement (absent for "none")
+	Endorsement []byte `cbor:"5,keyasint,omitempty"` // TPM endorsement, docs/attestation.md §3 (absent for "none")
 	// Configuration is optional: the visor's trusted-configuration head and the nonce,
 	// COSE_Sign1 by the identity key (WithConfiguration, docs/attestation.md §2.1).
 	Configuration []byte `cbor:"6,keyasint,omitempty"`

@@ -21,7 +21,7 @@ import (
 	"github.com/veraison/go-cose"
 )
 
-// Quote format constants (docs/formats.md §3); utpm produces what these describe.
+// Quote format constants (docs/formats.md §3); the µTPM produces what these describe.
 const (
 	QuoteVersion     = 1
 	QuoteContentType = "application/vnd.palisade.utpm-quote+cbor"
