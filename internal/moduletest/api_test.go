@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"fmt"
 	"go/ast"
+	"go/doc"
 	"go/importer"
 	"go/parser"
 	"go/token"
@@ -73,6 +74,39 @@ func TestAPIPackagesAreDocumented(t *testing.T) {
 		t.Run(rel, func(t *testing.T) {
 			for _, miss := range undocumented(t, filepath.Join(root, rel)) {
 				t.Errorf("%s: %s", rel, miss)
+			}
+		})
+	}
+}
+
+// TestAPIPackagesHaveRunnableExamples fails for an API package without an Example that go test
+// runs (one with an "Output:" comment): its manual must show working code, checked at every run.
+func TestAPIPackagesHaveRunnableExamples(t *testing.T) {
+	root, _ := moduleRoot(t)
+	for _, rel := range apiPackages {
+		t.Run(rel, func(t *testing.T) {
+			fset := token.NewFileSet()
+			names, err := filepath.Glob(filepath.Join(root, rel, "*_test.go"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var files []*ast.File
+			for _, name := range names {
+				f, err := parser.ParseFile(fset, name, nil, parser.ParseComments)
+				if err != nil {
+					t.Fatal(err)
+				}
+				files = append(files, f)
+			}
+			var all, runnable []string
+			for _, ex := range doc.Examples(files...) {
+				all = append(all, "Example"+ex.Name)
+				if ex.Output != "" || ex.EmptyOutput {
+					runnable = append(runnable, "Example"+ex.Name)
+				}
+			}
+			if len(runnable) == 0 {
+				t.Errorf("%s has no runnable example (examples: %v)", rel, all)
 			}
 		})
 	}
