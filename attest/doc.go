@@ -30,7 +30,7 @@
 // Verify alone does not prove that the AK lives in a genuine TPM: that takes pinning, in
 // Options.AKPublic, an AK enrolled once with NewEnrollment (credential activation against the
 // TPM's EK certificate), which palisaded cannot answer yet (see Enrollment).
-// And no machine this runs on has a dynamic root of trust, so root on the visor's host can
+// And the visor is not started by a measured launch (no DRTM), so root on the visor's host can
 // replay the PCR (docs/attestation.md §5 says what is and is not proven).
 //
 // # Lower levels
