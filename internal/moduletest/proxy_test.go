@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/palisade-project/palisade/client"
+	"github.com/palisade-project/palisade/internal/swtpmtest"
 )
 
 // releaseVersion returns the newest version in CHANGELOG.md: the version the README announces
@@ -63,7 +64,8 @@ func TestVersionIsConsistent(t *testing.T) {
 // with its .info, .mod and list — and builds testdata/outer, a module that requires Palisade by
 // version, with GOPROXY=file://… (no replace directive): an application that signs through
 // client, a Go PAL made with sdk/go/pal, a relying party that verifies with attest, and
-// palisaded itself from the required module. Then it runs them against that palisaded.
+// palisaded itself from the required module. Then it runs them against that palisaded, on the
+// development root of trust and on a TPM (swtpm, where installed).
 //
 // Palisade's dependencies come from this machine's module download cache, served as a second
 // file proxy, and then from the public proxy. The outer module uses its own module cache, from
@@ -167,12 +169,28 @@ func TestOuterModule(t *testing.T) {
 	goCmd([]string{"GOOS=wasip1", "GOARCH=wasm", "CGO_ENABLED=0"},
 		"build", "-buildmode=c-shared", "-trimpath", "-o", filepath.Join(bin, "signpal.wasm"), "./signpal")
 
-	// A real palisaded, built from the required module, on the development root of trust.
-	state := t.TempDir()
+	// A real palisaded, built from the required module, on each root of trust.
+	t.Run("rot=none", func(t *testing.T) {
+		runOuter(t, bin, version, "none", []string{"-allow-unrooted"}, `root "none", rooted false`)
+	})
+	t.Run("rot=swtpm", func(t *testing.T) {
+		if _, err := exec.LookPath("swtpm"); err != nil {
+			t.Skip("swtpm not installed (scripts/setup.sh installs it): rooted evidence not checked")
+		}
+		runOuter(t, bin, version, swtpmtest.Start(t).Device(), nil, `root "tpm", rooted true`)
+	})
+}
+
+// runOuter starts the palisaded in bin on root of trust rot, runs the application against it,
+// and checks the evidence it got with the relying party (run with verifierFlags), whose output
+// must contain want. Then it checks that the relying party refuses that evidence for another
+// nonce, and, for evidence of the development root of trust, without its explicit consent.
+func runOuter(t *testing.T, bin, version, rot string, verifierFlags []string, want string) {
+	state := shortTempDir(t)
 	socket := filepath.Join(state, "palisade.sock")
 	config := filepath.Join(state, "config.json")
 	raw, _ := json.Marshal(map[string]any{
-		"state_dir": filepath.Join(state, "state"), "socket": socket, "rot": "none",
+		"state_dir": filepath.Join(state, "state"), "socket": socket, "rot": rot,
 		"engines": []string{"wasm"}, "log_format": "text", "shutdown_timeout": "5s",
 	})
 	if err := os.WriteFile(config, raw, 0o600); err != nil {
@@ -211,18 +229,37 @@ func TestOuterModule(t *testing.T) {
 	if err != nil || !strings.Contains(out, "signature verified") {
 		t.Fatalf("app: %v\n%s", err, out)
 	}
-	verify := func(nonce string) (string, error) {
-		return run("verifier", evidence, nonce, filepath.Join(bin, "signpal.wasm"), filepath.Join(bin, "palisaded"), config)
+	verify := func(flags []string, nonce string) (string, error) {
+		args := append(append([]string{}, flags...), evidence, nonce,
+			filepath.Join(bin, "signpal.wasm"), filepath.Join(bin, "palisaded"), config)
+		return run("verifier", args...)
 	}
-	out, err = verify(nonce)
+	out, err = verify(verifierFlags, nonce)
 	t.Logf("verifier: %s", out)
-	if err != nil || !strings.Contains(out, `verified: PAL`) || !strings.Contains(out, `root "none"`) {
-		t.Fatalf("verifier: %v\n%s", err, out)
+	if err != nil || !strings.Contains(out, "verified: PAL") || !strings.Contains(out, want) {
+		t.Fatalf("verifier: %v\n%s\nwant %q", err, out, want)
 	}
-	// The relying party really checks: the same evidence for another challenge is refused.
-	if out, err := verify(hex.EncodeToString([]byte("another nonce"))); err == nil || !strings.Contains(out, "nonce") {
+	// The relying party really checks: the same evidence for another challenge is refused...
+	if out, err := verify(verifierFlags, hex.EncodeToString([]byte("another nonce"))); err == nil || !strings.Contains(out, "nonce") {
 		t.Fatalf("verifier accepted evidence for another nonce: %v\n%s", err, out)
 	}
+	// ...and so is unrooted evidence, unless the relying party says it accepts it.
+	if len(verifierFlags) > 0 {
+		if out, err := verify(nil, nonce); err == nil || !strings.Contains(out, "not rooted") {
+			t.Fatalf("verifier accepted unrooted evidence by default: %v\n%s", err, out)
+		}
+	}
+}
+
+// shortTempDir is a temporary directory with a short path: a Unix socket's path must fit in
+// 108 bytes, and t.TempDir's include the test's name.
+func shortTempDir(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "palisade-outer-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	return dir
 }
 
 // waitHealthy waits until palisaded at socket answers Health, and checks the version it

@@ -2,14 +2,15 @@
 // against reference values it computes itself from what it trusts — the PAL image (package
 // pal) and the palisaded executable with its configuration file (attest.MeasureVisor):
 //
-//	verifier EVIDENCE NONCE-HEX PAL.wasm PALISADED CONFIG
+//	verifier [-allow-unrooted] EVIDENCE NONCE-HEX PAL.wasm PALISADED CONFIG
 //
-// The daemon runs on the development root of trust ("none"), whose evidence nothing vouches
-// for: the verifier accepts it only because it opts in with AllowUnrooted.
+// Evidence from a daemon on the development root of trust ("none") is vouched for by nothing:
+// the verifier accepts it only with -allow-unrooted, which sets attest.Options.AllowUnrooted.
 package main
 
 import (
 	"encoding/hex"
+	"flag"
 	"fmt"
 	"log"
 	"os"
@@ -19,18 +20,21 @@ import (
 )
 
 func main() {
-	if len(os.Args) != 6 {
-		log.Fatal("usage: verifier EVIDENCE NONCE-HEX PAL.wasm PALISADED CONFIG")
+	allowUnrooted := flag.Bool("allow-unrooted", false, "accept evidence from the development root of trust")
+	flag.Parse()
+	args := flag.Args()
+	if len(args) != 5 {
+		log.Fatal("usage: verifier [-allow-unrooted] EVIDENCE NONCE-HEX PAL.wasm PALISADED CONFIG")
 	}
-	evidence, err := os.ReadFile(os.Args[1])
+	evidence, err := os.ReadFile(args[0])
 	if err != nil {
 		log.Fatal(err)
 	}
-	nonce, err := hex.DecodeString(os.Args[2])
+	nonce, err := hex.DecodeString(args[1])
 	if err != nil {
 		log.Fatal(err)
 	}
-	image, err := os.ReadFile(os.Args[3])
+	image, err := os.ReadFile(args[2])
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -38,12 +42,12 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	exe, err := os.Open(os.Args[4])
+	exe, err := os.Open(args[3])
 	if err != nil {
 		log.Fatal(err)
 	}
 	defer exe.Close()
-	config, err := os.ReadFile(os.Args[5])
+	config, err := os.ReadFile(args[4])
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -56,7 +60,7 @@ func main() {
 		Nonce:         nonce,
 		PAL:           img.Measurement,
 		Visor:         visor,
-		AllowUnrooted: true, // development root of trust: nothing vouches for the visor
+		AllowUnrooted: *allowUnrooted,
 	})
 	if err != nil {
 		log.Fatal(err)
