@@ -35,7 +35,9 @@ type Client struct {
 }
 
 // Dial connects to the daemon at socketPath ("" means SocketPath()). It fails with an error
-// wrapping ErrUnavailable, saying why, if nothing serves the socket.
+// wrapping ErrUnavailable, saying why, if nothing serves the socket. Once connected, the Client
+// survives restarts of the daemon: it reconnects by itself, and calls made while the daemon is
+// down wait for it (up to ReconnectWait).
 func Dial(ctx context.Context, socketPath string) (*Client, error) {
 	if socketPath == "" {
 		socketPath = SocketPath()
@@ -56,6 +58,8 @@ func Dial(ctx context.Context, socketPath string) (*Client, error) {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(api.MaxMessage), grpc.MaxCallSendMsgSize(api.MaxMessage)),
 		grpc.WithInitialWindowSize(api.FlowWindow),
 		grpc.WithInitialConnWindowSize(api.FlowWindow),
+		reconnectBackoff,
+		grpc.WithUnaryInterceptor(awaitConnection),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("palisade: %w", err)
