@@ -5,7 +5,8 @@
 // # Connecting
 //
 // Dial connects to the daemon's Unix socket: DefaultSocket, or $PALISADE_SOCKET (SocketPath).
-// One Client serves any number of goroutines. The daemon identifies the application by the uid
+// One Client serves any number of goroutines, and survives restarts of the daemon (it
+// reconnects, and calls wait up to ReconnectWait for it). The daemon identifies the application by the uid
 // of its process (SO_PEERCRED): there are no credentials to configure, and a PAL registered by
 // one uid is invisible to other uids unless the daemon's configuration shares it.
 //
