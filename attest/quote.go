@@ -1,10 +1,11 @@
-// Package attest verifies the evidence Palisade produces. This file handles µTPM quotes
-// (docs/formats.md §3): a COSE_Sign1 by the visor's identity key over a CBOR claims map.
+// This file handles µTPM quotes (docs/formats.md §3): a COSE_Sign1 by the visor's identity key
+// over a CBOR claims map.
 //
 // Verifying a quote proves only that the holder of the identity key signed these claims. It
 // does not prove that the identity key belongs to a genuine visor on a genuine TPM: that is
 // the job of the root of trust's endorsement, which callers must check separately, and which
 // does not exist at all for unrooted ("none") quotes (QuoteClaims.Rooted = false).
+
 package attest
 
 import (
@@ -20,7 +21,7 @@ import (
 	"github.com/veraison/go-cose"
 )
 
-// Quote format constants (docs/formats.md §3); utpm produces what these describe.
+// Quote format constants (docs/formats.md §3); the µTPM produces what these describe.
 const (
 	QuoteVersion     = 1
 	QuoteContentType = "application/vnd.palisade.utpm-quote+cbor"
@@ -55,14 +56,14 @@ var (
 
 // QuoteClaims are the claims of a µTPM quote.
 type QuoteClaims struct {
-	Version  int
+	Version  int              // QuoteVersion
 	PAL      [32]byte         // measurement of the PAL that asked for the quote
 	Visor    [32]byte         // measurement of the visor that ran it
 	PCRs     map[int][32]byte // the PCRs the PAL selected, by index (0..7)
-	Nonce    []byte
-	UserData []byte
-	IssuedAt time.Time // visor clock, second precision, UTC
-	Rooted   bool      // false: the visor ran on the "none" root of trust
+	Nonce    []byte           // the verifier's challenge, as the PAL passed it
+	UserData []byte           // data the PAL chose to bind (e.g. a public key it created)
+	IssuedAt time.Time        // visor clock, second precision, UTC
+	Rooted   bool             // false: the visor ran on the "none" root of trust
 }
 
 // VerifyQuote checks that evidence is a well-formed µTPM quote signed with ES256 by identity

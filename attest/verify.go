@@ -61,11 +61,12 @@ var (
 
 // CheckError says which check failed, and what was expected and found.
 type CheckError struct {
-	Check     string
+	Check     string // one of the Check* names
 	Want, Got string // empty when not meaningful
 	Err       error  // a sentinel of this package, possibly wrapping the cause
 }
 
+// Error says which check failed, what was expected and found, and why.
 func (e *CheckError) Error() string {
 	s := "attest: check " + e.Check + " failed"
 	if e.Want != "" || e.Got != "" {
@@ -77,6 +78,7 @@ func (e *CheckError) Error() string {
 	return s
 }
 
+// Unwrap returns Err, so that errors.Is(err, ErrMismatch) and the like work.
 func (e *CheckError) Unwrap() error { return e.Err }
 
 func fail(check string, err error) *CheckError { return &CheckError{Check: check, Err: err} }
@@ -96,7 +98,7 @@ func hexOrEmpty(b []byte) string {
 type Options struct {
 	Nonce []byte   // the nonce the verifier sent; must match exactly
 	PAL   [32]byte // expected PAL measurement (palisade measure)
-	Visor [32]byte // expected visor measurement (tpm.MeasureVisor)
+	Visor [32]byte // expected visor measurement (MeasureVisor)
 	// AllowUnrooted accepts evidence from the "none" root of trust (development only).
 	AllowUnrooted bool
 	// EKRoots, when set, requires an EK certificate chaining to one of these roots.
@@ -123,13 +125,13 @@ type Result struct {
 	// For RootTPM:
 	PCR          int               // the visor PCR
 	PCRValue     [32]byte          // its quoted value (equal to the event log's replay)
-	Events       []tpm.Event       // the verified event log
+	Events       []Event           // the verified event log
 	AKPublic     *ecdsa.PublicKey  // the attestation key that signed the TPM quote
 	AKPinned     bool              // AKPublic equals Options.AKPublic
 	EK           *x509.Certificate // the EK certificate in the evidence, if any
 	EKVerified   bool              // EK chained to Options.EKRoots (see docs: this does not bind the AK)
 	ResetCount   uint32            // TPM boots, from the quote's clock info
-	RestartCount uint32
+	RestartCount uint32            // TPM resumes and restarts since the last boot
 }
 
 // Verify checks every link of Palisade evidence (docs/attestation.md §4) and returns what it
@@ -264,7 +266,10 @@ func verifyEndorsement(ev *Evidence, id *ecdsa.PublicKey, opts Options, res *Res
 	if c := tpm.CapDigest(); en.Events[2].Digest != c {
 		return mismatch(CheckEventLog, c[:], en.Events[2].Digest[:])
 	}
-	res.PCR, res.PCRValue, res.Events = int(en.PCR), replayed, en.Events
+	res.PCR, res.PCRValue = int(en.PCR), replayed
+	for _, e := range en.Events {
+		res.Events = append(res.Events, Event{PCR: e.PCR, Digest: e.Digest, Kind: e.Kind})
+	}
 	return nil
 }
 

@@ -34,11 +34,12 @@ var ErrSignRefused = errors.New("palisade: PAL refused to sign")
 
 // RefusedError is a sign request that the PAL answered with a non-zero status.
 type RefusedError struct {
-	Handle string
+	Handle string // the signing PAL
 	Status int32  // the PAL's status
 	Output []byte // what the PAL said, often a reason
 }
 
+// Error says which PAL refused, with which status, and what it said.
 func (e *RefusedError) Error() string {
 	if len(e.Output) > 0 {
 		return fmt.Sprintf("%v: %s returned status %d: %q", ErrSignRefused, e.Handle, e.Status, e.Output)

@@ -988,7 +988,7 @@ const file_palisade_proto_rawDesc = "" +
 	"Unregister\x12\x1e.palisade.v1.UnregisterRequest\x1a\x1f.palisade.v1.UnregisterResponse\x12;\n" +
 	"\x04List\x12\x18.palisade.v1.ListRequest\x1a\x19.palisade.v1.ListResponse\x12A\n" +
 	"\x06Attest\x12\x1a.palisade.v1.AttestRequest\x1a\x1b.palisade.v1.AttestResponse\x12A\n" +
-	"\x06Health\x12\x1a.palisade.v1.HealthRequest\x1a\x1b.palisade.v1.HealthResponseB.Z,github.com/palisade-project/palisade/api;apib\x06proto3"
+	"\x06Health\x12\x1a.palisade.v1.HealthRequest\x1a\x1b.palisade.v1.HealthResponseB7Z5github.com/palisade-project/palisade/internal/api;apib\x06proto3"
 
 var (
 	file_palisade_proto_rawDescOnce sync.Once

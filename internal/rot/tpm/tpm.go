@@ -267,6 +267,9 @@ func (r *Root) extend(d utpm.Digest, kind string) error {
 // Mode implements rot.RootOfTrust.
 func (r *Root) Mode() string { return "tpm" }
 
+// IdentityKey implements rot.RootOfTrust: the identity key, fresh at every Open.
+func (r *Root) IdentityKey() *ecdsa.PrivateKey { return r.identity }
+
 // Platform implements rot.RootOfTrust.
 func (r *Root) Platform() utpm.PlatformConfig {
 	return utpm.PlatformConfig{
