@@ -18,11 +18,11 @@ const ConfigContentType = "application/vnd.palisade.config-head+cbor"
 const maxConfigStatement = 2 << 10
 
 // ConfigHead is the trusted configuration a visor runs under: the commit record of its
-// configuration state (config.State.Head(): sequence number, version, configuration hash,
+// configuration state (docs/configurations.md: sequence number, version, configuration hash,
 // hash of the last history entry). Seq 0 means nothing was ever applied.
 type ConfigHead struct {
-	Seq     uint64
-	Version uint64
+	Seq     uint64   // how many configurations were applied (the history's length)
+	Version uint64   // the active configuration's version (never decreases)
 	Config  [32]byte // SHA-256 of the canonical configuration (docs/configurations.md §1)
 	Head    [32]byte // hash of the last history entry (docs/configurations.md §3)
 }
@@ -85,6 +85,10 @@ func verifyConfig(raw []byte, id *ecdsa.PublicKey, nonce []byte) (*ConfigHead, e
 	}
 	if ct := msg.Headers.Protected[cose.HeaderLabelContentType]; ct != ConfigContentType {
 		return nil, fmt.Errorf("%w: configuration statement content type %v", ErrEvidence, ct)
+	}
+	// Nothing unsigned: the statement is produced with an empty unprotected header.
+	if len(msg.Headers.Unprotected) != 0 {
+		return nil, fmt.Errorf("%w: configuration statement has an unprotected header (it must be empty)", ErrEvidence)
 	}
 	if alg, err := msg.Headers.Protected.Algorithm(); err != nil || alg != cose.AlgorithmES256 {
 		return nil, fmt.Errorf("%w: configuration statement algorithm %v, want ES256", ErrSignature, alg)

@@ -149,6 +149,10 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 		return err
 	}
 	closers = append(closers, root.Close)
+	if r, ok := root.(*tpm.Root); ok && r.LeftoversFlushed() > 0 {
+		log.Warn("flushed objects and sessions a previous TPM client left loaded (it died without a resource manager to clean up)",
+			"count", r.LeftoversFlushed())
+	}
 
 	engines, err := openEngines(cfg, log)
 	if err != nil {
@@ -265,6 +269,9 @@ func openRoot(cfg Config, rawConfig []byte) (rot.RootOfTrust, error) {
 	if !isTPM && (cfg.Authority != "" || len(cfg.Authorizations) > 0) {
 		return nil, fmt.Errorf("authority: only a TPM root of trust seals with PolicyAuthorize (rot %q)", cfg.Rot)
 	}
+	if !isTPM && cfg.EKChain != "" {
+		return nil, fmt.Errorf("ek_chain: only a TPM root of trust has an EK certificate (rot %q)", cfg.Rot)
+	}
 	switch {
 	case cfg.Rot == "none":
 		exe, err := os.Executable()
@@ -287,6 +294,10 @@ func openRoot(cfg Config, rawConfig []byte) (rot.RootOfTrust, error) {
 		if err != nil {
 			return nil, err
 		}
+		chain, err := cfg.ekChain()
+		if err != nil {
+			return nil, err
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		return tpm.Open(ctx, tpm.Config{
@@ -295,6 +306,7 @@ func openRoot(cfg Config, rawConfig []byte) (rot.RootOfTrust, error) {
 			Visor:          tpm.VisorInputs{Configuration: rawConfig},
 			Authority:      authority,
 			Authorizations: auths,
+			EKChain:        chain,
 		})
 	}
 	return nil, fmt.Errorf("--rot %q: want tpm:/dev/tpmrm0, swtpm:PATH or none", cfg.Rot)

@@ -1991,7 +1991,7 @@ const file_palisade_proto_rawDesc = "" +
 	"\tKeySetPIN\x12\x1d.palisade.v1.KeySetPINRequest\x1a\x14.palisade.v1.KeyInfo\x12D\n" +
 	"\vKeySetChain\x12\x1f.palisade.v1.KeySetChainRequest\x1a\x14.palisade.v1.KeyInfo\x12D\n" +
 	"\aKeySign\x12\x1b.palisade.v1.KeySignRequest\x1a\x1c.palisade.v1.KeySignResponse\x12J\n" +
-	"\tKeyAttest\x12\x1d.palisade.v1.KeyAttestRequest\x1a\x1e.palisade.v1.KeyAttestResponseB.Z,github.com/palisade-project/palisade/api;apib\x06proto3"
+	"\tKeyAttest\x12\x1d.palisade.v1.KeyAttestRequest\x1a\x1e.palisade.v1.KeyAttestResponseB7Z5github.com/palisade-project/palisade/internal/api;apib\x06proto3"
 
 var (
 	file_palisade_proto_rawDescOnce sync.Once

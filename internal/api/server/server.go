@@ -541,8 +541,8 @@ func limitsFromProto(l *api.Limits) (engine.Limits, error) {
 		return engine.Limits{}, nil
 	}
 	if l.TimeoutMs < 0 || l.MaxInput < 0 || l.MaxOutput < 0 ||
-		l.TimeoutMs > int64(24*time.Hour/time.Millisecond) || l.MaxInput > api.MaxImage || l.MaxOutput > api.MaxImage {
-		return engine.Limits{}, fmt.Errorf("%w: limits out of range (timeout ≤ 24h, input and output ≤ %d bytes)", visor.ErrBadOptions, api.MaxImage)
+		l.TimeoutMs > int64(24*time.Hour/time.Millisecond) || l.MaxInput > api.MaxImage || l.MaxOutput > engine.MaxHostcallIO {
+		return engine.Limits{}, fmt.Errorf("%w: limits out of range (timeout ≤ 24h, input ≤ %d bytes, output ≤ %d bytes)", visor.ErrBadOptions, api.MaxImage, engine.MaxHostcallIO)
 	}
 	return engine.Limits{
 		Timeout:   time.Duration(l.TimeoutMs) * time.Millisecond,
