@@ -28,7 +28,7 @@ var subcommands = map[string][]string{
 	"config":  {"init", "sign", "verify", "show", "plan", "apply", "history", "secret put", "secret list", "authorize-visor"},
 	"demo":    nil, // filled from the demos map
 	"exec":    {""},
-	"key":     {"create", "list", "show", "public", "delete", "access", "pin", "csr", "selfsign", "chain", "attest", "verify"}, // the keys branch
+	"key":     {"create", "import", "list", "show", "public", "delete", "access", "pin", "csr", "selfsign", "chain", "attest", "verify"}, // the keys branch
 	"measure": {""},
 	"pal":     {"register", "call", "list", "unregister"},
 	"run":     {""},

@@ -74,11 +74,17 @@ func runKey(ctx context.Context, args []string) error {
 func keyFlags(sub, usage string) (*flag.FlagSet, *string) {
 	fs := flag.NewFlagSet("palisade key "+sub, flag.ContinueOnError)
 	socket := fs.String("socket", client.SocketPath(), "palisaded socket")
+	setKeyUsage(fs, sub, usage)
+	return fs, socket
+}
+
+// setKeyUsage gives the flag set of "palisade key SUB" its usage message.
+func setKeyUsage(fs *flag.FlagSet, sub, usage string) {
 	fs.Usage = func() {
+		flagUsageShown = true
 		fmt.Fprintf(fs.Output(), "usage: palisade key %s %s\n\nflags:\n", sub, usage)
 		fs.PrintDefaults()
 	}
-	return fs, socket
 }
 
 // keyArgs parses flags around exactly want positional arguments.
@@ -663,6 +669,7 @@ func keyAttest(ctx context.Context, args []string) error {
 
 func keyVerify(_ context.Context, args []string) error {
 	fs := flag.NewFlagSet("palisade key verify", flag.ContinueOnError)
+	setKeyUsage(fs, "verify", "FILE|- --nonce HEX --visor HEX [flags]")
 	nonceHex := fs.String("nonce", "", "the nonce sent with `palisade key attest`, hex (required)")
 	visorHex := fs.String("visor", "", "expected visor measurement, 64 hex digits (required)")
 	creationVisorHex := fs.String("creation-visor", "", "visor measurement at the key's creation, if the daemon was upgraded since")
