@@ -49,6 +49,9 @@ var exitClasses = []struct {
 		client.ErrPermission, client.ErrNotFound, client.ErrInputTooLarge, client.ErrOutputTooLarge,
 		client.ErrBadImage, client.ErrBadOptions, client.ErrUnknownEngine, client.ErrNotSupported,
 		client.ErrInvalid,
+		// Named keys (docs/keys.md): the daemon refused to make or use the key.
+		client.ErrKeyExists, client.ErrPINRequired, client.ErrPINIncorrect, client.ErrLocked,
+		client.ErrRefused, client.ErrKeyUnavailable,
 	}},
 	{exitUnavailable, "unavailable", []error{client.ErrUnavailable}},
 }

@@ -53,7 +53,7 @@ func TestKeysEndToEnd(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "generated") {
 		t.Fatalf("key create: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	if r := d.runCLI(-1, nil, "key", "create", "web"); r.code != 1 || !strings.Contains(r.stderr, "exists") {
+	if r := d.runCLI(-1, nil, "key", "create", "web"); r.code != 7 || !strings.Contains(r.stderr, "exists") {
 		t.Fatalf("second key create: %d %s", r.code, r.stderr)
 	}
 
@@ -72,7 +72,7 @@ func TestKeysEndToEnd(t *testing.T) {
 	}
 
 	// A stranger may neither see nor use it, and the denial is audited.
-	if r := d.runCLI(nobody, nil, "key", "csr", "web", "--subject", "CN=x"); r.code != 1 || !strings.Contains(r.stderr, "permission denied") {
+	if r := d.runCLI(nobody, nil, "key", "csr", "web", "--subject", "CN=x"); r.code != 7 || !strings.Contains(r.stderr, "permission denied") {
 		t.Fatalf("key csr as nobody: %d %s", r.code, r.stderr)
 	}
 	denied := false
@@ -347,7 +347,7 @@ func TestKeysImportCLI(t *testing.T) {
 	if r := d.runCLI(wwwData, nil, "key", "show", "ec"); r.code != 0 || !strings.Contains(r.stdout, "allowed gids       33") {
 		t.Fatalf("key show as www-data: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	if r := d.runCLI(nobody, nil, "key", "show", "ec"); r.code != 1 || !strings.Contains(r.stderr, "permission denied") {
+	if r := d.runCLI(nobody, nil, "key", "show", "ec"); r.code != 7 || !strings.Contains(r.stderr, "permission denied") {
 		t.Fatalf("key show as nobody: %d %s", r.code, r.stderr)
 	}
 
@@ -359,7 +359,7 @@ func TestKeysImportCLI(t *testing.T) {
 	if r := d.runCLI(-1, nil, "key", "pin", "ec", "--new-pin-file", pin); r.code != 0 || !strings.Contains(r.stdout, "PIN                true") {
 		t.Fatalf("key pin: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	if r := d.runCLI(wwwData, nil, "key", "csr", "ec", "--subject", "CN=imported"); r.code != 1 || !strings.Contains(r.stderr, "needs a PIN") {
+	if r := d.runCLI(wwwData, nil, "key", "csr", "ec", "--subject", "CN=imported"); r.code != 7 || !strings.Contains(r.stderr, "needs a PIN") {
 		t.Fatalf("csr without the PIN: %d %s", r.code, r.stderr)
 	}
 	r = d.runCLI(wwwData, []byte("0000\n"), "key", "csr", "ec", "--subject", "CN=imported", "--pin-file", "-")
