@@ -18,23 +18,45 @@ import (
 	"github.com/palisade-project/palisade/internal/utpm"
 )
 
+// cfgSub is a subcommand of `palisade config`: its argument synopsis and what it does, shown
+// by `config -h` and by its own -h.
+type cfgSub struct {
+	name, args, summary string
+	run                 func([]string) error
+}
+
+// cfgSubs lists the subcommands in the order `config -h` shows them. It is filled in init:
+// the run functions refer to cfgSubFlags, which reads the table.
+var cfgSubs []cfgSub
+
+const cfgTPMNote = "show, plan, apply, history and secret take --tpm DEVICE (/dev/tpmrm0, swtpm:SOCKET) to check\n" +
+	"and advance the configuration version in the TPM's NV counter instead of the state's file."
+
 func init() {
+	cfgSubs = []cfgSub{
+		{"init", "[--dir DIR] [--alg ed25519|es256] [--state-dir DIR]", "make an administrator key pair and a template document", configInit},
+		{"sign", "--key ADMIN.key [-o OUT.cose] CONFIG.json", "sign a configuration document", configSign},
+		{"verify", "--pub ADMIN.pub CONFIG.cose", "check a signed configuration", configVerify},
+		{"show", "[--pub ADMIN.pub | --state-dir DIR] [--json] [FILE | --active]", "print a configuration", configShow},
+		{"plan", "[--state-dir DIR] [--from OLD.cose] NEW.cose", "print what a transition changes", configPlan},
+		{"apply", "[--state-dir DIR] [--admin-pub ADMIN.pub] NEW.cose", "make a configuration active", configApply},
+		{"history", "[--state-dir DIR]", "print and verify the chain of applied configurations", configHistory},
+		{"secret", "put|list [--state-dir DIR] [--master-key FILE] [NAME [FILE|-]]", "store or list sealed secrets", configSecret},
+		{"authorize-visor", "--key ADMIN.key --visor HEX [--pcr 23] -o FILE", "PolicyAuthorize a visor build", configAuthorizeVisor},
+	}
+	var b strings.Builder
+	b.WriteString("SUBCOMMAND [flags] [args]\n\n")
+	var names []string
+	for _, c := range cfgSubs {
+		fmt.Fprintf(&b, "  %s %s\n      %s\n", c.name, c.args, c.summary)
+		names = append(names, c.name)
+	}
+	b.WriteString("\n" + cfgTPMNote)
 	register(&command{
 		name:    "config",
-		summary: "manage trusted configurations: init, sign, verify, show, plan, apply, history, secret, authorize-visor",
-		usage: "SUBCOMMAND [flags] [args]\n\n" +
-			"  init    [--dir DIR] [--alg ed25519|es256] [--state-dir DIR]   admin key pair + template\n" +
-			"  sign    --key ADMIN.key [-o OUT.cose] CONFIG.json              sign a document\n" +
-			"  verify  --pub ADMIN.pub CONFIG.cose                            check a signed document\n" +
-			"  show    [--pub ADMIN.pub | --state-dir DIR] [--json] [FILE | --active]\n" +
-			"  plan    [--state-dir DIR] [--from OLD.cose] NEW.cose            what a transition changes\n" +
-			"  apply   [--state-dir DIR] [--admin-pub ADMIN.pub] NEW.cose      make a configuration active\n" +
-			"  history [--state-dir DIR]                                      print and verify the chain\n" +
-			"  secret  put|list [--state-dir DIR] [--master-key FILE] [NAME [FILE|-]]\n" +
-			"  authorize-visor --key ADMIN.key --visor HEX [--pcr 23] -o FILE  PolicyAuthorize a visor build\n\n" +
-			"show, plan, apply, history and secret take --tpm DEVICE (/dev/tpmrm0, swtpm:SOCKET) to check\n" +
-			"and advance the configuration version in the TPM's NV counter instead of the state's file.",
-		run: runConfig,
+		summary: "manage trusted configurations: " + strings.Join(names, ", "),
+		usage:   b.String(),
+		run:     runConfig,
 	})
 }
 
@@ -50,19 +72,16 @@ func runConfig(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		return usageErrorf("missing subcommand")
 	}
-	sub := map[string]func([]string) error{
-		"init": configInit, "sign": configSign, "verify": configVerify, "show": configShow,
-		"plan": configPlan, "apply": configApply, "history": configHistory, "secret": configSecret,
-		"authorize-visor": configAuthorizeVisor,
-	}[args[0]]
-	if sub == nil {
-		if args[0] == "-h" || args[0] == "--help" {
-			newFlags(commands["config"]).Usage()
-			return flag.ErrHelp
+	for _, c := range cfgSubs {
+		if c.name == args[0] {
+			return c.run(args[1:])
 		}
-		return usageErrorf("unknown subcommand %q", args[0])
 	}
-	return sub(args[1:])
+	if args[0] == "-h" || args[0] == "--help" {
+		newFlags(commands["config"]).Usage()
+		return flag.ErrHelp
+	}
+	return usageErrorf("unknown subcommand %q", args[0])
 }
 
 // cfgTPMFlag adds --tpm to a subcommand that opens a state directory.
@@ -128,10 +147,16 @@ func configAuthorizeVisor(args []string) error {
 	return nil
 }
 
+// cfgSubFlags makes the flag set of subcommand name ("secret put" is the secret subcommand):
+// its usage is that subcommand's synopsis, not the whole config command's.
 func cfgSubFlags(name string) *flag.FlagSet {
-	c := *commands["config"]
-	c.name = "config " + name
-	return newFlags(&c)
+	first, _, _ := strings.Cut(name, " ")
+	for _, sc := range cfgSubs {
+		if sc.name == first {
+			return newFlags(&command{name: "config " + sc.name, usage: sc.args, summary: sc.summary})
+		}
+	}
+	panic("palisade: no config subcommand " + name)
 }
 
 const cfgTemplateDoc = `{
@@ -317,7 +342,7 @@ func configShow(args []string) error {
 	stateDir := fs.String("state-dir", configStateDir(), "state directory")
 	tpmDev := cfgTPMFlag(fs)
 	active := fs.Bool("active", false, "show the active configuration of --state-dir")
-	asJSON := fs.Bool("json", false, "print the document as JSON (what `config sign` takes)")
+	asJSON := fs.Bool("json", false, "print the document as JSON, the form config sign takes")
 	pos, _, err := cfgParse(fs, args, false)
 	if err != nil {
 		return err
@@ -512,13 +537,17 @@ func cfgOpenSecrets(st *config.State, masterPath string, create bool) (*config.S
 }
 
 func configSecret(args []string) error {
-	if len(args) == 0 || (args[0] != "put" && args[0] != "list") {
-		return usageErrorf("secret put|list")
-	}
-	fs := cfgSubFlags("secret " + args[0])
+	fs := cfgSubFlags("secret")
 	stateDir := fs.String("state-dir", configStateDir(), "state directory")
 	tpmDev := cfgTPMFlag(fs)
 	masterPath := fs.String("master-key", "", "development master key file (default: STATE/master.key, created if absent)")
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+		fs.Usage()
+		return flag.ErrHelp
+	}
+	if len(args) == 0 || (args[0] != "put" && args[0] != "list") {
+		return usageErrorf("secret put|list")
+	}
 	pos, _, err := cfgParse(fs, args[1:], false)
 	if err != nil {
 		return err

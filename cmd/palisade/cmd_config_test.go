@@ -254,3 +254,41 @@ func TestMeasureCLI(t *testing.T) {
 		t.Fatalf("bad --kind: status %d, want 2", code)
 	}
 }
+
+// TestConfigSubcommandHelp: `config SUB -h` prints that subcommand's own usage line, and every
+// flag line names one flag with at most one argument placeholder (flag.PrintDefaults takes a
+// back-quoted word of the help text as the placeholder).
+func TestConfigSubcommandHelp(t *testing.T) {
+	dir := t.TempDir()
+	for _, sub := range cfgSubs {
+		t.Run(sub.name, func(t *testing.T) {
+			code, out, errs := cfgCLI(t, dir, "config", sub.name, "-h")
+			help := out + errs
+			if code != 0 {
+				t.Fatalf("status %d\n%s", code, help)
+			}
+			first, _, _ := strings.Cut(help, "\n")
+			if want := "usage: palisade config " + sub.name + " " + sub.args; first != want {
+				t.Errorf("first line %q, want %q", first, want)
+			}
+			if !strings.Contains(help, sub.summary) {
+				t.Errorf("help does not say what %s does (%q):\n%s", sub.name, sub.summary, help)
+			}
+			for _, l := range strings.Split(help, "\n") {
+				if strings.HasPrefix(l, "  -") && len(strings.Fields(l)) > 2 {
+					t.Errorf("flag line %q has more than one placeholder", l)
+				}
+			}
+		})
+	}
+	// The command's own help lists every subcommand.
+	code, out, errs := cfgCLI(t, dir, "config", "-h")
+	if code != 0 {
+		t.Fatalf("config -h: status %d", code)
+	}
+	for _, sub := range cfgSubs {
+		if !strings.Contains(out+errs, "\n  "+sub.name+" ") {
+			t.Errorf("config -h does not list %s:\n%s", sub.name, out+errs)
+		}
+	}
+}
