@@ -50,7 +50,8 @@ func ParseMeasurement(s string) (Measurement, error) {
 // Limits on a document, so that hostile input cannot exhaust memory. They are far above any
 // real configuration.
 const (
-	MaxDocumentSize   = 1 << 20
+	MaxDocumentSize   = 1 << 20 // the authored JSON and the canonical CBOR payload
+	maxSignatureSize  = 4096    // what COSE_Sign1 adds to the payload, at most
 	MaxNames          = 4096
 	MaxMeasurements   = 4096 // per name, and visors
 	MaxNameLen        = 128
@@ -214,7 +215,7 @@ type jsonDoc struct {
 // drop a rule), and the result is normalised and validated.
 func ParseJSON(b []byte) (*Config, error) {
 	if len(b) > MaxDocumentSize {
-		return nil, fmt.Errorf("%w: document of %d bytes exceeds %d", ErrInvalid, len(b), MaxDocumentSize)
+		return nil, fmt.Errorf("%w: document of %d bytes exceeds the limit of %d bytes (1 MiB)", ErrInvalid, len(b), MaxDocumentSize)
 	}
 	if err := checkJSONKeys(b); err != nil {
 		return nil, err
@@ -426,7 +427,7 @@ func (c *Config) Hash() (Measurement, error) {
 // of a valid document is refused, so one content has one byte string and one hash.
 func DecodeCBOR(b []byte) (*Config, error) {
 	if len(b) > MaxDocumentSize {
-		return nil, fmt.Errorf("%w: payload of %d bytes", ErrMalformed, len(b))
+		return nil, fmt.Errorf("%w: payload of %d bytes exceeds the limit of %d bytes (1 MiB)", ErrMalformed, len(b), MaxDocumentSize)
 	}
 	var c Config
 	if err := decMode.Unmarshal(b, &c); err != nil {

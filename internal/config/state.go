@@ -269,7 +269,8 @@ func (s *State) load() (snapshot, error) {
 			return snap, nil
 		}
 		if err != nil {
-			return snap, fmt.Errorf("%w: state is at version %d but the anchor is at %d (%v)", ErrRollback, snap.ptr.Version, anchor, err)
+			return snap, fmt.Errorf("%w: the state is at version %d but the version anchor is at %d, so the state directory is older than the last apply (restored from a copy?): %v",
+				ErrRollback, snap.ptr.Version, anchor, err)
 		}
 		if err := s.anchor.Advance(next.ptr.Version); err != nil {
 			return snap, err
@@ -327,9 +328,12 @@ func (s *State) readConfig(h Measurement, version uint64) (*Signed, error) {
 // version of at least want (the anchor) and whose configuration is stored and verifies, and
 // returns the state it commits.
 func (s *State) pendingEntry(snap snapshot, pending []byte, want uint64) (snapshot, error) {
+	if len(pending) == 0 {
+		return snap, errors.New("no interrupted apply to complete follows its history")
+	}
 	e, n, err := decodeRecord(pending)
 	if err != nil {
-		return snap, err
+		return snap, fmt.Errorf("what follows its history is not an interrupted apply: %w", err)
 	}
 	var prev Measurement
 	if len(snap.history) > 0 {
@@ -339,7 +343,7 @@ func (s *State) pendingEntry(snap snapshot, pending []byte, want uint64) (snapsh
 		return snap, err
 	}
 	if e.Version < want {
-		return snap, fmt.Errorf("pending entry has version %d", e.Version)
+		return snap, fmt.Errorf("the interrupted apply that follows its history is of version %d, below the anchor", e.Version)
 	}
 	act, err := s.readConfig(e.Config, e.Version)
 	if err != nil {
@@ -381,9 +385,13 @@ func (s *State) Apply(raw []byte) (*Signed, Entry, error) {
 	if err != nil {
 		return nil, Entry{}, err
 	}
-	floor := max(anchor, snap.ptr.Version)
-	if sc.Version <= floor {
-		return nil, Entry{}, fmt.Errorf("%w: version %d is not greater than the active version %d", ErrRollback, sc.Version, floor)
+	if floor := max(anchor, snap.ptr.Version); sc.Version <= floor {
+		what := fmt.Sprintf("the active version %d", floor)
+		if anchor > snap.ptr.Version {
+			what = fmt.Sprintf("version %d, the highest the version anchor has seen applied", anchor)
+		}
+		return nil, Entry{}, fmt.Errorf("%w: version %d is not greater than %s (every apply needs a version above all versions applied before)",
+			ErrRollback, sc.Version, what)
 	}
 	var old *Config
 	if snap.active != nil {

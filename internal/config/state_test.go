@@ -127,8 +127,14 @@ func TestStateRollbackDetectedByAnchor(t *testing.T) {
 	os.RemoveAll(dir)
 	copyDir(t, old, dir)
 	st, _ = OpenState(dir, Options{Anchor: anchor})
-	if _, err := st.Active(); !errors.Is(err, ErrRollback) {
+	_, err := st.Active()
+	if !errors.Is(err, ErrRollback) {
 		t.Fatalf("rolled-back state: got %v, want ErrRollback", err)
+	}
+	// The history is intact: the refusal says what is wrong, not that something is corrupt.
+	if errors.Is(err, ErrHistory) || strings.Contains(err.Error(), "corrupt") ||
+		!strings.Contains(err.Error(), "at version 1 but the version anchor is at 2") {
+		t.Fatalf("rollback refusal %q does not say the state is older than the anchor", err)
 	}
 }
 
