@@ -117,6 +117,13 @@ func InitState(dir string, admin crypto.PublicKey) error {
 	if err := os.MkdirAll(filepath.Join(dir, dirConfigs), 0o700); err != nil {
 		return fmt.Errorf("state: %w", err)
 	}
+	// Under the lock, like every write to the directory, so that an apply that removes
+	// temporary files never removes this one.
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	p := filepath.Join(dir, fileAdminKey)
 	old, err := os.ReadFile(p)
 	switch {
@@ -160,8 +167,12 @@ func (s *State) AdminKey() (crypto.PublicKey, KeyID) { return s.admin, s.kid }
 // SecretsDir is where a SecretStore of this state keeps its blobs.
 func (s *State) SecretsDir() string { return filepath.Join(s.dir, dirSecrets) }
 
-func (s *State) lock() (func(), error) {
-	f, err := os.OpenFile(filepath.Join(s.dir, fileLock), os.O_RDWR|os.O_CREATE, 0o600)
+func (s *State) lock() (func(), error) { return lockDir(s.dir) }
+
+// lockDir takes the exclusive lock of a state directory; call the function it returns to
+// release it.
+func lockDir(dir string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(dir, fileLock), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("state lock: %w", err)
 	}
@@ -381,6 +392,9 @@ func (s *State) Apply(raw []byte) (*Signed, Entry, error) {
 	if err != nil {
 		return nil, Entry{}, err
 	}
+	if err := s.removeTemps(); err != nil {
+		return nil, Entry{}, err
+	}
 	anchor, err := s.anchor.Read()
 	if err != nil {
 		return nil, Entry{}, err
@@ -433,6 +447,25 @@ func (s *State) Apply(raw []byte) (*Signed, Entry, error) {
 	}
 	crashPoint("committed")
 	return sc, e, nil
+}
+
+// removeTemps deletes the temporary files that an apply killed before one of its renames left
+// in the state directory and configs/. Every file there is written under the lock, which the
+// caller holds, so none of them belongs to a write in progress. (secrets/ is not cleaned: a
+// SecretStore writes there without the state's lock.)
+func (s *State) removeTemps() error {
+	for _, d := range []string{s.dir, filepath.Join(s.dir, dirConfigs)} {
+		stale, err := filepath.Glob(filepath.Join(d, atomicfile.TempPattern))
+		if err != nil {
+			return err
+		}
+		for _, f := range stale {
+			if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("apply: remove a temporary file an interrupted apply left: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 func (s *State) appendHistory(committed uint64, rec []byte) error {

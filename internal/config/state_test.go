@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/palisade-project/palisade/internal/atomicfile"
 )
 
 func newState(t *testing.T, admin crypto.Signer) *State {
@@ -284,6 +286,12 @@ func TestApplyCrash(t *testing.T) {
 			mustApply(t, st2, mustSign(t, baseConfig(3), admin))
 			if hist, err := st2.History(); err != nil || len(hist) != 3 {
 				t.Fatalf("after recovery: %d entries, %v", len(hist), err)
+			}
+			// The next apply removed the temporary files the killed one left.
+			for _, d := range []string{st.Dir(), filepath.Join(st.Dir(), dirConfigs)} {
+				if left, _ := filepath.Glob(filepath.Join(d, atomicfile.TempPattern)); len(left) != 0 {
+					t.Fatalf("crash at %s: temporary files left after the next apply: %v", step, left)
+				}
 			}
 		})
 	}
