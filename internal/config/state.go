@@ -82,6 +82,9 @@ type Pointer struct {
 	Config     Measurement `cbor:"3,keyasint"` // hash of the active configuration's payload
 	Head       Measurement `cbor:"4,keyasint"` // hash of the last history entry
 	HistoryLen uint64      `cbor:"5,keyasint"` // bytes of the history file that are committed
+	// AnchorPrev is, for a state bound to a BindingAnchor, the anchor's history digest
+	// before Head was folded into it: the anchor's digest is HistoryExtend(AnchorPrev, Head).
+	AnchorPrev Measurement `cbor:"6,keyasint"`
 }
 
 // Options of a State.
@@ -151,6 +154,9 @@ func OpenState(dir string, o Options) (*State, error) {
 	s := &State{dir: dir, admin: pub, kid: kid, anchor: o.Anchor, now: o.Now}
 	if s.anchor == nil {
 		s.anchor = FileAnchor{Path: filepath.Join(dir, fileAnchor)}
+	}
+	if err := checkBinding(dir, kid, s.anchor); err != nil {
+		return nil, err
 	}
 	if s.now == nil {
 		s.now = time.Now
@@ -266,6 +272,9 @@ func (s *State) load() (snapshot, error) {
 	if err != nil {
 		return snap, err
 	}
+	if ba, ok := s.anchor.(BindingAnchor); ok {
+		return s.loadBound(ba, snap, pending, anchor)
+	}
 	switch {
 	case anchor > snap.ptr.Version:
 		// Apply advances the anchor only after the new configuration and its history entry
@@ -296,6 +305,102 @@ func (s *State) load() (snapshot, error) {
 		}
 	}
 	return snap, nil
+}
+
+// loadBound is the end of load for a state under a BindingAnchor: besides the version, the
+// anchor's history digest must be that of the committed head (or of a pending entry, whose
+// apply is then completed).
+func (s *State) loadBound(ba BindingAnchor, snap snapshot, pending []byte, anchor uint64) (snapshot, error) {
+	digest, err := ba.HistoryDigest()
+	if err != nil {
+		return snap, err
+	}
+	mark, err := readMark(s.dir)
+	if err != nil {
+		return snap, err
+	}
+	// An apply interrupted after its extension (its point of no return): the pending entry
+	// is what the digest folded in last.
+	if mark != nil && len(pending) > 0 {
+		if next, err := s.pendingEntry(snap, pending, snap.ptr.Version+1); err == nil &&
+			digest == HistoryExtend(mark.Prev, next.ptr.Head) {
+			next.ptr.AnchorPrev = mark.Prev
+			if err := s.anchor.Advance(next.ptr.Version); err != nil {
+				return snap, err
+			}
+			if err := s.commit(next.ptr); err != nil {
+				return snap, err
+			}
+			return next, nil
+		}
+	}
+	var matches bool
+	switch {
+	case snap.ptr.Seq == 0:
+		// Nothing committed (new, or wiped under an anchor that kept its digest): nothing to
+		// compare, and Apply accepts only versions above the anchor.
+		matches = true
+	case mark == nil:
+		// Never bound: acceptable only while the anchor has never recorded a history (a state
+		// made before its anchor was); the next apply binds it. An anchor that has recorded
+		// one belongs to another history, this directory's or not.
+		matches = digest == Measurement{}
+	default:
+		matches = digest == HistoryExtend(snap.ptr.AnchorPrev, snap.ptr.Head)
+	}
+	switch {
+	case anchor > snap.ptr.Version && snap.ptr.Seq == 0:
+		return snap, nil
+	case anchor > snap.ptr.Version && !matches:
+		return snap, fmt.Errorf("%w: the state is at version %d but the version anchor %s is at %d, so the state directory is older than the last apply (restored from a copy?)",
+			ErrRollback, snap.ptr.Version, ba.ID(), anchor)
+	case !matches:
+		return snap, fmt.Errorf("%w: the history of state %s (head %s, version %d) is not the one %s recorded: it was rewritten or replaced",
+			ErrTampered, s.dir, snap.ptr.Head.Short(), snap.ptr.Version, ba.ID())
+	case anchor > snap.ptr.Version:
+		// The counter moved without the digest (an apply by an earlier Palisade that was
+		// interrupted during its advance): complete the pending entry at or above it, else
+		// this is a state older than its anchor.
+		next, err := s.pendingEntry(snap, pending, anchor)
+		if err != nil {
+			return snap, fmt.Errorf("%w: the state is at version %d but the version anchor %s is at %d, so the state directory is older than the last apply (restored from a copy?): %v",
+				ErrRollback, snap.ptr.Version, ba.ID(), anchor, err)
+		}
+		if next.ptr.AnchorPrev, err = s.extend(ba, next.ptr.Head); err != nil {
+			return snap, err
+		}
+		if err := s.anchor.Advance(next.ptr.Version); err != nil {
+			return snap, err
+		}
+		if err := s.commit(next.ptr); err != nil {
+			return snap, err
+		}
+		return next, nil
+	case anchor < snap.ptr.Version:
+		if err := s.anchor.Advance(snap.ptr.Version); err != nil {
+			return snap, err
+		}
+	}
+	return snap, nil
+}
+
+// extend records the anchor's digest in the state's mark, durably, then folds head into the
+// anchor, and returns the digest it extended (the new pointer's AnchorPrev). A crash between
+// the two leaves a mark whose Prev the next load recognises.
+func (s *State) extend(ba BindingAnchor, head Measurement) (Measurement, error) {
+	prev, err := ba.HistoryDigest()
+	if err != nil {
+		return prev, err
+	}
+	if err := writeMark(s.dir, anchorMark{ID: ba.ID(), Prev: prev}); err != nil {
+		return prev, err
+	}
+	crashPoint("anchor-marked")
+	if err := ba.ExtendHistory(head); err != nil {
+		return prev, err
+	}
+	crashPoint("history-anchored")
+	return prev, nil
 }
 
 // checkHead verifies that the pointer, the last committed history entry and the stored
@@ -433,7 +538,22 @@ func (s *State) Apply(raw []byte) (*Signed, Entry, error) {
 	}
 	crashPoint("history-appended")
 
-	// (3) the point of no return.
+	// (3) the point of no return: under a binding anchor, the administrator key is bound
+	// (if it was not) and the entry folded into the anchor's history digest before the
+	// version advances; otherwise the version advance is the point of no return.
+	var anchorPrev Measurement
+	if ba, ok := s.anchor.(BindingAnchor); ok {
+		if _, has, err := ba.Admin(); err != nil {
+			return nil, Entry{}, fmt.Errorf("apply: %w", err)
+		} else if !has {
+			if err := ba.BindAdmin(s.kid); err != nil {
+				return nil, Entry{}, fmt.Errorf("apply: %w", err)
+			}
+		}
+		if anchorPrev, err = s.extend(ba, e.Hash()); err != nil {
+			return nil, Entry{}, fmt.Errorf("apply: %w", err)
+		}
+	}
 	if err := s.anchor.Advance(sc.Version); err != nil {
 		return nil, Entry{}, fmt.Errorf("apply: %w", err)
 	}
@@ -441,7 +561,7 @@ func (s *State) Apply(raw []byte) (*Signed, Entry, error) {
 
 	// (4) commit.
 	ptr := Pointer{Seq: e.Seq, Version: e.Version, Config: e.Config, Head: e.Hash(),
-		HistoryLen: snap.ptr.HistoryLen + uint64(len(rec))}
+		HistoryLen: snap.ptr.HistoryLen + uint64(len(rec)), AnchorPrev: anchorPrev}
 	if err := s.commit(ptr); err != nil {
 		return nil, Entry{}, fmt.Errorf("apply: %w", err)
 	}
