@@ -175,7 +175,7 @@ func TestBoundStateDetectsRewrittenHistory(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := newOutsideAnchor(t)
-			st, dir := newBoundState(t, a)
+			_, dir := newBoundState(t, a)
 			rewriteHistory(t, dir)
 			tc.extra(dir)
 			st, err := OpenState(dir, Options{Anchor: a})
