@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/palisade-project/palisade/internal/config"
 	"github.com/palisade-project/palisade/internal/rot/tpm"
@@ -29,8 +30,9 @@ type cfgSub struct {
 // the run functions refer to cfgSubFlags, which reads the table.
 var cfgSubs []cfgSub
 
-const cfgTPMNote = "show, plan, apply, history and secret take --tpm DEVICE (/dev/tpmrm0, swtpm:SOCKET) to check\n" +
-	"and advance the configuration version in the TPM's NV counter instead of the state's file."
+const cfgTPMNote = "show, plan, apply, history and secret (and palisade exec) take --tpm DEVICE (/dev/tpmrm0,\n" +
+	"swtpm:SOCKET) to anchor the state in the TPM: its version, its history and its administrator key.\n" +
+	"Once a state has been applied with --tpm, every command that reads it needs --tpm."
 
 func init() {
 	cfgSubs = []cfgSub{
@@ -43,6 +45,8 @@ func init() {
 		{"history", "[--state-dir DIR]", "print and verify the chain of applied configurations", configHistory},
 		{"secret", "put|list [--state-dir DIR] [--master-key FILE] [NAME [FILE|-]]", "store or list sealed secrets", configSecret},
 		{"authorize-visor", "--key ADMIN.key --visor HEX [--pcr 23] -o FILE", "PolicyAuthorize a visor build", configAuthorizeVisor},
+		{"replace-admin", "--tpm DEVICE --state-dir NEWDIR --admin-pub NEW.pub --replacing KID",
+			"replace the administrator key the TPM anchors (a ceremony: needs the owner hierarchy, a new state directory)", configReplaceAdmin},
 	}
 	var b strings.Builder
 	b.WriteString("SUBCOMMAND [flags] [args]\n\n")
@@ -86,7 +90,7 @@ func runConfig(ctx context.Context, args []string) error {
 
 // cfgTPMFlag adds --tpm to a subcommand that opens a state directory.
 func cfgTPMFlag(fs *flag.FlagSet) *string {
-	return fs.String("tpm", "", "anchor the configuration version in this TPM's NV counter (/dev/tpmrm0, swtpm:SOCKET); default: the state's anchor file")
+	return fs.String("tpm", "", "anchor the state's version, history and administrator key in this TPM (/dev/tpmrm0, swtpm:SOCKET); required once a state was applied with it; default: the state's anchor file")
 }
 
 // cfgOpenState opens a state directory, with its version anchored in the TPM at device if
@@ -310,8 +314,9 @@ func configVerify(args []string) error {
 }
 
 // cfgLoadSigned reads a signed configuration and verifies it against --pub, or the key pinned in
-// the state directory.
-func cfgLoadSigned(path, pubPath, stateDir string) (*config.Signed, error) {
+// the state directory (checked against the TPM's anchored key when device is given; a state
+// anchored in a TPM refuses to be read without it).
+func cfgLoadSigned(path, pubPath, stateDir, device string) (*config.Signed, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -321,7 +326,7 @@ func cfgLoadSigned(path, pubPath, stateDir string) (*config.Signed, error) {
 		pub, err = cfgReadPub(pubPath)
 	} else {
 		var st *config.State
-		st, err = config.OpenState(stateDir, config.Options{})
+		st, err = cfgOpenState(stateDir, device)
 		if st != nil {
 			pub, _ = st.AdminKey()
 		}
@@ -373,7 +378,7 @@ func configShow(args []string) error {
 		h, _ := c.Hash()
 		header = fmt.Sprintf("unsigned document %s, configuration %s\n", pos[0], h)
 	case len(pos) == 1:
-		sc, err := cfgLoadSigned(pos[0], *pubPath, *stateDir)
+		sc, err := cfgLoadSigned(pos[0], *pubPath, *stateDir, *tpmDev)
 		if err != nil {
 			return err
 		}
@@ -407,13 +412,13 @@ func configPlan(args []string) error {
 	if len(pos) != 1 {
 		return usageErrorf("want one NEW.cose")
 	}
-	next, err := cfgLoadSigned(pos[0], *pubPath, *stateDir)
+	next, err := cfgLoadSigned(pos[0], *pubPath, *stateDir, *tpmDev)
 	if err != nil {
 		return err
 	}
 	var old *config.Config
 	if *from != "" {
-		o, err := cfgLoadSigned(*from, *pubPath, *stateDir)
+		o, err := cfgLoadSigned(*from, *pubPath, *stateDir, *tpmDev)
 		if err != nil {
 			return err
 		}
@@ -509,7 +514,82 @@ func configHistory(args []string) error {
 		return err
 	}
 	fmt.Printf("chain verified: %d entries, head %s, active version %d\n", len(hist), head.Head, head.Version)
+	if *tpmDev != "" && len(hist) > 0 {
+		fmt.Printf("head anchored in the TPM (%s)\n", *tpmDev)
+	}
 	return nil
+}
+
+// configReplaceAdmin is the administrator replacement ceremony: the TPM anchors the key id of
+// the administrator whose configurations a state accepts, and nothing else changes it. The
+// old state directory keeps the old key's history: the new key starts a new directory.
+func configReplaceAdmin(args []string) error {
+	fs := cfgSubFlags("replace-admin")
+	tpmDev := fs.String("tpm", "", "the TPM that anchors the configuration state (required)")
+	stateDir := fs.String("state-dir", "", "a new state directory for the new administrator (required; not the old one)")
+	adminPub := fs.String("admin-pub", "", "the new administrator public key (required)")
+	replacing := fs.String("replacing", "", "key id (64 hex) of the administrator being replaced, as 'config init' printed it (required)")
+	if pos, _, err := cfgParse(fs, args, false); err != nil {
+		return err
+	} else if len(pos) != 0 {
+		return usageErrorf("unexpected arguments %q", pos)
+	}
+	if *tpmDev == "" || *stateDir == "" || *adminPub == "" || *replacing == "" {
+		return usageErrorf("--tpm, --state-dir, --admin-pub and --replacing are required")
+	}
+	oldM, err := config.ParseMeasurement(*replacing)
+	if err != nil {
+		return usageErrorf("--replacing: %v", err)
+	}
+	old := config.KeyID(oldM)
+	pub, err := cfgReadPub(*adminPub)
+	if err != nil {
+		return err
+	}
+	next, err := config.PublicKeyID(pub)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(*stateDir, "active")); err == nil {
+		return fmt.Errorf("%s has applied configurations signed by the old key: keep it as their record and give a new --state-dir", *stateDir)
+	}
+	a, err := tpm.OpenVersionAnchor(strings.TrimPrefix(*tpmDev, "tpm:"), 0)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	// Pin first: a directory pinning another key is refused before the TPM changes.
+	if err := config.InitState(*stateDir, pub); err != nil {
+		return err
+	}
+	rec, err := a.ReplaceAdmin(old, next)
+	if err != nil {
+		return fmt.Errorf("REFUSED: %w", err)
+	}
+	line := fmt.Sprintf("%s administrator %s replaced by %s in %s by uid %d; record %s folded into its history digest\n",
+		time.Now().UTC().Format(time.RFC3339), old, next, a.ID(), os.Getuid(), rec)
+	if err := cfgAppendAudit(filepath.Join(*stateDir, "admin-replacements"), line); err != nil {
+		return fmt.Errorf("the TPM now anchors %s, but the audit record was not written: %w", next, err)
+	}
+	fmt.Print(line)
+	return nil
+}
+
+// cfgAppendAudit appends line to an audit file, durably.
+func cfgAppendAudit(path, line string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(line); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // cfgOpenSecrets opens the secret store of a state. The master key comes from a file: this is the
