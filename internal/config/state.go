@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -225,6 +226,34 @@ func (s *State) Head() (Pointer, error) {
 	defer unlock()
 	snap, err := s.load()
 	return snap.ptr, err
+}
+
+// Statement is what a visor's evidence says of its trusted configuration
+// (attest.ConfigHead): the commit record, who signed the active configuration, and whether
+// that configuration lists the visor.
+type Statement struct {
+	Pointer
+	Signer      KeyID
+	VisorListed bool
+}
+
+// Statement returns the commit record with the administrator key id and whether the active
+// configuration lists visor; Seq is 0 (and VisorListed false) when nothing was ever applied.
+func (s *State) Statement(visor Measurement) (Statement, error) {
+	unlock, err := s.lock()
+	if err != nil {
+		return Statement{}, err
+	}
+	defer unlock()
+	snap, err := s.load()
+	if err != nil {
+		return Statement{}, err
+	}
+	st := Statement{Pointer: snap.ptr, Signer: s.kid}
+	if snap.active != nil {
+		st.VisorListed = slices.Contains(snap.active.Visors, visor)
+	}
+	return st, nil
 }
 
 // History returns the verified committed history.
