@@ -36,6 +36,9 @@ type BindingAnchor interface {
 	HistoryDigest() (Measurement, error)
 	// ExtendHistory folds an entry hash into the digest. It cannot be undone.
 	ExtendHistory(entry Measurement) error
+	// CheckAdvance reports, changing nothing, whether Advance(to) would be refused (a step
+	// too large for the TPM counter): the extension, the point of no return, comes first.
+	CheckAdvance(to uint64) error
 }
 
 // Errors of a state bound to a BindingAnchor.

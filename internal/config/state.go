@@ -541,6 +541,13 @@ func (s *State) Apply(raw []byte) (*Signed, Entry, error) {
 		return nil, Entry{}, fmt.Errorf("%w: version %d is not greater than %s (every apply needs a version above all versions applied before)",
 			ErrRollback, sc.Version, what)
 	}
+	// An advance the anchor would refuse is refused before anything is written: under a
+	// binding anchor the history extension, which comes first, cannot be undone.
+	if ba, ok := s.anchor.(BindingAnchor); ok {
+		if err := ba.CheckAdvance(sc.Version); err != nil {
+			return nil, Entry{}, fmt.Errorf("apply: %w", err)
+		}
+	}
 	var old *Config
 	if snap.active != nil {
 		old = snap.active.Config

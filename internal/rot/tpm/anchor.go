@@ -496,6 +496,28 @@ func (a *VersionAnchor) read() (uint64, error) {
 	return c - a.base, nil
 }
 
+// CheckAdvance implements config.BindingAnchor: the refusals of Advance, without incrementing.
+func (a *VersionAnchor) CheckAdvance(to uint64) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	cur, err := a.read()
+	if err != nil {
+		return err
+	}
+	return checkStep(cur, to)
+}
+
+func checkStep(cur, to uint64) error {
+	switch {
+	case to < cur:
+		return fmt.Errorf("%w: advance to %d below %d: %w", ErrVersionAnchor, to, cur, config.ErrRollback)
+	case to-cur > MaxVersionStep:
+		return fmt.Errorf("%w: advance from %d to %d is more than %d steps (one NV increment each): number configuration versions consecutively",
+			ErrVersionAnchor, cur, to, MaxVersionStep)
+	}
+	return nil
+}
+
 // Advance implements config.VersionAnchor: it increments the NV counter until the anchored
 // version is to. A crash part way leaves a version between the old and to, which
 // config.State treats as an apply in progress (docs/configurations.md §4). to below the
@@ -507,12 +529,8 @@ func (a *VersionAnchor) Advance(to uint64) error {
 	if err != nil {
 		return err
 	}
-	switch {
-	case to < cur:
-		return fmt.Errorf("%w: advance to %d below %d: %w", ErrVersionAnchor, to, cur, config.ErrRollback)
-	case to-cur > MaxVersionStep:
-		return fmt.Errorf("%w: advance from %d to %d is more than %d steps (one NV increment each): number configuration versions consecutively",
-			ErrVersionAnchor, cur, to, MaxVersionStep)
+	if err := checkStep(cur, to); err != nil {
+		return err
 	}
 	c := Counters{tpm: a.tpm, nv: a.counter}
 	for ; cur < to; cur++ {

@@ -314,6 +314,18 @@ func TestTPMAnchoredState(t *testing.T) {
 	if _, err := config.OpenState(dir, config.Options{}); !errors.Is(err, config.ErrAnchorRequired) {
 		t.Fatalf("opened without the TPM: %v", err)
 	}
+	// A version step the counter refuses is refused before the history digest moves, so the
+	// state stays at version 2 and usable.
+	before, _ := a.HistoryDigest()
+	if _, _, err := st.Apply(signConfig(t, admin, 3+MaxVersionStep)); !errors.Is(err, ErrVersionAnchor) {
+		t.Fatalf("huge step: %v", err)
+	}
+	if after, _ := a.HistoryDigest(); after != before {
+		t.Fatal("a refused apply extended the history digest")
+	}
+	if act, err := st.Active(); err != nil || act.Version != 2 {
+		t.Fatalf("after a refused step: %v, %v", act, err)
+	}
 
 	// History rewritten: entry 2's time changed, its hash, the pointer's head recomputed.
 	saved := filepath.Join(t.TempDir(), "saved")
