@@ -38,15 +38,6 @@ func NewWatcher(st *State, visor Measurement) *Watcher { return &Watcher{st: st,
 // asks, so it serves nothing that configuration decides. An empty visors list lists none.
 var ErrVisorNotListed = errors.New("this visor's measurement is not listed in the active configuration's visors")
 
-// VisorListed reports whether the active configuration lists the watcher's visor.
-func (w *Watcher) VisorListed() (bool, error) {
-	act, err := w.Active()
-	if err != nil {
-		return false, err
-	}
-	return slices.Contains(act.Visors, w.visor), nil
-}
-
 // Active returns the active configuration, reloading it if an apply happened since the last
 // call; ErrNoActiveConfig if there is none.
 func (w *Watcher) Active() (*Signed, error) {
