@@ -134,7 +134,14 @@ func InitState(dir string, admin crypto.PublicKey) error {
 	case err == nil && bytes.Equal(old, pem):
 		return nil
 	case err == nil:
-		return fmt.Errorf("state %s: another administrator key is already pinned", dir)
+		pinned := "another key"
+		if pub, perr := ParsePublicKey(old); perr == nil {
+			k, _ := PublicKeyID(pub)
+			pinned = "key " + k.String()
+		}
+		kid, _ := PublicKeyID(admin)
+		return fmt.Errorf("state %s pins administrator %s, not %s: a state accepts the one key it pins (a new administrator starts a new state directory: palisade config replace-admin)",
+			dir, pinned, kid)
 	case !errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("state: %w", err)
 	}
