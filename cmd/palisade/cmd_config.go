@@ -94,10 +94,15 @@ func cfgTPMFlag(fs *flag.FlagSet) *string {
 }
 
 // cfgOpenState opens a state directory, with its version anchored in the TPM at device if
-// one is given. The TPM connection stays open for the life of the command. A TPM socket
-// (swtpm) serves one connection at a time: stop a daemon that uses it first; /dev/tpmrm0 is
-// shared through the kernel's resource manager.
+// one is given. The TPM connection stays open for the life of the command, and one command
+// opens each state once however often it asks (plan reads the pinned key, then the active
+// configuration): a TPM socket (swtpm) serves one connection at a time, so stop a daemon that
+// uses it first; /dev/tpmrm0 is shared through the kernel's resource manager.
 func cfgOpenState(dir, device string) (*config.State, error) {
+	key := [2]string{dir, device}
+	if st, ok := cfgStates[key]; ok {
+		return st, nil
+	}
 	var o config.Options
 	if device != "" {
 		a, err := tpm.OpenVersionAnchor(strings.TrimPrefix(device, "tpm:"), 0)
@@ -106,8 +111,16 @@ func cfgOpenState(dir, device string) (*config.State, error) {
 		}
 		o.Anchor = a
 	}
-	return config.OpenState(dir, o)
+	st, err := config.OpenState(dir, o)
+	if err != nil {
+		return nil, err
+	}
+	cfgStates[key] = st
+	return st, nil
 }
+
+// cfgStates are the states this command opened, by directory and TPM device.
+var cfgStates = map[[2]string]*config.State{}
 
 // configAuthorizeVisor signs a TPM2_PolicyAuthorize approval of one visor build
 // (docs/attestation.md §6.1): a daemon whose tpm authority is the admin's public key unseals

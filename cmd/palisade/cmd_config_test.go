@@ -362,6 +362,10 @@ func TestConfigCLIAnchoredInTPM(t *testing.T) {
 	if out := mustCLI(t, dir, "config", "history", "--state-dir", state, "--tpm", dev); !strings.Contains(out, "head anchored in the TPM") {
 		t.Fatalf("history: %s", out)
 	}
+	// plan reads the pinned key and the active configuration over one TPM connection.
+	if out := mustCLI(t, dir, "config", "plan", "--state-dir", state, "--tpm", dev, "v4.cose"); !strings.Contains(out, "REFUSED: version 4 is not greater than 4") {
+		t.Fatalf("plan: %s", out)
+	}
 	rewriteHistoryFiles(t, state)
 	refusedCLI(t, dir, "does not match its anchor", "config", "history", "--state-dir", state, "--tpm", dev)
 
