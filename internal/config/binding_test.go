@@ -100,7 +100,18 @@ func TestBoundStateRemembersAnchor(t *testing.T) {
 	if _, err := OpenState(dir, Options{Anchor: a}); err != nil {
 		t.Fatal(err)
 	}
+	// A State opened before the first bound apply (a long-running process) notices it too.
+	dir2 := filepath.Join(t.TempDir(), "state")
+	admin := newKey(t, "ed25519")
+	InitState(dir2, admin.Public())
+	unbound, _ := OpenState(dir2, Options{})
+	bound, _ := OpenState(dir2, Options{Anchor: newOutsideAnchor(t)})
+	mustApply(t, bound, mustSign(t, baseConfig(1), admin))
+	if _, err := unbound.Active(); !errors.Is(err, ErrAnchorRequired) {
+		t.Fatalf("a State opened before the binding: %v", err)
+	}
 }
+
 
 // TestBoundStateAdminAnchored: a wiped state with another administrator key is refused by the
 // anchor that holds the first key.

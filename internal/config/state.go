@@ -311,6 +311,11 @@ func (s *State) load() (snapshot, error) {
 	if ba, ok := s.anchor.(BindingAnchor); ok {
 		return s.loadBound(ba, snap, pending, anchor)
 	}
+	// Bound by another process (an apply with the TPM) since this State was opened: from now
+	// on it is read only with that anchor.
+	if err := checkBinding(s.dir, s.kid, s.anchor); err != nil {
+		return snap, err
+	}
 	switch {
 	case anchor > snap.ptr.Version:
 		// Apply advances the anchor only after the new configuration and its history entry
