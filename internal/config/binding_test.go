@@ -112,7 +112,6 @@ func TestBoundStateRemembersAnchor(t *testing.T) {
 	}
 }
 
-
 // TestBoundStateAdminAnchored: a wiped state with another administrator key is refused by the
 // anchor that holds the first key.
 func TestBoundStateAdminAnchored(t *testing.T) {
