@@ -6,7 +6,9 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/connectivity"
+	"google.golang.org/grpc/status"
 )
 
 // ReconnectWait bounds how long a call waits for palisaded to be reachable again when the
@@ -38,6 +40,11 @@ func awaitConnection(ctx context.Context, method string, req, reply any, cc *grp
 			}
 		}
 		cancel()
+		if s != connectivity.Ready {
+			// Whichever deadline ended the wait, the daemon is what failed: say so, rather
+			// than let the call time out as if the PAL had been slow.
+			return status.Errorf(codes.Unavailable, "palisaded is unreachable (connection %v after waiting for it to come back)", s)
+		}
 	}
 	return invoker(ctx, method, req, reply, cc, opts...)
 }

@@ -190,7 +190,8 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 	if trusted != nil {
 		// Blobs sealed to a name under a signer are decided by the active configuration,
 		// re-read after every apply (docs/configurations.md §8).
-		v.Platform().SetAuthorizer(config.NewWatcher(trusted).UTPMAuthorizer())
+		// A visor the configuration does not list serves none of them.
+		v.Platform().SetAuthorizer(config.NewWatcher(trusted, config.Measurement(root.Platform().Visor)).UTPMAuthorizer())
 	}
 	closers = append(closers, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), grace)
@@ -336,13 +337,17 @@ func openConfigState(cfg Config, root rot.RootOfTrust, log *slog.Logger) (*confi
 		return nil, err
 	}
 	// Refuse to start on a state that is rolled back or does not verify.
-	head, err := st.Head()
+	vm := config.Measurement(root.Platform().Visor)
+	head, err := st.Statement(vm)
 	if err != nil {
 		return nil, fmt.Errorf("trusted configuration %s: %w", dir, err)
 	}
-	_, kid := st.AdminKey()
-	log.Info("trusted configuration", "config_state", dir, "anchor", anchor, "signer", kid.String(),
-		"seq", head.Seq, "version", head.Version)
+	log.Info("trusted configuration", "config_state", dir, "anchor", anchor, "signer", head.Signer.String(),
+		"seq", head.Seq, "version", head.Version, "visor_listed", head.VisorListed)
+	if head.Seq > 0 && !head.VisorListed {
+		log.Warn("this visor is not listed in the active configuration's visors: it serves no secret sealed to a name under a signer",
+			"visor", vm.String(), "version", head.Version)
+	}
 	return st, nil
 }
 

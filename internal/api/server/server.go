@@ -480,14 +480,16 @@ func (s *Server) Attest(ctx context.Context, req *api.AttestRequest) (*api.Attes
 	// for the quote's own nonce.
 	var opts []attest.AssembleOption
 	if s.config != nil {
-		// Read at each attestation, so the evidence names the configuration active now.
-		head, err := s.config.Head()
+		// Read at each attestation, so the evidence names the configuration active now, who
+		// signed it and whether it lists this visor.
+		head, err := s.config.Statement(config.Measurement(s.v.Root().Platform().Visor))
 		if err != nil {
 			return nil, toStatus(fmt.Errorf("attest %s: configuration: %w", h, err))
 		}
 		if head.Seq > 0 {
 			opts = append(opts, attest.WithConfiguration(attest.ConfigHead{
 				Seq: head.Seq, Version: head.Version, Config: head.Config, Head: head.Head,
+				Signer: head.Signer, VisorListed: head.VisorListed,
 			}))
 		}
 	}
