@@ -672,12 +672,9 @@ func keyVerify(_ context.Context, args []string) error {
 	setKeyUsage(fs, "verify", "FILE|- --nonce HEX --visor HEX [flags]")
 	nonceHex := fs.String("nonce", "", "the nonce sent with `palisade key attest`, hex (required)")
 	visorHex := fs.String("visor", "", "expected visor measurement, 64 hex digits (required)")
-	creationVisorHex := fs.String("creation-visor", "", "visor measurement at the key's creation, if the daemon was upgraded since")
-	keygenHex := fs.String("keygen", "", "expected key-generation PAL measurement (default: the shipped one)")
-	signerHex := fs.String("signer", "", "expected signing PAL measurement (default: the shipped one)")
 	allowUnrooted := fs.Bool("allow-unrooted", false, "accept evidence from the development root of trust \"none\"")
-	allowImported := fs.Bool("allow-imported", false, "accept a key that was imported, not generated in a PAL")
 	ekRoots := fs.String("ek-roots", "", "PEM file of trusted EK CA certificates")
+	kf := newKeyVerifyFlags(fs)
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -685,53 +682,72 @@ func keyVerify(_ context.Context, args []string) error {
 	if len(pos) != 1 {
 		return usageErrorf("key verify: want exactly one attestation file")
 	}
-	o := keys.VerifyOptions{AllowImported: *allowImported}
+	var o attest.Options
 	if o.Nonce, err = hex.DecodeString(*nonceHex); err != nil || len(o.Nonce) == 0 {
 		return usageErrorf("--nonce: want the hex nonce given to key attest")
 	}
-	if o.Evidence.Visor, err = digestFlag("visor", *visorHex); err != nil {
+	if o.Visor, err = digestFlag("visor", *visorHex); err != nil {
 		return err
 	}
-	if *creationVisorHex != "" {
-		if o.CreationVisor, err = digestFlag("creation-visor", *creationVisorHex); err != nil {
+	o.AllowUnrooted = *allowUnrooted
+	if *ekRoots != "" {
+		b, err := os.ReadFile(*ekRoots)
+		if err != nil {
 			return err
 		}
+		o.EKRoots = x509.NewCertPool()
+		if !o.EKRoots.AppendCertsFromPEM(b) {
+			return fmt.Errorf("--ek-roots %s: no PEM certificate", *ekRoots)
+		}
 	}
+	var b []byte
+	if pos[0] == "-" {
+		b, err = io.ReadAll(io.LimitReader(os.Stdin, keys.MaxAttestationSize+1))
+	} else {
+		b, err = os.ReadFile(pos[0])
+	}
+	if err != nil {
+		return err
+	}
+	return kf.verify(os.Stdout, b, o)
+}
+
+// keyVerifyFlags are the reference values of a key attestation beyond those of PAL evidence;
+// `palisade key verify` and `palisade verify` (given a key attestation) share them.
+type keyVerifyFlags struct {
+	keygen, signer, creationVisor *string
+	allowImported                 *bool
+}
+
+func newKeyVerifyFlags(fs *flag.FlagSet) *keyVerifyFlags {
+	return &keyVerifyFlags{
+		keygen:        fs.String("keygen", "", "key attestation: expected key-generation PAL measurement (default: the shipped one)"),
+		signer:        fs.String("signer", "", "key attestation: expected signing PAL measurement (default: the shipped one)"),
+		creationVisor: fs.String("creation-visor", "", "key attestation: visor measurement at the key's creation, if the daemon was upgraded since"),
+		allowImported: fs.Bool("allow-imported", false, "key attestation: accept a key that was imported, not generated in a PAL"),
+	}
+}
+
+// verify checks the key-attestation bundle b with the evidence checks ev (nonce, visor, roots)
+// and prints what it proves.
+func (kf *keyVerifyFlags) verify(w io.Writer, b []byte, ev attest.Options) error {
+	o := keys.VerifyOptions{Nonce: ev.Nonce, Evidence: ev, AllowImported: *kf.allowImported}
+	var err error
 	if o.KeyGenPAL, err = keys.Measurement(keys.KeyGenImage); err != nil {
 		return err
 	}
 	if o.SignerPAL, err = keys.Measurement(keys.SignerImage); err != nil {
 		return err
 	}
-	if *keygenHex != "" {
-		if o.KeyGenPAL, err = digestFlag("keygen", *keygenHex); err != nil {
-			return err
+	for _, f := range []struct {
+		name, val string
+		dst       *[32]byte
+	}{{"keygen", *kf.keygen, &o.KeyGenPAL}, {"signer", *kf.signer, &o.SignerPAL}, {"creation-visor", *kf.creationVisor, &o.CreationVisor}} {
+		if f.val != "" {
+			if *f.dst, err = digestFlag(f.name, f.val); err != nil {
+				return err
+			}
 		}
-	}
-	if *signerHex != "" {
-		if o.SignerPAL, err = digestFlag("signer", *signerHex); err != nil {
-			return err
-		}
-	}
-	o.Evidence.AllowUnrooted = *allowUnrooted
-	if *ekRoots != "" {
-		b, err := os.ReadFile(*ekRoots)
-		if err != nil {
-			return err
-		}
-		o.Evidence.EKRoots = x509.NewCertPool()
-		if !o.Evidence.EKRoots.AppendCertsFromPEM(b) {
-			return fmt.Errorf("--ek-roots %s: no PEM certificate", *ekRoots)
-		}
-	}
-	var b []byte
-	if pos[0] == "-" {
-		b, err = io.ReadAll(io.LimitReader(os.Stdin, 2*attest.MaxEvidenceSize+64<<10))
-	} else {
-		b, err = os.ReadFile(pos[0])
-	}
-	if err != nil {
-		return err
 	}
 	v, err := keys.VerifyAttestation(b, o)
 	if err != nil {
@@ -742,15 +758,15 @@ func keyVerify(_ context.Context, args []string) error {
 	if !v.Use.Rooted {
 		rooted = "UNROOTED (root of trust \"none\"), accepted because of --allow-unrooted"
 	}
-	fmt.Printf("key attestation verified, %s\n", rooted)
-	fmt.Printf("  key                %s (%s)\n  public key sha256  %x\n", v.Name, v.Alg, fp)
+	fmt.Fprintf(w, "key attestation verified, %s\n", rooted)
+	fmt.Fprintf(w, "  key                %s (%s)\n  public key sha256  %x\n", v.Name, v.Alg, fp)
 	if v.Imported {
-		fmt.Println("  origin             IMPORTED: not generated in a PAL (accepted because of --allow-imported)")
+		fmt.Fprintln(w, "  origin             IMPORTED: not generated in a PAL (accepted because of --allow-imported)")
 	} else {
-		fmt.Printf("  origin             generated in key-generation PAL %x\n", o.KeyGenPAL)
-		fmt.Printf("  created            %s (visor clock)\n", v.Creation.Claims.IssuedAt.Format(time.RFC3339))
+		fmt.Fprintf(w, "  origin             generated in key-generation PAL %x\n", o.KeyGenPAL)
+		fmt.Fprintf(w, "  created            %s (visor clock)\n", v.Creation.Claims.IssuedAt.Format(time.RFC3339))
 	}
-	fmt.Printf("  usable only by     signing PAL %x\n  visor              %x\n", o.SignerPAL, v.Use.Claims.Visor)
+	fmt.Fprintf(w, "  usable only by     signing PAL %x\n  visor              %x\n", o.SignerPAL, v.Use.Claims.Visor)
 	return nil
 }
 

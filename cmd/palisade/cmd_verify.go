@@ -15,6 +15,7 @@ import (
 	"sort"
 
 	"github.com/palisade-project/palisade/attest"
+	"github.com/palisade-project/palisade/internal/keys"
 )
 
 func init() {
@@ -23,7 +24,9 @@ func init() {
 		summary: "verify Palisade evidence for a PAL against reference values (nonce, PAL, visor)",
 		usage: "EVIDENCE_FILE|- --nonce HEX --pal HEX --visor HEX [--ek-roots PEM] [--ak PEM] [--allow-unrooted]\n" +
 			"       [--require-config] [--config-min-version N] [--config-hash HEX] [--config-head HEX]\n" +
-			"       [--config-signer KID] [--config-visor-listed]",
+			"       [--config-signer KID] [--config-visor-listed]\n" +
+			"       (a key attestation of palisade key attest: --nonce, --visor and the roots as above,\n" +
+			"       [--keygen HEX] [--signer HEX] [--creation-visor HEX] [--allow-imported] instead of --pal)",
 		run: runVerify,
 	})
 }
@@ -43,6 +46,7 @@ func runVerify(ctx context.Context, args []string) error {
 	cfgHead := fs.String("config-head", "", "require the configuration history to end at this entry (64 hex digits, palisade config history)")
 	cfgSigner := fs.String("config-signer", "", "require the configuration to be signed by this administrator key id (64 hex digits, palisade config init)")
 	cfgVisorListed := fs.Bool("config-visor-listed", false, "require the configuration to list the visor's measurement")
+	keyOpts := newKeyVerifyFlags(fs)
 	// Flags may come before or after the evidence file.
 	var pos []string
 	for rest := args; ; {
@@ -67,9 +71,6 @@ func runVerify(ctx context.Context, args []string) error {
 	var err error
 	if o.Nonce, err = hex.DecodeString(*nonceHex); err != nil {
 		return usageErrorf("--nonce: %v", err)
-	}
-	if o.PAL, err = digestFlag("pal", *palHex); err != nil {
-		return err
 	}
 	if o.Visor, err = digestFlag("visor", *visorHex); err != nil {
 		return err
@@ -110,11 +111,17 @@ func runVerify(ctx context.Context, args []string) error {
 	}
 	var ev []byte
 	if pos[0] == "-" {
-		ev, err = io.ReadAll(io.LimitReader(os.Stdin, attest.MaxEvidenceSize+1))
+		ev, err = io.ReadAll(io.LimitReader(os.Stdin, keys.MaxAttestationSize+1))
 	} else {
 		ev, err = os.ReadFile(pos[0])
 	}
 	if err != nil {
+		return err
+	}
+	if keys.IsAttestation(ev) { // a key attestation bundle (docs/keys.md §5)
+		return keyOpts.verify(os.Stdout, ev, o)
+	}
+	if o.PAL, err = digestFlag("pal", *palHex); err != nil {
 		return err
 	}
 	res, err := attest.Verify(ev, o)

@@ -165,6 +165,11 @@ func TestKeysEndToEnd(t *testing.T) {
 	if r.code != 0 || !strings.Contains(r.stdout, "generated in key-generation PAL") {
 		t.Fatalf("key verify: %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	// palisade verify recognises a key attestation and checks it the same way.
+	r = d.runCLI(-1, nil, "verify", ev, "--nonce", "c0ffee", "--visor", visor, "--allow-unrooted")
+	if r.code != 0 || !strings.Contains(r.stdout, "key attestation verified") {
+		t.Fatalf("palisade verify of a key attestation: %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
 	if r := d.runCLI(-1, nil, "key", "verify", ev, "--nonce", "c0ffef", "--visor", visor, "--allow-unrooted"); r.code != 1 || !strings.Contains(r.stderr, "nonce") {
 		t.Fatalf("key verify with another nonce: %d %s", r.code, r.stderr)
 	}

@@ -55,6 +55,9 @@ func TestAttestation(t *testing.T) {
 	if err := cbor.Unmarshal(ev, &a); err != nil {
 		t.Fatal(err)
 	}
+	if !keys.IsAttestation(ev) || keys.IsAttestation(a.Creation) || keys.IsAttestation(a.Use) || keys.IsAttestation([]byte{0xa0}) {
+		t.Error("IsAttestation does not tell a bundle from PAL evidence")
+	}
 	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	otherPub, _ := x509.MarshalPKIXPublicKey(&other.PublicKey)
 	edPub := func(f func(*keys.Attestation)) []byte {
