@@ -23,16 +23,18 @@ import (
 // command must be listed, so that a new command or sub-command is covered by the help and
 // parsing tests below.
 var subcommands = map[string][]string{
-	"attest":  {""},
-	"bench":   {""},
-	"config":  {"init", "sign", "verify", "show", "plan", "apply", "history", "secret put", "secret list", "authorize-visor"},
-	"demo":    nil, // filled from the demos map
-	"exec":    {""},
-	"key":     {"create", "import", "list", "show", "public", "delete", "access", "pin", "csr", "selfsign", "chain", "attest", "verify"}, // the keys branch
-	"measure": {""},
-	"pal":     {"register", "call", "list", "unregister"},
-	"run":     {""},
-	"verify":  {""},
+	"attest":    {""},
+	"bench":     {""},
+	"config":    {"init", "sign", "verify", "show", "plan", "apply", "history", "secret put", "secret list", "authorize-visor"},
+	"demo":      nil, // filled from the demos map
+	"exec":      {""},
+	"key":       {"create", "import", "list", "show", "public", "delete", "access", "pin", "csr", "selfsign", "chain", "attest", "verify"}, // the keys branch
+	"measure":   {""},
+	"pal":       {"register", "call", "list", "unregister"},
+	"passwd":    {""},
+	"run":       {""},
+	"ssh-agent": {""},
+	"verify":    {""},
 }
 
 // commandLines returns "palisade CMD [SUB]" for every command and sub-command, checking that

@@ -24,6 +24,7 @@ import (
 
 	"github.com/palisade-project/palisade/attest"
 	"github.com/palisade-project/palisade/client"
+	"github.com/palisade-project/palisade/integrations/sshagent"
 	"github.com/palisade-project/palisade/internal/keys"
 )
 
@@ -31,11 +32,11 @@ func init() {
 	register(&command{
 		name:    "key",
 		summary: "create and use named keys held by palisaded (docs/keys.md)",
-		usage: "create NAME [--alg ecdsa-p256|ed25519|rsa-2048|rsa-3072] [--allow-user U,..] [--allow-group G,..] [--pin-file F] [--max-tries N] [--signer PAL]\n" +
+		usage: "create NAME [--alg ecdsa-p256|ed25519|rsa-2048|rsa-3072] [--allow-user U,..] [--allow-group G,..] [--pin-file F] [--max-tries N] [--signer PAL] [--ssh]\n" +
 			"       palisade key import NAME KEY.pem [--allow-user U,..] [--allow-group G,..] [--pin-file F] [--max-tries N] [--signer PAL]\n" +
 			"       palisade key list\n" +
 			"       palisade key show NAME\n" +
-			"       palisade key public NAME [--der] [-o FILE]\n" +
+			"       palisade key public NAME [--der|--ssh] [-o FILE]\n" +
 			"       palisade key delete NAME\n" +
 			"       palisade key access NAME [--allow-user U,..] [--allow-group G,..]\n" +
 			"       palisade key pin NAME [--pin-file OLD] [--new-pin-file NEW] [--max-tries N]\n" +
@@ -198,10 +199,14 @@ func newKeyOptions(fs *flag.FlagSet) (opts func(name string) (client.KeyCreateOp
 func keyCreate(ctx context.Context, args []string) error {
 	fs, socket := keyFlags("create", "NAME [flags]")
 	alg := fs.String("alg", client.AlgECDSAP256, "ecdsa-p256, ed25519, rsa-2048 or rsa-3072")
+	sshLine := fs.Bool("ssh", false, "print the key's authorized_keys line instead of its description (palisade ssh-agent serves it)")
 	opts := newKeyOptions(fs)
 	pos, err := keyArgs(fs, args, 1, "exactly one key name")
 	if err != nil {
 		return err
+	}
+	if *sshLine && !sshagent.Supported(*alg) {
+		return usageErrorf("key create: --ssh with --alg %s: SSH keys are ed25519, ecdsa-p256, rsa-2048 or rsa-3072", *alg)
 	}
 	o, err := opts(pos[0])
 	if err != nil {
@@ -216,6 +221,14 @@ func keyCreate(ctx context.Context, args []string) error {
 	k, err := c.KeyCreate(ctx, o)
 	if err != nil {
 		return err
+	}
+	if *sshLine {
+		line, err := sshagent.AuthorizedKey(k)
+		if err != nil {
+			return err
+		}
+		fmt.Println(line)
+		return nil
 	}
 	printKey(os.Stdout, k)
 	return nil
@@ -382,12 +395,16 @@ func writeOut(path string, b []byte) error {
 }
 
 func keyPublic(ctx context.Context, args []string) error {
-	fs, socket := keyFlags("public", "NAME [--der] [-o FILE]")
+	fs, socket := keyFlags("public", "NAME [--der|--ssh] [-o FILE]")
 	der := fs.Bool("der", false, "DER instead of PEM")
+	sshLine := fs.Bool("ssh", false, "OpenSSH's one-line form (authorized_keys, known_hosts, sshd's HostKey)")
 	out := fs.String("o", "", "output file (default stdout)")
 	pos, err := keyArgs(fs, args, 1, "exactly one key name")
 	if err != nil {
 		return err
+	}
+	if *der && *sshLine {
+		return usageErrorf("key public: --der and --ssh exclude each other")
 	}
 	c, err := dial(ctx, *socket)
 	if err != nil {
@@ -397,6 +414,13 @@ func keyPublic(ctx context.Context, args []string) error {
 	k, err := c.KeyGet(ctx, pos[0])
 	if err != nil {
 		return err
+	}
+	if *sshLine {
+		line, err := sshagent.AuthorizedKey(k)
+		if err != nil {
+			return err
+		}
+		return writeOut(*out, []byte(line+"\n"))
 	}
 	b := k.PublicDER
 	if !*der {

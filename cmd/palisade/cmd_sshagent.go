@@ -20,7 +20,7 @@ func init() {
 	register(&command{
 		name:    "ssh-agent",
 		summary: "an SSH agent serving palisaded's keys, signing in their PALs (docs/ssh.md)",
-		usage:   "[-a SOCKET] [--key NAME,..] [--forward AGENT_SOCKET] [--askpass PROGRAM] [--allow-uid UID,..] [--socket PATH] [--log-level L]",
+		usage:   "[-a SOCKET] [--keys NAME,..] [--forward AGENT_SOCKET] [--askpass PROGRAM] [--allow-uid UID,..] [--socket PATH] [--log-level L]",
 		run:     runSSHAgent,
 	})
 }
@@ -38,16 +38,17 @@ func runSSHAgent(ctx context.Context, args []string) error {
 	fs := newFlags(commands["ssh-agent"])
 	listen := fs.String("a", defaultAgentSocket(), "the agent's socket (give it to ssh as $SSH_AUTH_SOCK or IdentityAgent, to sshd as HostKeyAgent)")
 	socket := fs.String("socket", client.SocketPath(), "palisaded socket")
-	keyNames := fs.String("key", "", "serve only these keys (comma-separated names); default: every SSH-capable key you may use")
+	keyNames := fs.String("keys", "", "serve only these keys (comma-separated names); default: every SSH-capable key you may use")
 	forward := fs.String("forward", "", "another agent's socket: gets requests for keys this agent does not hold, and ssh-add of private keys")
-	askpass := fs.String("askpass", os.Getenv("SSH_ASKPASS"), "program asked for the PIN of a key that has one (its prompt is its argument; it prints the PIN)")
+	askpass := fs.String("askpass", os.Getenv("SSH_ASKPASS"), "askpass program (an executable file) run for the PIN of a key that has one: the prompt is its argument, it prints the PIN")
 	allowUIDs := fs.String("allow-uid", "", "users besides yourself and root that may use the agent (names or uids)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error (to stderr)")
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usageErrorf("unexpected arguments %q", fs.Args())
+	if len(pos) > 0 {
+		return usageErrorf("unexpected arguments %q", pos)
 	}
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {

@@ -1,6 +1,11 @@
 package sshagent_test
 
 import (
+	"bytes"
+	"crypto/ed25519"
+	"crypto/rand"
+	"crypto/x509"
+	"encoding/pem"
 	"fmt"
 	"net"
 	"os"
@@ -9,6 +14,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
 )
 
 // TestOpenSSH drives `palisade ssh-agent` with the real OpenSSH: ssh-add lists the keys made by
@@ -54,8 +62,8 @@ func TestOpenSSH(t *testing.T) {
 		}
 	}
 
-	userSock, _ := e.agent("user", "--key", "user-ed25519,user-ecdsa-p256,user-rsa-2048")
-	hostSock, _ := e.agent("host", "--key", "host")
+	userSock, _ := e.agent("user", "--keys", "user-ed25519,user-ecdsa-p256,user-rsa-2048")
+	hostSock, _ := e.agent("host", "--keys", "host")
 	agentEnv := []string{"SSH_AUTH_SOCK=" + userSock}
 
 	// ssh-add -L lists exactly the keys, as `key create --ssh` printed them.
@@ -153,7 +161,7 @@ UsePAM no
 	osshSock := filepath.Join(e.dir, "openssh-agent.sock")
 	start(t, "ssh-agent", exec.Command("ssh-agent", "-D", "-a", osshSock))
 	waitSocket(t, osshSock)
-	fwdSock, _ := e.agent("fwd", "--key", "user-ed25519", "--forward", osshSock)
+	fwdSock, _ := e.agent("fwd", "--keys", "user-ed25519", "--forward", osshSock)
 	fwdEnv := []string{"SSH_AUTH_SOCK=" + fwdSock}
 	if _, errs, code := e.run(fwdEnv, "", "ssh-add", "-q", fileKey); code != 0 {
 		t.Fatalf("ssh-add through the forwarding agent: %d %s", code, errs)
@@ -198,4 +206,96 @@ func waitSocket(t *testing.T, path string) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// TestAgentHoldsNoPrivateKey imports a key whose private bytes the test knows into palisaded,
+// has the agent serve it and sign with it, then reads the agent process's whole memory: the
+// Ed25519 seed and the PKCS#8 encoding are nowhere in it, while the public key (which the agent
+// does hold) is found, so the scan is shown able to find what is there.
+func TestAgentHoldsNoPrivateKey(t *testing.T) {
+	needTools(t, "ssh-add")
+	if os.Geteuid() != 0 {
+		t.Skip("reading another process's memory needs root (or ptrace rights)")
+	}
+	e := newEnv(t)
+	pub, priv, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	der, err := x509.MarshalPKCS8PrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(e.dir, "imported.pem")
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.palisade("key", "import", "imported", keyFile)
+	sock, p := e.agent("imp", "--keys", "imported")
+
+	// Sign through the agent, as ssh would, and check the signature.
+	conn, err := net.Dial("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ag := agent.NewClient(conn)
+	sshPub, err := ssh.NewPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	data := []byte("session data to sign")
+	sig, err := ag.Sign(sshPub, data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := sshPub.Verify(data, sig); err != nil {
+		t.Fatalf("agent signature: %v", err)
+	}
+
+	mem := processMemory(t, p.cmd.Process.Pid)
+	for _, c := range []struct {
+		what   string
+		secret []byte
+	}{{"Ed25519 seed", priv.Seed()}, {"PKCS#8 key", der}} {
+		if bytes.Contains(mem, c.secret) {
+			t.Errorf("the agent's memory holds the %s", c.what)
+		}
+	}
+	if !bytes.Contains(mem, pub) {
+		t.Error("the public key is not found in the agent's memory either: the scan does not work")
+	}
+	t.Logf("scanned %d MiB of the agent's memory", len(mem)>>20)
+}
+
+// processMemory reads every readable mapping of process pid.
+func processMemory(t *testing.T, pid int) []byte {
+	t.Helper()
+	maps, err := os.ReadFile(fmt.Sprintf("/proc/%d/maps", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(fmt.Sprintf("/proc/%d/mem", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	var out []byte
+	for _, line := range strings.Split(strings.TrimSpace(string(maps)), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) < 2 || fields[1][0] != 'r' {
+			continue
+		}
+		var lo, hi uint64
+		if _, err := fmt.Sscanf(fields[0], "%x-%x", &lo, &hi); err != nil {
+			t.Fatalf("maps line %q: %v", line, err)
+		}
+		if hi-lo > 1<<30 {
+			continue // reservations of the Go heap arena, not backed
+		}
+		buf := make([]byte, hi-lo)
+		n, _ := f.ReadAt(buf, int64(lo)) // [vvar] and the like may not read
+		out = append(out, buf[:n]...)
+	}
+	return out
 }
