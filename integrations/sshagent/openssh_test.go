@@ -17,7 +17,11 @@ import (
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
+
+	"github.com/palisade-project/palisade/integrations/internal/ossh"
 )
+
+func TestMain(m *testing.M) { ossh.Main(m) }
 
 // TestOpenSSH drives `palisade ssh-agent` with the real OpenSSH: ssh-add lists the keys made by
 // `palisade key create --ssh` (-L, -l), locks and unlocks the agent (-x, -X); ssh logs in to a
@@ -25,35 +29,35 @@ import (
 // served by a second agent through HostKeyAgent, and ssh checks it against a known_hosts file
 // holding that key only.
 func TestOpenSSH(t *testing.T) {
-	needTools(t, "ssh", "ssh-add", "/usr/sbin/sshd")
-	e := newEnv(t)
+	ossh.NeedTools(t, "ssh", "ssh-add", "/usr/sbin/sshd")
+	e := ossh.NewEnv(t)
 
 	// The user's keys, one per algorithm, and the host key.
 	algs := []string{"ed25519", "ecdsa-p256", "rsa-2048"}
 	lines := map[string]string{} // alg -> authorized_keys line
 	var authorized strings.Builder
 	for _, alg := range algs {
-		line := strings.TrimSpace(e.palisade("key", "create", "user-"+alg, "--alg", alg, "--ssh"))
+		line := strings.TrimSpace(e.Palisade("key", "create", "user-"+alg, "--alg", alg, "--ssh"))
 		if !strings.HasSuffix(line, " palisade:user-"+alg) {
 			t.Fatalf("key create --ssh printed %q", line)
 		}
 		lines[alg] = line
 		authorized.WriteString(line + "\n")
 		// The public key file ssh's IdentityFile names to pick the agent's key.
-		if err := os.WriteFile(filepath.Join(e.dir, alg+".pub"), []byte(line+"\n"), 0o600); err != nil {
+		if err := os.WriteFile(filepath.Join(e.Dir, alg+".pub"), []byte(line+"\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if got := e.palisade("key", "public", "user-ed25519", "--ssh"); strings.TrimSpace(got) != lines["ed25519"] {
+	if got := e.Palisade("key", "public", "user-ed25519", "--ssh"); strings.TrimSpace(got) != lines["ed25519"] {
 		t.Fatalf("key public --ssh: %q, want %q", got, lines["ed25519"])
 	}
-	if _, errs, code := e.run(nil, "", e.cli, "key", "create", "x", "--alg", "bogus", "--ssh"); code != 2 || !strings.Contains(errs, "SSH keys are") {
+	if _, errs, code := e.Run(nil, "", e.CLI, "key", "create", "x", "--alg", "bogus", "--ssh"); code != 2 || !strings.Contains(errs, "SSH keys are") {
 		t.Errorf("key create --ssh --alg bogus: exit %d, %s", code, errs)
 	}
-	hostLine := strings.TrimSpace(e.palisade("key", "create", "host", "--alg", "ed25519", "--ssh"))
-	hostPub := filepath.Join(e.dir, "host.pub")
-	authKeys := filepath.Join(e.dir, "authorized_keys")
-	knownHosts := filepath.Join(e.dir, "known_hosts")
+	hostLine := strings.TrimSpace(e.Palisade("key", "create", "host", "--alg", "ed25519", "--ssh"))
+	hostPub := filepath.Join(e.Dir, "host.pub")
+	authKeys := filepath.Join(e.Dir, "authorized_keys")
+	knownHosts := filepath.Join(e.Dir, "known_hosts")
 	for _, f := range []struct{ path, data string }{
 		{hostPub, hostLine + "\n"}, {authKeys, authorized.String()},
 	} {
@@ -62,12 +66,12 @@ func TestOpenSSH(t *testing.T) {
 		}
 	}
 
-	userSock, _ := e.agent("user", "--keys", "user-ed25519,user-ecdsa-p256,user-rsa-2048")
-	hostSock, _ := e.agent("host", "--keys", "host")
+	userSock, _ := e.Agent("user", "--keys", "user-ed25519,user-ecdsa-p256,user-rsa-2048")
+	hostSock, _ := e.Agent("host", "--keys", "host")
 	agentEnv := []string{"SSH_AUTH_SOCK=" + userSock}
 
 	// ssh-add -L lists exactly the keys, as `key create --ssh` printed them.
-	out, errs, code := e.run(agentEnv, "", "ssh-add", "-L")
+	out, errs, code := e.Run(agentEnv, "", "ssh-add", "-L")
 	if code != 0 {
 		t.Fatalf("ssh-add -L: %d %s", code, errs)
 	}
@@ -75,14 +79,14 @@ func TestOpenSSH(t *testing.T) {
 	if out != want {
 		t.Fatalf("ssh-add -L:\n%s\nwant:\n%s", out, want)
 	}
-	out, _, code = e.run(agentEnv, "", "ssh-add", "-l")
+	out, _, code = e.Run(agentEnv, "", "ssh-add", "-l")
 	for _, w := range []string{"palisade:user-ed25519 (ED25519)", "palisade:user-ecdsa-p256 (ECDSA)", "2048 SHA256:", "palisade:user-rsa-2048 (RSA)"} {
 		if code != 0 || !strings.Contains(out, w) {
 			t.Errorf("ssh-add -l: exit %d, no %q in\n%s", code, w, out)
 		}
 	}
 
-	port := e.sshd(fmt.Sprintf(`HostKey %s
+	port := e.SSHD(fmt.Sprintf(`HostKey %s
 HostKeyAgent %s
 AuthorizedKeysFile %s
 StrictModes no
@@ -99,8 +103,8 @@ UsePAM no
 	}
 
 	login := func(alg string) (string, string, int) {
-		return e.ssh(port, knownHosts, agentEnv, []string{
-			"-o", "IdentitiesOnly=yes", "-o", "IdentityFile=" + filepath.Join(e.dir, alg+".pub"),
+		return e.SSH(port, knownHosts, agentEnv, []string{
+			"-o", "IdentitiesOnly=yes", "-o", "IdentityFile=" + filepath.Join(e.Dir, alg+".pub"),
 			"-o", "PasswordAuthentication=no",
 		}, "echo logged-in-with-"+alg)
 	}
@@ -112,35 +116,35 @@ UsePAM no
 	}
 
 	// A known_hosts with another key for the host: ssh refuses (the host key is checked).
-	other := filepath.Join(e.dir, "known_hosts.other")
+	other := filepath.Join(e.Dir, "known_hosts.other")
 	if err := os.WriteFile(other, []byte(fmt.Sprintf("[127.0.0.1]:%d %s\n", port, strings.Join(strings.Fields(lines["ed25519"])[:2], " "))), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if _, errs, code := e.ssh(port, other, agentEnv, nil, "true"); code != 255 || !strings.Contains(errs, "HOST IDENTIFICATION HAS CHANGED") {
+	if _, errs, code := e.SSH(port, other, agentEnv, nil, "true"); code != 255 || !strings.Contains(errs, "HOST IDENTIFICATION HAS CHANGED") {
 		t.Errorf("ssh with a wrong known_hosts: exit %d %s", code, errs)
 	}
 
 	// Lock and unlock with ssh-add -x / -X; the passphrase comes from an askpass program.
 	askpass := func(pass string) []string {
-		p := filepath.Join(e.dir, "askpass-"+pass)
+		p := filepath.Join(e.Dir, "askpass-"+pass)
 		if err := os.WriteFile(p, []byte("#!/bin/sh\necho '"+pass+"'\n"), 0o700); err != nil {
 			t.Fatal(err)
 		}
 		return append(agentEnv, "SSH_ASKPASS="+p, "SSH_ASKPASS_REQUIRE=force", "DISPLAY=:0")
 	}
-	if _, errs, code := e.run(askpass("secret"), "", "ssh-add", "-x"); code != 0 {
+	if _, errs, code := e.Run(askpass("secret"), "", "ssh-add", "-x"); code != 0 {
 		t.Fatalf("ssh-add -x: %d %s", code, errs)
 	}
-	if out, _, code := e.run(agentEnv, "", "ssh-add", "-L"); code != 1 || strings.Contains(out, "ssh-") {
+	if out, _, code := e.Run(agentEnv, "", "ssh-add", "-L"); code != 1 || strings.Contains(out, "ssh-") {
 		t.Errorf("ssh-add -L on a locked agent: exit %d\n%s", code, out)
 	}
 	if _, _, code := login("ed25519"); code != 255 {
 		t.Errorf("ssh through a locked agent: exit %d, want 255", code)
 	}
-	if _, _, code := e.run(askpass("wrong"), "", "ssh-add", "-X"); code == 0 {
+	if _, _, code := e.Run(askpass("wrong"), "", "ssh-add", "-X"); code == 0 {
 		t.Error("ssh-add -X with a wrong passphrase unlocked the agent")
 	}
-	if _, errs, code := e.run(askpass("secret"), "", "ssh-add", "-X"); code != 0 {
+	if _, errs, code := e.Run(askpass("secret"), "", "ssh-add", "-X"); code != 0 {
 		t.Fatalf("ssh-add -X: %d %s", code, errs)
 	}
 	if out, errs, code := login("ed25519"); code != 0 || out != "logged-in-with-ed25519\n" {
@@ -148,32 +152,32 @@ UsePAM no
 	}
 
 	// Without --forward the agent takes no private key: ssh-add of a key file fails.
-	fileKey := filepath.Join(e.dir, "file_ed25519")
-	if out, errs, code := e.run(nil, "", "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "file-key", "-f", fileKey); code != 0 {
+	fileKey := filepath.Join(e.Dir, "file_ed25519")
+	if out, errs, code := e.Run(nil, "", "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "file-key", "-f", fileKey); code != 0 {
 		t.Fatalf("ssh-keygen: %d %s%s", code, out, errs)
 	}
-	if _, _, code := e.run(agentEnv, "", "ssh-add", fileKey); code == 0 {
+	if _, _, code := e.Run(agentEnv, "", "ssh-add", fileKey); code == 0 {
 		t.Error("ssh-add of a private key into an agent without --forward succeeded")
 	}
 
 	// With --forward, requests for keys it does not hold go to OpenSSH's ssh-agent: ssh-add
 	// through it stores the key there, ssh-add -L lists both, and ssh logs in with either.
-	osshSock := filepath.Join(e.dir, "openssh-agent.sock")
-	start(t, "ssh-agent", exec.Command("ssh-agent", "-D", "-a", osshSock))
+	osshSock := filepath.Join(e.Dir, "openssh-agent.sock")
+	ossh.Start(t, "ssh-agent", exec.Command("ssh-agent", "-D", "-a", osshSock))
 	waitSocket(t, osshSock)
-	fwdSock, _ := e.agent("fwd", "--keys", "user-ed25519", "--forward", osshSock)
+	fwdSock, _ := e.Agent("fwd", "--keys", "user-ed25519", "--forward", osshSock)
 	fwdEnv := []string{"SSH_AUTH_SOCK=" + fwdSock}
-	if _, errs, code := e.run(fwdEnv, "", "ssh-add", "-q", fileKey); code != 0 {
+	if _, errs, code := e.Run(fwdEnv, "", "ssh-add", "-q", fileKey); code != 0 {
 		t.Fatalf("ssh-add through the forwarding agent: %d %s", code, errs)
 	}
-	if out, _, _ := e.run([]string{"SSH_AUTH_SOCK=" + osshSock}, "", "ssh-add", "-l"); !strings.Contains(out, "file-key") {
+	if out, _, _ := e.Run([]string{"SSH_AUTH_SOCK=" + osshSock}, "", "ssh-add", "-l"); !strings.Contains(out, "file-key") {
 		t.Errorf("the key did not reach OpenSSH's agent: %s", out)
 	}
 	filePub, err := os.ReadFile(fileKey + ".pub")
 	if err != nil {
 		t.Fatal(err)
 	}
-	out, _, _ = e.run(fwdEnv, "", "ssh-add", "-L")
+	out, _, _ = e.Run(fwdEnv, "", "ssh-add", "-L")
 	if want := lines["ed25519"] + "\n" + string(filePub); out != want {
 		t.Errorf("ssh-add -L through the forwarding agent:\n%s\nwant:\n%s", out, want)
 	}
@@ -183,8 +187,8 @@ UsePAM no
 	}
 	f.Write(filePub)
 	f.Close()
-	for _, id := range []string{fileKey + ".pub", filepath.Join(e.dir, "ed25519.pub")} {
-		out, errs, code := e.ssh(port, knownHosts, fwdEnv, []string{"-o", "IdentitiesOnly=yes", "-o", "IdentityFile=" + id}, "echo forwarded")
+	for _, id := range []string{fileKey + ".pub", filepath.Join(e.Dir, "ed25519.pub")} {
+		out, errs, code := e.SSH(port, knownHosts, fwdEnv, []string{"-o", "IdentitiesOnly=yes", "-o", "IdentityFile=" + id}, "echo forwarded")
 		if code != 0 || out != "forwarded\n" {
 			t.Errorf("ssh with %s through the forwarding agent: exit %d %q %s", filepath.Base(id), code, out, errs)
 		}
@@ -213,11 +217,11 @@ func waitSocket(t *testing.T, path string) {
 // Ed25519 seed and the PKCS#8 encoding are nowhere in it, while the public key (which the agent
 // does hold) is found, so the scan is shown able to find what is there.
 func TestAgentHoldsNoPrivateKey(t *testing.T) {
-	needTools(t, "ssh-add")
+	ossh.NeedTools(t, "ssh-add")
 	if os.Geteuid() != 0 {
 		t.Skip("reading another process's memory needs root (or ptrace rights)")
 	}
-	e := newEnv(t)
+	e := ossh.NewEnv(t)
 	pub, priv, err := ed25519.GenerateKey(rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -226,12 +230,12 @@ func TestAgentHoldsNoPrivateKey(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	keyFile := filepath.Join(e.dir, "imported.pem")
+	keyFile := filepath.Join(e.Dir, "imported.pem")
 	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	e.palisade("key", "import", "imported", keyFile)
-	sock, p := e.agent("imp", "--keys", "imported")
+	e.Palisade("key", "import", "imported", keyFile)
+	sock, p := e.Agent("imp", "--keys", "imported")
 
 	// Sign through the agent, as ssh would, and check the signature.
 	conn, err := net.Dial("unix", sock)
@@ -253,7 +257,7 @@ func TestAgentHoldsNoPrivateKey(t *testing.T) {
 		t.Fatalf("agent signature: %v", err)
 	}
 
-	mem := processMemory(t, p.cmd.Process.Pid)
+	mem := processMemory(t, p.Cmd.Process.Pid)
 	for _, c := range []struct {
 		what   string
 		secret []byte
