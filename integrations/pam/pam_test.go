@@ -1,0 +1,142 @@
+package pam_test
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/palisade-project/palisade/integrations/internal/ossh"
+)
+
+func TestMain(m *testing.M) { ossh.Main(m) }
+
+// pamWrapper is libpam_wrapper (Debian libpam-wrapper): preloaded, it makes libpam read service
+// files from PAM_WRAPPER_SERVICE_DIR, so tests never touch /etc/pam.d.
+const pamWrapper = "/usr/lib/x86_64-linux-gnu/libpam_wrapper.so"
+
+// buildModule builds pam_palisade.so with its Makefile into a temporary directory.
+func buildModule(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("make"); err != nil {
+		t.Skip("make not installed")
+	}
+	if _, err := os.Stat("/usr/include/security/pam_modules.h"); err != nil {
+		t.Skip("libpam0g-dev not installed (scripts/setup.sh)")
+	}
+	dir := t.TempDir()
+	cmd := exec.Command("make", "-C", "module", "BUILD="+dir)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("make: %v\n%s", err, out)
+	}
+	return filepath.Join(dir, "pam_palisade.so")
+}
+
+// pamSetup enrols users in a fresh state directory and writes a PAM service file for
+// pam_palisade with it; it returns the service directory and the module line's arguments.
+type pamSetup struct {
+	e       *ossh.Env
+	module  string
+	state   string // pam_palisade's dir=
+	svcDir  string // for PAM_WRAPPER_SERVICE_DIR
+	service string
+}
+
+func newPAMSetup(t *testing.T, e *ossh.Env, service string) *pamSetup {
+	s := &pamSetup{e: e, module: buildModule(t), state: filepath.Join(e.Dir, "pam-state"),
+		svcDir: filepath.Join(e.Dir, "pam.d"), service: service}
+	if err := os.MkdirAll(s.svcDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(s.svcDir, service), []byte(s.authLine()+"\naccount required pam_permit.so\nsession required pam_permit.so\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return s
+}
+
+// authLine is the pam.d line, as docs/ssh.md gives it (with this test's paths).
+func (s *pamSetup) authLine() string {
+	return fmt.Sprintf("auth required %s socket=%s dir=%s daemon_uid=%d nodelay", s.module,
+		filepath.Join(filepath.Dir(s.e.Socket), "lean.sock"), s.state, os.Getuid())
+}
+
+func (s *pamSetup) env() []string {
+	return []string{"LD_PRELOAD=" + pamWrapper, "PAM_WRAPPER=1", "PAM_WRAPPER_SERVICE_DIR=" + s.svcDir}
+}
+
+// passwd runs `palisade passwd` with the password on stdin.
+func (s *pamSetup) passwd(t *testing.T, user, pw string, args ...string) {
+	t.Helper()
+	out, errs, code := s.e.Run(nil, pw+"\n", s.e.CLI, append([]string{"passwd", user, "--dir", s.state}, args...)...)
+	if code != 0 {
+		t.Fatalf("palisade passwd %s %v: exit %d\n%s%s", user, args, code, out, errs)
+	}
+}
+
+// pamtester runs pamtester's authenticate for user with password pw and reports success.
+func (s *pamSetup) pamtester(t *testing.T, user, pw string) bool {
+	t.Helper()
+	out, errs, code := s.e.Run(s.env(), pw+"\n", "pamtester", "-v", s.service, user, "authenticate")
+	ok := code == 0 && strings.Contains(out+errs, "successfully authenticated")
+	if code == 0 && !ok {
+		t.Fatalf("pamtester exit 0 without success:\n%s%s", out, errs)
+	}
+	return ok
+}
+
+// TestPamtester drives pam_palisade.so through the real libpam (pam_wrapper) with pamtester:
+// the right password passes, a wrong one and an unknown user fail, the lockout after
+// --max-failures holds against the right password and across a palisaded restart, and
+// `palisade passwd --unlock` lifts it.
+func TestPamtester(t *testing.T) {
+	ossh.NeedTools(t, "pamtester")
+	if _, err := os.Stat(pamWrapper); err != nil {
+		t.Skip("libpam-wrapper not installed (scripts/setup.sh)")
+	}
+	e := ossh.NewEnv(t)
+	s := newPAMSetup(t, e, "palisade-test")
+	s.passwd(t, "alice", "correct horse", "--max-failures", "3")
+	s.passwd(t, "bob", "bobs password")
+	// Argument, not stdin: refused (passwords never travel in argv).
+	if _, errs, code := e.Run(nil, "", e.CLI, "passwd", "alice", "hunter2", "--dir", s.state); code != 2 || !strings.Contains(errs, "never from arguments") {
+		t.Errorf("palisade passwd with the password as an argument: exit %d %s", code, errs)
+	}
+
+	for _, tc := range []struct {
+		user, pw string
+		want     bool
+	}{
+		{"alice", "correct horse", true},
+		{"bob", "bobs password", true},
+		{"alice", "bobs password", false},
+		{"carol", "correct horse", false}, // unknown
+		{"-alice", "correct horse", false},
+		{"alice", "correct horse", true},
+	} {
+		if got := s.pamtester(t, tc.user, tc.pw); got != tc.want {
+			t.Fatalf("pamtester %s / %q: %v, want %v", tc.user, tc.pw, got, tc.want)
+		}
+	}
+	for i := 0; i < 3; i++ {
+		if s.pamtester(t, "alice", "guess") {
+			t.Fatal("a wrong password passed")
+		}
+	}
+	if s.pamtester(t, "alice", "correct horse") {
+		t.Fatal("the right password passed after 3 failures (max-failures 3)")
+	}
+	e.StopDaemon()
+	e.StartDaemon()
+	if s.pamtester(t, "alice", "correct horse") {
+		t.Fatal("the lockout did not survive a palisaded restart")
+	}
+	if !s.pamtester(t, "bob", "bobs password") {
+		t.Fatal("bob refused after the restart")
+	}
+	s.passwd(t, "alice", "", "--unlock")
+	if !s.pamtester(t, "alice", "correct horse") {
+		t.Fatal("the right password refused after --unlock")
+	}
+}
