@@ -50,7 +50,7 @@ func newPAMSetup(t *testing.T, e *ossh.Env, service string) *pamSetup {
 	if err := os.MkdirAll(s.svcDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(s.svcDir, service), []byte(s.authLine()+"\naccount required pam_permit.so\nsession required pam_permit.so\n"), 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(s.svcDir, service), []byte(s.authLine()+"\naccount required /lib/x86_64-linux-gnu/security/pam_permit.so\nsession required /lib/x86_64-linux-gnu/security/pam_permit.so\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return s
@@ -138,5 +138,64 @@ func TestPamtester(t *testing.T) {
 	s.passwd(t, "alice", "", "--unlock")
 	if !s.pamtester(t, "alice", "correct horse") {
 		t.Fatal("the right password refused after --unlock")
+	}
+}
+
+// TestSSHDPassword logs in to the real sshd (UsePAM yes, its PAM stack pam_palisade through
+// pam_wrapper) with OpenSSH's ssh driven by sshpass: the right password logs in, a wrong one
+// is refused, and after --max-failures failures the lockout holds across a palisaded restart.
+func TestSSHDPassword(t *testing.T) {
+	ossh.NeedTools(t, "ssh", "sshpass", "ssh-keygen", "/usr/sbin/sshd")
+	if _, err := os.Stat(pamWrapper); err != nil {
+		t.Skip("libpam-wrapper not installed (scripts/setup.sh)")
+	}
+	e := ossh.NewEnv(t)
+	s := newPAMSetup(t, e, "sshd")
+	s.passwd(t, "root", "root's palisade password", "--max-failures", "2")
+	hostKey := filepath.Join(e.Dir, "ssh_host_ed25519_key")
+	if out, errs, code := e.Run(nil, "", "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostKey); code != 0 {
+		t.Fatalf("ssh-keygen: %s%s", out, errs)
+	}
+	hostPub, err := os.ReadFile(hostKey + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := e.SSHDWithEnv(s.env(), fmt.Sprintf(`HostKey %s
+UsePAM yes
+PasswordAuthentication yes
+KbdInteractiveAuthentication no
+PubkeyAuthentication no
+PermitRootLogin yes
+`, hostKey))
+	knownHosts := filepath.Join(e.Dir, "known_hosts")
+	kh := fmt.Sprintf("[127.0.0.1]:%d %s", port, strings.Join(strings.Fields(string(hostPub))[:2], " "))
+	if err := os.WriteFile(knownHosts, []byte(kh+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	login := func(pw string) (string, int) {
+		out, _, code := e.Run([]string{"SSHPASS=" + pw}, "", "sshpass", append([]string{"-e", "ssh"}, ossh.SSHArgs(port, knownHosts,
+			"-o", "BatchMode=no", "-o", "PreferredAuthentications=password", "-o", "NumberOfPasswordPrompts=1",
+			"-o", "PubkeyAuthentication=no", "echo in")...)...)
+		return out, code
+	}
+	if out, code := login("root's palisade password"); code != 0 || out != "in\n" {
+		t.Fatalf("ssh with the right password: exit %d %q", code, out)
+	}
+	for i := 0; i < 2; i++ {
+		if _, code := login("wrong"); code == 0 {
+			t.Fatal("ssh with a wrong password logged in")
+		}
+	}
+	if _, code := login("root's palisade password"); code == 0 {
+		t.Fatal("the right password logged in after 2 failures (max-failures 2)")
+	}
+	e.StopDaemon()
+	e.StartDaemon()
+	if _, code := login("root's palisade password"); code == 0 {
+		t.Fatal("the lockout did not survive a palisaded restart")
+	}
+	s.passwd(t, "root", "", "--unlock")
+	if out, code := login("root's palisade password"); code != 0 || out != "in\n" {
+		t.Fatalf("ssh after --unlock: exit %d %q", code, out)
 	}
 }

@@ -257,7 +257,10 @@ func FreePort(t *testing.T) int {
 
 // SSHD starts OpenSSH's sshd in the foreground (-D -e) with config (Port and ListenAddress
 // are added) and waits until it accepts connections. It needs root.
-func (e *Env) SSHD(config string) (port int) {
+func (e *Env) SSHD(config string) (port int) { return e.SSHDWithEnv(nil, config) }
+
+// SSHDWithEnv is SSHD with extra environment variables (pam_wrapper's, for instance).
+func (e *Env) SSHDWithEnv(env []string, config string) (port int) {
 	e.T.Helper()
 	if os.Geteuid() != 0 {
 		e.T.Skip("sshd needs root")
@@ -276,7 +279,9 @@ func (e *Env) SSHD(config string) (port int) {
 	if out, errs, code := e.Run(nil, "", "/usr/sbin/sshd", "-t", "-f", path); code != 0 {
 		e.T.Fatalf("sshd -t: %d\n%s%s\n%s", code, out, errs, config)
 	}
-	p := Start(e.T, "sshd", exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", path))
+	cmd := exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", path)
+	cmd.Env = append(os.Environ(), env...)
+	p := Start(e.T, "sshd", cmd)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
@@ -296,16 +301,23 @@ func (e *Env) SSHD(config string) (port int) {
 	}
 }
 
+// SSHArgs are ssh's arguments for root@127.0.0.1:port with no user configuration, the
+// known_hosts file given (checked strictly), then opts and the remote command.
+func SSHArgs(port int, knownHosts string, optsAndCommand ...string) []string {
+	args := []string{"-F", "/dev/null", "-p", fmt.Sprint(port),
+		"-o", "UserKnownHostsFile=" + knownHosts, "-o", "GlobalKnownHostsFile=/dev/null",
+		"-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"}
+	// The remote command is the last argument; the destination goes before it.
+	n := len(optsAndCommand)
+	args = append(args, optsAndCommand[:n-1]...)
+	return append(args, "root@127.0.0.1", optsAndCommand[n-1])
+}
+
 // SSH runs OpenSSH's ssh to root@127.0.0.1:port with no user configuration, the known_hosts
 // file given and the extra options, and returns its output and exit status.
 func (e *Env) SSH(port int, knownHosts string, extraEnv []string, opts []string, command string) (string, string, int) {
 	e.T.Helper()
-	args := []string{"-F", "/dev/null", "-p", fmt.Sprint(port),
-		"-o", "UserKnownHostsFile=" + knownHosts, "-o", "GlobalKnownHostsFile=/dev/null",
-		"-o", "StrictHostKeyChecking=yes", "-o", "BatchMode=yes", "-o", "ConnectTimeout=10",
-		"-o", "LogLevel=ERROR"}
-	args = append(args, opts...)
-	args = append(args, "root@127.0.0.1", command)
+	args := SSHArgs(port, knownHosts, append(append([]string{"-o", "BatchMode=yes"}, opts...), command)...)
 	return e.Run(extraEnv, "", "ssh", args...)
 }
 
