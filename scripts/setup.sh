@@ -6,6 +6,10 @@
 set -euo pipefail
 
 pkgs=(clang lld gcc libc6-dev linux-libc-dev make swtpm swtpm-tools tpm2-tools openssl curl openssh-client sshpass apache2-utils)
+# The OpenSSH integrations' tests (docs/ssh.md): a real sshd (started by the tests on a loopback
+# port; the system service is left alone), pamtester, PAM headers for pam_palisade.so, and
+# pam_wrapper so PAM tests never touch /etc/pam.d.
+pkgs+=(openssh-server pamtester libpam0g-dev libpam-wrapper)
 # libFuzzer and the sanitizers' runtimes for clang: libpalisade's fuzz target (clients/c/fuzz).
 pkgs+=(libclang-rt-14-dev)
 # Without /dev/kvm the kvm engine's tests run under a real KVM nested in QEMU
