@@ -5,10 +5,16 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"golang.org/x/crypto/argon2"
 
 	"github.com/palisade-project/palisade/integrations/internal/ossh"
+	"github.com/palisade-project/palisade/integrations/pam"
 )
 
 func TestMain(m *testing.M) { ossh.Main(m) }
@@ -198,4 +204,84 @@ PermitRootLogin yes
 	if out, code := login("root's palisade password"); code != 0 || out != "in\n" {
 		t.Fatalf("ssh after --unlock: exit %d %q", code, out)
 	}
+}
+
+
+// TestSSHDLoginCost measures OpenSSH password logins (new connections: sshpass + ssh against
+// the real sshd, UsePAM yes) against two sshd: one whose PAM stack is pam_permit (a login with
+// no password check, the baseline) and one with pam_palisade (DefaultParams), alternating so
+// both see the same load, and the native Argon2id time (x/crypto) in the same run. It logs the
+// medians and isolation = palisade − permit − native Argon2id. (pam_unix is not the baseline:
+// it needs a user in the system's /etc/shadow, which tests do not touch.) It runs only with
+// PALISADE_BENCH_SSH=N (N logins each).
+func TestSSHDLoginCost(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("PALISADE_BENCH_SSH"))
+	if n <= 0 {
+		t.Skip("set PALISADE_BENCH_SSH=N to measure N logins per stack")
+	}
+	ossh.NeedTools(t, "ssh", "sshpass", "ssh-keygen", "/usr/sbin/sshd")
+	e := ossh.NewEnv(t)
+	s := newPAMSetup(t, e, "sshd")
+	const pw = "root's palisade password"
+	s.passwd(t, "root", pw)
+	permitDir := filepath.Join(e.Dir, "pam.d-permit")
+	if err := os.MkdirAll(permitDir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	permit := "/lib/x86_64-linux-gnu/security/pam_permit.so"
+	if err := os.WriteFile(filepath.Join(permitDir, "sshd"), []byte("auth required "+permit+"\naccount required "+permit+"\nsession required "+permit+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hostKey := filepath.Join(e.Dir, "ssh_host_ed25519_key")
+	if out, errs, code := e.Run(nil, "", "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostKey); code != 0 {
+		t.Fatalf("ssh-keygen: %s%s", out, errs)
+	}
+	hostPub, _ := os.ReadFile(hostKey + ".pub")
+	cfg := fmt.Sprintf("HostKey %s\nUsePAM yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\nPubkeyAuthentication no\nPermitRootLogin yes\n", hostKey)
+	type stack struct {
+		name  string
+		port  int
+		times []float64
+	}
+	stacks := []*stack{
+		{name: "pam_permit", port: e.SSHDWithEnv([]string{"LD_PRELOAD=" + pamWrapper, "PAM_WRAPPER=1", "PAM_WRAPPER_SERVICE_DIR=" + permitDir}, cfg)},
+		{name: "pam_palisade", port: e.SSHDWithEnv(s.env(), cfg)},
+	}
+	knownHosts := filepath.Join(e.Dir, "known_hosts")
+	var kh strings.Builder
+	for _, st := range stacks {
+		fmt.Fprintf(&kh, "[127.0.0.1]:%d %s\n", st.port, strings.Join(strings.Fields(string(hostPub))[:2], " "))
+	}
+	if err := os.WriteFile(knownHosts, []byte(kh.String()), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < n+2; i++ { // two warm-up rounds
+		for _, st := range stacks {
+			start := time.Now()
+			out, errs, code := e.Run([]string{"SSHPASS=" + pw}, "", "sshpass", append([]string{"-e", "ssh"}, ossh.SSHArgs(st.port, knownHosts,
+				"-o", "BatchMode=no", "-o", "PreferredAuthentications=password", "-o", "PubkeyAuthentication=no", "true")...)...)
+			if code != 0 {
+				t.Fatalf("%s login: exit %d %s%s", st.name, code, out, errs)
+			}
+			if i >= 2 {
+				st.times = append(st.times, float64(time.Since(start).Microseconds())/1000)
+			}
+		}
+	}
+	var native []float64
+	p := pam.DefaultParams
+	for i := 0; i < n; i++ {
+		start := time.Now()
+		argon2.IDKey([]byte(pw), []byte("0123456789abcdef"), p.Time, p.Memory, uint8(p.Threads), 32)
+		native = append(native, float64(time.Since(start).Microseconds())/1000)
+	}
+	permitMed, palMed, nativeMed := median(stacks[0].times), median(stacks[1].times), median(native)
+	t.Logf("median login over %d new connections: pam_permit %.1f ms, pam_palisade %.1f ms; native Argon2id (m=%d KiB, t=%d, p=%d) %.1f ms; isolation = %.1f ms",
+		n, permitMed, palMed, p.Memory, p.Time, p.Threads, nativeMed, palMed-permitMed-nativeMed)
+}
+
+func median(v []float64) float64 {
+	s := append([]float64(nil), v...)
+	sort.Float64s(s)
+	return s[len(s)/2]
 }
