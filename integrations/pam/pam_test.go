@@ -206,7 +206,6 @@ PermitRootLogin yes
 	}
 }
 
-
 // TestSSHDLoginCost measures OpenSSH password logins (new connections: sshpass + ssh against
 // the real sshd, UsePAM yes) against two sshd: one whose PAM stack is pam_permit (a login with
 // no password check, the baseline) and one with pam_palisade (DefaultParams), alternating so
