@@ -168,23 +168,29 @@ func TestCheckerReproduces(t *testing.T) {
 	}
 }
 
-// BenchmarkArgon2id runs the same Argon2id (DefaultParams, 32-byte tag) natively with
-// golang.org/x/crypto/argon2 and in the wasm checking PAL through the daemon, in one run.
+// BenchmarkArgon2id runs the same Argon2id (32-byte tag) natively with
+// golang.org/x/crypto/argon2 and in the wasm checking PAL through the daemon, in one run, for
+// DefaultParams (OWASP's minimum) and for the Go demo's parameters (t=1, m=2 MiB).
 func BenchmarkArgon2id(b *testing.B) {
 	_, k := daemon(b, "")
 	ctx := context.Background()
-	p := pam.DefaultParams
 	pw, salt := []byte("correct horse battery staple"), []byte("0123456789abcdef")
-	b.Run("native-x-crypto", func(b *testing.B) {
-		for i := 0; i < b.N; i++ {
-			argon2.IDKey(pw, salt, p.Time, p.Memory, uint8(p.Threads), 32)
-		}
-	})
-	b.Run("wasm-pal", func(b *testing.B) {
-		for i := 0; i < b.N; i++ {
-			if _, err := k.Hash(ctx, p, pw, salt, 32); err != nil {
-				b.Fatal(err)
+	for _, pc := range []struct {
+		name string
+		p    pam.Params
+	}{{"m=19MiB,t=2", pam.DefaultParams}, {"m=2MiB,t=1", pam.Params{Time: 1, Memory: 2048, Threads: 1}}} {
+		p := pc.p
+		b.Run(pc.name+"/native-x-crypto", func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				argon2.IDKey(pw, salt, p.Time, p.Memory, uint8(p.Threads), 32)
 			}
-		}
-	})
+		})
+		b.Run(pc.name+"/wasm-pal", func(b *testing.B) {
+			for i := 0; i < b.N; i++ {
+				if _, err := k.Hash(ctx, p, pw, salt, 32); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
 }
