@@ -3,6 +3,7 @@ package pam_test
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"os"
 	"os/exec"
@@ -193,4 +194,81 @@ func BenchmarkArgon2id(b *testing.B) {
 			}
 		})
 	}
+}
+
+// FuzzCheckerRequest sends arbitrary requests to the checking PAL: whatever the bytes, the PAL
+// answers with one of its statuses (0, 2 bad request, 4 wrong, 5 locked) and never traps or
+// runs out of memory. Seeds are well-formed requests of each op.
+func FuzzCheckerRequest(f *testing.F) {
+	_, k := daemon(f, "")
+	ctx := context.Background()
+	fast := pam.Params{Time: 1, Memory: 8, Threads: 1}
+	db, err := k.Enrol(ctx, nil, "alice", []byte("pw"), fast, 3)
+	if err != nil {
+		f.Fatal(err)
+	}
+	req := func(op byte, user string, rest []byte) []byte {
+		in := []byte{op}
+		in = binary.LittleEndian.AppendUint32(in, uint32(len(db)))
+		in = append(append(in, db...), byte(len(user)))
+		return append(append(in, user...), rest...)
+	}
+	var hash []byte
+	hash = append(hash, 'H')
+	for _, v := range []uint32{1, 8, 1, 32, 2} {
+		hash = binary.LittleEndian.AppendUint32(hash, v)
+	}
+	f.Add(append(hash, "pwsaltsalt"...))
+	f.Add(req('C', "alice", []byte("pw")))
+	f.Add(req('C', "bob", []byte("pw")))
+	f.Add(req('U', "alice", nil))
+	f.Add(req('D', "alice", nil))
+	f.Add(req('E', "carol", append(make([]byte, 16), "pw"...)))
+	f.Add([]byte{})
+	f.Fuzz(func(t *testing.T, in []byte) {
+		// Keep Argon2id cheap: a fuzzed H or E may ask for up to 32 MiB and 64 passes, which
+		// would hit the call timeout; requests costing more than 4 MiB·pass are skipped.
+		if costly(in) {
+			return
+		}
+		res, err := k.C.Call(ctx, k.Handle, in)
+		if err != nil {
+			t.Fatalf("request %x: %v", in, err)
+		}
+		switch res.Status {
+		case 0, 2, 4, 5:
+		default:
+			t.Fatalf("request %x: status %d", in, res.Status)
+		}
+	})
+}
+
+// costly reports whether an H or E request asks for Argon2id over more than 4 MiB·pass.
+func costly(in []byte) bool {
+	if len(in) == 0 {
+		return false
+	}
+	p := in[1:]
+	switch in[0] {
+	case 'H':
+	case 'E':
+		if len(p) < 4 {
+			return false
+		}
+		n := uint64(binary.LittleEndian.Uint32(p))
+		if n+5 > uint64(len(p)) {
+			return false
+		}
+		p = p[4+n:]
+		if len(p) == 0 || int(p[0]) > len(p)-1 {
+			return false
+		}
+		p = p[1+int(p[0]):]
+	default:
+		return false
+	}
+	if len(p) < 8 {
+		return false
+	}
+	return uint64(binary.LittleEndian.Uint32(p))*uint64(binary.LittleEndian.Uint32(p[4:])) > 4096
 }
