@@ -154,7 +154,7 @@ func TestCheckerReproduces(t *testing.T) {
 	}
 	out := filepath.Join(t.TempDir(), "checker.wasm")
 	sdk := "../../sdk/c/"
-	cmd := exec.Command("clang", "--target=wasm32", "-nostdlib", "-ffreestanding", "-fno-builtin", "-O2", "-msimd128",
+	cmd := exec.Command("clang", "--target=wasm32", "-nostdlib", "-ffreestanding", "-fno-builtin", "-O2",
 		"-Wall", "-Wextra", "-Werror", "-Wl,--no-entry", "-Wl,-z,stack-size=65536", "-I", sdk, "-o", out,
 		"pal/checker.c", "pal/argon2.c", sdk+"palisade.c", sdk+"libc.c", sdk+"sha256.c", sdk+"wasm32/entry.c")
 	if b, err := cmd.CombinedOutput(); err != nil {

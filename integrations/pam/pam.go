@@ -9,7 +9,7 @@
 // µTPM monotonic counters (pal/checker.c states the protocol and the lockout rule).
 package pam
 
-//go:generate clang --target=wasm32 -nostdlib -ffreestanding -fno-builtin -O2 -msimd128 -Wall -Wextra -Werror -Wl,--no-entry -Wl,-z,stack-size=65536 -I ../../sdk/c -o pal/checker.wasm pal/checker.c pal/argon2.c ../../sdk/c/palisade.c ../../sdk/c/libc.c ../../sdk/c/sha256.c ../../sdk/c/wasm32/entry.c
+//go:generate clang --target=wasm32 -nostdlib -ffreestanding -fno-builtin -O2 -Wall -Wextra -Werror -Wl,--no-entry -Wl,-z,stack-size=65536 -I ../../sdk/c -o pal/checker.wasm pal/checker.c pal/argon2.c ../../sdk/c/palisade.c ../../sdk/c/libc.c ../../sdk/c/sha256.c ../../sdk/c/wasm32/entry.c
 
 import (
 	"context"
