@@ -15,6 +15,7 @@ import (
 
 	"github.com/palisade-project/palisade/integrations/pam"
 	"github.com/palisade-project/palisade/internal/e2e/apps"
+	"github.com/palisade-project/palisade/internal/engine/kvm/cbuild"
 )
 
 // daemon starts an in-process palisaded (wasm engine) in dir ("" a temporary one) and
@@ -271,4 +272,43 @@ func costly(in []byte) bool {
 		return false
 	}
 	return uint64(binary.LittleEndian.Uint32(p))*uint64(binary.LittleEndian.Uint32(p[4:])) > 4096
+}
+
+// TestCheckerKVM builds the checking PAL for the kvm engine (freestanding x86-64, the same
+// source) and, where /dev/kvm exists, checks its Argon2id against x/crypto through a daemon
+// running it on the kvm engine. Without /dev/kvm only the build is checked.
+func TestCheckerKVM(t *testing.T) {
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Skip("gcc not installed")
+	}
+	ctx := context.Background()
+	img, err := cbuild.Build(ctx, t.TempDir(), "checker.elf", []string{"pal/checker.c", "pal/argon2.c"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat("/dev/kvm"); err != nil {
+		t.Skipf("built (%d bytes); no /dev/kvm to run it", len(img))
+	}
+	d, err := apps.StartDaemon(ctx, apps.DaemonOptions{Engines: []string{"kvm"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close(ctx)
+	c, err := d.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	k, err := pam.State{Dir: t.TempDir()}.Ensure(ctx, c, img, "kvm")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := pam.DefaultParams
+	got, err := k.Hash(ctx, p, []byte("pw"), []byte("0123456789abcdef"), 32)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if want := argon2.IDKey([]byte("pw"), []byte("0123456789abcdef"), p.Time, p.Memory, uint8(p.Threads), 32); !bytes.Equal(got, want) {
+		t.Errorf("kvm PAL %x, x/crypto %x", got, want)
+	}
 }
