@@ -18,7 +18,7 @@ func init() {
 	register(&command{
 		name:    "passwd",
 		summary: "set a user's password in pam_palisade's sealed verifier database (docs/ssh.md)",
-		usage:   "USER [--dir DIR] [--engine wasm|kvm] [--time T --memory KiB --threads P] [--max-failures N] [--unlock | --delete] [--socket PATH]",
+		usage:   "USER [--dir DIR] [--image PAL] [--time T --memory KiB --threads P] [--max-failures N] [--unlock | --delete] [--socket PATH]",
 		run:     runPasswd,
 	})
 }
@@ -27,7 +27,7 @@ func runPasswd(ctx context.Context, args []string) error {
 	fs := newFlags(commands["passwd"])
 	dir := fs.String("dir", pam.DefaultDir, "pam_palisade's state directory (its dir= argument)")
 	socket := fs.String("socket", "", "palisaded socket (default $PALISADE_SOCKET or the system's)")
-	engine := fs.String("engine", "", "engine of the checking PAL when it is first registered (wasm, kvm)")
+	image := fs.String("image", "", "checking PAL image to register instead of the shipped wasm one (say the kvm engine's build of integrations/pam/pal); used when none is registered yet")
 	t := fs.Uint("time", 0, "Argon2id passes t (default: the database's; a new one: 2)")
 	m := fs.Uint("memory", 0, "Argon2id memory m in KiB (default: the database's; a new one: 19456)")
 	p := fs.Uint("threads", 0, "Argon2id lanes p (default: the database's; a new one: 1)")
@@ -81,7 +81,13 @@ func runPasswd(ctx context.Context, args []string) error {
 		return err
 	}
 	defer c.Close()
-	k, err := st.Ensure(ctx, c, nil, *engine)
+	var img []byte
+	if *image != "" {
+		if img, err = os.ReadFile(*image); err != nil {
+			return err
+		}
+	}
+	k, err := st.Ensure(ctx, c, img, "")
 	if err != nil {
 		return err
 	}
