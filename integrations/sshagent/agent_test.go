@@ -1,0 +1,126 @@
+package sshagent_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"golang.org/x/crypto/ssh"
+	"golang.org/x/crypto/ssh/agent"
+
+	"github.com/palisade-project/palisade/client"
+	"github.com/palisade-project/palisade/integrations/internal/ossh"
+	"github.com/palisade-project/palisade/integrations/sshagent"
+)
+
+// TestAgentRules drives the Agent type directly against a real palisaded: RSA signatures follow
+// the flags (SHA-1 refused), lock and unlock errors, no private keys without a forward agent,
+// unknown keys, and PIN keys (refused without a PIN source, signed with one, refused with a
+// wrong PIN).
+func TestAgentRules(t *testing.T) {
+	e := ossh.NewEnv(t)
+	e.Palisade("key", "create", "rsa", "--alg", "rsa-2048")
+	pinFile := filepath.Join(e.Dir, "pin")
+	if err := os.WriteFile(pinFile, []byte("1234\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.Palisade("key", "create", "pinned", "--alg", "ed25519", "--pin-file", pinFile)
+	ctx := context.Background()
+	c, err := client.Dial(ctx, e.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pin := []byte("1234")
+	a, err := sshagent.New(sshagent.Options{Client: c, UnlockDelay: -1,
+		PIN: func(client.KeyInfo) ([]byte, error) { return pin, nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := a.List()
+	if err != nil || len(keys) != 2 {
+		t.Fatalf("List: %v %v", keys, err)
+	}
+	pub := map[string]ssh.PublicKey{}
+	for _, k := range keys {
+		p, err := ssh.ParsePublicKey(k.Blob)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pub[k.Comment] = p
+	}
+	data := []byte("data")
+
+	for _, tc := range []struct {
+		flags  agent.SignatureFlags
+		format string // "" = refused
+	}{
+		{0, ""},
+		{agent.SignatureFlagRsaSha256, ssh.KeyAlgoRSASHA256},
+		{agent.SignatureFlagRsaSha512, ssh.KeyAlgoRSASHA512},
+	} {
+		sig, err := a.SignWithFlags(pub["palisade:rsa"], data, tc.flags)
+		if tc.format == "" {
+			if err == nil {
+				t.Errorf("flags %d: signed %s, want a refusal of SHA-1", tc.flags, sig.Format)
+			}
+			continue
+		}
+		if err != nil || sig.Format != tc.format {
+			t.Fatalf("flags %d: %v %v", tc.flags, sig, err)
+		}
+		if err := pub["palisade:rsa"].Verify(data, sig); err != nil {
+			t.Errorf("flags %d: %v", tc.flags, err)
+		}
+	}
+
+	// The PIN key: signed with the right PIN, refused with a wrong one.
+	sig, err := a.Sign(pub["palisade:pinned"], data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := pub["palisade:pinned"].Verify(data, sig); err != nil {
+		t.Fatal(err)
+	}
+	pin = []byte("0000")
+	if _, err := a.Sign(pub["palisade:pinned"], data); !errors.Is(err, client.ErrPINIncorrect) {
+		t.Errorf("wrong PIN: %v", err)
+	}
+	noPIN, _ := sshagent.New(sshagent.Options{Client: c})
+	if _, err := noPIN.Sign(pub["palisade:pinned"], data); err == nil {
+		t.Error("a PIN key signed with no PIN source")
+	}
+
+	other, _, _ := ed25519.GenerateKey(rand.Reader)
+	otherPub, _ := ssh.NewPublicKey(other)
+	if _, err := a.Sign(otherPub, data); !errors.Is(err, sshagent.ErrUnknownKey) {
+		t.Errorf("unknown key: %v", err)
+	}
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	if err := a.Add(agent.AddedKey{PrivateKey: priv}); !errors.Is(err, sshagent.ErrNoPrivateKeys) {
+		t.Errorf("Add: %v", err)
+	}
+
+	for _, step := range []struct {
+		op   func() error
+		want error
+	}{
+		{func() error { return a.Unlock([]byte("x")) }, sshagent.ErrNotLocked},
+		{func() error { return a.Lock([]byte("pass")) }, nil},
+		{func() error { return a.Lock([]byte("pass")) }, sshagent.ErrLocked},
+		{func() error { _, err := a.Sign(pub["palisade:rsa"], data); return err }, sshagent.ErrLocked},
+		{func() error { return a.Unlock([]byte("wrong")) }, sshagent.ErrBadUnlock},
+		{func() error { return a.Unlock([]byte("pass")) }, nil},
+	} {
+		if err := step.op(); !errors.Is(err, step.want) {
+			t.Fatalf("step: %v, want %v", err, step.want)
+		}
+	}
+	if l, _ := a.List(); len(l) != 2 {
+		t.Errorf("after unlock: %d keys", len(l))
+	}
+}
