@@ -11,6 +11,8 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -302,4 +304,66 @@ func processMemory(t *testing.T, pid int) []byte {
 		out = append(out, buf[:n]...)
 	}
 	return out
+}
+
+
+// TestAgentSignSpeed (PALISADE_BENCH_AGENT=N) times N signatures of 32 bytes (an SSH session
+// hash) through the agent protocol on a Unix socket, alternating: `palisade ssh-agent` with a
+// Palisade Ed25519 key (the signature made in the signing PAL) and OpenSSH's ssh-agent holding
+// an Ed25519 key file. It logs the medians.
+func TestAgentSignSpeed(t *testing.T) {
+	n, _ := strconv.Atoi(os.Getenv("PALISADE_BENCH_AGENT"))
+	if n <= 0 {
+		t.Skip("set PALISADE_BENCH_AGENT=N to time N signatures per agent")
+	}
+	ossh.NeedTools(t, "ssh-agent", "ssh-add", "ssh-keygen")
+	e := ossh.NewEnv(t)
+	e.Palisade("key", "create", "bench", "--alg", "ed25519")
+	palSock, _ := e.Agent("bench", "--keys", "bench")
+	osshSock := filepath.Join(e.Dir, "openssh-agent.sock")
+	ossh.Start(t, "ssh-agent", exec.Command("ssh-agent", "-D", "-a", osshSock))
+	waitSocket(t, osshSock)
+	keyFile := filepath.Join(e.Dir, "id_ed25519")
+	if _, errs, code := e.Run(nil, "", "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", keyFile); code != 0 {
+		t.Fatal(errs)
+	}
+	if _, errs, code := e.Run([]string{"SSH_AUTH_SOCK=" + osshSock}, "", "ssh-add", "-q", keyFile); code != 0 {
+		t.Fatal(errs)
+	}
+	type target struct {
+		name  string
+		ag    agent.ExtendedAgent
+		key   ssh.PublicKey
+		times []float64
+	}
+	var targets []*target
+	for _, tc := range []struct{ name, sock string }{{"palisade ssh-agent (PAL)", palSock}, {"OpenSSH ssh-agent (key file)", osshSock}} {
+		conn, err := net.Dial("unix", tc.sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		ag := agent.NewClient(conn)
+		keys, err := ag.List()
+		if err != nil || len(keys) != 1 {
+			t.Fatalf("%s: %v %v", tc.name, keys, err)
+		}
+		targets = append(targets, &target{name: tc.name, ag: ag, key: keys[0]})
+	}
+	data := make([]byte, 32)
+	for i := 0; i < n+10; i++ {
+		for _, tg := range targets {
+			start := time.Now()
+			if _, err := tg.ag.Sign(tg.key, data); err != nil {
+				t.Fatalf("%s: %v", tg.name, err)
+			}
+			if i >= 10 {
+				tg.times = append(tg.times, float64(time.Since(start).Microseconds())/1000)
+			}
+		}
+	}
+	for _, tg := range targets {
+		sort.Float64s(tg.times)
+		t.Logf("%s: median %.3f ms, p90 %.3f ms over %d signatures", tg.name, tg.times[len(tg.times)/2], tg.times[len(tg.times)*9/10], n)
+	}
 }
