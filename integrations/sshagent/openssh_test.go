@@ -306,7 +306,6 @@ func processMemory(t *testing.T, pid int) []byte {
 	return out
 }
 
-
 // TestAgentSignSpeed (PALISADE_BENCH_AGENT=N) times N signatures of 32 bytes (an SSH session
 // hash) through the agent protocol on a Unix socket, alternating: `palisade ssh-agent` with a
 // Palisade Ed25519 key (the signature made in the signing PAL) and OpenSSH's ssh-agent holding
