@@ -145,6 +145,15 @@ func TestPamtester(t *testing.T) {
 	if !s.pamtester(t, "alice", "correct horse") {
 		t.Fatal("the right password refused after --unlock")
 	}
+
+	// A daemon running as another uid than daemon_uid= is not asked: the right password fails.
+	other := strings.Replace(s.authLine(), fmt.Sprintf("daemon_uid=%d", os.Getuid()), fmt.Sprintf("daemon_uid=%d", os.Getuid()+4242), 1)
+	if err := os.WriteFile(filepath.Join(s.svcDir, "palisade-other-uid"), []byte(other+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if out, errs, code := e.Run(s.env(), "correct horse\n", "pamtester", "palisade-other-uid", "alice", "authenticate"); code == 0 {
+		t.Fatalf("pam_palisade asked a daemon of an unexpected uid:\n%s%s", out, errs)
+	}
 }
 
 // TestSSHDPassword logs in to the real sshd (UsePAM yes, its PAM stack pam_palisade through
