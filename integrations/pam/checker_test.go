@@ -8,7 +8,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"sync"
+	"time"
 	"testing"
 
 	"golang.org/x/crypto/argon2"
@@ -310,5 +312,36 @@ func TestCheckerKVM(t *testing.T) {
 	}
 	if want := argon2.IDKey([]byte("pw"), []byte("0123456789abcdef"), p.Time, p.Memory, uint8(p.Threads), 32); !bytes.Equal(got, want) {
 		t.Errorf("kvm PAL %x, x/crypto %x", got, want)
+	}
+}
+
+// TestUnknownUserCostsFullCheck: a check for a user not in the database takes as long as a
+// wrong password for one who is (the PAL runs Argon2id against a dummy entry with the
+// database's parameters), so timing does not tell which names exist. With the default
+// parameters the check is tens of milliseconds and a skipped hash would be ~1 ms: the test
+// asks for at least half the known user's median.
+func TestUnknownUserCostsFullCheck(t *testing.T) {
+	_, k := daemon(t, "")
+	ctx := context.Background()
+	db, err := k.Enrol(ctx, nil, "alice", []byte("right"), pam.DefaultParams, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	timeIt := func(user string) time.Duration {
+		var ds []time.Duration
+		for i := 0; i < 5; i++ {
+			start := time.Now()
+			if _, err := k.Check(ctx, db, user, []byte("wrong")); !errors.Is(err, pam.ErrWrong) {
+				t.Fatalf("%s: %v", user, err)
+			}
+			ds = append(ds, time.Since(start))
+		}
+		sort.Slice(ds, func(i, j int) bool { return ds[i] < ds[j] })
+		return ds[len(ds)/2]
+	}
+	known, unknown := timeIt("alice"), timeIt("mallory")
+	t.Logf("median wrong-password check: known user %v, unknown user %v", known, unknown)
+	if unknown < known/2 {
+		t.Errorf("an unknown user's check (%v) is much cheaper than a known user's (%v)", unknown, known)
 	}
 }
