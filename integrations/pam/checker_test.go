@@ -10,8 +10,8 @@ import (
 	"path/filepath"
 	"sort"
 	"sync"
-	"time"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/argon2"
 
