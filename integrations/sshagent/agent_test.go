@@ -5,6 +5,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"errors"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
@@ -122,5 +123,48 @@ func TestAgentRules(t *testing.T) {
 	}
 	if l, _ := a.List(); len(l) != 2 {
 		t.Errorf("after unlock: %d keys", len(l))
+	}
+}
+
+// TestAskpassPIN: `palisade ssh-agent --askpass PROGRAM` gets a PIN key's PIN from the program
+// at each signature; a program printing a wrong PIN gets a refusal.
+func TestAskpassPIN(t *testing.T) {
+	e := ossh.NewEnv(t)
+	pinFile := filepath.Join(e.Dir, "pin")
+	if err := os.WriteFile(pinFile, []byte("4321\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.Palisade("key", "create", "pinned", "--alg", "ecdsa-p256", "--pin-file", pinFile)
+	for _, tc := range []struct {
+		pin string
+		ok  bool
+	}{{"4321", true}, {"9999", false}} {
+		prog := filepath.Join(e.Dir, "askpass-"+tc.pin)
+		if err := os.WriteFile(prog, []byte("#!/bin/sh\necho "+tc.pin+"\n"), 0o700); err != nil {
+			t.Fatal(err)
+		}
+		sock, _ := e.Agent("pin-"+tc.pin, "--keys", "pinned", "--askpass", prog)
+		conn, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ag := agent.NewClient(conn)
+		keys, err := ag.List()
+		if err != nil || len(keys) != 1 {
+			t.Fatalf("List: %v %v", keys, err)
+		}
+		data := []byte("session")
+		sig, err := ag.Sign(keys[0], data)
+		if tc.ok {
+			if err != nil {
+				t.Fatalf("PIN %s: %v", tc.pin, err)
+			}
+			if err := keys[0].Verify(data, sig); err != nil {
+				t.Fatal(err)
+			}
+		} else if err == nil {
+			t.Errorf("PIN %s: signed", tc.pin)
+		}
+		conn.Close()
 	}
 }
