@@ -29,13 +29,17 @@ type benchReport struct {
 	Engines    []string
 	Errors     []string `json:",omitempty"`
 
-	HTTPS     []httpsPoint
-	Sign      []signTiming
-	Sign64    []sign64Row
-	SSH       []sshResult
-	UTPM      []tpmOp
-	Lifecycle []lifeRow
-	Notes     []string
+	HTTPS  []httpsPoint
+	Sign   []signTiming
+	Sign64 []sign64Row
+	SSH    []sshResult
+	// OpenSSH: password logins with the real sshd and ssh (bench_openssh.go), and the native
+	// Argon2id time of the same run.
+	OpenSSH               []sshResult `json:",omitempty"`
+	OpenSSHNativeArgon2Ms float64     `json:",omitempty"`
+	UTPM                  []tpmOp
+	Lifecycle             []lifeRow
+	Notes                 []string
 }
 
 type httpsPoint struct {
@@ -284,6 +288,23 @@ func (r *benchReport) markdown() string {
 				}
 				w("\n- Login overhead (%s − plain, medians): %.2f ms; goal ≤ %.0f ms: %s. Password check alone: %.2f ms vs %.2f ms.\n", s.Mode, o, sshGoalMs, verdict, s.CheckMedianMs, plain.CheckMedianMs)
 			}
+		}
+		w("\n")
+	}
+	if len(r.OpenSSH) > 0 {
+		w("## OpenSSH password login: the real sshd (UsePAM yes) and ssh via sshpass (docs/ssh.md)\n\n")
+		w("A new connection per login, `true` as the command. pam_permit checks nothing (the baseline); pam_palisade checks Argon2id (m=19 MiB, t=2, p=1) in the wasm checking PAL.\n\n")
+		w("| PAM stack | logins | median login (ms) | p90 (ms) |\n|---|---:|---:|---:|\n")
+		for _, s := range r.OpenSSH {
+			w("| %s | %d | %.1f | %.1f |\n", s.Mode, s.Logins, s.MedianMs, s.P90Ms)
+		}
+		if len(r.OpenSSH) == 2 {
+			iso := r.OpenSSH[1].MedianMs - r.OpenSSH[0].MedianMs - r.OpenSSHNativeArgon2Ms
+			verdict := "**met**"
+			if iso > 2 {
+				verdict = "**not met**"
+			}
+			w("\n- Native Argon2id, same parameters, same run: %.1f ms. Cost of isolation (pam_palisade − pam_permit − native Argon2id, medians): %.1f ms; goal ≤ 2 ms: %s.\n", r.OpenSSHNativeArgon2Ms, iso, verdict)
 		}
 		w("\n")
 	}

@@ -83,5 +83,5 @@ func benchSSH(ctx context.Context, d *apps.Daemon, imgs benchPALs, cfg benchConf
 		p.step("SSH: " + t.name)
 	}
 	r.Notes = append(r.Notes, "SSH: a login is a new TCP connection, key exchange (curve25519), ed25519 host key, password auth, one exec channel and its output, then close; the Go SSH client, so the timing excludes process start-up of ssh(1). The password check is Argon2id t=1, m=2 MiB, p=1 in both cases.")
-	return nil
+	return benchOpenSSH(ctx, d, cfg, p, r)
 }
