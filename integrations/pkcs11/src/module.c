@@ -1428,6 +1428,8 @@ CK_RV C_SignUpdate(CK_SESSION_HANDLE sh, CK_BYTE_PTR part, CK_ULONG part_len)
 	} else if (!s->signing || s->busy) {
 		rv = s->busy ? CKR_OPERATION_ACTIVE : CKR_OPERATION_NOT_INITIALIZED;
 	} else {
+		if (!s->multi)
+			trace("C_SignUpdate: multi-part mechanism 0x%lx", s->mech);
 		s->multi = 1;
 		rv = feed(s, part, part_len);
 		if (rv != CKR_OK)
