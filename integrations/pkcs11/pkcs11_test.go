@@ -10,10 +10,12 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
+	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
@@ -41,6 +43,7 @@ const (
 type env struct {
 	dir, bin, module, opensslConf string
 	d                             *daemon
+	top                           *testing.T // owns the daemon, which subtests restart
 }
 
 var (
@@ -166,7 +169,14 @@ func setup(t *testing.T) *env {
 			t.Fatal(err)
 		}
 	}
-	e := &env{dir: dir, bin: bin, module: module}
+	e := &env{dir: dir, bin: bin, module: module, top: t}
+	// The module's log, appended to by the web servers' workers (uid 65534) too.
+	if err := os.WriteFile(e.path("pkcs11.log"), nil, 0o666); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Chmod(e.path("pkcs11.log"), 0o666); err != nil {
+		t.Fatal(err)
+	}
 	e.d = startDaemon(t, bin, dir)
 	for _, k := range []struct{ name, alg string }{{keyEC, "ecdsa-p256"}, {keyRSA, "rsa-2048"}, {keyEd, "ed25519"}} {
 		e.cli(t, "key", "create", k.name, "--alg", k.alg, "--allow-user", fmt.Sprint(nobody))
@@ -186,7 +196,7 @@ pkcs11 = pkcs11_section
 engine_id = pkcs11
 dynamic_path = %s
 MODULE_PATH = %s
-init = 0
+init = 1
 [req]
 distinguished_name = dn
 [dn]
@@ -257,6 +267,9 @@ func TestPKCS11(t *testing.T) {
 	t.Run("pkcs11-tool", func(t *testing.T) { testPKCS11Tool(t, e) })
 	t.Run("p11tool", func(t *testing.T) { testP11Tool(t, e) })
 	t.Run("openssl", func(t *testing.T) { testOpenSSLEngine(t, e) })
+	t.Run("nginx", func(t *testing.T) { testWebServer(t, e, "nginx") })
+	t.Run("apache", func(t *testing.T) { testWebServer(t, e, "apache") })
+	t.Run("memory-search-control", func(t *testing.T) { testMemorySearchControl(t, e) })
 }
 
 func testPKCS11Tool(t *testing.T, e *env) {
@@ -509,14 +522,10 @@ func handshake(t *testing.T, port, certFile string, v uint16) tls.ConnectionStat
 }
 
 // curl fetches https://localhost:port/ with curl over TLS version v ("1.2", "1.3").
-func curl(t *testing.T, port, certFile, v string) string {
-	t.Helper()
+func curl(port, certFile, v string) (string, error) {
 	out, err := exec.Command("curl", "-sS", "--fail", "--cacert", certFile, "--tlsv"+v, "--tls-max", v,
-		"--resolve", "localhost:"+port+":127.0.0.1", "https://localhost:"+port+"/").CombinedOutput()
-	if err != nil {
-		t.Fatalf("curl TLS %s: %v\n%s", v, err, out)
-	}
-	return string(out)
+		"--resolve", "localhost:"+port+":127.0.0.1", "https://localhost:"+port+"/index.html").CombinedOutput()
+	return string(out), err
 }
 
 // sClient runs openssl s_client against port and returns its output.
@@ -544,4 +553,21 @@ func pemKey(t *testing.T, path string, key crypto.PrivateKey) {
 	}
 }
 
-var _ = big.NewInt
+// selfSigned writes a self-signed certificate for localhost and key, and returns its path.
+func selfSigned(t *testing.T, e *env, key *rsa.PrivateKey) string {
+	t.Helper()
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := e.path("control.crt")
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
