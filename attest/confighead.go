@@ -18,14 +18,27 @@ const ConfigContentType = "application/vnd.palisade.config-head+cbor"
 const maxConfigStatement = 2 << 10
 
 // ConfigHead is the trusted configuration a visor runs under: the commit record of its
-// configuration state (config.State.Head(): sequence number, version, configuration hash,
-// hash of the last history entry). Seq 0 means nothing was ever applied.
+// configuration state (docs/configurations.md: sequence number, version, configuration hash,
+// hash of the last history entry), who signed it, and whether it lists this visor. Seq 0
+// means nothing was ever applied.
 type ConfigHead struct {
-	Seq     uint64
-	Version uint64
+	Seq     uint64   // how many configurations were applied (the history's length)
+	Version uint64   // the active configuration's version (never decreases)
 	Config  [32]byte // SHA-256 of the canonical configuration (docs/configurations.md §1)
 	Head    [32]byte // hash of the last history entry (docs/configurations.md §3)
+	// Signer is the administrator key id (kid) that signed the configuration, which the
+	// visor's state pins (and a TPM anchor holds).
+	Signer [32]byte
+	// VisorListed: the configuration lists this visor's measurement in its visors; a visor
+	// it does not list serves nothing the configuration decides (docs/configurations.md §8).
+	VisorListed bool
 }
+
+// Checks of the configuration statement's signer and visor (see also the Check constants).
+const (
+	CheckConfigSigner = "configuration-signer"
+	CheckConfigVisor  = "configuration-visor"
+)
 
 // configStatement is the signed payload: the head and the verifier's nonce, so a statement
 // cannot be replayed into evidence for another challenge.
@@ -35,6 +48,8 @@ type configStatement struct {
 	Config  []byte `cbor:"3,keyasint"`
 	Head    []byte `cbor:"4,keyasint"`
 	Nonce   []byte `cbor:"5,keyasint"`
+	Signer  []byte `cbor:"6,keyasint"`
+	Visor   bool   `cbor:"7,keyasint"` // VisorListed
 }
 
 // AssembleOption adds optional parts to evidence.
@@ -53,6 +68,7 @@ func WithConfiguration(h ConfigHead) AssembleOption {
 func signConfig(key *ecdsa.PrivateKey, h ConfigHead, nonce []byte) ([]byte, error) {
 	payload, err := evidenceEnc.Marshal(configStatement{
 		Seq: h.Seq, Version: h.Version, Config: h.Config[:], Head: h.Head[:], Nonce: nonce,
+		Signer: h.Signer[:], Visor: h.VisorListed,
 	})
 	if err != nil {
 		return nil, err
@@ -86,6 +102,10 @@ func verifyConfig(raw []byte, id *ecdsa.PublicKey, nonce []byte) (*ConfigHead, e
 	if ct := msg.Headers.Protected[cose.HeaderLabelContentType]; ct != ConfigContentType {
 		return nil, fmt.Errorf("%w: configuration statement content type %v", ErrEvidence, ct)
 	}
+	// Nothing unsigned: the statement is produced with an empty unprotected header.
+	if len(msg.Headers.Unprotected) != 0 {
+		return nil, fmt.Errorf("%w: configuration statement has an unprotected header (it must be empty)", ErrEvidence)
+	}
 	if alg, err := msg.Headers.Protected.Algorithm(); err != nil || alg != cose.AlgorithmES256 {
 		return nil, fmt.Errorf("%w: configuration statement algorithm %v, want ES256", ErrSignature, alg)
 	}
@@ -103,7 +123,7 @@ func verifyConfig(raw []byte, id *ecdsa.PublicKey, nonce []byte) (*ConfigHead, e
 	if err := evidenceDec.Unmarshal(msg.Payload, &st); err != nil {
 		return nil, fmt.Errorf("%w: configuration statement: %w", ErrEvidence, err)
 	}
-	if len(st.Config) != 32 || len(st.Head) != 32 || len(st.Nonce) > maxNonce {
+	if len(st.Config) != 32 || len(st.Head) != 32 || len(st.Signer) != 32 || len(st.Nonce) > maxNonce {
 		return nil, fmt.Errorf("%w: configuration statement field sizes", ErrEvidence)
 	}
 	if canon, err := evidenceEnc.Marshal(st); err != nil || !bytes.Equal(canon, msg.Payload) {
@@ -113,9 +133,10 @@ func verifyConfig(raw []byte, id *ecdsa.PublicKey, nonce []byte) (*ConfigHead, e
 		return nil, &CheckError{Check: CheckConfiguration, Want: hexOrEmpty(nonce), Got: hexOrEmpty(st.Nonce),
 			Err: fmt.Errorf("%w: configuration statement made for another nonce", ErrMismatch)}
 	}
-	h := &ConfigHead{Seq: st.Seq, Version: st.Version}
+	h := &ConfigHead{Seq: st.Seq, Version: st.Version, VisorListed: st.Visor}
 	copy(h.Config[:], st.Config)
 	copy(h.Head[:], st.Head)
+	copy(h.Signer[:], st.Signer)
 	return h, nil
 }
 
@@ -125,6 +146,9 @@ type ConfigPolicy struct {
 	MinVersion uint64   // the active version must be at least this
 	Config     [32]byte // the active configuration must have this hash
 	Head       [32]byte // the history must end at this entry
+	Signer     [32]byte // the configuration must be signed by this administrator key id
+	// VisorListed requires the configuration to list the visor's measurement.
+	VisorListed bool
 }
 
 // checkConfig runs the configuration checks of Verify; h is nil when the evidence has none.
@@ -155,6 +179,13 @@ func checkConfig(ev *Evidence, id *ecdsa.PublicKey, nonce []byte, pol *ConfigPol
 	}
 	if pol.Head != ([32]byte{}) && h.Head != pol.Head {
 		return nil, mismatch(CheckConfigHead, pol.Head[:], h.Head[:])
+	}
+	if pol.Signer != ([32]byte{}) && h.Signer != pol.Signer {
+		return nil, mismatch(CheckConfigSigner, pol.Signer[:], h.Signer[:])
+	}
+	if pol.VisorListed && !h.VisorListed {
+		return nil, &CheckError{Check: CheckConfigVisor, Want: "listed", Got: "not listed",
+			Err: fmt.Errorf("%w: the configuration does not list this visor", ErrMismatch)}
 	}
 	return h, nil
 }

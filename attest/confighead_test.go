@@ -18,7 +18,12 @@ func configHeads(t *testing.T) (v1, v2 attest.ConfigHead) {
 	t.Helper()
 	admin, st := configtest.NewState(t, "es256")
 	head := func(v uint64) attest.ConfigHead {
-		raw, err := config.Sign(&config.Config{Version: v,
+		// Version 2 lists the visor, version 1 does not.
+		var visors []config.Measurement
+		if v == 2 {
+			visors = []config.Measurement{testVisorM}
+		}
+		raw, err := config.Sign(&config.Config{Version: v, Visors: visors,
 			PALs: map[string][]config.Measurement{"vault": {config.Measurement(palMeasurement)}}}, admin)
 		if err != nil {
 			t.Fatal(err)
@@ -26,18 +31,23 @@ func configHeads(t *testing.T) (v1, v2 attest.ConfigHead) {
 		if _, _, err := st.Apply(raw); err != nil {
 			t.Fatal(err)
 		}
-		p, err := st.Head()
+		p, err := st.Statement(testVisorM)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return attest.ConfigHead{Seq: p.Seq, Version: p.Version, Config: p.Config, Head: p.Head}
+		return attest.ConfigHead{Seq: p.Seq, Version: p.Version, Config: p.Config, Head: p.Head,
+			Signer: p.Signer, VisorListed: p.VisorListed}
 	}
 	return head(1), head(2)
 }
 
+// testVisorM is the visor measurement the configurations of configHeads list (version 2).
+var testVisorM = config.Measurement{0x5e}
+
 func TestVerifyConfigurationHead(t *testing.T) {
 	v1, v2 := configHeads(t)
-	if v2.Seq != 2 || v2.Version != 2 || v1.Config == v2.Config || v1.Head == v2.Head {
+	if v2.Seq != 2 || v2.Version != 2 || v1.Config == v2.Config || v1.Head == v2.Head ||
+		v2.Signer == ([32]byte{}) || v1.Signer != v2.Signer || v1.VisorListed || !v2.VisorListed {
 		t.Fatalf("heads %+v %+v", v1, v2)
 	}
 	v := startVisor(t, "visor A")
@@ -65,7 +75,8 @@ func TestVerifyConfigurationHead(t *testing.T) {
 	if err != nil || res.Configuration == nil || *res.Configuration != v2 || !res.Rooted {
 		t.Fatalf("Verify: %+v, %v", res, err)
 	}
-	if _, err := attest.Verify(ev, withPolicy(attest.ConfigPolicy{MinVersion: 2, Config: v2.Config, Head: v2.Head})); err != nil {
+	if _, err := attest.Verify(ev, withPolicy(attest.ConfigPolicy{MinVersion: 2, Config: v2.Config, Head: v2.Head,
+		Signer: v2.Signer, VisorListed: true})); err != nil {
 		t.Fatalf("Verify with policy: %v", err)
 	}
 	if res, err := attest.Verify(v.evidence(t, nonce), v.options(nonce)); err != nil || res.Configuration != nil {
@@ -85,6 +96,10 @@ func TestVerifyConfigurationHead(t *testing.T) {
 			attest.CheckConfigHash, attest.ErrMismatch},
 		{"another history", ev, withPolicy(attest.ConfigPolicy{Head: v1.Head}),
 			attest.CheckConfigHead, attest.ErrMismatch},
+		{"another signer", ev, withPolicy(attest.ConfigPolicy{Signer: [32]byte{9}}),
+			attest.CheckConfigSigner, attest.ErrMismatch},
+		{"visor not listed", evidence(nonce, v1), withPolicy(attest.ConfigPolicy{VisorListed: true}),
+			attest.CheckConfigVisor, attest.ErrMismatch},
 		{"head required but absent", v.evidence(t, nonce), withPolicy(attest.ConfigPolicy{MinVersion: 1}),
 			attest.CheckConfiguration, attest.ErrMismatch},
 		{"statement replayed from another nonce", mutate(t, ev, func(e *attest.Evidence) {
@@ -131,8 +146,8 @@ func flipPayloadVersion(t *testing.T, stmt []byte) []byte {
 	t.Helper()
 	out := append([]byte(nil), stmt...)
 	for i := 0; i+3 < len(out); i++ {
-		// payload: a5 01 <seq> 02 <version> 03 58 20 …
-		if out[i] == 0xa5 && out[i+1] == 0x01 && out[i+3] == 0x02 {
+		// payload: a7 01 <seq> 02 <version> 03 58 20 …
+		if out[i] == 0xa7 && out[i+1] == 0x01 && out[i+3] == 0x02 {
 			out[i+4] = 0x02
 			return out
 		}
@@ -158,7 +173,7 @@ func FuzzConfigStatement(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	head := attest.ConfigHead{Seq: 3, Version: 7, Config: [32]byte{1}, Head: [32]byte{2}}
+	head := attest.ConfigHead{Seq: 3, Version: 7, Config: [32]byte{1}, Head: [32]byte{2}, Signer: [32]byte{3}, VisorListed: true}
 	ev, err := attest.Assemble(context.Background(), root, q, attest.WithConfiguration(head))
 	if err != nil {
 		f.Fatal(err)

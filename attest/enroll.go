@@ -21,8 +21,12 @@ var ErrEnrollment = errors.New("attest: AK enrollment failed")
 // (Options.AKPublic, `palisade verify --ak`): later evidence then proves it comes from that TPM.
 //
 //	e, _ := attest.NewEnrollment(evidence, ekRoots)
-//	answer := <visor>.ActivateCredential(e.Challenge)   // tpm.Root.ActivateCredential
+//	answer := <visor>.ActivateCredential(e.Challenge)   // TPM2_ActivateCredential on the visor's TPM
 //	ak, err := e.Finish(answer)
+//
+// Not yet usable against palisaded: the daemon has no request, and the CLI no command, that
+// answers a challenge; only code holding the visor's TPM root of trust in-process (this
+// module's tests) can today.
 type Enrollment struct {
 	Challenge []byte            // send to the visor
 	AK        *ecdsa.PublicKey  // the AK being enrolled

@@ -3,13 +3,12 @@ package attest
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
 	"crypto/x509"
 	"errors"
 	"fmt"
 
 	"github.com/fxamacker/cbor/v2"
-
-	"github.com/palisade-project/palisade/internal/rot"
 )
 
 // EvidenceVersion is the version of the Evidence structure (docs/attestation.md §2).
@@ -31,11 +30,11 @@ var ErrEvidence = errors.New("attest: malformed evidence")
 // that signed it, and how that key is rooted. Encoded as a CBOR map with integer keys in Core
 // Deterministic Encoding.
 type Evidence struct {
-	Version     int    `cbor:"1,keyasint"`
+	Version     int    `cbor:"1,keyasint"`           // EvidenceVersion
 	Quote       []byte `cbor:"2,keyasint"`           // µTPM quote: COSE_Sign1 (docs/formats.md §3)
 	Identity    []byte `cbor:"3,keyasint"`           // identity key, DER SubjectPublicKeyInfo
 	Root        string `cbor:"4,keyasint"`           // RootTPM or RootNone
-	Endorsement []byte `cbor:"5,keyasint,omitempty"` // rot/tpm Endorsement (absent for "none")
+	Endorsement []byte `cbor:"5,keyasint,omitempty"` // TPM endorsement, docs/attestation.md §3 (absent for "none")
 	// Configuration is optional: the visor's trusted-configuration head and the nonce,
 	// COSE_Sign1 by the identity key (WithConfiguration, docs/attestation.md §2.1).
 	Configuration []byte `cbor:"6,keyasint,omitempty"`
@@ -98,11 +97,27 @@ func Parse(b []byte) (*Evidence, error) {
 	return &e, nil
 }
 
+// Root is the root of trust of the visor that made a quote, as Assemble needs it. The daemon's
+// roots of trust ("tpm" and "none") implement it; a relying party never needs one.
+type Root interface {
+	// Mode is RootTPM or RootNone.
+	Mode() string
+	// IdentityKey is the visor identity key: it signed the quote, and Assemble signs the
+	// configuration statement with it.
+	IdentityKey() *ecdsa.PrivateKey
+	// Endorse returns the root's endorsement of the identity key, fresh for nonce
+	// (evidence field 5; nil for RootNone).
+	Endorse(ctx context.Context, nonce []byte) ([]byte, error)
+}
+
 // Assemble builds the evidence for quote, a µTPM quote made by a PAL on the visor whose root
 // of trust is r: it asks r to endorse the identity key for the quote's own nonce, so one nonce
 // makes both the µTPM quote and the TPM quote fresh. WithConfiguration adds the visor's
 // configuration head, signed by the identity key for the same nonce.
-func Assemble(ctx context.Context, r rot.RootOfTrust, quote []byte, opts ...AssembleOption) ([]byte, error) {
+//
+// Assemble is the producer's side of the format that Parse and Verify read: palisaded calls it
+// to answer an Attest request.
+func Assemble(ctx context.Context, r Root, quote []byte, opts ...AssembleOption) ([]byte, error) {
 	var o assembleOptions
 	for _, f := range opts {
 		f(&o)
@@ -111,7 +126,8 @@ func Assemble(ctx context.Context, r rot.RootOfTrust, quote []byte, opts ...Asse
 	if err != nil {
 		return nil, fmt.Errorf("attest: assemble: %w", err)
 	}
-	id, err := x509.MarshalPKIXPublicKey(rot.IdentityPublic(r))
+	key := r.IdentityKey()
+	id, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
 	if err != nil {
 		return nil, fmt.Errorf("attest: assemble: identity key: %w", err)
 	}
@@ -126,7 +142,7 @@ func Assemble(ctx context.Context, r rot.RootOfTrust, quote []byte, opts ...Asse
 		return nil, fmt.Errorf("attest: assemble: unknown root mode %q", e.Root)
 	}
 	if o.config != nil {
-		if e.Configuration, err = signConfig(r.Platform().Identity, *o.config, claims.Nonce); err != nil {
+		if e.Configuration, err = signConfig(key, *o.config, claims.Nonce); err != nil {
 			return nil, fmt.Errorf("attest: assemble: configuration: %w", err)
 		}
 	}

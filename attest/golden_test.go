@@ -84,3 +84,22 @@ func TestGolden(t *testing.T) {
 	_, err = attest.Verify(ev, o)
 	wantCheck(t, err, attest.CheckNonce, attest.ErrMismatch)
 }
+
+// TestGoldenEveryByte: each byte of the golden evidence (no EK certificate, so no exception)
+// flipped is refused, on machines without swtpm too.
+func TestGoldenEveryByte(t *testing.T) {
+	ev, r := readGolden(t)
+	o := r.options(t)
+	if _, err := attest.Verify(ev, o); err != nil {
+		t.Fatal(err)
+	}
+	for i := range ev {
+		for _, mask := range []byte{0x01, 0x80} {
+			mut := append([]byte(nil), ev...)
+			mut[i] ^= mask
+			if _, err := attest.Verify(mut, o); err == nil {
+				t.Errorf("byte %d ^ %#x: accepted", i, mask)
+			}
+		}
+	}
+}

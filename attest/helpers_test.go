@@ -4,6 +4,8 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"testing"
+
+	"github.com/palisade-project/palisade/internal/swtpmtest"
 )
 
 func pemCert(t testing.TB, b []byte) *x509.Certificate {
@@ -17,4 +19,8 @@ func pemCert(t testing.TB, b []byte) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return c
+}
+
+func swtpmStartEK(t testing.TB) *swtpmtest.TPM {
+	return swtpmtest.Start(t, swtpmtest.WithEKCert())
 }

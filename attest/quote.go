@@ -1,10 +1,11 @@
-// Package attest verifies the evidence Palisade produces. This file handles µTPM quotes
-// (docs/formats.md §3): a COSE_Sign1 by the visor's identity key over a CBOR claims map.
+// This file handles µTPM quotes (docs/formats.md §3): a COSE_Sign1 by the visor's identity key
+// over a CBOR claims map.
 //
 // Verifying a quote proves only that the holder of the identity key signed these claims. It
 // does not prove that the identity key belongs to a genuine visor on a genuine TPM: that is
 // the job of the root of trust's endorsement, which callers must check separately, and which
 // does not exist at all for unrooted ("none") quotes (QuoteClaims.Rooted = false).
+
 package attest
 
 import (
@@ -20,7 +21,7 @@ import (
 	"github.com/veraison/go-cose"
 )
 
-// Quote format constants (docs/formats.md §3); utpm produces what these describe.
+// Quote format constants (docs/formats.md §3); the µTPM produces what these describe.
 const (
 	QuoteVersion     = 1
 	QuoteContentType = "application/vnd.palisade.utpm-quote+cbor"
@@ -55,14 +56,14 @@ var (
 
 // QuoteClaims are the claims of a µTPM quote.
 type QuoteClaims struct {
-	Version  int
+	Version  int              // QuoteVersion
 	PAL      [32]byte         // measurement of the PAL that asked for the quote
 	Visor    [32]byte         // measurement of the visor that ran it
 	PCRs     map[int][32]byte // the PCRs the PAL selected, by index (0..7)
-	Nonce    []byte
-	UserData []byte
-	IssuedAt time.Time // visor clock, second precision, UTC
-	Rooted   bool      // false: the visor ran on the "none" root of trust
+	Nonce    []byte           // the verifier's challenge, as the PAL passed it
+	UserData []byte           // data the PAL chose to bind (e.g. a public key it created)
+	IssuedAt time.Time        // visor clock, second precision, UTC
+	Rooted   bool             // false: the visor ran on the "none" root of trust
 }
 
 // VerifyQuote checks that evidence is a well-formed µTPM quote signed with ES256 by identity
@@ -87,7 +88,8 @@ func VerifyQuote(evidence []byte, identity *ecdsa.PublicKey) (*QuoteClaims, erro
 		return nil, fmt.Errorf("attest: identity key: %w", err)
 	}
 	if kid, ok := msg.Headers.Unprotected[cose.HeaderLabelKeyID]; ok {
-		// The key id is unauthenticated; a mismatch only gives a clearer error.
+		// The key id is not signed, but it is checked: every byte of a quote is either signed
+		// or checked (parseEnvelope allows no other unprotected label).
 		der, err := x509.MarshalPKIXPublicKey(identity)
 		if err != nil {
 			return nil, fmt.Errorf("attest: identity key: %w", err)
@@ -137,6 +139,13 @@ func parseEnvelope(evidence []byte) (*cose.Sign1Message, error) {
 	}
 	if ct := msg.Headers.Protected[cose.HeaderLabelContentType]; ct != QuoteContentType {
 		return nil, fmt.Errorf("%w: content type %v, want %q", ErrMalformed, ct, QuoteContentType)
+	}
+	// The unprotected header is not signed: it may hold the key id (label 4, checked against
+	// the identity key by VerifyQuote) and nothing else, so no unsigned byte goes unchecked.
+	for label := range msg.Headers.Unprotected {
+		if label != cose.HeaderLabelKeyID {
+			return nil, fmt.Errorf("%w: unprotected header label %v: only kid (4) is allowed", ErrMalformed, label)
+		}
 	}
 	if msg.Payload == nil {
 		return nil, fmt.Errorf("%w: detached payload", ErrMalformed)

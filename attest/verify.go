@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/asn1"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -36,12 +37,15 @@ const (
 	CheckEKCertificate     = "ek-certificate"
 	CheckTPMQuoteSignature = "tpm-quote-signature"
 	CheckTPMQuoteFormat    = "tpm-quote-format"
-	CheckQualifyingData    = "qualifying-data"
-	CheckPCRSelection      = "pcr-selection"
-	CheckEventLogReplay    = "event-log-replay"
-	CheckEventLog          = "event-log"
-	CheckEventLogVisor     = "event-log-visor"
-	CheckEventLogIdentity  = "event-log-identity"
+	// CheckQualifiedSigner: the quote's qualifiedSigner is the qualified name of ak_public,
+	// so every byte of ak_public is bound to the TPM's signature.
+	CheckQualifiedSigner  = "qualified-signer"
+	CheckQualifyingData   = "qualifying-data"
+	CheckPCRSelection     = "pcr-selection"
+	CheckEventLogReplay   = "event-log-replay"
+	CheckEventLog         = "event-log"
+	CheckEventLogVisor    = "event-log-visor"
+	CheckEventLogIdentity = "event-log-identity"
 )
 
 // Sentinels wrapped by CheckError, one per kind of failure.
@@ -57,11 +61,12 @@ var (
 
 // CheckError says which check failed, and what was expected and found.
 type CheckError struct {
-	Check     string
+	Check     string // one of the Check* names
 	Want, Got string // empty when not meaningful
 	Err       error  // a sentinel of this package, possibly wrapping the cause
 }
 
+// Error says which check failed, what was expected and found, and why.
 func (e *CheckError) Error() string {
 	s := "attest: check " + e.Check + " failed"
 	if e.Want != "" || e.Got != "" {
@@ -73,6 +78,7 @@ func (e *CheckError) Error() string {
 	return s
 }
 
+// Unwrap returns Err, so that errors.Is(err, ErrMismatch) and the like work.
 func (e *CheckError) Unwrap() error { return e.Err }
 
 func fail(check string, err error) *CheckError { return &CheckError{Check: check, Err: err} }
@@ -92,7 +98,7 @@ func hexOrEmpty(b []byte) string {
 type Options struct {
 	Nonce []byte   // the nonce the verifier sent; must match exactly
 	PAL   [32]byte // expected PAL measurement (palisade measure)
-	Visor [32]byte // expected visor measurement (tpm.MeasureVisor)
+	Visor [32]byte // expected visor measurement (MeasureVisor)
 	// AllowUnrooted accepts evidence from the "none" root of trust (development only).
 	AllowUnrooted bool
 	// EKRoots, when set, requires an EK certificate chaining to one of these roots.
@@ -119,13 +125,13 @@ type Result struct {
 	// For RootTPM:
 	PCR          int               // the visor PCR
 	PCRValue     [32]byte          // its quoted value (equal to the event log's replay)
-	Events       []tpm.Event       // the verified event log
+	Events       []Event           // the verified event log
 	AKPublic     *ecdsa.PublicKey  // the attestation key that signed the TPM quote
 	AKPinned     bool              // AKPublic equals Options.AKPublic
 	EK           *x509.Certificate // the EK certificate in the evidence, if any
 	EKVerified   bool              // EK chained to Options.EKRoots (see docs: this does not bind the AK)
 	ResetCount   uint32            // TPM boots, from the quote's clock info
-	RestartCount uint32
+	RestartCount uint32            // TPM resumes and restarts since the last boot
 }
 
 // Verify checks every link of Palisade evidence (docs/attestation.md §4) and returns what it
@@ -219,6 +225,11 @@ func verifyEndorsement(ev *Evidence, id *ecdsa.PublicKey, opts Options, res *Res
 	if err != nil {
 		return fail(CheckTPMQuoteFormat, fmt.Errorf("%w: %w", ErrTPMQuote, err))
 	}
+	// The signature was checked with the point of ak_public only; the rest of ak_public (the
+	// attributes parseAK read) is bound here: the TPM names the key that signed the quote.
+	if want := AKQualifiedName(en.AKPublic); !bytes.Equal(att.QualifiedSigner.Buffer, want) {
+		return mismatch(CheckQualifiedSigner, want, att.QualifiedSigner.Buffer)
+	}
 	res.ResetCount, res.RestartCount = att.ClockInfo.ResetCount, att.ClockInfo.RestartCount
 	if want := tpm.QualifyingData(ev.Identity, opts.Nonce); !bytes.Equal(att.ExtraData.Buffer, want) {
 		return mismatch(CheckQualifyingData, want, att.ExtraData.Buffer)
@@ -255,7 +266,10 @@ func verifyEndorsement(ev *Evidence, id *ecdsa.PublicKey, opts Options, res *Res
 	if c := tpm.CapDigest(); en.Events[2].Digest != c {
 		return mismatch(CheckEventLog, c[:], en.Events[2].Digest[:])
 	}
-	res.PCR, res.PCRValue, res.Events = int(en.PCR), replayed, en.Events
+	res.PCR, res.PCRValue = int(en.PCR), replayed
+	for _, e := range en.Events {
+		res.Events = append(res.Events, Event{PCR: e.PCR, Digest: e.Digest, Kind: e.Kind})
+	}
 	return nil
 }
 
@@ -266,6 +280,9 @@ func parseAK(b []byte) (*ecdsa.PublicKey, error) {
 	pub, err := unmarshalTPM[tpm2.TPMTPublic](b)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %w", ErrTPMQuote, err)
+	}
+	if pub.NameAlg != tpm2.TPMAlgSHA256 {
+		return nil, fmt.Errorf("%w: name algorithm %#x, want SHA-256", ErrAKNotAcceptable, uint16(pub.NameAlg))
 	}
 	a := pub.ObjectAttributes
 	if pub.Type != tpm2.TPMAlgECC || !a.Restricted || !a.SignEncrypt || a.Decrypt ||
@@ -289,6 +306,22 @@ func parseAK(b []byte) (*ecdsa.PublicKey, error) {
 	}
 	return k, nil
 }
+
+// AKQualifiedName is what a TPM2_Quote by Palisade's attestation key carries as its
+// qualifiedSigner: the qualified name of a primary key of the endorsement hierarchy whose
+// TPMT_PUBLIC is akPublic (name algorithm SHA-256, big-endian TPM encoding):
+//
+//	name = 0x000B ‖ SHA-256(akPublic)
+//	qualifiedSigner = 0x000B ‖ SHA-256(0x4000000B ‖ name)    (0x4000000B = TPM_RH_ENDORSEMENT)
+func AKQualifiedName(akPublic []byte) []byte {
+	alg := []byte{0x00, 0x0b} // TPM_ALG_SHA256
+	name := append(bytes.Clone(alg), sha256Sum(akPublic)...)
+	var parent [4]byte
+	binary.BigEndian.PutUint32(parent[:], uint32(tpm2.TPMRHEndorsement))
+	return append(alg, sha256Sum(append(parent[:], name...))...)
+}
+
+func sha256Sum(b []byte) []byte { h := sha256.Sum256(b); return h[:] }
 
 func verifyTPMSignature(ak *ecdsa.PublicKey, quoted, sigBytes []byte) error {
 	sig, err := unmarshalTPM[tpm2.TPMTSignature](sigBytes)
@@ -378,6 +411,9 @@ func verifyEK(ek *x509.Certificate, chain [][]byte, roots *x509.CertPool) error 
 	}
 	if _, err := c.Verify(x509.VerifyOptions{Roots: roots, Intermediates: inter,
 		KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
+		if len(chain) == 0 && errors.As(err, new(x509.UnknownAuthorityError)) {
+			return fmt.Errorf("%w: %w (the evidence carries no intermediate certificates: the visor's EK chain is not configured, palisaded ek_chain)", ErrEKCertificate, err)
+		}
 		return fmt.Errorf("%w: %w", ErrEKCertificate, err)
 	}
 	return nil

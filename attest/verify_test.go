@@ -13,9 +13,11 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/google/go-tpm/tpm2"
 	"github.com/veraison/go-cose"
 
 	"github.com/palisade-project/palisade/attest"
@@ -205,6 +207,24 @@ func TestVerifyRefuses(t *testing.T) {
 		{name: "AK swapped for another TPM's", ev: mutateEndorsement(t, good, func(en *tpm.Endorsement) {
 			en.AKPublic = other.root.AKPublic()
 		}), check: attest.CheckTPMQuoteSignature, sentinel: attest.ErrTPMSignature},
+		{name: "AK attributes rewritten (noDA cleared)", ev: mutateEndorsement(t, good, func(en *tpm.Endorsement) {
+			en.AKPublic = rewriteAK(t, en.AKPublic, func(p *tpm2.TPMTPublic) { p.ObjectAttributes.NoDA = false })
+		}), check: attest.CheckQualifiedSigner, sentinel: attest.ErrMismatch},
+		{name: "AK attributes rewritten (stClear set)", ev: mutateEndorsement(t, good, func(en *tpm.Endorsement) {
+			en.AKPublic = rewriteAK(t, en.AKPublic, func(p *tpm2.TPMTPublic) { p.ObjectAttributes.STClear = true })
+		}), check: attest.CheckQualifiedSigner, sentinel: attest.ErrMismatch},
+		{name: "AK auth policy rewritten", ev: mutateEndorsement(t, good, func(en *tpm.Endorsement) {
+			en.AKPublic = rewriteAK(t, en.AKPublic, func(p *tpm2.TPMTPublic) { p.AuthPolicy.Buffer = make([]byte, 32) })
+		}), check: attest.CheckQualifiedSigner, sentinel: attest.ErrMismatch},
+		{name: "AK attributes rewritten (adminWithPolicy set)", ev: mutateEndorsement(t, good, func(en *tpm.Endorsement) {
+			en.AKPublic = rewriteAK(t, en.AKPublic, func(p *tpm2.TPMTPublic) { p.ObjectAttributes.AdminWithPolicy = true })
+		}), check: attest.CheckQualifiedSigner, sentinel: attest.ErrMismatch},
+		{name: "AK fixedTPM cleared", ev: mutateEndorsement(t, good, func(en *tpm.Endorsement) {
+			en.AKPublic = rewriteAK(t, en.AKPublic, func(p *tpm2.TPMTPublic) { p.ObjectAttributes.FixedTPM = false })
+		}), check: attest.CheckAKPublic, sentinel: attest.ErrAKNotAcceptable},
+		{name: "AK name algorithm SHA-384", ev: mutateEndorsement(t, good, func(en *tpm.Endorsement) {
+			en.AKPublic = rewriteAK(t, en.AKPublic, func(p *tpm2.TPMTPublic) { p.NameAlg = tpm2.TPMAlgSHA384 })
+		}), check: attest.CheckAKPublic, sentinel: attest.ErrAKNotAcceptable},
 		{name: "unrooted claimed as none", ev: mutate(t, good, func(e *attest.Evidence) {
 			e.Root, e.Endorsement = attest.RootNone, nil
 		}), check: attest.CheckRooted, sentinel: attest.ErrUnrooted},
@@ -224,6 +244,17 @@ func TestVerifyRefuses(t *testing.T) {
 			wantCheck(t, err, tc.check, tc.sentinel)
 		})
 	}
+}
+
+// rewriteAK changes fields of a TPMT_PUBLIC that no signature over the quote covers directly.
+func rewriteAK(t *testing.T, b []byte, f func(*tpm2.TPMTPublic)) []byte {
+	t.Helper()
+	p, err := tpm2.Unmarshal[tpm2.TPMTPublic](b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f(p)
+	return tpm2.Marshal(p)
 }
 
 func mustVerify(t *testing.T, ev []byte, o attest.Options) *attest.Result {
@@ -298,6 +329,16 @@ func TestVerifyEKCertificate(t *testing.T) {
 	o.EKRoots.AddCert(selfSigned(t))
 	_, err = attest.Verify(ev, o)
 	wantCheck(t, err, attest.CheckEKCertificate, attest.ErrEKCertificate)
+
+	// Evidence without the chain: the root alone does not reach the EK certificate, and the
+	// error says what is missing.
+	noChain := mutateEndorsement(t, ev, func(en *tpm.Endorsement) { en.EKChain = nil })
+	o.EKRoots = roots
+	_, err = attest.Verify(noChain, o)
+	wantCheck(t, err, attest.CheckEKCertificate, attest.ErrEKCertificate)
+	if !strings.Contains(err.Error(), "carries no intermediate certificates") {
+		t.Fatalf("error does not name the missing chain: %v", err)
+	}
 }
 
 func selfSigned(t *testing.T) *x509.Certificate {

@@ -1,9 +1,3 @@
-// Package client is the Go SDK for applications that use Palisade through the palisaded daemon:
-// register PALs, call them, attest them, and sign with keys that PALs hold (Signer).
-//
-// The daemon identifies the application by the uid of its process (SO_PEERCRED): there are no
-// credentials to configure, and a PAL registered by one uid is invisible to others unless the
-// daemon's configuration shares it.
 package client
 
 import (
@@ -15,7 +9,6 @@ import (
 	"time"
 
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/palisade-project/palisade/internal/api"
@@ -42,8 +35,10 @@ type Client struct {
 	lean *leanPool // the hot path (lean.go)
 }
 
-// Dial connects to the daemon at socketPath. It fails with an error wrapping ErrUnavailable,
-// saying why, if nothing serves the socket.
+// Dial connects to the daemon at socketPath ("" means SocketPath()). It fails with an error
+// wrapping ErrUnavailable, saying why, if nothing serves the socket. Once connected, the Client
+// survives restarts of the daemon: it reconnects by itself, and calls made while the daemon is
+// down wait for it (up to ReconnectWait).
 func Dial(ctx context.Context, socketPath string) (*Client, error) {
 	if socketPath == "" {
 		socketPath = SocketPath()
@@ -64,12 +59,8 @@ func Dial(ctx context.Context, socketPath string) (*Client, error) {
 		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(api.MaxMessage), grpc.MaxCallSendMsgSize(api.MaxMessage)),
 		grpc.WithInitialWindowSize(api.FlowWindow),
 		grpc.WithInitialConnWindowSize(api.FlowWindow),
-		// Reconnect within a second or two of a restarted daemon (gRPC's default backoff
-		// grows to two minutes); calls made with WaitForReady (KeySign) wait for it.
-		grpc.WithConnectParams(grpc.ConnectParams{
-			Backoff:           backoff.Config{BaseDelay: 50 * time.Millisecond, Multiplier: 1.6, Jitter: 0.2, MaxDelay: time.Second},
-			MinConnectTimeout: 5 * time.Second,
-		}),
+		reconnectBackoff,
+		grpc.WithUnaryInterceptor(awaitConnection),
 	)
 	if err != nil {
 		return nil, fmt.Errorf("palisade: %w", err)
@@ -97,35 +88,37 @@ func (c *Client) Close() error {
 	return c.conn.Close()
 }
 
-// Limits bound a registration; zero fields take the daemon's defaults.
+// Limits bound a registration; zero fields take the daemon's defaults (10 s, 64 MiB, 1 MiB in,
+// 1 MiB out). A call that exceeds one fails with ErrTimeout, ErrOutOfMemory, ErrInputTooLarge
+// or ErrOutputTooLarge.
 type Limits struct {
-	Timeout   time.Duration
-	MemoryMiB uint32
-	MaxInput  int
-	MaxOutput int
+	Timeout   time.Duration // per call
+	MemoryMiB uint32        // memory of each instance of the PAL
+	MaxInput  int           // bytes of a call's input
+	MaxOutput int           // bytes of a call's output
 }
 
 // RegisterOptions describe a registration.
 type RegisterOptions struct {
-	Name     string
+	Name     string // for people (List, logs); need not be unique, and names no identity
 	Engine   string // "" picks by image kind
-	Limits   Limits
-	Replicas int // 0 means 1
+	Limits   Limits // zero fields take the daemon's defaults
+	Replicas int    // instances that serve calls concurrently; 0 means 1
 }
 
 // Info describes a registered PAL.
 type Info struct {
-	Handle      string // "pal-…": what Call, Attest and Unregister take
-	Name        string
-	Engine      string
-	Measurement [32]byte
-	Replicas    int
-	Limits      Limits
-	Registered  time.Time
-	Owner       uint32
-	Calls       uint64
-	Failures    uint64
-	Timeouts    uint64
+	Handle      string    // "pal-…": what Call, Attest and Unregister take
+	Name        string    // as registered
+	Engine      string    // "wasm" or "kvm"
+	Measurement [32]byte  // the PAL's identity (package pal; `palisade measure` computes it offline)
+	Replicas    int       // instances serving calls
+	Limits      Limits    // with the daemon's defaults filled in
+	Registered  time.Time // when the daemon registered it
+	Owner       uint32    // uid of the process that registered it
+	Calls       uint64    // calls so far
+	Failures    uint64    // calls that ended in a platform error (trap, limits, timeouts included)
+	Timeouts    uint64    // calls that ended in ErrTimeout
 }
 
 // Register sends image to the daemon, which measures, validates and instantiates it.
@@ -157,8 +150,8 @@ func (c *Client) register(ctx context.Context, req *api.RegisterRequest, opts Re
 
 // Result is what a PAL returned.
 type Result struct {
-	Status int32 // chosen by the PAL; 0 means success
-	Output []byte
+	Status int32  // chosen by the PAL; 0 means success
+	Output []byte // the PAL's output (its explanation when Status is not 0)
 }
 
 // Call runs the PAL once with input. A PAL's own failure is a non-zero Result.Status with a
@@ -225,13 +218,13 @@ func (c *Client) Attest(ctx context.Context, handle string, opts AttestOptions) 
 
 // Health describes the daemon.
 type Health struct {
-	Status           string
-	RotMode          string
-	Engines          []string
-	PALs             int // visible to the caller
-	CallerUID        uint32
-	VisorMeasurement [32]byte
-	Version          string
+	Status           string   // "serving"
+	RotMode          string   // root of trust: "tpm", or "none" (development: evidence is unrooted)
+	Engines          []string // engines the daemon offers: "wasm", "kvm"
+	PALs             int      // visible to the caller
+	CallerUID        uint32   // the caller's uid, as the daemon sees it (SO_PEERCRED)
+	VisorMeasurement [32]byte // what attest.Options.Visor must be (attest.MeasureVisor computes it offline)
+	Version          string   // the daemon's version, without "v"
 }
 
 // Health asks the daemon how it is.

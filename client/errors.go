@@ -67,14 +67,16 @@ var byCode = map[codes.Code]error{
 	codes.Unimplemented:     ErrNotSupported,
 }
 
-// Error is a failed RPC.
+// Error is a failed RPC. Test it with errors.Is against the sentinels above rather than by its
+// fields: the sentinel is the contract, Code and Reason are detail for logs.
 type Error struct {
-	Code     codes.Code
-	Reason   string // api.Reason*, "" if the daemon did not say
-	Message  string
+	Code     codes.Code // the gRPC status code
+	Reason   string     // the daemon's reason ("NOT_FOUND", "TIMEOUT"…), "" if it did not say
+	Message  string     // the daemon's explanation, for people
 	sentinel error
 }
 
+// Error returns the daemon's message, or the sentinel's text when there is none.
 func (e *Error) Error() string {
 	if e.Message == "" {
 		return e.sentinel.Error()

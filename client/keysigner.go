@@ -34,19 +34,19 @@ const (
 
 // KeyInfo describes a named key held by the daemon.
 type KeyInfo struct {
-	Name      string
-	Alg       string
-	PublicDER []byte // PKIX SubjectPublicKeyInfo
-	Public    crypto.PublicKey
-	CertChain [][]byte // DER, leaf first
-	Owner     uint32
-	AllowUIDs []uint32
-	AllowGIDs []uint32
-	HasPIN    bool
-	Imported  bool
-	KeyGenPAL [32]byte // zero if imported
-	SignerPAL [32]byte
-	Created   time.Time
+	Name      string           // the key's name, unique in the daemon
+	Alg       string           // AlgECDSAP256, AlgEd25519, AlgRSA2048 or AlgRSA3072
+	PublicDER []byte           // PKIX SubjectPublicKeyInfo
+	Public    crypto.PublicKey // PublicDER parsed
+	CertChain [][]byte         // DER, leaf first; may be empty
+	Owner     uint32           // uid that created or imported the key
+	AllowUIDs []uint32         // uids allowed to sign besides the owner
+	AllowGIDs []uint32         // gids whose members may sign
+	HasPIN    bool             // every signature needs the PIN
+	Imported  bool             // imported, not generated in a PAL
+	KeyGenPAL [32]byte         // measurement of the key-generation PAL; zero if imported
+	SignerPAL [32]byte         // measurement of the signing PAL the key is bound to
+	Created   time.Time        // UTC, second precision
 }
 
 func keyInfoFromProto(p *api.KeyInfo) (KeyInfo, error) {
@@ -67,12 +67,12 @@ func keyInfoFromProto(p *api.KeyInfo) (KeyInfo, error) {
 
 // KeyCreateOptions describe a new key.
 type KeyCreateOptions struct {
-	Name      string
-	Alg       string // AlgECDSAP256 (default), AlgEd25519, AlgRSA2048, AlgRSA3072
-	AllowUIDs []uint32
-	AllowGIDs []uint32
-	PIN       []byte // empty: no PIN
-	MaxTries  uint32 // incorrect PINs before lockout; 0: the daemon's default (5)
+	Name      string   // 1..128 bytes of [A-Za-z0-9._-], not starting with '.' or '-'
+	Alg       string   // AlgECDSAP256 (default), AlgEd25519, AlgRSA2048, AlgRSA3072
+	AllowUIDs []uint32 // uids allowed to sign besides the owner
+	AllowGIDs []uint32 // gids whose members may sign
+	PIN       []byte   // empty: no PIN
+	MaxTries  uint32   // incorrect PINs before lockout; 0: the daemon's default (5)
 	// SignerImage is a signing PAL of your own to bind the key to; nil: the shipped one.
 	SignerImage []byte
 }
@@ -84,6 +84,16 @@ func (c *Client) KeyCreate(ctx context.Context, o KeyCreateOptions) (KeyInfo, er
 	}
 	p, err := c.rpc.KeyCreate(ctx, &api.KeyCreateRequest{
 		Name: o.Name, Alg: o.Alg, AllowUids: o.AllowUIDs, AllowGids: o.AllowGIDs, Pin: o.PIN,
+		MaxTries: o.MaxTries, SignerImage: o.SignerImage,
+	})
+	return c.keyInfo(p, err)
+}
+
+// KeyImport migrates an existing private key (PKCS#8 DER) into the daemon, with the access,
+// PIN and signing PAL of o (o.Alg is ignored). The key is marked imported wherever it shows.
+func (c *Client) KeyImport(ctx context.Context, pkcs8 []byte, o KeyCreateOptions) (KeyInfo, error) {
+	p, err := c.rpc.KeyImport(ctx, &api.KeyImportRequest{
+		Name: o.Name, PrivateKey: pkcs8, AllowUids: o.AllowUIDs, AllowGids: o.AllowGIDs, Pin: o.PIN,
 		MaxTries: o.MaxTries, SignerImage: o.SignerImage,
 	})
 	return c.keyInfo(p, err)

@@ -213,9 +213,12 @@ func (c *leanConn) read(op wire.Op, id uint32) (wire.Code, []byte, error) {
 }
 
 func (p *leanPool) ioError(ctx context.Context, err error) error {
+	_, hasDeadline := ctx.Deadline()
 	switch {
-	case ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded):
-		return &Error{Code: codes.DeadlineExceeded, Message: ctx.Err().Error(), sentinel: ErrTimeout}
+	case errors.Is(ctx.Err(), context.DeadlineExceeded),
+		// The socket's deadline is ctx's: it may expire a moment before ctx's own timer.
+		hasDeadline && ctx.Err() == nil && errors.Is(err, os.ErrDeadlineExceeded):
+		return &Error{Code: codes.DeadlineExceeded, Message: context.DeadlineExceeded.Error(), sentinel: ErrTimeout}
 	case ctx.Err() != nil:
 		return &Error{Code: codes.Canceled, Message: ctx.Err().Error(), sentinel: ErrCanceled}
 	case errors.Is(err, wire.ErrMalformed) || errors.Is(err, wire.ErrVersion) || errors.Is(err, wire.ErrTooLarge):

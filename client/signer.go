@@ -28,8 +28,27 @@ type Signer struct {
 	Timeout time.Duration
 }
 
-// ErrSignRefused means the PAL answered a sign request with a non-zero status.
+// ErrSignRefused means the PAL answered a sign request with a non-zero status. The error
+// Sign returns is then a *RefusedError, which says the status.
 var ErrSignRefused = errors.New("palisade: PAL refused to sign")
+
+// RefusedError is a sign request that the PAL answered with a non-zero status.
+type RefusedError struct {
+	Handle string // the signing PAL
+	Status int32  // the PAL's status
+	Output []byte // what the PAL said, often a reason
+}
+
+// Error says which PAL refused, with which status, and what it said.
+func (e *RefusedError) Error() string {
+	if len(e.Output) > 0 {
+		return fmt.Sprintf("%v: %s returned status %d: %q", ErrSignRefused, e.Handle, e.Status, e.Output)
+	}
+	return fmt.Sprintf("%v: %s returned status %d", ErrSignRefused, e.Handle, e.Status)
+}
+
+// Unwrap returns ErrSignRefused.
+func (e *RefusedError) Unwrap() error { return ErrSignRefused }
 
 // NewSigner returns a Signer that signs with the PAL handle, whose public key is pub
 // (*ecdsa.PublicKey P-256/384, ed25519.PublicKey or *rsa.PublicKey).
@@ -57,12 +76,18 @@ func (s *Signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 		ctx, cancel = context.WithTimeout(ctx, s.Timeout)
 		defer cancel()
 	}
-	res, err := s.c.Call(ctx, s.handle, req.Marshal())
+	in := req.Marshal()
+	res, err := s.c.Call(ctx, s.handle, in)
+	if errors.Is(err, ErrUnavailable) {
+		// The daemon went away with the request in flight (a restart): a signature has no
+		// side effect, so unlike a general PAL call it is safe to ask once more.
+		res, err = s.c.Call(ctx, s.handle, in)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("sign with %s: %w", s.handle, err)
 	}
 	if res.Status != 0 {
-		return nil, fmt.Errorf("%w: %s returned status %d", ErrSignRefused, s.handle, res.Status)
+		return nil, &RefusedError{Handle: s.handle, Status: res.Status, Output: res.Output}
 	}
 	return res.Output, nil
 }

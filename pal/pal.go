@@ -2,8 +2,16 @@
 // operation is bound to.
 //
 // A measurement depends only on the image bytes: the same image has the same measurement on
-// any machine, so an administrator can compute reference values offline (`palisade measure`).
-// The encoding is specified in docs/formats.md §1.
+// any machine, so an administrator or a relying party computes reference values offline, with
+// Parse or `palisade measure`, and compares them with what the daemon reports
+// (client.Info.Measurement) or what evidence proves (attest.Options.PAL). The encoding is
+// specified in docs/formats.md §1: it is not a plain hash of the file, so that a wasm module and
+// an ELF executable never share a measurement, and an ELF's measurement covers only what is
+// loaded.
+//
+// A Go PAL's measurement depends on the compiler version and on the module paths and versions
+// it is built from; build it with -trimpath -buildvcs=false so that it does not depend on where
+// the source lies or on its commit (docs/sdk.md).
 package pal
 
 import (
@@ -34,6 +42,7 @@ var ErrInvalid = errors.New("invalid PAL image")
 // Measurement is the identity of a PAL: SHA-256 over the canonical encoding of its image.
 type Measurement [32]byte
 
+// String returns the measurement as 64 lowercase hex digits, as `palisade measure` prints it.
 func (m Measurement) String() string { return hex.EncodeToString(m[:]) }
 
 // ParseMeasurement parses 64 hex digits.
@@ -49,21 +58,21 @@ func ParseMeasurement(s string) (Measurement, error) {
 
 // Segment is a loadable segment of an ELF image.
 type Segment struct {
-	Vaddr uint64
-	Memsz uint64
+	Vaddr uint64       // virtual address of the segment's start
+	Memsz uint64       // bytes of memory it occupies
 	Flags elf.ProgFlag // PF_R, PF_W, PF_X
 	Data  []byte       // file contents; Memsz-len(Data) zero bytes follow
 }
 
 // Image is a parsed, validated PAL image: the "spec" of a PAL, as opposed to a registered PAL.
 type Image struct {
-	Kind        Kind
-	Bytes       []byte // the whole image as given
-	Measurement Measurement
+	Kind        Kind        // which engine runs it
+	Bytes       []byte      // the whole image as given
+	Measurement Measurement // the PAL's identity
 
 	// ELF only: the entry point and the loadable segments, sorted by address.
-	Entry    uint64
-	Segments []Segment
+	Entry    uint64    // the entry point's virtual address
+	Segments []Segment // the PT_LOAD segments
 }
 
 // Domain-separation tags of the measurement encoding.

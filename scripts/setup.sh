@@ -6,6 +6,8 @@
 set -euo pipefail
 
 pkgs=(clang lld gcc libc6-dev linux-libc-dev make swtpm swtpm-tools tpm2-tools openssl curl openssh-client sshpass apache2-utils)
+# libFuzzer and the sanitizers' runtimes for clang: libpalisade's fuzz target (clients/c/fuzz).
+pkgs+=(libclang-rt-14-dev)
 # Without /dev/kvm the kvm engine's tests run under a real KVM nested in QEMU
 # (internal/engine/kvm/testdata/qemu/run-tests.sh): QEMU, a static busybox for its initramfs, and kmod.
 [ -e /dev/kvm ] || pkgs+=(qemu-system-x86 busybox-static kmod cpio)

@@ -21,4 +21,4 @@ if [ ! -e /dev/kvm ]; then
 	bash internal/engine/kvm/testdata/qemu/run-tests.sh
 fi
 echo "== go test -race (concurrent core)" >&2
-go test -count=1 -race -timeout 10m ./internal/visor/ ./internal/utpm/ ./internal/engine/ ./internal/engine/wasm/ ./internal/engine/kvm/ ./internal/api/server/ ./client/... ./internal/config/ ./internal/rot/none/ ./internal/atomicfile/
+go test -count=1 -race -timeout 10m ./internal/visor/ ./internal/utpm/ ./internal/engine/ ./internal/engine/wasm/ ./internal/engine/kvm/ ./internal/api/server/ ./client/... ./internal/lean/... ./internal/config/ ./internal/rot/none/ ./internal/atomicfile/

@@ -39,9 +39,9 @@ const MaxDigest = 4 << 10
 
 // Request is one signing request.
 type Request struct {
-	Scheme uint16
-	Hash   uint16
-	Digest []byte
+	Scheme uint16 // SchemeRSASSA, SchemeRSAPSS, SchemeECDSA or SchemeEdDSA
+	Hash   uint16 // HashSHA256, HashSHA384, HashSHA512; HashNone with SchemeEdDSA
+	Digest []byte // the digest of Hash, or the whole message for SchemeEdDSA (≤ MaxDigest)
 }
 
 // ErrMalformed means a request does not decode.

@@ -31,6 +31,7 @@ type benchReport struct {
 
 	HTTPS     []httpsPoint
 	Sign      []signTiming
+	Sign64    []sign64Row
 	SSH       []sshResult
 	UTPM      []tpmOp
 	Lifecycle []lifeRow
@@ -55,6 +56,13 @@ type signTiming struct {
 	MedianUs   float64
 	P90Us      float64
 	Signatures int
+}
+
+// sign64Row is signing throughput with 64 concurrent callers over one transport.
+type sign64Row struct {
+	Alg, Transport string
+	PerSec         float64 // signatures per second
+	CPUPerSigUs    float64 // CPU time of this process (client and daemon) per signature
 }
 
 type sshResult struct {
@@ -229,7 +237,7 @@ func (r *benchReport) markdown() string {
 			}
 		}
 		if len(abRows) > 0 {
-			w("\nCross-check with `ab` (apache2-utils, no keep-alive: a full handshake per request):\n\n| key | mode | concurrency | Go load generator | ab | ab ÷ Go |\n|---|---|---:|---:|---:|---:|\n")
+			w("\nCross-check with `ab -f TLS1.2` (apache2-utils, no keep-alive: a full handshake per request; TLS 1.2 because over TLS 1.3 ab stalls 40 ms per request on a delayed ACK, see docs/evaluation.md):\n\n| key | mode | concurrency | Go load generator | ab | ab ÷ Go |\n|---|---|---:|---:|---:|---:|\n")
 			for _, p := range abRows {
 				w("| %s | %s | %d | %.0f | %.0f | %.2f |\n", p.Alg, p.Mode, p.Concurrency, p.TPS, p.ABTPS, p.ABTPS/p.TPS)
 			}
@@ -240,6 +248,19 @@ func (r *benchReport) markdown() string {
 		w("### Where the time goes: one signature, serially (µs)\n\n| key | signer | median | p90 | n |\n|---|---|---:|---:|---:|\n")
 		for _, s := range r.Sign {
 			w("| %s | %s | %.0f | %.0f | %d |\n", s.Alg, s.Mode, s.MedianUs, s.P90Us, s.Signatures)
+		}
+		w("\n")
+	}
+	if len(r.Sign64) > 0 {
+		w("### Signatures with 64 concurrent callers, PAL-held key, gRPC vs the lean protocol\n\n| key | transport | signatures/s | CPU µs per signature | ÷ gRPC |\n|---|---|---:|---:|---:|\n")
+		grpc := map[string]float64{}
+		for _, s := range r.Sign64 {
+			if s.Transport == "gRPC" {
+				grpc[s.Alg] = s.PerSec
+			}
+		}
+		for _, s := range r.Sign64 {
+			w("| %s | %s | %.0f | %.1f | %.2f× |\n", s.Alg, s.Transport, s.PerSec, s.CPUPerSigUs, s.PerSec/grpc[s.Alg])
 		}
 		w("\n")
 	}

@@ -60,8 +60,12 @@ func runBench(ctx context.Context, args []string) error {
 	point := fs.Duration("point", 0, "HTTPS measuring time per point (default 2s; quick: 150ms)")
 	ab := fs.Int("ab", 0, "also run ab (apache2-utils) with this many requests per concurrency level as a cross-check of the Go load generator")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (where the time goes)")
-	if err := fs.Parse(args); err != nil {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
+	}
+	if len(pos) > 0 {
+		return usageErrorf("unexpected arguments %q", pos)
 	}
 	if *cpuProfile != "" {
 		f, err := os.Create(*cpuProfile)

@@ -12,29 +12,55 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"time"
 
 	"github.com/palisade-project/palisade/internal/config"
 	"github.com/palisade-project/palisade/internal/rot/tpm"
 	"github.com/palisade-project/palisade/internal/utpm"
 )
 
+// cfgSub is a subcommand of `palisade config`: its argument synopsis and what it does, shown
+// by `config -h` and by its own -h.
+type cfgSub struct {
+	name, args, summary string
+	run                 func([]string) error
+}
+
+// cfgSubs lists the subcommands in the order `config -h` shows them. It is filled in init:
+// the run functions refer to cfgSubFlags, which reads the table.
+var cfgSubs []cfgSub
+
+const cfgTPMNote = "show, plan, apply, history and secret (and palisade exec) take --tpm DEVICE (/dev/tpmrm0,\n" +
+	"swtpm:SOCKET) to anchor the state in the TPM: its version, its history and its administrator key.\n" +
+	"Once a state has been applied with --tpm, every command that reads it needs --tpm."
+
 func init() {
+	cfgSubs = []cfgSub{
+		{"init", "[--dir DIR] [--alg ed25519|es256] [--state-dir DIR]", "make an administrator key pair and a template document", configInit},
+		{"sign", "--key ADMIN.key [-o OUT.cose] CONFIG.json", "sign a configuration document", configSign},
+		{"verify", "--pub ADMIN.pub CONFIG.cose", "check a signed configuration", configVerify},
+		{"show", "[--pub ADMIN.pub | --state-dir DIR [--tpm DEVICE]] [--json] [FILE | --active]", "print a configuration", configShow},
+		{"plan", "[--state-dir DIR] [--tpm DEVICE] [--from OLD.cose] NEW.cose", "print what a transition changes", configPlan},
+		{"apply", "[--state-dir DIR] [--tpm DEVICE] [--admin-pub ADMIN.pub] NEW.cose", "make a configuration active", configApply},
+		{"history", "[--state-dir DIR] [--tpm DEVICE]", "print and verify the chain of applied configurations", configHistory},
+		{"secret", "put|list [--state-dir DIR] [--tpm DEVICE] [--master-key FILE] [NAME [FILE|-]]", "store or list sealed secrets", configSecret},
+		{"authorize-visor", "--key ADMIN.key --visor HEX [--pcr 23] -o FILE", "PolicyAuthorize a visor build", configAuthorizeVisor},
+		{"replace-admin", "--tpm DEVICE --state-dir NEWDIR --admin-pub NEW.pub --replacing KID",
+			"replace the administrator key the TPM anchors (a ceremony: needs the owner hierarchy, a new state directory)", configReplaceAdmin},
+	}
+	var b strings.Builder
+	b.WriteString("SUBCOMMAND [flags] [args]\n\n")
+	var names []string
+	for _, c := range cfgSubs {
+		fmt.Fprintf(&b, "  %s %s\n      %s\n", c.name, c.args, c.summary)
+		names = append(names, c.name)
+	}
+	b.WriteString("\n" + cfgTPMNote)
 	register(&command{
 		name:    "config",
-		summary: "manage trusted configurations: init, sign, verify, show, plan, apply, history, secret, authorize-visor",
-		usage: "SUBCOMMAND [flags] [args]\n\n" +
-			"  init    [--dir DIR] [--alg ed25519|es256] [--state-dir DIR]   admin key pair + template\n" +
-			"  sign    --key ADMIN.key [-o OUT.cose] CONFIG.json              sign a document\n" +
-			"  verify  --pub ADMIN.pub CONFIG.cose                            check a signed document\n" +
-			"  show    [--pub ADMIN.pub | --state-dir DIR] [--json] [FILE | --active]\n" +
-			"  plan    [--state-dir DIR] [--from OLD.cose] NEW.cose            what a transition changes\n" +
-			"  apply   [--state-dir DIR] [--admin-pub ADMIN.pub] NEW.cose      make a configuration active\n" +
-			"  history [--state-dir DIR]                                      print and verify the chain\n" +
-			"  secret  put|list [--state-dir DIR] [--master-key FILE] [NAME [FILE|-]]\n" +
-			"  authorize-visor --key ADMIN.key --visor HEX [--pcr 23] -o FILE  PolicyAuthorize a visor build\n\n" +
-			"show, plan, apply, history and secret take --tpm DEVICE (/dev/tpmrm0, swtpm:SOCKET) to check\n" +
-			"and advance the configuration version in the TPM's NV counter instead of the state's file.",
-		run: runConfig,
+		summary: "manage trusted configurations: " + strings.Join(names, ", "),
+		usage:   b.String(),
+		run:     runConfig,
 	})
 }
 
@@ -50,31 +76,33 @@ func runConfig(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		return usageErrorf("missing subcommand")
 	}
-	sub := map[string]func([]string) error{
-		"init": configInit, "sign": configSign, "verify": configVerify, "show": configShow,
-		"plan": configPlan, "apply": configApply, "history": configHistory, "secret": configSecret,
-		"authorize-visor": configAuthorizeVisor,
-	}[args[0]]
-	if sub == nil {
-		if args[0] == "-h" || args[0] == "--help" {
-			newFlags(commands["config"]).Usage()
-			return flag.ErrHelp
+	for _, c := range cfgSubs {
+		if c.name == args[0] {
+			return c.run(args[1:])
 		}
-		return usageErrorf("unknown subcommand %q", args[0])
 	}
-	return sub(args[1:])
+	if args[0] == "-h" || args[0] == "--help" {
+		newFlags(commands["config"]).Usage()
+		return flag.ErrHelp
+	}
+	return usageErrorf("unknown subcommand %q", args[0])
 }
 
 // cfgTPMFlag adds --tpm to a subcommand that opens a state directory.
 func cfgTPMFlag(fs *flag.FlagSet) *string {
-	return fs.String("tpm", "", "anchor the configuration version in this TPM's NV counter (/dev/tpmrm0, swtpm:SOCKET); default: the state's anchor file")
+	return fs.String("tpm", "", "anchor the state's version, history and administrator key in this TPM (/dev/tpmrm0, swtpm:SOCKET); required once a state was applied with it; default: the state's anchor file")
 }
 
 // cfgOpenState opens a state directory, with its version anchored in the TPM at device if
-// one is given. The TPM connection stays open for the life of the command. A TPM socket
-// (swtpm) serves one connection at a time: stop a daemon that uses it first; /dev/tpmrm0 is
-// shared through the kernel's resource manager.
+// one is given. The TPM connection stays open for the life of the command, and one command
+// opens each state once however often it asks (plan reads the pinned key, then the active
+// configuration): a TPM socket (swtpm) serves one connection at a time, so stop a daemon that
+// uses it first; /dev/tpmrm0 is shared through the kernel's resource manager.
 func cfgOpenState(dir, device string) (*config.State, error) {
+	key := [2]string{dir, device}
+	if st, ok := cfgStates[key]; ok {
+		return st, nil
+	}
 	var o config.Options
 	if device != "" {
 		a, err := tpm.OpenVersionAnchor(strings.TrimPrefix(device, "tpm:"), 0)
@@ -83,8 +111,16 @@ func cfgOpenState(dir, device string) (*config.State, error) {
 		}
 		o.Anchor = a
 	}
-	return config.OpenState(dir, o)
+	st, err := config.OpenState(dir, o)
+	if err != nil {
+		return nil, err
+	}
+	cfgStates[key] = st
+	return st, nil
 }
+
+// cfgStates are the states this command opened, by directory and TPM device.
+var cfgStates = map[[2]string]*config.State{}
 
 // configAuthorizeVisor signs a TPM2_PolicyAuthorize approval of one visor build
 // (docs/attestation.md §6.1): a daemon whose tpm authority is the admin's public key unseals
@@ -128,10 +164,16 @@ func configAuthorizeVisor(args []string) error {
 	return nil
 }
 
+// cfgSubFlags makes the flag set of subcommand name ("secret put" is the secret subcommand):
+// its usage is that subcommand's synopsis, not the whole config command's.
 func cfgSubFlags(name string) *flag.FlagSet {
-	c := *commands["config"]
-	c.name = "config " + name
-	return newFlags(&c)
+	first, _, _ := strings.Cut(name, " ")
+	for _, sc := range cfgSubs {
+		if sc.name == first {
+			return newFlags(&command{name: "config " + sc.name, usage: sc.args, summary: sc.summary})
+		}
+	}
+	panic("palisade: no config subcommand " + name)
 }
 
 const cfgTemplateDoc = `{
@@ -285,8 +327,9 @@ func configVerify(args []string) error {
 }
 
 // cfgLoadSigned reads a signed configuration and verifies it against --pub, or the key pinned in
-// the state directory.
-func cfgLoadSigned(path, pubPath, stateDir string) (*config.Signed, error) {
+// the state directory (checked against the TPM's anchored key when device is given; a state
+// anchored in a TPM refuses to be read without it).
+func cfgLoadSigned(path, pubPath, stateDir, device string) (*config.Signed, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
 		return nil, err
@@ -296,7 +339,7 @@ func cfgLoadSigned(path, pubPath, stateDir string) (*config.Signed, error) {
 		pub, err = cfgReadPub(pubPath)
 	} else {
 		var st *config.State
-		st, err = config.OpenState(stateDir, config.Options{})
+		st, err = cfgOpenState(stateDir, device)
 		if st != nil {
 			pub, _ = st.AdminKey()
 		}
@@ -317,7 +360,7 @@ func configShow(args []string) error {
 	stateDir := fs.String("state-dir", configStateDir(), "state directory")
 	tpmDev := cfgTPMFlag(fs)
 	active := fs.Bool("active", false, "show the active configuration of --state-dir")
-	asJSON := fs.Bool("json", false, "print the document as JSON (what `config sign` takes)")
+	asJSON := fs.Bool("json", false, "print the document as JSON, the form config sign takes")
 	pos, _, err := cfgParse(fs, args, false)
 	if err != nil {
 		return err
@@ -348,7 +391,7 @@ func configShow(args []string) error {
 		h, _ := c.Hash()
 		header = fmt.Sprintf("unsigned document %s, configuration %s\n", pos[0], h)
 	case len(pos) == 1:
-		sc, err := cfgLoadSigned(pos[0], *pubPath, *stateDir)
+		sc, err := cfgLoadSigned(pos[0], *pubPath, *stateDir, *tpmDev)
 		if err != nil {
 			return err
 		}
@@ -382,13 +425,13 @@ func configPlan(args []string) error {
 	if len(pos) != 1 {
 		return usageErrorf("want one NEW.cose")
 	}
-	next, err := cfgLoadSigned(pos[0], *pubPath, *stateDir)
+	next, err := cfgLoadSigned(pos[0], *pubPath, *stateDir, *tpmDev)
 	if err != nil {
 		return err
 	}
 	var old *config.Config
 	if *from != "" {
-		o, err := cfgLoadSigned(*from, *pubPath, *stateDir)
+		o, err := cfgLoadSigned(*from, *pubPath, *stateDir, *tpmDev)
 		if err != nil {
 			return err
 		}
@@ -484,7 +527,82 @@ func configHistory(args []string) error {
 		return err
 	}
 	fmt.Printf("chain verified: %d entries, head %s, active version %d\n", len(hist), head.Head, head.Version)
+	if *tpmDev != "" && len(hist) > 0 {
+		fmt.Printf("head anchored in the TPM (%s)\n", *tpmDev)
+	}
 	return nil
+}
+
+// configReplaceAdmin is the administrator replacement ceremony: the TPM anchors the key id of
+// the administrator whose configurations a state accepts, and nothing else changes it. The
+// old state directory keeps the old key's history: the new key starts a new directory.
+func configReplaceAdmin(args []string) error {
+	fs := cfgSubFlags("replace-admin")
+	tpmDev := fs.String("tpm", "", "the TPM that anchors the configuration state (required)")
+	stateDir := fs.String("state-dir", "", "a new state directory for the new administrator (required; not the old one)")
+	adminPub := fs.String("admin-pub", "", "the new administrator public key (required)")
+	replacing := fs.String("replacing", "", "key id (64 hex) of the administrator being replaced, as 'config init' printed it (required)")
+	if pos, _, err := cfgParse(fs, args, false); err != nil {
+		return err
+	} else if len(pos) != 0 {
+		return usageErrorf("unexpected arguments %q", pos)
+	}
+	if *tpmDev == "" || *stateDir == "" || *adminPub == "" || *replacing == "" {
+		return usageErrorf("--tpm, --state-dir, --admin-pub and --replacing are required")
+	}
+	oldM, err := config.ParseMeasurement(*replacing)
+	if err != nil {
+		return usageErrorf("--replacing: %v", err)
+	}
+	old := config.KeyID(oldM)
+	pub, err := cfgReadPub(*adminPub)
+	if err != nil {
+		return err
+	}
+	next, err := config.PublicKeyID(pub)
+	if err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(*stateDir, "active")); err == nil {
+		return fmt.Errorf("%s has applied configurations signed by the old key: keep it as their record and give a new --state-dir", *stateDir)
+	}
+	a, err := tpm.OpenVersionAnchor(strings.TrimPrefix(*tpmDev, "tpm:"), 0)
+	if err != nil {
+		return err
+	}
+	defer a.Close()
+	// Pin first: a directory pinning another key is refused before the TPM changes.
+	if err := config.InitState(*stateDir, pub); err != nil {
+		return err
+	}
+	rec, err := a.ReplaceAdmin(old, next)
+	if err != nil {
+		return fmt.Errorf("REFUSED: %w", err)
+	}
+	line := fmt.Sprintf("%s administrator %s replaced by %s in %s by uid %d; record %s folded into its history digest\n",
+		time.Now().UTC().Format(time.RFC3339), old, next, a.ID(), os.Getuid(), rec)
+	if err := cfgAppendAudit(filepath.Join(*stateDir, "admin-replacements"), line); err != nil {
+		return fmt.Errorf("the TPM now anchors %s, but the audit record was not written: %w", next, err)
+	}
+	fmt.Print(line)
+	return nil
+}
+
+// cfgAppendAudit appends line to an audit file, durably.
+func cfgAppendAudit(path, line string) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o644)
+	if err != nil {
+		return err
+	}
+	if _, err := f.WriteString(line); err != nil {
+		f.Close()
+		return err
+	}
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 // cfgOpenSecrets opens the secret store of a state. The master key comes from a file: this is the
@@ -512,13 +630,17 @@ func cfgOpenSecrets(st *config.State, masterPath string, create bool) (*config.S
 }
 
 func configSecret(args []string) error {
-	if len(args) == 0 || (args[0] != "put" && args[0] != "list") {
-		return usageErrorf("secret put|list")
-	}
-	fs := cfgSubFlags("secret " + args[0])
+	fs := cfgSubFlags("secret")
 	stateDir := fs.String("state-dir", configStateDir(), "state directory")
 	tpmDev := cfgTPMFlag(fs)
 	masterPath := fs.String("master-key", "", "development master key file (default: STATE/master.key, created if absent)")
+	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
+		fs.Usage()
+		return flag.ErrHelp
+	}
+	if len(args) == 0 || (args[0] != "put" && args[0] != "list") {
+		return usageErrorf("secret put|list")
+	}
 	pos, _, err := cfgParse(fs, args[1:], false)
 	if err != nil {
 		return err

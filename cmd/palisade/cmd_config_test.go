@@ -3,16 +3,21 @@ package main
 import (
 	"bytes"
 	"crypto/sha256"
+	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
+	"github.com/fxamacker/cbor/v2"
+
 	"github.com/palisade-project/palisade/internal/config"
+	"github.com/palisade-project/palisade/internal/swtpmtest"
 	"github.com/palisade-project/palisade/pal"
 )
 
@@ -253,4 +258,176 @@ func TestMeasureCLI(t *testing.T) {
 	if code, _, _ := cfgCLI(t, dir, "measure", "--kind", "bogus", "p.wasm"); code != 2 {
 		t.Fatalf("bad --kind: status %d, want 2", code)
 	}
+}
+
+// TestConfigSubcommandHelp: `config SUB -h` prints that subcommand's own usage line, and every
+// flag line names one flag with at most one argument placeholder (flag.PrintDefaults takes a
+// back-quoted word of the help text as the placeholder).
+func TestConfigSubcommandHelp(t *testing.T) {
+	dir := t.TempDir()
+	for _, sub := range cfgSubs {
+		t.Run(sub.name, func(t *testing.T) {
+			code, out, errs := cfgCLI(t, dir, "config", sub.name, "-h")
+			help := out + errs
+			if code != 0 {
+				t.Fatalf("status %d\n%s", code, help)
+			}
+			first, _, _ := strings.Cut(help, "\n")
+			if want := "usage: palisade config " + sub.name + " " + sub.args; first != want {
+				t.Errorf("first line %q, want %q", first, want)
+			}
+			if !strings.Contains(help, sub.summary) {
+				t.Errorf("help does not say what %s does (%q):\n%s", sub.name, sub.summary, help)
+			}
+			for _, l := range strings.Split(help, "\n") {
+				if strings.HasPrefix(l, "  -") && len(strings.Fields(l)) > 2 {
+					t.Errorf("flag line %q has more than one placeholder", l)
+				}
+			}
+		})
+	}
+	// The command's own help lists every subcommand.
+	code, out, errs := cfgCLI(t, dir, "config", "-h")
+	if code != 0 {
+		t.Fatalf("config -h: status %d", code)
+	}
+	for _, sub := range cfgSubs {
+		if !strings.Contains(out+errs, "\n  "+sub.name+" ") {
+			t.Errorf("config -h does not list %s:\n%s", sub.name, out+errs)
+		}
+	}
+}
+
+// TestConfigCLIAnchoredInTPM walks the administrator's workflow on a real swtpm and tries what
+// someone who can write the state directory can do (issue #16): run exec without --tpm on a
+// rolled-back directory, wipe the directory and bring another administrator key, rewrite the
+// history consistently. Each is refused, and the replacement ceremony is the one way to change
+// the administrator.
+func TestConfigCLIAnchoredInTPM(t *testing.T) {
+	if _, err := exec.LookPath("swtpm"); err != nil {
+		t.Skip("swtpm not installed")
+	}
+	sw := swtpmtest.Start(t)
+	dev := sw.Device()
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	initOut := mustCLI(t, dir, "config", "init", "--dir", "adm", "--state-dir", state)
+	mustCLI(t, dir, "config", "init", "--dir", "intruder")
+
+	b, err := os.ReadFile("/bin/true")
+	if err != nil {
+		t.Skip(err)
+	}
+	tool := filepath.Join(dir, "tool")
+	os.WriteFile(tool, b, 0o755)
+	mTool := strings.TrimSpace(mustCLI(t, dir, "measure", "-q", "--kind", "file", tool))
+	writeDoc(t, filepath.Join(dir, "v1.json"), 1, map[string][]string{"tool": {mTool}}, nil, map[string][]string{"token": {"tool"}})
+	writeDoc(t, filepath.Join(dir, "v2.json"), 2, map[string][]string{"tool": {}}, nil, map[string][]string{"token": {"tool"}})
+	mustCLI(t, dir, "config", "sign", "--key", "adm/admin.key", "v1.json")
+	mustCLI(t, dir, "config", "sign", "--key", "adm/admin.key", "v2.json")
+	mustCLI(t, dir, "config", "apply", "--state-dir", state, "--tpm", dev, "v1.cose")
+	os.WriteFile(filepath.Join(dir, "token"), []byte("s3cret"), 0o600)
+	mustCLI(t, dir, "config", "secret", "put", "--state-dir", state, "--tpm", dev, "token", "token")
+	mustCLI(t, dir, "exec", "tool", "--state-dir", state, "--tpm", dev, "--secret", "token:5", "--", tool)
+	snapshot := filepath.Join(t.TempDir(), "v1")
+	copyTree(t, state, snapshot)
+
+	// Version 2 revokes the tool.
+	mustCLI(t, dir, "config", "apply", "--state-dir", state, "--tpm", dev, "v2.cose")
+	refusedCLI(t, dir, "not listed", "exec", "tool", "--state-dir", state, "--tpm", dev, "--", tool)
+
+	// Item 3: the version-1 directory put back; exec without --tpm must not run the tool.
+	os.RemoveAll(state)
+	copyTree(t, snapshot, state)
+	refusedCLI(t, dir, "anchored in TPM NV index", "exec", "tool", "--state-dir", state, "--secret", "token:5", "--", tool)
+	refusedCLI(t, dir, "anchored in TPM NV index", "config", "show", "--active", "--state-dir", state)
+	refusedCLI(t, dir, "rollback", "exec", "tool", "--state-dir", state, "--tpm", dev, "--", tool)
+	os.RemoveAll(state)
+
+	// Item 4: a wiped directory with another administrator key, on the same TPM.
+	writeDoc(t, filepath.Join(dir, "evil.json"), 3, map[string][]string{"tool": {mTool}}, nil, nil)
+	mustCLI(t, dir, "config", "sign", "--key", "intruder/admin.key", "-o", "evil.cose", "evil.json")
+	refusedCLI(t, dir, "does not hold", "config", "apply", "--state-dir", state, "--tpm", dev,
+		"--admin-pub", "intruder/admin.pub", "evil.cose")
+	os.RemoveAll(state)
+
+	// Item 5: the history rewritten consistently (chain and head recomputed). A wiped
+	// directory with the anchored key takes versions above the anchor's.
+	writeDoc(t, filepath.Join(dir, "v3.json"), 3, map[string][]string{"tool": {}}, nil, nil)
+	writeDoc(t, filepath.Join(dir, "v4.json"), 4, map[string][]string{"tool": {}}, nil, nil)
+	mustCLI(t, dir, "config", "sign", "--key", "adm/admin.key", "v3.json")
+	mustCLI(t, dir, "config", "sign", "--key", "adm/admin.key", "v4.json")
+	mustCLI(t, dir, "config", "apply", "--state-dir", state, "--tpm", dev, "--admin-pub", "adm/admin.pub", "v3.cose")
+	mustCLI(t, dir, "config", "apply", "--state-dir", state, "--tpm", dev, "v4.cose")
+	if out := mustCLI(t, dir, "config", "history", "--state-dir", state, "--tpm", dev); !strings.Contains(out, "head anchored in the TPM") {
+		t.Fatalf("history: %s", out)
+	}
+	// plan reads the pinned key and the active configuration over one TPM connection.
+	if out := mustCLI(t, dir, "config", "plan", "--state-dir", state, "--tpm", dev, "v4.cose"); !strings.Contains(out, "REFUSED: version 4 is not greater than 4") {
+		t.Fatalf("plan: %s", out)
+	}
+	rewriteHistoryFiles(t, state)
+	refusedCLI(t, dir, "does not match its anchor", "config", "history", "--state-dir", state, "--tpm", dev)
+
+	// The ceremony: the administrator key the TPM anchors changes only this way, into a new
+	// directory, and leaves an audit record.
+	kid := regexp.MustCompile(`administrator key ([0-9a-f]{64})`).FindStringSubmatch(initOut)[1]
+	newState := filepath.Join(dir, "state-new")
+	code, _, errs := cfgCLI(t, dir, "config", "replace-admin", "--tpm", dev, "--state-dir", newState,
+		"--admin-pub", "intruder/admin.pub", "--replacing", strings.Repeat("ab", 32))
+	if code != 1 || !strings.Contains(errs, "REFUSED") {
+		t.Fatalf("ceremony naming the wrong key: %d %s", code, errs)
+	}
+	os.RemoveAll(newState)
+	out := mustCLI(t, dir, "config", "replace-admin", "--tpm", dev, "--state-dir", newState,
+		"--admin-pub", "intruder/admin.pub", "--replacing", kid)
+	audit, _ := os.ReadFile(filepath.Join(newState, "admin-replacements"))
+	if !strings.Contains(out, "replaced by") || string(audit) != out {
+		t.Fatalf("ceremony printed %q, audit %q", out, audit)
+	}
+	writeDoc(t, filepath.Join(dir, "v5.json"), 5, map[string][]string{"tool": {}}, nil, nil)
+	mustCLI(t, dir, "config", "sign", "--key", "intruder/admin.key", "v5.json")
+	mustCLI(t, dir, "config", "apply", "--state-dir", newState, "--tpm", dev, "v5.cose")
+}
+
+func copyTree(t *testing.T, src, dst string) {
+	t.Helper()
+	if out, err := exec.Command("cp", "-a", src, dst).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+}
+
+// rewriteHistoryFiles changes the last history entry's time and recomputes the framing and the
+// commit record from the documented formats (docs/configurations.md §3, §4), with an encoder
+// of its own, so that the chain verifies on its own.
+func rewriteHistoryFiles(t *testing.T, dir string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "history"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hist, err := config.DecodeHistory(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, _ := cbor.CoreDetEncOptions().EncMode()
+	var out []byte
+	for i := range hist {
+		if i == len(hist)-1 {
+			hist[i].Time -= 3600
+		}
+		body, _ := enc.Marshal(hist[i])
+		out = binary.LittleEndian.AppendUint32(out, uint32(len(body)))
+		out = append(out, body...)
+	}
+	var p map[int]any
+	pb, _ := os.ReadFile(filepath.Join(dir, "active"))
+	if err := cbor.Unmarshal(pb, &p); err != nil {
+		t.Fatal(err)
+	}
+	head := hist[len(hist)-1].Hash()
+	p[4], p[5] = head[:], uint64(len(out))
+	pb, _ = enc.Marshal(p)
+	os.WriteFile(filepath.Join(dir, "history"), out, 0o644)
+	os.WriteFile(filepath.Join(dir, "active"), pb, 0o644)
 }

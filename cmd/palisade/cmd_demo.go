@@ -8,6 +8,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -38,7 +39,7 @@ type demo struct {
 var demos = map[string]demo{}
 
 func runDemo(ctx context.Context, args []string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" {
+	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "-help" {
 		names := make([]string, 0, len(demos))
 		for n := range demos {
 			names = append(names, n)
@@ -48,7 +49,12 @@ func runDemo(ctx context.Context, args []string) error {
 		for _, n := range names {
 			fmt.Fprintf(&b, "\n  %-6s %s", n, demos[n].summary)
 		}
-		return usageErrorf("name a demo:%s", b.String())
+		if len(args) == 0 {
+			return usageErrorf("name a demo:%s", b.String())
+		}
+		c := commands["demo"]
+		fmt.Fprintf(os.Stderr, "usage: palisade demo %s\n\n%s\n\ndemos:%s\n\n'palisade demo NAME -h' shows a demo's flags.\n", c.usage, c.summary, b.String())
+		return flag.ErrHelp
 	}
 	d, ok := demos[args[0]]
 	if !ok {
@@ -57,13 +63,21 @@ func runDemo(ctx context.Context, args []string) error {
 	return d.run(ctx, args[1:])
 }
 
+// demoFlags makes the flag set of "palisade demo NAME".
+func demoFlags(name string) *flag.FlagSet {
+	c := *commands["demo"]
+	c.name, c.usage, c.summary = "demo "+name, "[flags]", demos[name].summary
+	return newFlags(&c)
+}
+
 func demoSeal(ctx context.Context, args []string) error {
-	c := commands["demo"]
-	fs := newFlags(c)
+	fs := demoFlags("seal")
 	dir := fs.String("pal-dir", "build/pal", "directory holding sealer.wasm and unsealer.wasm (scripts/demo.sh builds them)")
 	stateDir := fs.String("state-dir", defaultStateDir(), "directory of the development root of trust")
-	if err := fs.Parse(args); err != nil {
+	if pos, err := parseArgs(fs, args); err != nil {
 		return err
+	} else if len(pos) > 0 {
+		return usageErrorf("demo seal: unexpected arguments %q", pos)
 	}
 	read := func(name string) ([]byte, error) {
 		b, err := os.ReadFile(filepath.Join(*dir, name))

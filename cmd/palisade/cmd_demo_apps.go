@@ -39,6 +39,9 @@ func init() {
 	demos["ssh"] = demo{"an SSH server whose password database is sealed to a checking PAL (paper §6.2); logs in with ssh", demoSSH}
 }
 
+// demoPassword is the password the SSH demo enrols unless given another: a demo's, not a secret.
+const demoPassword = "correct horse battery staple"
+
 func step(format string, a ...any) { fmt.Printf("==> "+format+"\n", a...) }
 
 // appFlags are the flags both application demos take.
@@ -47,8 +50,8 @@ type appFlags struct {
 	serve                *bool
 }
 
-func addAppFlags(args []string, extra func(*flag.FlagSet)) (appFlags, error) {
-	fs := newFlags(commands["demo"])
+func addAppFlags(name string, args []string, extra func(*flag.FlagSet)) (appFlags, error) {
+	fs := demoFlags(name)
 	f := appFlags{
 		socket: fs.String("socket", "", "use the palisaded at this socket (default: start a private one on a temporary socket)"),
 		palDir: fs.String("pal-dir", "", "directory with the prebuilt PALs (default: build them from the source tree)"),
@@ -58,10 +61,14 @@ func addAppFlags(args []string, extra func(*flag.FlagSet)) (appFlags, error) {
 	if extra != nil {
 		extra(fs)
 	}
-	return f, fs.Parse(args)
+	pos, err := parseArgs(fs, args)
+	if err == nil && len(pos) > 0 {
+		err = usageErrorf("demo %s: unexpected arguments %q", name, pos)
+	}
+	return f, err
 }
 
-// connect dials socket, or starts a private daemon.
+// connect dials socket, or starts a private daemon in a process of its own (demo_daemon.go).
 func connect(ctx context.Context, socket string) (*client.Client, func(), error) {
 	if socket != "" {
 		c, err := client.Dial(ctx, socket)
@@ -71,21 +78,21 @@ func connect(ctx context.Context, socket string) (*client.Client, func(), error)
 		step("using palisaded at %s", socket)
 		return c, func() { c.Close() }, nil
 	}
-	d, err := apps.StartDaemon(ctx, apps.DaemonOptions{Engines: []string{"wasm"}})
+	d, err := startPrivateDaemon(ctx)
 	if err != nil {
 		return nil, nil, fmt.Errorf("private daemon: %w", err)
 	}
-	step("started a private palisaded on %s (root of trust: none — development mode)", d.Socket)
-	c, err := d.Dial(ctx)
+	step("started a private palisaded, process %d, on %s (root of trust: none — development mode); this process (%d) holds no PAL key", d.Pid, d.Socket, os.Getpid())
+	c, err := client.Dial(ctx, d.Socket)
 	if err != nil {
-		d.Close(context.Background())
+		d.Close()
 		return nil, nil, err
 	}
 	return c, func() {
 		c.Close()
-		cctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		d.Close(cctx)
+		if err := d.Close(); err != nil {
+			fmt.Fprintf(os.Stderr, "palisade demo: %v\n", err)
+		}
 	}, nil
 }
 
@@ -109,7 +116,7 @@ func loadPAL(ctx context.Context, dir, name, pkg string) ([]byte, error) {
 
 func demoTLS(ctx context.Context, args []string) error {
 	var alg, variant *string
-	f, err := addAppFlags(args, func(fs *flag.FlagSet) {
+	f, err := addAppFlags("tls", args, func(fs *flag.FlagSet) {
 		alg = fs.String("alg", "ecdsa-p256", "server key: ecdsa-p256, rsa2048 or rsa3072")
 		variant = fs.String("variant", "keyobject", "keyobject (a µTPM key object; the key never enters a PAL) or sealed (the PAL generates the key and seals it for the signer; ecdsa-p256)")
 	})
@@ -205,14 +212,21 @@ func fetchGo(ctx context.Context, addr string, leaf *x509.Certificate, v string)
 }
 
 func demoSSH(ctx context.Context, args []string) error {
-	var user, password, hostKey *string
-	f, err := addAppFlags(args, func(fs *flag.FlagSet) {
+	var user, passwordFile, hostKey *string
+	f, err := addAppFlags("ssh", args, func(fs *flag.FlagSet) {
 		user = fs.String("user", "alice", "user to enrol")
-		password = fs.String("password", "correct horse battery staple", "their password")
+		passwordFile = fs.String("password-file", "", "file holding their password ('-': standard input, prompted with echo off on a terminal; default: the demo's own password, "+demoPassword+")")
+		refuseSecretFlag(fs, "password", "--password-file FILE, or - for standard input")
 		hostKey = fs.String("host-key", "memory", "memory (an ed25519 key in the server) or pal (an ECDSA P-256 key held by the HTTPS example's PALs)")
 	})
 	if err != nil {
 		return err
+	}
+	password := []byte(demoPassword)
+	if *passwordFile != "" {
+		if password, err = readSecret(*passwordFile, "password for "+*user+": "); err != nil {
+			return fmt.Errorf("--password-file: %w", err)
+		}
 	}
 	img, err := loadPAL(ctx, *f.palDir, "checker.wasm", "examples/sshpass/checker")
 	if err != nil {
@@ -229,7 +243,7 @@ func demoSSH(ctx context.Context, args []string) error {
 	}
 	defer p.Close(context.Background())
 	t0 := time.Now()
-	if err := p.Enrol(ctx, *user, []byte(*password)); err != nil {
+	if err := p.Enrol(ctx, *user, password); err != nil {
 		return err
 	}
 	step("enrolled %q in the checking PAL (%v): the server holds only a %d-byte blob sealed to the PAL", *user, time.Since(t0).Round(time.Millisecond), len(p.SealedDB()))
@@ -286,7 +300,7 @@ func demoSSH(ctx context.Context, args []string) error {
 		tool = "Go SSH client (sshpass is not installed)"
 	}
 	t0 = time.Now()
-	out, err := login(*password, "whoami")
+	out, err := login(string(password), "whoami")
 	step("%s %s@%s -p %s whoami   → %q, %v (%v)", tool, *user, host, port, out, errText(err), time.Since(t0).Round(time.Millisecond))
 	if err != nil {
 		return err
@@ -298,7 +312,7 @@ func demoSSH(ctx context.Context, args []string) error {
 			return errors.New("a wrong password was accepted")
 		}
 	}
-	_, err = login(*password, "whoami")
+	_, err = login(string(password), "whoami")
 	step("right password during the lockout → %v", errText(err))
 	if err == nil {
 		return errors.New("the lockout did not hold")

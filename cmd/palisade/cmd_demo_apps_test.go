@@ -1,6 +1,8 @@
 package main
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -8,6 +10,10 @@ import (
 // TestDemoApps runs `palisade demo tls` and `palisade demo ssh` end to end (private daemon,
 // PALs built from source, curl and ssh when installed, Go clients otherwise).
 func TestDemoApps(t *testing.T) {
+	pwFile := filepath.Join(t.TempDir(), "password")
+	if err := os.WriteFile(pwFile, []byte("tr0ub4dor&3\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
 	for _, tt := range []struct {
 		args []string
 		want []string
@@ -15,6 +21,7 @@ func TestDemoApps(t *testing.T) {
 		{[]string{"demo", "tls", "--alg", "rsa2048"}, []string{"it returned only the public key", "signed by the PAL", "this TLS handshake was signed inside a PAL", "demo complete"}},
 		{[]string{"demo", "tls", "--variant", "sealed"}, []string{"this TLS handshake was signed inside a PAL", "demo complete"}},
 		{[]string{"demo", "ssh", "--host-key", "pal"}, []string{"host key: ECDSA P-256 µTPM key object", "ecdsa-sha2-nistp256", `→ "alice\n", ok`}},
+		{[]string{"demo", "ssh", "--password-file", pwFile, "--user", "bob"}, []string{`→ "bob\n", ok`, "right password during the lockout → refused"}},
 		{[]string{"demo", "ssh"}, []string{`→ "alice\n", ok`, "attempt 4 with a wrong password → refused", "right password during the lockout → refused", "too many failed attempts", "demo complete"}},
 	} {
 		code, out, errOut := capture(t, tt.args...)

@@ -8,6 +8,7 @@ import (
 	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/pem"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -31,6 +32,7 @@ func init() {
 		name:    "key",
 		summary: "create and use named keys held by palisaded (docs/keys.md)",
 		usage: "create NAME [--alg ecdsa-p256|ed25519|rsa-2048|rsa-3072] [--allow-user U,..] [--allow-group G,..] [--pin-file F] [--max-tries N] [--signer PAL]\n" +
+			"       palisade key import NAME KEY.pem [--allow-user U,..] [--allow-group G,..] [--pin-file F] [--max-tries N] [--signer PAL]\n" +
 			"       palisade key list\n" +
 			"       palisade key show NAME\n" +
 			"       palisade key public NAME [--der] [-o FILE]\n" +
@@ -48,14 +50,14 @@ func init() {
 }
 
 var keySubs = map[string]func(context.Context, []string) error{
-	"create": keyCreate, "list": keyList, "show": keyShow, "public": keyPublic, "delete": keyDelete,
+	"create": keyCreate, "import": keyImport, "list": keyList, "show": keyShow, "public": keyPublic, "delete": keyDelete,
 	"access": keyAccess, "pin": keyPIN, "csr": keyCSR, "selfsign": keySelfsign, "chain": keyChain,
 	"attest": keyAttest, "verify": keyVerify,
 }
 
 func runKey(ctx context.Context, args []string) error {
 	if len(args) == 0 {
-		return usageErrorf("missing subcommand (create, list, show, public, delete, access, pin, csr, selfsign, chain, attest, verify)")
+		return usageErrorf("missing subcommand (create, import, list, show, public, delete, access, pin, csr, selfsign, chain, attest, verify)")
 	}
 	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
 		newFlags(commands["key"]).Usage()
@@ -72,11 +74,17 @@ func runKey(ctx context.Context, args []string) error {
 func keyFlags(sub, usage string) (*flag.FlagSet, *string) {
 	fs := flag.NewFlagSet("palisade key "+sub, flag.ContinueOnError)
 	socket := fs.String("socket", client.SocketPath(), "palisaded socket")
+	setKeyUsage(fs, sub, usage)
+	return fs, socket
+}
+
+// setKeyUsage gives the flag set of "palisade key SUB" its usage message.
+func setKeyUsage(fs *flag.FlagSet, sub, usage string) {
 	fs.Usage = func() {
+		flagUsageShown = true
 		fmt.Fprintf(fs.Output(), "usage: palisade key %s %s\n\nflags:\n", sub, usage)
 		fs.PrintDefaults()
 	}
-	return fs, socket
 }
 
 // keyArgs parses flags around exactly want positional arguments.
@@ -154,35 +162,52 @@ func readPIN(path string) ([]byte, error) {
 	return b, nil
 }
 
-func keyCreate(ctx context.Context, args []string) error {
-	fs, socket := keyFlags("create", "NAME [flags]")
-	alg := fs.String("alg", client.AlgECDSAP256, "ecdsa-p256, ed25519, rsa-2048 or rsa-3072")
+// newKeyOptions adds the flags that create and import share; opts reads them.
+func newKeyOptions(fs *flag.FlagSet) (opts func(name string) (client.KeyCreateOptions, error)) {
 	users := fs.String("allow-user", "", "users (names or uids, comma-separated) allowed to sign besides the owner")
 	groups := fs.String("allow-group", "", "groups (names or gids) whose members may sign")
 	pinFile := fs.String("pin-file", "", "file holding a PIN to require for every signature ('-': stdin)")
 	tries := fs.Uint("max-tries", 0, "incorrect PINs before the key locks (default 5)")
 	signer := fs.String("signer", "", "a signing PAL of your own (.wasm) to bind the key to, instead of the shipped one")
+	return func(name string) (client.KeyCreateOptions, error) {
+		o := client.KeyCreateOptions{Name: name, MaxTries: uint32(*tries)}
+		var err error
+		if *tries > 255 {
+			return o, usageErrorf("--max-tries %d: want 1..255", *tries)
+		}
+		if o.AllowUIDs, err = ids(*users, false); err != nil {
+			return o, err
+		}
+		if o.AllowGIDs, err = ids(*groups, true); err != nil {
+			return o, err
+		}
+		if *pinFile != "" {
+			if o.PIN, err = readPIN(*pinFile); err != nil {
+				return o, err
+			}
+		}
+		if *signer != "" {
+			if o.SignerImage, err = os.ReadFile(*signer); err != nil {
+				return o, err
+			}
+		}
+		return o, nil
+	}
+}
+
+func keyCreate(ctx context.Context, args []string) error {
+	fs, socket := keyFlags("create", "NAME [flags]")
+	alg := fs.String("alg", client.AlgECDSAP256, "ecdsa-p256, ed25519, rsa-2048 or rsa-3072")
+	opts := newKeyOptions(fs)
 	pos, err := keyArgs(fs, args, 1, "exactly one key name")
 	if err != nil {
 		return err
 	}
-	o := client.KeyCreateOptions{Name: pos[0], Alg: *alg, MaxTries: uint32(*tries)}
-	if o.AllowUIDs, err = ids(*users, false); err != nil {
+	o, err := opts(pos[0])
+	if err != nil {
 		return err
 	}
-	if o.AllowGIDs, err = ids(*groups, true); err != nil {
-		return err
-	}
-	if *pinFile != "" {
-		if o.PIN, err = readPIN(*pinFile); err != nil {
-			return err
-		}
-	}
-	if *signer != "" {
-		if o.SignerImage, err = os.ReadFile(*signer); err != nil {
-			return err
-		}
-	}
+	o.Alg = *alg
 	c, err := dial(ctx, *socket)
 	if err != nil {
 		return err
@@ -194,6 +219,71 @@ func keyCreate(ctx context.Context, args []string) error {
 	}
 	printKey(os.Stdout, k)
 	return nil
+}
+
+func keyImport(ctx context.Context, args []string) error {
+	fs, socket := keyFlags("import", "NAME KEY.pem [flags]")
+	opts := newKeyOptions(fs)
+	pos, err := keyArgs(fs, args, 2, "a key name and a PEM private key file")
+	if err != nil {
+		return err
+	}
+	o, err := opts(pos[0])
+	if err != nil {
+		return err
+	}
+	b, err := os.ReadFile(pos[1])
+	if err != nil {
+		return err
+	}
+	pkcs8, err := pkcs8FromPEM(b)
+	clear(b)
+	if err != nil {
+		return fmt.Errorf("%s: %w", pos[1], err)
+	}
+	defer clear(pkcs8)
+	c, err := dial(ctx, *socket)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	k, err := c.KeyImport(ctx, pkcs8, o)
+	if err != nil {
+		return err
+	}
+	printKey(os.Stdout, k)
+	return nil
+}
+
+// pkcs8FromPEM returns the first private key of a PEM file as PKCS#8 DER.
+func pkcs8FromPEM(b []byte) ([]byte, error) {
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			return nil, errors.New("no PEM private key (want PRIVATE KEY, EC PRIVATE KEY or RSA PRIVATE KEY, unencrypted)")
+		}
+		var (
+			k   any
+			err error
+		)
+		switch blk.Type {
+		case "PRIVATE KEY":
+			return blk.Bytes, nil
+		case "EC PRIVATE KEY":
+			k, err = x509.ParseECPrivateKey(blk.Bytes)
+		case "RSA PRIVATE KEY":
+			k, err = x509.ParsePKCS1PrivateKey(blk.Bytes)
+		case "ENCRYPTED PRIVATE KEY":
+			return nil, errors.New("the key is encrypted: decrypt it first (openssl pkey -in KEY -out PLAIN), on a machine you trust")
+		default:
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		return x509.MarshalPKCS8PrivateKey(k)
+	}
 }
 
 func origin(k client.KeyInfo) string {
@@ -579,14 +669,12 @@ func keyAttest(ctx context.Context, args []string) error {
 
 func keyVerify(_ context.Context, args []string) error {
 	fs := flag.NewFlagSet("palisade key verify", flag.ContinueOnError)
+	setKeyUsage(fs, "verify", "FILE|- --nonce HEX --visor HEX [flags]")
 	nonceHex := fs.String("nonce", "", "the nonce sent with `palisade key attest`, hex (required)")
 	visorHex := fs.String("visor", "", "expected visor measurement, 64 hex digits (required)")
-	creationVisorHex := fs.String("creation-visor", "", "visor measurement at the key's creation, if the daemon was upgraded since")
-	keygenHex := fs.String("keygen", "", "expected key-generation PAL measurement (default: the shipped one)")
-	signerHex := fs.String("signer", "", "expected signing PAL measurement (default: the shipped one)")
 	allowUnrooted := fs.Bool("allow-unrooted", false, "accept evidence from the development root of trust \"none\"")
-	allowImported := fs.Bool("allow-imported", false, "accept a key that was imported, not generated in a PAL")
 	ekRoots := fs.String("ek-roots", "", "PEM file of trusted EK CA certificates")
+	kf := newKeyVerifyFlags(fs)
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
 		return err
@@ -594,53 +682,72 @@ func keyVerify(_ context.Context, args []string) error {
 	if len(pos) != 1 {
 		return usageErrorf("key verify: want exactly one attestation file")
 	}
-	o := keys.VerifyOptions{AllowImported: *allowImported}
+	var o attest.Options
 	if o.Nonce, err = hex.DecodeString(*nonceHex); err != nil || len(o.Nonce) == 0 {
 		return usageErrorf("--nonce: want the hex nonce given to key attest")
 	}
-	if o.Evidence.Visor, err = digestFlag("visor", *visorHex); err != nil {
+	if o.Visor, err = digestFlag("visor", *visorHex); err != nil {
 		return err
 	}
-	if *creationVisorHex != "" {
-		if o.CreationVisor, err = digestFlag("creation-visor", *creationVisorHex); err != nil {
+	o.AllowUnrooted = *allowUnrooted
+	if *ekRoots != "" {
+		b, err := os.ReadFile(*ekRoots)
+		if err != nil {
 			return err
 		}
+		o.EKRoots = x509.NewCertPool()
+		if !o.EKRoots.AppendCertsFromPEM(b) {
+			return fmt.Errorf("--ek-roots %s: no PEM certificate", *ekRoots)
+		}
 	}
+	var b []byte
+	if pos[0] == "-" {
+		b, err = io.ReadAll(io.LimitReader(os.Stdin, keys.MaxAttestationSize+1))
+	} else {
+		b, err = os.ReadFile(pos[0])
+	}
+	if err != nil {
+		return err
+	}
+	return kf.verify(os.Stdout, b, o)
+}
+
+// keyVerifyFlags are the reference values of a key attestation beyond those of PAL evidence;
+// `palisade key verify` and `palisade verify` (given a key attestation) share them.
+type keyVerifyFlags struct {
+	keygen, signer, creationVisor *string
+	allowImported                 *bool
+}
+
+func newKeyVerifyFlags(fs *flag.FlagSet) *keyVerifyFlags {
+	return &keyVerifyFlags{
+		keygen:        fs.String("keygen", "", "key attestation: expected key-generation PAL measurement (default: the shipped one)"),
+		signer:        fs.String("signer", "", "key attestation: expected signing PAL measurement (default: the shipped one)"),
+		creationVisor: fs.String("creation-visor", "", "key attestation: visor measurement at the key's creation, if the daemon was upgraded since"),
+		allowImported: fs.Bool("allow-imported", false, "key attestation: accept a key that was imported, not generated in a PAL"),
+	}
+}
+
+// verify checks the key-attestation bundle b with the evidence checks ev (nonce, visor, roots)
+// and prints what it proves.
+func (kf *keyVerifyFlags) verify(w io.Writer, b []byte, ev attest.Options) error {
+	o := keys.VerifyOptions{Nonce: ev.Nonce, Evidence: ev, AllowImported: *kf.allowImported}
+	var err error
 	if o.KeyGenPAL, err = keys.Measurement(keys.KeyGenImage); err != nil {
 		return err
 	}
 	if o.SignerPAL, err = keys.Measurement(keys.SignerImage); err != nil {
 		return err
 	}
-	if *keygenHex != "" {
-		if o.KeyGenPAL, err = digestFlag("keygen", *keygenHex); err != nil {
-			return err
+	for _, f := range []struct {
+		name, val string
+		dst       *[32]byte
+	}{{"keygen", *kf.keygen, &o.KeyGenPAL}, {"signer", *kf.signer, &o.SignerPAL}, {"creation-visor", *kf.creationVisor, &o.CreationVisor}} {
+		if f.val != "" {
+			if *f.dst, err = digestFlag(f.name, f.val); err != nil {
+				return err
+			}
 		}
-	}
-	if *signerHex != "" {
-		if o.SignerPAL, err = digestFlag("signer", *signerHex); err != nil {
-			return err
-		}
-	}
-	o.Evidence.AllowUnrooted = *allowUnrooted
-	if *ekRoots != "" {
-		b, err := os.ReadFile(*ekRoots)
-		if err != nil {
-			return err
-		}
-		o.Evidence.EKRoots = x509.NewCertPool()
-		if !o.Evidence.EKRoots.AppendCertsFromPEM(b) {
-			return fmt.Errorf("--ek-roots %s: no PEM certificate", *ekRoots)
-		}
-	}
-	var b []byte
-	if pos[0] == "-" {
-		b, err = io.ReadAll(io.LimitReader(os.Stdin, 2*attest.MaxEvidenceSize+64<<10))
-	} else {
-		b, err = os.ReadFile(pos[0])
-	}
-	if err != nil {
-		return err
 	}
 	v, err := keys.VerifyAttestation(b, o)
 	if err != nil {
@@ -651,15 +758,15 @@ func keyVerify(_ context.Context, args []string) error {
 	if !v.Use.Rooted {
 		rooted = "UNROOTED (root of trust \"none\"), accepted because of --allow-unrooted"
 	}
-	fmt.Printf("key attestation verified, %s\n", rooted)
-	fmt.Printf("  key                %s (%s)\n  public key sha256  %x\n", v.Name, v.Alg, fp)
+	fmt.Fprintf(w, "key attestation verified, %s\n", rooted)
+	fmt.Fprintf(w, "  key                %s (%s)\n  public key sha256  %x\n", v.Name, v.Alg, fp)
 	if v.Imported {
-		fmt.Println("  origin             IMPORTED: not generated in a PAL (accepted because of --allow-imported)")
+		fmt.Fprintln(w, "  origin             IMPORTED: not generated in a PAL (accepted because of --allow-imported)")
 	} else {
-		fmt.Printf("  origin             generated in key-generation PAL %x\n", o.KeyGenPAL)
-		fmt.Printf("  created            %s (visor clock)\n", v.Creation.Claims.IssuedAt.Format(time.RFC3339))
+		fmt.Fprintf(w, "  origin             generated in key-generation PAL %x\n", o.KeyGenPAL)
+		fmt.Fprintf(w, "  created            %s (visor clock)\n", v.Creation.Claims.IssuedAt.Format(time.RFC3339))
 	}
-	fmt.Printf("  usable only by     signing PAL %x\n  visor              %x\n", o.SignerPAL, v.Use.Claims.Visor)
+	fmt.Fprintf(w, "  usable only by     signing PAL %x\n  visor              %x\n", o.SignerPAL, v.Use.Claims.Visor)
 	return nil
 }
 

@@ -88,32 +88,19 @@ func runMeasure(_ context.Context, args []string) error {
 	return nil
 }
 
-// cfgParse parses flags that may come before or after positional arguments. With dashdash,
-// everything after the first "--" is returned apart, untouched (a command to run).
-func cfgParse(fs interface {
-	Parse([]string) error
-	Args() []string
-}, args []string, dashdash bool) (pos, rest []string, err error) {
-	if dashdash {
-		for i, a := range args {
-			if a == "--" {
-				args, rest = args[:i], args[i+1:]
-				break
-			}
+// cfgParse parses flags that may come before or after positional arguments (parseArgs). With
+// dashdash, everything after the first "--" is returned apart, untouched (a command to run);
+// without, it is positional.
+func cfgParse(fs *flag.FlagSet, args []string, dashdash bool) (pos, rest []string, err error) {
+	pos, rest, _, err = parseArgsDashDash(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, nil, err
 		}
+		return nil, nil, usageErrorf("%v", err)
 	}
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil, nil, err
-			}
-			return nil, nil, usageErrorf("%v", err)
-		}
-		args = fs.Args()
-		if len(args) == 0 {
-			return pos, rest, nil
-		}
-		pos = append(pos, args[0])
-		args = args[1:]
+	if !dashdash {
+		return append(pos, rest...), nil, nil
 	}
+	return pos, rest, nil
 }

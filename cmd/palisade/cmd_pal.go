@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/hex"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -22,7 +21,7 @@ func init() {
 		name:    "pal",
 		summary: "register, call, list and unregister PALs in the palisaded daemon",
 		usage: "register FILE [--name N] [--engine E] [--replicas N] [--timeout D] [--memory-mib N] [--daemon-reads]\n" +
-			"       palisade pal call HANDLE [--input FILE|-] [--data STRING] [--hex]\n" +
+			"       palisade pal call HANDLE [--input FILE|-] [--data STRING] [--hex] [--timeout D] [--json]\n" +
 			"       palisade pal list\n" +
 			"       palisade pal unregister HANDLE\n" +
 			"(all take --socket PATH; default $PALISADE_SOCKET or " + client.DefaultSocket + ")",
@@ -34,7 +33,7 @@ func runPal(ctx context.Context, args []string) error {
 	if len(args) == 0 {
 		return usageErrorf("missing subcommand (register, call, list, unregister)")
 	}
-	if args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if args[0] == "-h" || args[0] == "--help" || args[0] == "-help" || args[0] == "help" {
 		newFlags(commands["pal"]).Usage()
 		return flag.ErrHelp
 	}
@@ -58,21 +57,6 @@ func subFlags(sub, usage string) (*flag.FlagSet, *string) {
 	return fs, socket
 }
 
-// parseInterspersed parses flags that may come before or after the positional arguments.
-func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			return nil, err
-		}
-		if fs.NArg() == 0 {
-			return pos, nil
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
-	}
-}
-
 func dial(ctx context.Context, socket string) (*client.Client, error) {
 	return client.Dial(ctx, socket)
 }
@@ -85,9 +69,9 @@ func palRegister(ctx context.Context, args []string) error {
 	timeout := fs.Duration("timeout", 0, "per-call timeout (default: the daemon's, 10s)")
 	memory := fs.Uint("memory-mib", 0, "memory cap per instance in MiB (default: the daemon's, 64)")
 	maxIn := fs.Int("max-input", 0, "input cap in bytes (default 1 MiB)")
-	maxOut := fs.Int("max-output", 0, "output cap in bytes (default 1 MiB)")
+	maxOut := fs.Int("max-output", 0, "output cap in bytes (default 1 MiB, at most 1 MiB + 4 KiB)")
 	daemonReads := fs.Bool("daemon-reads", false, "send the path, not the bytes: the daemon reads FILE (it must be in one of its image_dirs)")
-	pos, err := parseInterspersed(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
@@ -158,16 +142,14 @@ func readInput(path string, max int64) ([]byte, error) {
 	return b, nil
 }
 
-// errPALStatus means the PAL returned a non-zero status; the command's exit status is 1.
-var errPALStatus = errors.New("PAL returned a non-zero status")
-
 func palCall(ctx context.Context, args []string) error {
-	fs, socket := subFlags("call", "HANDLE [--input FILE|-] [--data STRING] [--hex]")
+	fs, socket := subFlags("call", "HANDLE [--input FILE|-] [--data STRING] [--hex] [--timeout D] [--json]")
 	input := fs.String("input", "", "read the PAL's input from FILE, or stdin for -")
 	data := fs.String("data", "", "the PAL's input, given literally")
 	hexOut := fs.Bool("hex", false, "print the output in hex")
 	timeout := fs.Duration("timeout", 0, "give up after this long (default: the PAL's own timeout)")
-	pos, err := parseInterspersed(fs, args)
+	jsonOut := fs.Bool("json", false, "print one JSON object (exit, status, output in base64, error) instead of the raw output (docs/cli.md)")
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}
@@ -177,43 +159,59 @@ func palCall(ctx context.Context, args []string) error {
 	if *input != "" && *data != "" {
 		return usageErrorf("pal call: --input and --data exclude each other")
 	}
-	in := []byte(*data)
-	if *input != "" {
-		if in, err = readInput(*input, api.MaxImage); err != nil {
+	if *jsonOut && *hexOut {
+		return usageErrorf("pal call: --json and --hex exclude each other")
+	}
+	if !*jsonOut {
+		return callOnce(ctx, *socket, pos[0], *input, *data, *timeout, *hexOut, nil)
+	}
+	r := callReport{Handle: pos[0]}
+	return r.finish(callOnce(ctx, *socket, pos[0], *input, *data, *timeout, false, &r))
+}
+
+// callOnce calls PAL h of the daemon at socket once. With report nil it writes the output
+// (in hex with hexOut); otherwise it records the call in report, which the caller prints.
+func callOnce(ctx context.Context, socket, h, input, data string, timeout time.Duration, hexOut bool, report *callReport) error {
+	in := []byte(data)
+	if input != "" {
+		var err error
+		if in, err = readInput(input, api.MaxImage); err != nil {
 			return err
 		}
 	}
-	c, err := dial(ctx, *socket)
+	c, err := dial(ctx, socket)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	if *timeout > 0 {
+	if timeout > 0 {
 		var cancel context.CancelFunc
-		ctx, cancel = context.WithTimeout(ctx, *timeout)
+		ctx, cancel = context.WithTimeout(ctx, timeout)
 		defer cancel()
 	}
-	res, err := c.Call(ctx, pos[0], in)
+	res, err := c.Call(ctx, h, in)
 	if err != nil {
 		return err
 	}
-	if *hexOut {
+	switch {
+	case report != nil:
+		report.completed(res.Status, res.Output)
+	case hexOut:
 		fmt.Println(hex.EncodeToString(res.Output))
-	} else {
+	default:
 		os.Stdout.Write(res.Output)
 	}
 	if res.Status != 0 {
-		return fmt.Errorf("%w: %d", errPALStatus, res.Status)
+		return &palStatusError{res.Status}
 	}
 	return nil
 }
 
 func palList(ctx context.Context, args []string) error {
 	fs, socket := subFlags("list", "")
-	if _, err := parseInterspersed(fs, args); err != nil {
+	if pos, err := parseArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
+	} else if len(pos) > 0 {
 		return usageErrorf("pal list takes no arguments")
 	}
 	c, err := dial(ctx, *socket)
@@ -236,7 +234,7 @@ func palList(ctx context.Context, args []string) error {
 
 func palUnregister(ctx context.Context, args []string) error {
 	fs, socket := subFlags("unregister", "HANDLE")
-	pos, err := parseInterspersed(fs, args)
+	pos, err := parseArgs(fs, args)
 	if err != nil {
 		return err
 	}

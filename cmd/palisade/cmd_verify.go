@@ -15,6 +15,7 @@ import (
 	"sort"
 
 	"github.com/palisade-project/palisade/attest"
+	"github.com/palisade-project/palisade/internal/keys"
 )
 
 func init() {
@@ -22,7 +23,10 @@ func init() {
 		name:    "verify",
 		summary: "verify Palisade evidence for a PAL against reference values (nonce, PAL, visor)",
 		usage: "EVIDENCE_FILE|- --nonce HEX --pal HEX --visor HEX [--ek-roots PEM] [--ak PEM] [--allow-unrooted]\n" +
-			"       [--require-config] [--config-min-version N] [--config-hash HEX] [--config-head HEX]",
+			"       [--require-config] [--config-min-version N] [--config-hash HEX] [--config-head HEX]\n" +
+			"       [--config-signer KID] [--config-visor-listed]\n" +
+			"       (a key attestation of palisade key attest: --nonce, --visor and the roots as above,\n" +
+			"       [--keygen HEX] [--signer HEX] [--creation-visor HEX] [--allow-imported] instead of --pal)",
 		run: runVerify,
 	})
 }
@@ -40,6 +44,9 @@ func runVerify(ctx context.Context, args []string) error {
 	cfgMinVersion := fs.Uint64("config-min-version", 0, "require an active trusted configuration of at least this version")
 	cfgHash := fs.String("config-hash", "", "require this active configuration hash (64 hex digits, palisade config show)")
 	cfgHead := fs.String("config-head", "", "require the configuration history to end at this entry (64 hex digits, palisade config history)")
+	cfgSigner := fs.String("config-signer", "", "require the configuration to be signed by this administrator key id (64 hex digits, palisade config init)")
+	cfgVisorListed := fs.Bool("config-visor-listed", false, "require the configuration to list the visor's measurement")
+	keyOpts := newKeyVerifyFlags(fs)
 	// Flags may come before or after the evidence file.
 	var pos []string
 	for rest := args; ; {
@@ -65,9 +72,6 @@ func runVerify(ctx context.Context, args []string) error {
 	if o.Nonce, err = hex.DecodeString(*nonceHex); err != nil {
 		return usageErrorf("--nonce: %v", err)
 	}
-	if o.PAL, err = digestFlag("pal", *palHex); err != nil {
-		return err
-	}
 	if o.Visor, err = digestFlag("visor", *visorHex); err != nil {
 		return err
 	}
@@ -82,8 +86,13 @@ func runVerify(ctx context.Context, args []string) error {
 			return fmt.Errorf("--ek-roots %s: no PEM certificate", *ekRoots)
 		}
 	}
-	if *requireConfig || *cfgMinVersion > 0 || *cfgHash != "" || *cfgHead != "" {
-		o.Configuration = &attest.ConfigPolicy{MinVersion: *cfgMinVersion}
+	if *requireConfig || *cfgMinVersion > 0 || *cfgHash != "" || *cfgHead != "" || *cfgSigner != "" || *cfgVisorListed {
+		o.Configuration = &attest.ConfigPolicy{MinVersion: *cfgMinVersion, VisorListed: *cfgVisorListed}
+		if *cfgSigner != "" {
+			if o.Configuration.Signer, err = digestFlag("config-signer", *cfgSigner); err != nil {
+				return err
+			}
+		}
 		if *cfgHash != "" {
 			if o.Configuration.Config, err = digestFlag("config-hash", *cfgHash); err != nil {
 				return err
@@ -102,11 +111,17 @@ func runVerify(ctx context.Context, args []string) error {
 	}
 	var ev []byte
 	if pos[0] == "-" {
-		ev, err = io.ReadAll(io.LimitReader(os.Stdin, attest.MaxEvidenceSize+1))
+		ev, err = io.ReadAll(io.LimitReader(os.Stdin, keys.MaxAttestationSize+1))
 	} else {
 		ev, err = os.ReadFile(pos[0])
 	}
 	if err != nil {
+		return err
+	}
+	if keys.IsAttestation(ev) { // a key attestation bundle (docs/keys.md §5)
+		return keyOpts.verify(os.Stdout, ev, o)
+	}
+	if o.PAL, err = digestFlag("pal", *palHex); err != nil {
 		return err
 	}
 	res, err := attest.Verify(ev, o)
@@ -157,7 +172,12 @@ func printVerified(w io.Writer, r *attest.Result) {
 	fmt.Fprintf(w, "  PAL        %x\n  visor      %x\n  nonce      %x\n  user data  %x\n  issued at  %s (visor clock)\n",
 		c.PAL, c.Visor, c.Nonce, c.UserData, c.IssuedAt.Format("2006-01-02T15:04:05Z"))
 	if h := r.Configuration; h != nil {
-		fmt.Fprintf(w, "  config     version %d (history entry %d), configuration %x\n  config head %x\n", h.Version, h.Seq, h.Config, h.Head)
+		listed := "listed"
+		if !h.VisorListed {
+			listed = "NOT listed: it serves nothing the configuration decides"
+		}
+		fmt.Fprintf(w, "  config     version %d (history entry %d), configuration %x\n  config head %x\n  config signer %x\n  config visor %s\n",
+			h.Version, h.Seq, h.Config, h.Head, h.Signer, listed)
 	} else {
 		fmt.Fprintln(w, "  config     none: the visor runs without a trusted configuration")
 	}

@@ -38,8 +38,9 @@ func TestVerifyCommand(t *testing.T) {
 	dir := t.TempDir()
 	exe := filepath.Join(dir, "palisaded")
 	os.WriteFile(exe, []byte("visor"), 0o700)
+	blk, _ := pem.Decode(sw.IssuerPEM)
 	root, err := tpm.Open(context.Background(), tpm.Config{Device: sw.Device(), StateDir: dir,
-		Visor: tpm.VisorInputs{Executable: exe}})
+		Visor: tpm.VisorInputs{Executable: exe}, EKChain: [][]byte{blk.Bytes}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -60,9 +61,12 @@ func TestVerifyCommand(t *testing.T) {
 	}
 	evFile := filepath.Join(dir, "evidence.cbor")
 	os.WriteFile(evFile, ev, 0o600)
-	// The swtpm local CA: root and intermediate both trusted as anchors here.
+	// The swtpm local CA's root alone: the evidence carries the intermediate.
 	roots := filepath.Join(dir, "roots.pem")
-	os.WriteFile(roots, append(append([]byte{}, sw.RootCAPEM...), sw.IssuerPEM...), 0o600)
+	os.WriteFile(roots, sw.RootCAPEM, 0o600)
+	// Another TPM vendor's root.
+	otherRoots := filepath.Join(dir, "other-roots.pem")
+	os.WriteFile(otherRoots, swtpmtest.Start(t, swtpmtest.WithEKCert()).RootCAPEM, 0o600)
 	res, err := attest.Verify(ev, attest.Options{Nonce: nonce, PAL: pal, Visor: root.Visor()})
 	if err != nil {
 		t.Fatal(err)
@@ -82,6 +86,7 @@ func TestVerifyCommand(t *testing.T) {
 	}{
 		{"valid", ok, 0, "rooted in a TPM"},
 		{"valid with EK roots and AK pin", append(ok, "--ek-roots", roots, "--ak", akFile), 0, "EK certificate chains to --ek-roots"},
+		{"EK roots of another vendor", append(ok, "--ek-roots", otherRoots), 1, "check ek-certificate failed"},
 		{"flags first", []string{"verify", "--nonce", hex.EncodeToString(nonce), "--pal", hex.EncodeToString(pal[:]),
 			"--visor", hex.EncodeToString(visor[:]), evFile}, 0, "rooted in a TPM"},
 		{"wrong nonce", append(append([]string{}, ok[:3]...), append([]string{"05"}, ok[4:]...)...), 1, "check nonce failed: want 05, got 01020304"},

@@ -25,10 +25,10 @@ func defaultStateDir() string {
 		return d
 	}
 	if d := os.Getenv("XDG_STATE_HOME"); d != "" {
-		return filepath.Join(d, "github.com/palisade-project/palisade")
+		return filepath.Join(d, "palisade")
 	}
 	if h, err := os.UserHomeDir(); err == nil {
-		return filepath.Join(h, ".local", "state", "github.com/palisade-project/palisade")
+		return filepath.Join(h, ".local", "state", "palisade")
 	}
 	return filepath.Join(os.TempDir(), "palisade-state")
 }
@@ -90,7 +90,7 @@ var engineOpeners = []engineOpener{
 // from the cache). The cache is keyed by content and holds no secrets.
 func compileCacheDir() string {
 	if d, err := os.UserCacheDir(); err == nil {
-		return filepath.Join(d, "github.com/palisade-project/palisade", "wasm")
+		return filepath.Join(d, "palisade", "wasm")
 	}
 	return ""
 }

@@ -22,8 +22,10 @@ type command struct {
 	name    string
 	summary string // one line, shown in `palisade help`
 	usage   string // the arguments, shown after "palisade NAME"
-	// run executes the command; args are what follows the command name. It returns an error
-	// wrapping errUsage for bad usage (exit status 2), any other error for failure (status 1).
+	// run executes the command; args are what follows the command name. It parses its flags
+	// with parseArgs (flags anywhere, flags.go) and returns flag.ErrHelp for -h/--help (exit
+	// status 0), an error wrapping errUsage for bad usage (2), any other error for failure
+	// (the status exitCode gives it, exitcode.go).
 	run func(ctx context.Context, args []string) error
 }
 
@@ -75,6 +77,9 @@ func run(args []string) int {
 		printHelp()
 		return 0
 	}
+	if args[0] == privateDaemonCommand {
+		return runPrivateDaemon(args[1:])
+	}
 	c, ok := commands[args[0]]
 	if !ok {
 		fmt.Fprintf(os.Stderr, "palisade: unknown command %q (see 'palisade help')\n", args[0])
@@ -82,6 +87,7 @@ func run(args []string) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	flagUsageShown = false
 	err := c.run(ctx, args[1:])
 	switch {
 	case err == nil:
@@ -90,14 +96,34 @@ func run(args []string) int {
 		return 0
 	case flagUsageShown: // the flag package has printed the error and the usage
 		return 2
+	case errors.Is(err, errUsage) && asksHelp(args[1:]):
+		// A command that takes a sub-command may refuse "-h" in the sub-command's place (or
+		// "SUB -h" before SUB's flag set exists): the user asked for help, so help it is.
+		fmt.Fprintf(os.Stderr, "usage: palisade %s %s\n\n%s\n(%s)\n", c.name, c.usage, c.summary,
+			strings.TrimPrefix(err.Error(), "usage: "))
+		return 0
 	case errors.Is(err, errUsage):
 		fmt.Fprintf(os.Stderr, "palisade %s: %v\nusage: palisade %s %s\n", c.name,
 			strings.TrimPrefix(err.Error(), "usage: "), c.name, c.usage)
 		return 2
 	default:
 		fmt.Fprintf(os.Stderr, "palisade %s: %v\n", c.name, err)
-		return 1
+		code, _ := exitCode(err)
+		return code
 	}
+}
+
+// asksHelp reports whether args hold -h, -help or --help before any "--".
+func asksHelp(args []string) bool {
+	for _, a := range args {
+		switch a {
+		case "--":
+			return false
+		case "-h", "-help", "--help":
+			return true
+		}
+	}
+	return false
 }
 
 // helpFor prints the help of one command: what its own -h prints, or, for commands without

@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net"
@@ -46,6 +48,10 @@ type Config struct {
 	// STATE_DIR/rot-tpm/authorizations/. Only for a TPM root of trust.
 	Authority      string   `json:"authority,omitempty"`
 	Authorizations []string `json:"authorizations,omitempty"`
+	// EKChain is a PEM file of the CA certificates between the TPM's EK certificate and the
+	// vendor's root, issuer first: evidence carries them, so a verifier needs only the root
+	// (palisade verify --ek-roots). Only for a TPM root of trust.
+	EKChain string `json:"ek_chain,omitempty"`
 }
 
 func defaultConfig() Config {
@@ -127,6 +133,38 @@ func (c *Config) leanSocket() string {
 		return filepath.Join(filepath.Dir(c.Socket), "lean.sock")
 	}
 	return c.LeanSocket
+}
+
+// ekChain reads the EKChain file: PEM certificates only, at least one.
+func (c *Config) ekChain() ([][]byte, error) {
+	if c.EKChain == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(c.EKChain)
+	if err != nil {
+		return nil, fmt.Errorf("ek_chain: %w", err)
+	}
+	var chain [][]byte
+	for rest := b; ; {
+		var blk *pem.Block
+		if blk, rest = pem.Decode(rest); blk == nil {
+			if len(bytes.TrimSpace(rest)) != 0 {
+				return nil, fmt.Errorf("ek_chain %s: data that is not PEM after certificate %d", c.EKChain, len(chain))
+			}
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			return nil, fmt.Errorf("ek_chain %s: PEM block %q, want CERTIFICATE", c.EKChain, blk.Type)
+		}
+		if _, err := x509.ParseCertificate(blk.Bytes); err != nil {
+			return nil, fmt.Errorf("ek_chain %s: certificate %d: %w", c.EKChain, len(chain)+1, err)
+		}
+		chain = append(chain, blk.Bytes)
+	}
+	if len(chain) == 0 {
+		return nil, fmt.Errorf("ek_chain %s: no PEM certificate", c.EKChain)
+	}
+	return chain, nil
 }
 
 func (c *Config) socketMode() (os.FileMode, error) {

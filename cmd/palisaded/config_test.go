@@ -2,6 +2,13 @@ package main
 
 import (
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
 	"os"
 	"path/filepath"
 	"testing"
@@ -135,4 +142,71 @@ func TestAuthorityConfig(t *testing.T) {
 	if got := (&Config{StateDir: "/s"}).configStateDir(); got != "/s/config" {
 		t.Fatalf("config state dir %q", got)
 	}
+}
+
+func TestEKChainConfig(t *testing.T) {
+	dir := t.TempDir()
+	write := func(name, content string) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "intermediate"},
+		NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert := string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}))
+	two := write("two.pem", cert+cert)
+	if chain, err := (&Config{EKChain: two}).ekChain(); err != nil || len(chain) != 2 {
+		t.Fatalf("two certificates: %d, %v", len(chain), err)
+	}
+	for name, path := range map[string]string{
+		"missing file":  filepath.Join(dir, "none"),
+		"empty":         write("empty.pem", ""),
+		"not PEM":       write("der", string(der)),
+		"a key":         write("key.pem", string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte{1}}))),
+		"bad DER":       write("bad.pem", string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: []byte{1}}))),
+		"trailing junk": write("junk.pem", cert+"junk"),
+	} {
+		if _, err := (&Config{EKChain: path}).ekChain(); err == nil {
+			t.Errorf("%s: accepted", name)
+		} else {
+			t.Logf("%s: %v", name, err)
+		}
+	}
+	if _, err := openRoot(Config{Rot: "none", StateDir: dir, EKChain: two}, nil); err == nil {
+		t.Fatal("ek_chain with rot none accepted")
+	}
+}
+
+// FuzzEKChainConfig: whatever the ek_chain file holds, ekChain returns DER certificates that
+// parse, or an error; it never panics.
+func FuzzEKChainConfig(f *testing.F) {
+	f.Add([]byte("-----BEGIN CERTIFICATE-----\nMAA=\n-----END CERTIFICATE-----\n"))
+	f.Add([]byte("junk"))
+	f.Add([]byte{})
+	dir := f.TempDir()
+	f.Fuzz(func(t *testing.T, b []byte) {
+		p := filepath.Join(dir, "chain.pem")
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		chain, err := (&Config{EKChain: p}).ekChain()
+		if err != nil {
+			return
+		}
+		if len(chain) == 0 {
+			t.Fatal("no error and no certificate")
+		}
+		for _, der := range chain {
+			if _, err := x509.ParseCertificate(der); err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
 }

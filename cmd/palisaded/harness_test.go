@@ -64,7 +64,7 @@ func artifacts(t testing.TB) (daemon, cli, pal string) {
 		}
 		for _, c := range [][]string{
 			{"go", "build", "-o", filepath.Join(dir, "palisaded"), "."},
-			{"go", "build", "-o", filepath.Join(dir, "github.com/palisade-project/palisade"), "../palisade"},
+			{"go", "build", "-o", filepath.Join(dir, "palisade"), "../palisade"},
 			{"clang", "--target=wasm32", "-O2", "-nostdlib", "-fno-builtin", "-Wl,--no-entry",
 				"-o", filepath.Join(dir, "testpal.wasm"), "testdata/testpal.c"},
 		} {
@@ -79,7 +79,7 @@ func artifacts(t testing.TB) (daemon, cli, pal string) {
 	if buildErr != nil {
 		t.Fatal(buildErr)
 	}
-	return filepath.Join(binDir, "palisaded"), filepath.Join(binDir, "github.com/palisade-project/palisade"), filepath.Join(binDir, "testpal.wasm")
+	return filepath.Join(binDir, "palisaded"), filepath.Join(binDir, "palisade"), filepath.Join(binDir, "testpal.wasm")
 }
 
 func testPAL(t testing.TB) []byte {

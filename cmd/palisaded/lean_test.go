@@ -364,3 +364,17 @@ func TestLeanDisconnectCancelsCall(t *testing.T) {
 		t.Fatalf("metrics do not count the call canceled by the disconnect:\n%s", m)
 	}
 }
+
+// TestLibpalisadeFuzzCorpus builds libpalisade's libFuzzer target (the decoding of a hostile
+// daemon's answers, under AddressSanitizer) and runs it over its seed corpus; fuzz longer with
+// build/fuzz_response -max_total_time=20 clients/c/fuzz/corpus.
+func TestLibpalisadeFuzzCorpus(t *testing.T) {
+	build := t.TempDir()
+	if out, err := exec.Command("make", "-C", "../../clients/c", "BUILD="+build, "fuzz").CombinedOutput(); err != nil {
+		t.Fatalf("make fuzz (needs libclang-rt-14-dev, scripts/setup.sh): %v\n%s", err, out)
+	}
+	out, err := exec.Command(filepath.Join(build, "fuzz_response"), "-runs=0", "../../clients/c/fuzz/corpus").CombinedOutput()
+	if err != nil || !bytes.Contains(out, []byte("6 files found")) {
+		t.Fatalf("fuzz_response over the corpus: %v\n%s", err, out)
+	}
+}

@@ -151,6 +151,10 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 		return err
 	}
 	closers = append(closers, root.Close)
+	if r, ok := root.(*tpm.Root); ok && r.LeftoversFlushed() > 0 {
+		log.Warn("flushed objects and sessions a previous TPM client left loaded (it died without a resource manager to clean up)",
+			"count", r.LeftoversFlushed())
+	}
 
 	engines, err := openEngines(cfg, log)
 	if err != nil {
@@ -188,7 +192,8 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 	if trusted != nil {
 		// Blobs sealed to a name under a signer are decided by the active configuration,
 		// re-read after every apply (docs/configurations.md §8).
-		v.Platform().SetAuthorizer(config.NewWatcher(trusted).UTPMAuthorizer())
+		// A visor the configuration does not list serves none of them.
+		v.Platform().SetAuthorizer(config.NewWatcher(trusted, config.Measurement(root.Platform().Visor)).UTPMAuthorizer())
 	}
 	closers = append(closers, func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), grace)
@@ -286,6 +291,9 @@ func openRoot(cfg Config, rawConfig []byte) (rot.RootOfTrust, error) {
 	if !isTPM && (cfg.Authority != "" || len(cfg.Authorizations) > 0) {
 		return nil, fmt.Errorf("authority: only a TPM root of trust seals with PolicyAuthorize (rot %q)", cfg.Rot)
 	}
+	if !isTPM && cfg.EKChain != "" {
+		return nil, fmt.Errorf("ek_chain: only a TPM root of trust has an EK certificate (rot %q)", cfg.Rot)
+	}
 	switch {
 	case cfg.Rot == "none":
 		exe, err := os.Executable()
@@ -308,6 +316,10 @@ func openRoot(cfg Config, rawConfig []byte) (rot.RootOfTrust, error) {
 		if err != nil {
 			return nil, err
 		}
+		chain, err := cfg.ekChain()
+		if err != nil {
+			return nil, err
+		}
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		return tpm.Open(ctx, tpm.Config{
@@ -316,6 +328,7 @@ func openRoot(cfg Config, rawConfig []byte) (rot.RootOfTrust, error) {
 			Visor:          tpm.VisorInputs{Configuration: rawConfig},
 			Authority:      authority,
 			Authorizations: auths,
+			EKChain:        chain,
 		})
 	}
 	return nil, fmt.Errorf("--rot %q: want tpm:/dev/tpmrm0, swtpm:PATH or none", cfg.Rot)
@@ -345,13 +358,17 @@ func openConfigState(cfg Config, root rot.RootOfTrust, log *slog.Logger) (*confi
 		return nil, err
 	}
 	// Refuse to start on a state that is rolled back or does not verify.
-	head, err := st.Head()
+	vm := config.Measurement(root.Platform().Visor)
+	head, err := st.Statement(vm)
 	if err != nil {
 		return nil, fmt.Errorf("trusted configuration %s: %w", dir, err)
 	}
-	_, kid := st.AdminKey()
-	log.Info("trusted configuration", "config_state", dir, "anchor", anchor, "signer", kid.String(),
-		"seq", head.Seq, "version", head.Version)
+	log.Info("trusted configuration", "config_state", dir, "anchor", anchor, "signer", head.Signer.String(),
+		"seq", head.Seq, "version", head.Version, "visor_listed", head.VisorListed)
+	if head.Seq > 0 && !head.VisorListed {
+		log.Warn("this visor is not listed in the active configuration's visors: it serves no secret sealed to a name under a signer",
+			"visor", vm.String(), "version", head.Version)
+	}
 	return st, nil
 }
 

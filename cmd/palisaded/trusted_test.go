@@ -97,13 +97,13 @@ func cli(t *testing.T, fail bool, args ...string) string {
 
 var appliedRE = regexp.MustCompile(`applied version (\d+) \(configuration ([0-9a-f]{64})\)`)
 
-// applyConfig signs a configuration of version v listing pals (a JSON object) with the key in
-// keys/ and applies it to the state directory, with the TPM anchor of device if not empty; it
-// returns the configuration hash.
-func applyConfig(t *testing.T, keys, stateDir, device string, v int, pals string) string {
+// applyConfig signs a configuration of version v listing visors (a JSON array) and pals (a
+// JSON object) with the key in keys/ and applies it to the state directory, with the TPM
+// anchor of device if not empty; it returns the configuration hash.
+func applyConfig(t *testing.T, keys, stateDir, device string, v int, visors, pals string) string {
 	t.Helper()
 	doc := filepath.Join(keys, "v.json")
-	body := `{"version": ` + itoa(v) + `, "visors": [], "pals": ` + pals + `, "apps": {}, "secrets": {}}`
+	body := `{"version": ` + itoa(v) + `, "visors": ` + visors + `, "pals": ` + pals + `, "apps": {}, "secrets": {}}`
 	if err := os.WriteFile(doc, []byte(body), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -150,7 +150,7 @@ func TestTrustedConfiguration(t *testing.T) {
 	keys := t.TempDir()
 	stateDir := filepath.Join(dir, "state", "config")
 	cli(t, false, "config", "init", "--dir", keys)
-	hash1 := applyConfig(t, keys, stateDir, sw.Device(), 1, "{}")
+	hash1 := applyConfig(t, keys, stateDir, sw.Device(), 1, "[]", "{}")
 	snapshot := filepath.Join(t.TempDir(), "config-v1")
 	if out, err := exec.Command("cp", "-a", stateDir, snapshot).CombinedOutput(); err != nil {
 		t.Fatalf("cp: %v %s", err, out)
@@ -192,7 +192,7 @@ func TestTrustedConfiguration(t *testing.T) {
 	d.stop() // the swtpm socket serves one connection at a time
 
 	// Version 2 advances the TPM's counter; putting the version-1 directory back is a rollback.
-	hash2 := applyConfig(t, keys, stateDir, sw.Device(), 2, "{}")
+	hash2 := applyConfig(t, keys, stateDir, sw.Device(), 2, "[]", "{}")
 	if hash2 == hash1 {
 		t.Fatal("versions 1 and 2 have the same hash")
 	}
@@ -205,8 +205,11 @@ func TestTrustedConfiguration(t *testing.T) {
 	if out, err := exec.Command("cp", "-a", snapshot, stateDir).CombinedOutput(); err != nil {
 		t.Fatalf("cp: %v %s", err, out)
 	}
-	// The state's own anchor file was rolled back with it: only the TPM notices.
-	cli(t, false, "config", "history", "--state-dir", stateDir)
+	// The state's own anchor file was rolled back with it, but the state remembers that it
+	// is anchored in the TPM: without --tpm it is refused, not served.
+	if e := cli(t, true, "config", "history", "--state-dir", stateDir); !strings.Contains(e, "anchored in TPM NV index") {
+		t.Fatalf("history without --tpm of a TPM-anchored state: %s", e)
+	}
 	if e := cli(t, true, "config", "history", "--state-dir", stateDir, "--tpm", sw.Device()); !strings.Contains(e, "rollback") {
 		t.Fatalf("history --tpm of a rolled-back state: %s", e)
 	}
@@ -358,7 +361,8 @@ func TestSealToNameDaemon(t *testing.T) {
 		t.Fatalf("unseal with no active configuration: status %d", st)
 	}
 	hex := func(m [32]byte) string { return `"` + config.Measurement(m).String() + `"` }
-	applyConfig(t, keys, stateDir, "", 1, `{"vault": [`+hex(b.Measurement)+`]}`)
+	thisVisor := "[" + hex(h.VisorMeasurement) + "]"
+	applyConfig(t, keys, stateDir, "", 1, thisVisor, `{"vault": [`+hex(b.Measurement)+`]}`)
 	st, blob := call(a.Handle, seal)
 	if st != 0 || bytes.Equal(blob, blob0) {
 		t.Fatalf("seal: status %d", st)
@@ -373,7 +377,7 @@ func TestSealToNameDaemon(t *testing.T) {
 	}
 
 	// Version 2 lists a instead of b: the next unseal follows it.
-	applyConfig(t, keys, stateDir, "", 2, `{"vault": [`+hex(a.Measurement)+`]}`)
+	applyConfig(t, keys, stateDir, "", 2, thisVisor, `{"vault": [`+hex(a.Measurement)+`]}`)
 	if st, _ := call(b.Handle, unseal); st != 200+engine.ENotAuthorized {
 		t.Fatalf("b after revocation: status %d", st)
 	}
@@ -386,9 +390,40 @@ func TestSealToNameDaemon(t *testing.T) {
 	if r := d.runCLI(-1, nil, "attest", a.Handle, "--nonce", "01", "-o", ev); r.code != 0 {
 		t.Fatalf("attest: %d %s", r.code, r.stderr)
 	}
-	r := d.runCLI(-1, nil, "verify", ev, "--nonce", "01", "--pal", config.Measurement(a.Measurement).String(),
-		"--visor", config.Measurement(h.VisorMeasurement).String(), "--allow-unrooted", "--config-min-version", "2")
-	if r.code != 0 || !strings.Contains(r.stdout, "config     version 2") {
+	verify := func(ev string, nonce string, extra ...string) cliResult {
+		return d.runCLI(-1, nil, append([]string{"verify", ev, "--nonce", nonce, "--pal", config.Measurement(a.Measurement).String(),
+			"--visor", config.Measurement(h.VisorMeasurement).String(), "--allow-unrooted"}, extra...)...)
+	}
+	// It names the signer and says the visor is listed; a relying party can require both.
+	r := verify(ev, "01", "--config-min-version", "2", "--config-signer", m[1], "--config-visor-listed")
+	if r.code != 0 || !strings.Contains(r.stdout, "config     version 2") || !strings.Contains(r.stdout, "config signer "+m[1]) {
 		t.Fatalf("verify: code %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := verify(ev, "01", "--config-signer", strings.Repeat("ab", 32)); r.code == 0 || !strings.Contains(r.stderr, "configuration-signer") {
+		t.Fatalf("verify --config-signer of another key: code %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+
+	// Version 3 lists another visor build, applied while this one runs: it serves the name no
+	// longer, and its evidence says why.
+	applyConfig(t, keys, stateDir, "", 3, `["`+strings.Repeat("0", 63)+`1"]`, `{"vault": [`+hex(a.Measurement)+`]}`)
+	if st, _ := call(a.Handle, unseal); st != 200+engine.ENotAuthorized {
+		t.Fatalf("unseal on a visor the configuration does not list: status %d", st)
+	}
+	ev3 := filepath.Join(t.TempDir(), "ev3.cbor")
+	if r := d.runCLI(-1, nil, "attest", a.Handle, "--nonce", "03", "-o", ev3); r.code != 0 {
+		t.Fatalf("attest: %d %s", r.code, r.stderr)
+	}
+	if r := verify(ev3, "03"); r.code != 0 || !strings.Contains(r.stdout, "config visor NOT listed") {
+		t.Fatalf("verify of an unlisted visor: code %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	if r := verify(ev3, "03", "--config-visor-listed"); r.code == 0 || !strings.Contains(r.stderr, "configuration-visor") {
+		t.Fatalf("verify --config-visor-listed of an unlisted visor: code %d\n%s%s", r.code, r.stdout, r.stderr)
+	}
+	// And so does its log when it starts under such a configuration.
+	c.Close()
+	d.stop()
+	d = startDaemon(t, dir, Config{}, false)
+	if log := d.stderr.String(); !strings.Contains(log, "not listed in the active configuration's visors") {
+		t.Fatalf("start under a configuration that does not list the visor logged:\n%s", log)
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"fmt"
 	"io"
 	"log"
+	"log/slog"
 	"math/big"
 	"net"
 	"net/http"
@@ -71,6 +72,10 @@ type Options struct {
 	Signers int    // signing PALs to register; 0 means runtime.NumCPU()
 	Engine  string // "" picks by image kind
 	Hosts   []string
+	// Logger receives what an operator must see: a signing PAL that lost its key or its
+	// registration (palisaded restarted) and was set up again, and signing failures, which
+	// the TLS server itself does not log. nil means slog.Default().
+	Logger *slog.Logger
 }
 
 // Key is a TLS server key held by signing PALs.
@@ -104,15 +109,19 @@ func Setup(ctx context.Context, c *client.Client, img Images, o Options) (k *Key
 	if n <= 0 {
 		n = runtime.NumCPU()
 	}
+	log := o.Logger
+	if log == nil {
+		log = slog.Default()
+	}
 	k = &Key{c: c}
 	defer func() {
 		if err != nil {
 			k.Close(context.Background())
 		}
 	}()
-	var signers []*client.Signer
+	reg := client.RegisterOptions{Name: "tlskey-signer", Engine: o.Engine}
 	for i := 0; i < n; i++ {
-		info, err := c.Register(ctx, img.Signer, client.RegisterOptions{Name: "tlskey-signer", Engine: o.Engine})
+		info, err := c.Register(ctx, img.Signer, reg)
 		if err != nil {
 			return k, fmt.Errorf("register signing PAL: %w", err)
 		}
@@ -154,6 +163,7 @@ func Setup(ctx context.Context, c *client.Client, img Images, o Options) (k *Key
 	if err != nil {
 		return k, fmt.Errorf("key generation: public key: %w", err)
 	}
+	free := make(chan *slot, len(k.handles))
 	for _, h := range k.handles {
 		if _, err := call(ctx, c, h, install); err != nil {
 			return k, fmt.Errorf("install key in %s: %w", h, err)
@@ -162,9 +172,10 @@ func Setup(ctx context.Context, c *client.Client, img Images, o Options) (k *Key
 		if err != nil {
 			return k, err
 		}
-		signers = append(signers, s)
+		free <- &slot{handle: h, s: s}
 	}
-	k.pool = newPool(pub, signers)
+	// Only a complete pool is set: Close drains every slot of it.
+	k.pool = &pool{pub: pub, c: c, image: img.Signer, reg: reg, install: install, log: log, free: free}
 	if err := k.selfSign(o.Hosts); err != nil {
 		return k, err
 	}
@@ -231,40 +242,99 @@ func (k *Key) selfSign(hosts []string) error {
 // Signer is the crypto.Signer that spreads requests over the signing PALs.
 func (k *Key) Signer() crypto.Signer { return k.pool }
 
-// Handles are the signing PALs' handles.
+// Handles are the signing PALs' handles at Setup (a PAL registered again after a daemon
+// restart that lost it gets a new handle; Close unregisters those too).
 func (k *Key) Handles() []string { return k.handles }
 
 // Close unregisters the signing PALs. The key blob stays usable by any PAL with the signing
 // PAL's measurement; a server that keeps it can register the signer again later.
 func (k *Key) Close(ctx context.Context) error {
 	var errs []error
-	for _, h := range k.handles {
-		errs = append(errs, k.c.Unregister(ctx, h))
+	if k.pool != nil {
+		// Waits for signatures in flight; a PAL registered again has a new handle.
+		for range cap(k.pool.free) {
+			errs = append(errs, k.c.Unregister(ctx, (<-k.pool.free).handle))
+		}
+		k.pool = nil
+	} else {
+		for _, h := range k.handles {
+			errs = append(errs, k.c.Unregister(ctx, h))
+		}
 	}
 	k.handles = nil
 	return errors.Join(errs...)
 }
 
 // pool is a crypto.Signer over several signing PALs: each request takes an idle one.
+//
+// A signing PAL keeps its key only in its memory. When palisaded restarts it restores the
+// registration but not that memory, and the PAL answers StatusNoKey: the pool installs the
+// key blob again (it is useless to anyone but a PAL of the signer's measurement) and retries.
+// A daemon that lost the registration itself (its state was wiped) gets the signing PAL
+// registered again. Both are logged, as is any signing failure.
 type pool struct {
-	pub  crypto.PublicKey
-	free chan *client.Signer
+	pub     crypto.PublicKey
+	c       *client.Client
+	image   []byte
+	reg     client.RegisterOptions
+	install []byte
+	log     *slog.Logger
+	free    chan *slot
 }
 
-func newPool(pub crypto.PublicKey, s []*client.Signer) *pool {
-	p := &pool{pub: pub, free: make(chan *client.Signer, len(s))}
-	for _, x := range s {
-		p.free <- x
-	}
-	return p
+type slot struct {
+	handle string
+	s      *client.Signer
 }
 
 func (p *pool) Public() crypto.PublicKey { return p.pub }
 
 func (p *pool) Sign(r io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
-	s := <-p.free
-	defer func() { p.free <- s }()
-	return s.Sign(r, digest, opts)
+	sl := <-p.free
+	defer func() { p.free <- sl }()
+	sig, err := sl.s.Sign(r, digest, opts)
+	if err == nil {
+		return sig, nil
+	}
+	var refused *client.RefusedError
+	switch {
+	case errors.As(err, &refused) && refused.Status == StatusNoKey:
+		p.log.Warn("tlskey: signing PAL has no key (palisaded restarted?): installing it again", "handle", sl.handle)
+	case errors.Is(err, client.ErrNotFound):
+		p.log.Warn("tlskey: signing PAL is gone (palisaded lost its state?): registering it again", "handle", sl.handle)
+		if err := p.reregister(sl); err != nil {
+			p.log.Error("tlskey: cannot register the signing PAL again", "err", err)
+			return nil, err
+		}
+	default:
+		p.log.Error("tlskey: signing failed", "handle", sl.handle, "err", err)
+		return nil, err
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := call(ctx, p.c, sl.handle, p.install); err != nil {
+		p.log.Error("tlskey: cannot install the key again", "handle", sl.handle, "err", err)
+		return nil, fmt.Errorf("install key in %s: %w", sl.handle, err)
+	}
+	if sig, err = sl.s.Sign(r, digest, opts); err != nil {
+		p.log.Error("tlskey: signing failed after reinstalling the key", "handle", sl.handle, "err", err)
+	}
+	return sig, err
+}
+
+func (p *pool) reregister(sl *slot) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	info, err := p.c.Register(ctx, p.image, p.reg)
+	if err != nil {
+		return fmt.Errorf("register signing PAL: %w", err)
+	}
+	s, err := client.NewSigner(p.c, info.Handle, p.pub)
+	if err != nil {
+		return err
+	}
+	sl.handle, sl.s = info.Handle, s
+	return nil
 }
 
 // ServerConfig is the TLS configuration of a server with certificate cert: TLS 1.2 and 1.3,

@@ -1135,6 +1135,98 @@ func (x *KeyCreateRequest) GetSignerImage() []byte {
 	return nil
 }
 
+type KeyImportRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	PrivateKey    []byte                 `protobuf:"bytes,2,opt,name=private_key,json=privateKey,proto3" json:"private_key,omitempty"` // PKCS#8 DER
+	AllowUids     []uint32               `protobuf:"varint,3,rep,packed,name=allow_uids,json=allowUids,proto3" json:"allow_uids,omitempty"`
+	AllowGids     []uint32               `protobuf:"varint,4,rep,packed,name=allow_gids,json=allowGids,proto3" json:"allow_gids,omitempty"`
+	Pin           []byte                 `protobuf:"bytes,5,opt,name=pin,proto3" json:"pin,omitempty"`
+	MaxTries      uint32                 `protobuf:"varint,6,opt,name=max_tries,json=maxTries,proto3" json:"max_tries,omitempty"`
+	SignerImage   []byte                 `protobuf:"bytes,7,opt,name=signer_image,json=signerImage,proto3" json:"signer_image,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *KeyImportRequest) Reset() {
+	*x = KeyImportRequest{}
+	mi := &file_palisade_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *KeyImportRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*KeyImportRequest) ProtoMessage() {}
+
+func (x *KeyImportRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_palisade_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use KeyImportRequest.ProtoReflect.Descriptor instead.
+func (*KeyImportRequest) Descriptor() ([]byte, []int) {
+	return file_palisade_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *KeyImportRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *KeyImportRequest) GetPrivateKey() []byte {
+	if x != nil {
+		return x.PrivateKey
+	}
+	return nil
+}
+
+func (x *KeyImportRequest) GetAllowUids() []uint32 {
+	if x != nil {
+		return x.AllowUids
+	}
+	return nil
+}
+
+func (x *KeyImportRequest) GetAllowGids() []uint32 {
+	if x != nil {
+		return x.AllowGids
+	}
+	return nil
+}
+
+func (x *KeyImportRequest) GetPin() []byte {
+	if x != nil {
+		return x.Pin
+	}
+	return nil
+}
+
+func (x *KeyImportRequest) GetMaxTries() uint32 {
+	if x != nil {
+		return x.MaxTries
+	}
+	return 0
+}
+
+func (x *KeyImportRequest) GetSignerImage() []byte {
+	if x != nil {
+		return x.SignerImage
+	}
+	return nil
+}
+
 type KeyGetRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	Name          string                 `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
@@ -1144,7 +1236,7 @@ type KeyGetRequest struct {
 
 func (x *KeyGetRequest) Reset() {
 	*x = KeyGetRequest{}
-	mi := &file_palisade_proto_msgTypes[16]
+	mi := &file_palisade_proto_msgTypes[17]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1156,7 +1248,7 @@ func (x *KeyGetRequest) String() string {
 func (*KeyGetRequest) ProtoMessage() {}
 
 func (x *KeyGetRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palisade_proto_msgTypes[16]
+	mi := &file_palisade_proto_msgTypes[17]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1169,7 +1261,7 @@ func (x *KeyGetRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyGetRequest.ProtoReflect.Descriptor instead.
 func (*KeyGetRequest) Descriptor() ([]byte, []int) {
-	return file_palisade_proto_rawDescGZIP(), []int{16}
+	return file_palisade_proto_rawDescGZIP(), []int{17}
 }
 
 func (x *KeyGetRequest) GetName() string {
@@ -1187,7 +1279,7 @@ type KeyListRequest struct {
 
 func (x *KeyListRequest) Reset() {
 	*x = KeyListRequest{}
-	mi := &file_palisade_proto_msgTypes[17]
+	mi := &file_palisade_proto_msgTypes[18]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1199,7 +1291,7 @@ func (x *KeyListRequest) String() string {
 func (*KeyListRequest) ProtoMessage() {}
 
 func (x *KeyListRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palisade_proto_msgTypes[17]
+	mi := &file_palisade_proto_msgTypes[18]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1212,7 +1304,7 @@ func (x *KeyListRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyListRequest.ProtoReflect.Descriptor instead.
 func (*KeyListRequest) Descriptor() ([]byte, []int) {
-	return file_palisade_proto_rawDescGZIP(), []int{17}
+	return file_palisade_proto_rawDescGZIP(), []int{18}
 }
 
 type KeyListResponse struct {
@@ -1224,7 +1316,7 @@ type KeyListResponse struct {
 
 func (x *KeyListResponse) Reset() {
 	*x = KeyListResponse{}
-	mi := &file_palisade_proto_msgTypes[18]
+	mi := &file_palisade_proto_msgTypes[19]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1236,7 +1328,7 @@ func (x *KeyListResponse) String() string {
 func (*KeyListResponse) ProtoMessage() {}
 
 func (x *KeyListResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_palisade_proto_msgTypes[18]
+	mi := &file_palisade_proto_msgTypes[19]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1249,7 +1341,7 @@ func (x *KeyListResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyListResponse.ProtoReflect.Descriptor instead.
 func (*KeyListResponse) Descriptor() ([]byte, []int) {
-	return file_palisade_proto_rawDescGZIP(), []int{18}
+	return file_palisade_proto_rawDescGZIP(), []int{19}
 }
 
 func (x *KeyListResponse) GetKeys() []*KeyInfo {
@@ -1268,7 +1360,7 @@ type KeyDeleteRequest struct {
 
 func (x *KeyDeleteRequest) Reset() {
 	*x = KeyDeleteRequest{}
-	mi := &file_palisade_proto_msgTypes[19]
+	mi := &file_palisade_proto_msgTypes[20]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1280,7 +1372,7 @@ func (x *KeyDeleteRequest) String() string {
 func (*KeyDeleteRequest) ProtoMessage() {}
 
 func (x *KeyDeleteRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palisade_proto_msgTypes[19]
+	mi := &file_palisade_proto_msgTypes[20]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1293,7 +1385,7 @@ func (x *KeyDeleteRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyDeleteRequest.ProtoReflect.Descriptor instead.
 func (*KeyDeleteRequest) Descriptor() ([]byte, []int) {
-	return file_palisade_proto_rawDescGZIP(), []int{19}
+	return file_palisade_proto_rawDescGZIP(), []int{20}
 }
 
 func (x *KeyDeleteRequest) GetName() string {
@@ -1311,7 +1403,7 @@ type KeyDeleteResponse struct {
 
 func (x *KeyDeleteResponse) Reset() {
 	*x = KeyDeleteResponse{}
-	mi := &file_palisade_proto_msgTypes[20]
+	mi := &file_palisade_proto_msgTypes[21]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1323,7 +1415,7 @@ func (x *KeyDeleteResponse) String() string {
 func (*KeyDeleteResponse) ProtoMessage() {}
 
 func (x *KeyDeleteResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_palisade_proto_msgTypes[20]
+	mi := &file_palisade_proto_msgTypes[21]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1336,7 +1428,7 @@ func (x *KeyDeleteResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyDeleteResponse.ProtoReflect.Descriptor instead.
 func (*KeyDeleteResponse) Descriptor() ([]byte, []int) {
-	return file_palisade_proto_rawDescGZIP(), []int{20}
+	return file_palisade_proto_rawDescGZIP(), []int{21}
 }
 
 type KeySetAccessRequest struct {
@@ -1350,7 +1442,7 @@ type KeySetAccessRequest struct {
 
 func (x *KeySetAccessRequest) Reset() {
 	*x = KeySetAccessRequest{}
-	mi := &file_palisade_proto_msgTypes[21]
+	mi := &file_palisade_proto_msgTypes[22]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1362,7 +1454,7 @@ func (x *KeySetAccessRequest) String() string {
 func (*KeySetAccessRequest) ProtoMessage() {}
 
 func (x *KeySetAccessRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palisade_proto_msgTypes[21]
+	mi := &file_palisade_proto_msgTypes[22]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1375,7 +1467,7 @@ func (x *KeySetAccessRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySetAccessRequest.ProtoReflect.Descriptor instead.
 func (*KeySetAccessRequest) Descriptor() ([]byte, []int) {
-	return file_palisade_proto_rawDescGZIP(), []int{21}
+	return file_palisade_proto_rawDescGZIP(), []int{22}
 }
 
 func (x *KeySetAccessRequest) GetName() string {
@@ -1411,7 +1503,7 @@ type KeySetPINRequest struct {
 
 func (x *KeySetPINRequest) Reset() {
 	*x = KeySetPINRequest{}
-	mi := &file_palisade_proto_msgTypes[22]
+	mi := &file_palisade_proto_msgTypes[23]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1423,7 +1515,7 @@ func (x *KeySetPINRequest) String() string {
 func (*KeySetPINRequest) ProtoMessage() {}
 
 func (x *KeySetPINRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palisade_proto_msgTypes[22]
+	mi := &file_palisade_proto_msgTypes[23]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1436,7 +1528,7 @@ func (x *KeySetPINRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySetPINRequest.ProtoReflect.Descriptor instead.
 func (*KeySetPINRequest) Descriptor() ([]byte, []int) {
-	return file_palisade_proto_rawDescGZIP(), []int{22}
+	return file_palisade_proto_rawDescGZIP(), []int{23}
 }
 
 func (x *KeySetPINRequest) GetName() string {
@@ -1477,7 +1569,7 @@ type KeySetChainRequest struct {
 
 func (x *KeySetChainRequest) Reset() {
 	*x = KeySetChainRequest{}
-	mi := &file_palisade_proto_msgTypes[23]
+	mi := &file_palisade_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1489,7 +1581,7 @@ func (x *KeySetChainRequest) String() string {
 func (*KeySetChainRequest) ProtoMessage() {}
 
 func (x *KeySetChainRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palisade_proto_msgTypes[23]
+	mi := &file_palisade_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1502,7 +1594,7 @@ func (x *KeySetChainRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySetChainRequest.ProtoReflect.Descriptor instead.
 func (*KeySetChainRequest) Descriptor() ([]byte, []int) {
-	return file_palisade_proto_rawDescGZIP(), []int{23}
+	return file_palisade_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *KeySetChainRequest) GetName() string {
@@ -1532,7 +1624,7 @@ type KeySignRequest struct {
 
 func (x *KeySignRequest) Reset() {
 	*x = KeySignRequest{}
-	mi := &file_palisade_proto_msgTypes[24]
+	mi := &file_palisade_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1544,7 +1636,7 @@ func (x *KeySignRequest) String() string {
 func (*KeySignRequest) ProtoMessage() {}
 
 func (x *KeySignRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palisade_proto_msgTypes[24]
+	mi := &file_palisade_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1557,7 +1649,7 @@ func (x *KeySignRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySignRequest.ProtoReflect.Descriptor instead.
 func (*KeySignRequest) Descriptor() ([]byte, []int) {
-	return file_palisade_proto_rawDescGZIP(), []int{24}
+	return file_palisade_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *KeySignRequest) GetName() string {
@@ -1604,7 +1696,7 @@ type KeySignResponse struct {
 
 func (x *KeySignResponse) Reset() {
 	*x = KeySignResponse{}
-	mi := &file_palisade_proto_msgTypes[25]
+	mi := &file_palisade_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1616,7 +1708,7 @@ func (x *KeySignResponse) String() string {
 func (*KeySignResponse) ProtoMessage() {}
 
 func (x *KeySignResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_palisade_proto_msgTypes[25]
+	mi := &file_palisade_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1629,7 +1721,7 @@ func (x *KeySignResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeySignResponse.ProtoReflect.Descriptor instead.
 func (*KeySignResponse) Descriptor() ([]byte, []int) {
-	return file_palisade_proto_rawDescGZIP(), []int{25}
+	return file_palisade_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *KeySignResponse) GetSignature() []byte {
@@ -1649,7 +1741,7 @@ type KeyAttestRequest struct {
 
 func (x *KeyAttestRequest) Reset() {
 	*x = KeyAttestRequest{}
-	mi := &file_palisade_proto_msgTypes[26]
+	mi := &file_palisade_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1661,7 +1753,7 @@ func (x *KeyAttestRequest) String() string {
 func (*KeyAttestRequest) ProtoMessage() {}
 
 func (x *KeyAttestRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_palisade_proto_msgTypes[26]
+	mi := &file_palisade_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1674,7 +1766,7 @@ func (x *KeyAttestRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyAttestRequest.ProtoReflect.Descriptor instead.
 func (*KeyAttestRequest) Descriptor() ([]byte, []int) {
-	return file_palisade_proto_rawDescGZIP(), []int{26}
+	return file_palisade_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *KeyAttestRequest) GetName() string {
@@ -1700,7 +1792,7 @@ type KeyAttestResponse struct {
 
 func (x *KeyAttestResponse) Reset() {
 	*x = KeyAttestResponse{}
-	mi := &file_palisade_proto_msgTypes[27]
+	mi := &file_palisade_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1712,7 +1804,7 @@ func (x *KeyAttestResponse) String() string {
 func (*KeyAttestResponse) ProtoMessage() {}
 
 func (x *KeyAttestResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_palisade_proto_msgTypes[27]
+	mi := &file_palisade_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1725,7 +1817,7 @@ func (x *KeyAttestResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use KeyAttestResponse.ProtoReflect.Descriptor instead.
 func (*KeyAttestResponse) Descriptor() ([]byte, []int) {
-	return file_palisade_proto_rawDescGZIP(), []int{27}
+	return file_palisade_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *KeyAttestResponse) GetEvidence() []byte {
@@ -1834,6 +1926,17 @@ const file_palisade_proto_rawDesc = "" +
 	"allow_gids\x18\x04 \x03(\rR\tallowGids\x12\x10\n" +
 	"\x03pin\x18\x05 \x01(\fR\x03pin\x12\x1b\n" +
 	"\tmax_tries\x18\x06 \x01(\rR\bmaxTries\x12!\n" +
+	"\fsigner_image\x18\a \x01(\fR\vsignerImage\"\xd7\x01\n" +
+	"\x10KeyImportRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\vprivate_key\x18\x02 \x01(\fR\n" +
+	"privateKey\x12\x1d\n" +
+	"\n" +
+	"allow_uids\x18\x03 \x03(\rR\tallowUids\x12\x1d\n" +
+	"\n" +
+	"allow_gids\x18\x04 \x03(\rR\tallowGids\x12\x10\n" +
+	"\x03pin\x18\x05 \x01(\fR\x03pin\x12\x1b\n" +
+	"\tmax_tries\x18\x06 \x01(\rR\bmaxTries\x12!\n" +
 	"\fsigner_image\x18\a \x01(\fR\vsignerImage\"#\n" +
 	"\rKeyGetRequest\x12\x12\n" +
 	"\x04name\x18\x01 \x01(\tR\x04name\"\x10\n" +
@@ -1870,7 +1973,7 @@ const file_palisade_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x14\n" +
 	"\x05nonce\x18\x02 \x01(\fR\x05nonce\"/\n" +
 	"\x11KeyAttestResponse\x12\x1a\n" +
-	"\bevidence\x18\x01 \x01(\fR\bevidence2\x94\b\n" +
+	"\bevidence\x18\x01 \x01(\fR\bevidence2\xd6\b\n" +
 	"\bPalisade\x12G\n" +
 	"\bRegister\x12\x1c.palisade.v1.RegisterRequest\x1a\x1d.palisade.v1.RegisterResponse\x12;\n" +
 	"\x04Call\x12\x18.palisade.v1.CallRequest\x1a\x19.palisade.v1.CallResponse\x12M\n" +
@@ -1879,7 +1982,8 @@ const file_palisade_proto_rawDesc = "" +
 	"\x04List\x12\x18.palisade.v1.ListRequest\x1a\x19.palisade.v1.ListResponse\x12A\n" +
 	"\x06Attest\x12\x1a.palisade.v1.AttestRequest\x1a\x1b.palisade.v1.AttestResponse\x12A\n" +
 	"\x06Health\x12\x1a.palisade.v1.HealthRequest\x1a\x1b.palisade.v1.HealthResponse\x12@\n" +
-	"\tKeyCreate\x12\x1d.palisade.v1.KeyCreateRequest\x1a\x14.palisade.v1.KeyInfo\x12:\n" +
+	"\tKeyCreate\x12\x1d.palisade.v1.KeyCreateRequest\x1a\x14.palisade.v1.KeyInfo\x12@\n" +
+	"\tKeyImport\x12\x1d.palisade.v1.KeyImportRequest\x1a\x14.palisade.v1.KeyInfo\x12:\n" +
 	"\x06KeyGet\x12\x1a.palisade.v1.KeyGetRequest\x1a\x14.palisade.v1.KeyInfo\x12D\n" +
 	"\aKeyList\x12\x1b.palisade.v1.KeyListRequest\x1a\x1c.palisade.v1.KeyListResponse\x12J\n" +
 	"\tKeyDelete\x12\x1d.palisade.v1.KeyDeleteRequest\x1a\x1e.palisade.v1.KeyDeleteResponse\x12F\n" +
@@ -1887,7 +1991,7 @@ const file_palisade_proto_rawDesc = "" +
 	"\tKeySetPIN\x12\x1d.palisade.v1.KeySetPINRequest\x1a\x14.palisade.v1.KeyInfo\x12D\n" +
 	"\vKeySetChain\x12\x1f.palisade.v1.KeySetChainRequest\x1a\x14.palisade.v1.KeyInfo\x12D\n" +
 	"\aKeySign\x12\x1b.palisade.v1.KeySignRequest\x1a\x1c.palisade.v1.KeySignResponse\x12J\n" +
-	"\tKeyAttest\x12\x1d.palisade.v1.KeyAttestRequest\x1a\x1e.palisade.v1.KeyAttestResponseB.Z,github.com/palisade-project/palisade/api;apib\x06proto3"
+	"\tKeyAttest\x12\x1d.palisade.v1.KeyAttestRequest\x1a\x1e.palisade.v1.KeyAttestResponseB7Z5github.com/palisade-project/palisade/internal/api;apib\x06proto3"
 
 var (
 	file_palisade_proto_rawDescOnce sync.Once
@@ -1901,7 +2005,7 @@ func file_palisade_proto_rawDescGZIP() []byte {
 	return file_palisade_proto_rawDescData
 }
 
-var file_palisade_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_palisade_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_palisade_proto_goTypes = []any{
 	(*Limits)(nil),              // 0: palisade.v1.Limits
 	(*RegisterRequest)(nil),     // 1: palisade.v1.RegisterRequest
@@ -1919,18 +2023,19 @@ var file_palisade_proto_goTypes = []any{
 	(*HealthResponse)(nil),      // 13: palisade.v1.HealthResponse
 	(*KeyInfo)(nil),             // 14: palisade.v1.KeyInfo
 	(*KeyCreateRequest)(nil),    // 15: palisade.v1.KeyCreateRequest
-	(*KeyGetRequest)(nil),       // 16: palisade.v1.KeyGetRequest
-	(*KeyListRequest)(nil),      // 17: palisade.v1.KeyListRequest
-	(*KeyListResponse)(nil),     // 18: palisade.v1.KeyListResponse
-	(*KeyDeleteRequest)(nil),    // 19: palisade.v1.KeyDeleteRequest
-	(*KeyDeleteResponse)(nil),   // 20: palisade.v1.KeyDeleteResponse
-	(*KeySetAccessRequest)(nil), // 21: palisade.v1.KeySetAccessRequest
-	(*KeySetPINRequest)(nil),    // 22: palisade.v1.KeySetPINRequest
-	(*KeySetChainRequest)(nil),  // 23: palisade.v1.KeySetChainRequest
-	(*KeySignRequest)(nil),      // 24: palisade.v1.KeySignRequest
-	(*KeySignResponse)(nil),     // 25: palisade.v1.KeySignResponse
-	(*KeyAttestRequest)(nil),    // 26: palisade.v1.KeyAttestRequest
-	(*KeyAttestResponse)(nil),   // 27: palisade.v1.KeyAttestResponse
+	(*KeyImportRequest)(nil),    // 16: palisade.v1.KeyImportRequest
+	(*KeyGetRequest)(nil),       // 17: palisade.v1.KeyGetRequest
+	(*KeyListRequest)(nil),      // 18: palisade.v1.KeyListRequest
+	(*KeyListResponse)(nil),     // 19: palisade.v1.KeyListResponse
+	(*KeyDeleteRequest)(nil),    // 20: palisade.v1.KeyDeleteRequest
+	(*KeyDeleteResponse)(nil),   // 21: palisade.v1.KeyDeleteResponse
+	(*KeySetAccessRequest)(nil), // 22: palisade.v1.KeySetAccessRequest
+	(*KeySetPINRequest)(nil),    // 23: palisade.v1.KeySetPINRequest
+	(*KeySetChainRequest)(nil),  // 24: palisade.v1.KeySetChainRequest
+	(*KeySignRequest)(nil),      // 25: palisade.v1.KeySignRequest
+	(*KeySignResponse)(nil),     // 26: palisade.v1.KeySignResponse
+	(*KeyAttestRequest)(nil),    // 27: palisade.v1.KeyAttestRequest
+	(*KeyAttestResponse)(nil),   // 28: palisade.v1.KeyAttestResponse
 }
 var file_palisade_proto_depIdxs = []int32{
 	0,  // 0: palisade.v1.RegisterRequest.limits:type_name -> palisade.v1.Limits
@@ -1945,31 +2050,33 @@ var file_palisade_proto_depIdxs = []int32{
 	10, // 9: palisade.v1.Palisade.Attest:input_type -> palisade.v1.AttestRequest
 	12, // 10: palisade.v1.Palisade.Health:input_type -> palisade.v1.HealthRequest
 	15, // 11: palisade.v1.Palisade.KeyCreate:input_type -> palisade.v1.KeyCreateRequest
-	16, // 12: palisade.v1.Palisade.KeyGet:input_type -> palisade.v1.KeyGetRequest
-	17, // 13: palisade.v1.Palisade.KeyList:input_type -> palisade.v1.KeyListRequest
-	19, // 14: palisade.v1.Palisade.KeyDelete:input_type -> palisade.v1.KeyDeleteRequest
-	21, // 15: palisade.v1.Palisade.KeySetAccess:input_type -> palisade.v1.KeySetAccessRequest
-	22, // 16: palisade.v1.Palisade.KeySetPIN:input_type -> palisade.v1.KeySetPINRequest
-	23, // 17: palisade.v1.Palisade.KeySetChain:input_type -> palisade.v1.KeySetChainRequest
-	24, // 18: palisade.v1.Palisade.KeySign:input_type -> palisade.v1.KeySignRequest
-	26, // 19: palisade.v1.Palisade.KeyAttest:input_type -> palisade.v1.KeyAttestRequest
-	3,  // 20: palisade.v1.Palisade.Register:output_type -> palisade.v1.RegisterResponse
-	5,  // 21: palisade.v1.Palisade.Call:output_type -> palisade.v1.CallResponse
-	7,  // 22: palisade.v1.Palisade.Unregister:output_type -> palisade.v1.UnregisterResponse
-	9,  // 23: palisade.v1.Palisade.List:output_type -> palisade.v1.ListResponse
-	11, // 24: palisade.v1.Palisade.Attest:output_type -> palisade.v1.AttestResponse
-	13, // 25: palisade.v1.Palisade.Health:output_type -> palisade.v1.HealthResponse
-	14, // 26: palisade.v1.Palisade.KeyCreate:output_type -> palisade.v1.KeyInfo
-	14, // 27: palisade.v1.Palisade.KeyGet:output_type -> palisade.v1.KeyInfo
-	18, // 28: palisade.v1.Palisade.KeyList:output_type -> palisade.v1.KeyListResponse
-	20, // 29: palisade.v1.Palisade.KeyDelete:output_type -> palisade.v1.KeyDeleteResponse
-	14, // 30: palisade.v1.Palisade.KeySetAccess:output_type -> palisade.v1.KeyInfo
-	14, // 31: palisade.v1.Palisade.KeySetPIN:output_type -> palisade.v1.KeyInfo
-	14, // 32: palisade.v1.Palisade.KeySetChain:output_type -> palisade.v1.KeyInfo
-	25, // 33: palisade.v1.Palisade.KeySign:output_type -> palisade.v1.KeySignResponse
-	27, // 34: palisade.v1.Palisade.KeyAttest:output_type -> palisade.v1.KeyAttestResponse
-	20, // [20:35] is the sub-list for method output_type
-	5,  // [5:20] is the sub-list for method input_type
+	16, // 12: palisade.v1.Palisade.KeyImport:input_type -> palisade.v1.KeyImportRequest
+	17, // 13: palisade.v1.Palisade.KeyGet:input_type -> palisade.v1.KeyGetRequest
+	18, // 14: palisade.v1.Palisade.KeyList:input_type -> palisade.v1.KeyListRequest
+	20, // 15: palisade.v1.Palisade.KeyDelete:input_type -> palisade.v1.KeyDeleteRequest
+	22, // 16: palisade.v1.Palisade.KeySetAccess:input_type -> palisade.v1.KeySetAccessRequest
+	23, // 17: palisade.v1.Palisade.KeySetPIN:input_type -> palisade.v1.KeySetPINRequest
+	24, // 18: palisade.v1.Palisade.KeySetChain:input_type -> palisade.v1.KeySetChainRequest
+	25, // 19: palisade.v1.Palisade.KeySign:input_type -> palisade.v1.KeySignRequest
+	27, // 20: palisade.v1.Palisade.KeyAttest:input_type -> palisade.v1.KeyAttestRequest
+	3,  // 21: palisade.v1.Palisade.Register:output_type -> palisade.v1.RegisterResponse
+	5,  // 22: palisade.v1.Palisade.Call:output_type -> palisade.v1.CallResponse
+	7,  // 23: palisade.v1.Palisade.Unregister:output_type -> palisade.v1.UnregisterResponse
+	9,  // 24: palisade.v1.Palisade.List:output_type -> palisade.v1.ListResponse
+	11, // 25: palisade.v1.Palisade.Attest:output_type -> palisade.v1.AttestResponse
+	13, // 26: palisade.v1.Palisade.Health:output_type -> palisade.v1.HealthResponse
+	14, // 27: palisade.v1.Palisade.KeyCreate:output_type -> palisade.v1.KeyInfo
+	14, // 28: palisade.v1.Palisade.KeyImport:output_type -> palisade.v1.KeyInfo
+	14, // 29: palisade.v1.Palisade.KeyGet:output_type -> palisade.v1.KeyInfo
+	19, // 30: palisade.v1.Palisade.KeyList:output_type -> palisade.v1.KeyListResponse
+	21, // 31: palisade.v1.Palisade.KeyDelete:output_type -> palisade.v1.KeyDeleteResponse
+	14, // 32: palisade.v1.Palisade.KeySetAccess:output_type -> palisade.v1.KeyInfo
+	14, // 33: palisade.v1.Palisade.KeySetPIN:output_type -> palisade.v1.KeyInfo
+	14, // 34: palisade.v1.Palisade.KeySetChain:output_type -> palisade.v1.KeyInfo
+	26, // 35: palisade.v1.Palisade.KeySign:output_type -> palisade.v1.KeySignResponse
+	28, // 36: palisade.v1.Palisade.KeyAttest:output_type -> palisade.v1.KeyAttestResponse
+	21, // [21:37] is the sub-list for method output_type
+	5,  // [5:21] is the sub-list for method input_type
 	5,  // [5:5] is the sub-list for extension type_name
 	5,  // [5:5] is the sub-list for extension extendee
 	0,  // [0:5] is the sub-list for field type_name
@@ -1990,7 +2097,7 @@ func file_palisade_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_palisade_proto_rawDesc), len(file_palisade_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -30,6 +30,7 @@ const (
 	Palisade_Attest_FullMethodName       = "/palisade.v1.Palisade/Attest"
 	Palisade_Health_FullMethodName       = "/palisade.v1.Palisade/Health"
 	Palisade_KeyCreate_FullMethodName    = "/palisade.v1.Palisade/KeyCreate"
+	Palisade_KeyImport_FullMethodName    = "/palisade.v1.Palisade/KeyImport"
 	Palisade_KeyGet_FullMethodName       = "/palisade.v1.Palisade/KeyGet"
 	Palisade_KeyList_FullMethodName      = "/palisade.v1.Palisade/KeyList"
 	Palisade_KeyDelete_FullMethodName    = "/palisade.v1.Palisade/KeyDelete"
@@ -58,6 +59,8 @@ type PalisadeClient interface {
 	// Named keys held by the daemon (docs/keys.md). A key is made in the key-generation PAL and
 	// usable only through its signing PAL; its owner and allowed uids/gids may sign with it.
 	KeyCreate(ctx context.Context, in *KeyCreateRequest, opts ...grpc.CallOption) (*KeyInfo, error)
+	// KeyImport migrates an existing private key into the daemon; the key is marked imported.
+	KeyImport(ctx context.Context, in *KeyImportRequest, opts ...grpc.CallOption) (*KeyInfo, error)
 	// KeyGet returns a key the caller may use or manage (show, public).
 	KeyGet(ctx context.Context, in *KeyGetRequest, opts ...grpc.CallOption) (*KeyInfo, error)
 	KeyList(ctx context.Context, in *KeyListRequest, opts ...grpc.CallOption) (*KeyListResponse, error)
@@ -147,6 +150,16 @@ func (c *palisadeClient) KeyCreate(ctx context.Context, in *KeyCreateRequest, op
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(KeyInfo)
 	err := c.cc.Invoke(ctx, Palisade_KeyCreate_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *palisadeClient) KeyImport(ctx context.Context, in *KeyImportRequest, opts ...grpc.CallOption) (*KeyInfo, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(KeyInfo)
+	err := c.cc.Invoke(ctx, Palisade_KeyImport_FullMethodName, in, out, cOpts...)
 	if err != nil {
 		return nil, err
 	}
@@ -251,6 +264,8 @@ type PalisadeServer interface {
 	// Named keys held by the daemon (docs/keys.md). A key is made in the key-generation PAL and
 	// usable only through its signing PAL; its owner and allowed uids/gids may sign with it.
 	KeyCreate(context.Context, *KeyCreateRequest) (*KeyInfo, error)
+	// KeyImport migrates an existing private key into the daemon; the key is marked imported.
+	KeyImport(context.Context, *KeyImportRequest) (*KeyInfo, error)
 	// KeyGet returns a key the caller may use or manage (show, public).
 	KeyGet(context.Context, *KeyGetRequest) (*KeyInfo, error)
 	KeyList(context.Context, *KeyListRequest) (*KeyListResponse, error)
@@ -296,6 +311,9 @@ func (UnimplementedPalisadeServer) Health(context.Context, *HealthRequest) (*Hea
 }
 func (UnimplementedPalisadeServer) KeyCreate(context.Context, *KeyCreateRequest) (*KeyInfo, error) {
 	return nil, status.Error(codes.Unimplemented, "method KeyCreate not implemented")
+}
+func (UnimplementedPalisadeServer) KeyImport(context.Context, *KeyImportRequest) (*KeyInfo, error) {
+	return nil, status.Error(codes.Unimplemented, "method KeyImport not implemented")
 }
 func (UnimplementedPalisadeServer) KeyGet(context.Context, *KeyGetRequest) (*KeyInfo, error) {
 	return nil, status.Error(codes.Unimplemented, "method KeyGet not implemented")
@@ -464,6 +482,24 @@ func _Palisade_KeyCreate_Handler(srv interface{}, ctx context.Context, dec func(
 	}
 	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
 		return srv.(PalisadeServer).KeyCreate(ctx, req.(*KeyCreateRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Palisade_KeyImport_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(KeyImportRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(PalisadeServer).KeyImport(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Palisade_KeyImport_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(PalisadeServer).KeyImport(ctx, req.(*KeyImportRequest))
 	}
 	return interceptor(ctx, in, info, handler)
 }
@@ -646,6 +682,10 @@ var Palisade_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "KeyCreate",
 			Handler:    _Palisade_KeyCreate_Handler,
+		},
+		{
+			MethodName: "KeyImport",
+			Handler:    _Palisade_KeyImport_Handler,
 		},
 		{
 			MethodName: "KeyGet",

@@ -50,7 +50,8 @@ func ParseMeasurement(s string) (Measurement, error) {
 // Limits on a document, so that hostile input cannot exhaust memory. They are far above any
 // real configuration.
 const (
-	MaxDocumentSize   = 1 << 20
+	MaxDocumentSize   = 1 << 20 // the authored JSON and the canonical CBOR payload
+	maxSignatureSize  = 4096    // what COSE_Sign1 adds to the payload, at most
 	MaxNames          = 4096
 	MaxMeasurements   = 4096 // per name, and visors
 	MaxNameLen        = 128
@@ -214,7 +215,10 @@ type jsonDoc struct {
 // drop a rule), and the result is normalised and validated.
 func ParseJSON(b []byte) (*Config, error) {
 	if len(b) > MaxDocumentSize {
-		return nil, fmt.Errorf("%w: document of %d bytes exceeds %d", ErrInvalid, len(b), MaxDocumentSize)
+		return nil, fmt.Errorf("%w: document of %d bytes exceeds the limit of %d bytes (1 MiB)", ErrInvalid, len(b), MaxDocumentSize)
+	}
+	if err := checkJSONKeys(b); err != nil {
+		return nil, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
@@ -247,6 +251,98 @@ func ParseJSON(b []byte) (*Config, error) {
 		return nil, err
 	}
 	return c, nil
+}
+
+// jsonFields are the top-level keys of the authored form, matched exactly: encoding/json would
+// also take "Version" or "PALS" for them.
+var jsonFields = map[string]bool{"version": true, "visors": true, "pals": true, "apps": true, "secrets": true}
+
+// checkJSONKeys refuses what encoding/json lets through silently: a key repeated in one object
+// (the last one would win, or a repeated object would be merged into the first, so a rule
+// written twice drops one without a word), at any level and compared after unescaping, and a
+// top-level key that is not exactly one of the documented fields. It also requires the
+// document to be a JSON object. Syntax errors are left to the decoder that runs next, which
+// reports them with their position.
+func checkJSONKeys(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil {
+		return nil
+	}
+	if d, ok := tok.(json.Delim); !ok || d != '{' {
+		return fmt.Errorf("%w: the document must be a JSON object", ErrInvalid)
+	}
+	if err := checkJSONObject(dec, "", 1); err != nil && !errors.Is(err, errJSONSyntax) {
+		return err
+	}
+	return nil
+}
+
+// maxJSONDepth bounds the nesting checkJSONKeys follows: a valid document nests three levels
+// (document, pals, a list), so anything deeper is refused before it can cost stack.
+const maxJSONDepth = 8
+
+// errJSONSyntax stops checkJSONKeys at a syntax error, which json.Decoder.Decode reports.
+var errJSONSyntax = errors.New("json syntax")
+
+// checkJSONObject reads the rest of an object whose '{' was read; path names it in errors.
+func checkJSONObject(dec *json.Decoder, path string, depth int) error {
+	if depth > maxJSONDepth {
+		return fmt.Errorf("%w: nested more than %d levels deep", ErrInvalid, maxJSONDepth)
+	}
+	seen := map[string]bool{}
+	for {
+		tok, err := dec.Token()
+		if err != nil {
+			return errJSONSyntax
+		}
+		if d, ok := tok.(json.Delim); ok && d == '}' {
+			return nil
+		}
+		k, _ := tok.(string) // json.Decoder.Token only yields a string in key position
+		switch {
+		case seen[k] && path == "":
+			return fmt.Errorf("%w: duplicate key %q", ErrInvalid, k)
+		case seen[k]:
+			return fmt.Errorf("%w: duplicate key %q in %s", ErrInvalid, k, path)
+		case depth == 1 && !jsonFields[k]:
+			return fmt.Errorf("%w: json: unknown field %q (the fields are version, visors, pals, apps and secrets, in lower case)", ErrInvalid, k)
+		}
+		seen[k] = true
+		sub := k
+		if path != "" {
+			sub = path + "." + k
+		}
+		if err := checkJSONValue(dec, sub, depth); err != nil {
+			return err
+		}
+	}
+}
+
+// checkJSONValue reads one value, checking the objects inside it.
+func checkJSONValue(dec *json.Decoder, path string, depth int) error {
+	tok, err := dec.Token()
+	if err != nil {
+		return errJSONSyntax
+	}
+	switch tok {
+	case json.Delim('{'):
+		return checkJSONObject(dec, path, depth+1)
+	case json.Delim('['):
+		if depth+1 > maxJSONDepth {
+			return fmt.Errorf("%w: nested more than %d levels deep", ErrInvalid, maxJSONDepth)
+		}
+		for dec.More() {
+			if err := checkJSONValue(dec, path, depth+1); err != nil {
+				return err
+			}
+		}
+		if _, err := dec.Token(); err != nil {
+			return errJSONSyntax
+		}
+	}
+	return nil
 }
 
 func parseAll(what string, hs []string) ([]Measurement, error) {
@@ -331,7 +427,7 @@ func (c *Config) Hash() (Measurement, error) {
 // of a valid document is refused, so one content has one byte string and one hash.
 func DecodeCBOR(b []byte) (*Config, error) {
 	if len(b) > MaxDocumentSize {
-		return nil, fmt.Errorf("%w: payload of %d bytes", ErrMalformed, len(b))
+		return nil, fmt.Errorf("%w: payload of %d bytes exceeds the limit of %d bytes (1 MiB)", ErrMalformed, len(b), MaxDocumentSize)
 	}
 	var c Config
 	if err := decMode.Unmarshal(b, &c); err != nil {

@@ -77,6 +77,19 @@ func TestParseJSONRefuses(t *testing.T) {
 		{"trailing", `{"version":1} {"version":2}`, "trailing data"},
 		{"negative", `{"version":-1}`, "cannot unmarshal"},
 		{"not json", `version: 1`, "invalid"},
+		// A repeated key would silently replace (or, for an object, merge into) the first:
+		// a duplicate is refused at every level, after JSON unescaping.
+		{"duplicate pal", `{"version":3,"pals":{"vault":["` + h + `"],"vault":[]}}`, `duplicate key "vault" in pals`},
+		{"duplicate pals", `{"version":3,"pals":{"a":[]},"pals":{"b":[]}}`, `duplicate key "pals"`},
+		{"duplicate version", `{"version":3,"version":4}`, `duplicate key "version"`},
+		{"duplicate app", `{"version":1,"apps":{"w":[],"w":["` + h + `"]}}`, `duplicate key "w" in apps`},
+		{"duplicate secret", `{"version":1,"apps":{"w":[]},"secrets":{"s":["w"],"s":[]}}`, `duplicate key "s" in secrets`},
+		{"escaped duplicate", `{"version":1,"pals":{"vault":[],"vau\u006ct":[]}}`, `duplicate key "vault" in pals`},
+		// encoding/json matches field names case-insensitively; the documented names are exact.
+		{"case variant", `{"version":1,"Version":2}`, `unknown field "Version"`},
+		{"case only", `{"VERSION":1}`, `unknown field "VERSION"`},
+		{"not an object", `[1]`, "must be a JSON object"},
+		{"too deep", `{"version":1,"pals":{"a":[[[[[[[["x"]]]]]]]]}}`, "nested more than 8 levels"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseJSON([]byte(tc.doc))
@@ -111,4 +124,40 @@ func TestDecodeCBORRefusesNonCanonical(t *testing.T) {
 	if _, err := DecodeCBOR(withExtra); !errors.Is(err, ErrMalformed) {
 		t.Fatalf("unknown key: got %v", err)
 	}
+}
+
+// FuzzParseJSON: whatever ParseJSON accepts re-encodes to JSON that parses to the same
+// canonical content, and no input makes it panic.
+func FuzzParseJSON(f *testing.F) {
+	h := meas("x").String()
+	for _, s := range []string{
+		fill(docA), `{"version":1}`, `{"version":3,"pals":{"vault":["` + h + `"],"vault":[]}}`,
+		`{"version":1,"pals":{"vault":[],"vau\u006ct":[]}}`, `{"VERSION":1}`, `[[[`, `{"version":1,"apps":{"w":[]},"secrets":{"s":["w"]}}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, b []byte) {
+		c, err := ParseJSON(b)
+		if err != nil {
+			if !errors.Is(err, ErrInvalid) {
+				t.Fatalf("error %v is not ErrInvalid", err)
+			}
+			return
+		}
+		enc, err := c.Encode()
+		if err != nil {
+			t.Fatal(err)
+		}
+		j, err := c.MarshalJSON()
+		if err != nil {
+			t.Fatal(err)
+		}
+		c2, err := ParseJSON(j)
+		if err != nil {
+			t.Fatalf("re-encoded JSON refused: %v\n%s", err, j)
+		}
+		if enc2, _ := c2.Encode(); !bytes.Equal(enc, enc2) {
+			t.Fatal("JSON round trip changed the content")
+		}
+	})
 }

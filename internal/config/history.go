@@ -58,11 +58,14 @@ func encodeRecord(e Entry) ([]byte, error) {
 func decodeRecord(b []byte) (Entry, int, error) {
 	var e Entry
 	if len(b) < 4 {
-		return e, 0, fmt.Errorf("%w: truncated record header", ErrHistory)
+		return e, 0, fmt.Errorf("%w: truncated record header (%d of 4 bytes)", ErrHistory, len(b))
 	}
 	n := binary.LittleEndian.Uint32(b)
-	if n > MaxEntrySize || uint64(n) > uint64(len(b)-4) {
-		return e, 0, fmt.Errorf("%w: record of %d bytes runs past the end", ErrHistory, n)
+	if n > MaxEntrySize {
+		return e, 0, fmt.Errorf("%w: record of %d bytes exceeds the limit of %d bytes", ErrHistory, n, MaxEntrySize)
+	}
+	if uint64(n) > uint64(len(b)-4) {
+		return e, 0, fmt.Errorf("%w: record of %d bytes runs past the end (%d bytes left)", ErrHistory, n, len(b)-4)
 	}
 	body := b[4 : 4+n]
 	if err := decMode.Unmarshal(body, &e); err != nil {

@@ -167,8 +167,9 @@ func Inspect(raw []byte) (*Config, KeyID, error) {
 
 func parseSign1(raw []byte) (*cose.Sign1Message, KeyID, error) {
 	var kid KeyID
-	if len(raw) > MaxDocumentSize+4096 {
-		return nil, kid, fmt.Errorf("%w: %d bytes", ErrMalformed, len(raw))
+	if len(raw) > MaxDocumentSize+maxSignatureSize {
+		return nil, kid, fmt.Errorf("%w: %d bytes exceeds the limit of %d bytes (a 1 MiB document and %d bytes of signature)",
+			ErrMalformed, len(raw), MaxDocumentSize+maxSignatureSize, maxSignatureSize)
 	}
 	var msg cose.Sign1Message
 	if err := msg.UnmarshalCBOR(raw); err != nil {

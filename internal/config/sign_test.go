@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/veraison/go-cose"
@@ -159,4 +160,27 @@ func FuzzDecodeCBOR(f *testing.F) {
 			t.Fatalf("accepted non-canonical input")
 		}
 	})
+}
+
+// TestSizeLimitsNamed: a document over a size limit is refused with the limit named, not just
+// its own size.
+func TestSizeLimitsNamed(t *testing.T) {
+	big := bytes.Repeat([]byte{' '}, 10<<20)
+	admin := newKey(t, "ed25519")
+	for _, tc := range []struct {
+		name string
+		err  error
+		want error
+	}{
+		{"signed", func() error { _, err := Verify(big, admin.Public()); return err }(), ErrMalformed},
+		{"json", func() error { _, err := ParseJSON(big); return err }(), ErrInvalid},
+		{"payload", func() error { _, err := DecodeCBOR(big); return err }(), ErrMalformed},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if !errors.Is(tc.err, tc.want) || !strings.Contains(tc.err.Error(), "exceeds the limit") ||
+				!strings.Contains(tc.err.Error(), "1 MiB") {
+				t.Fatalf("got %v, want %v naming the 1 MiB limit", tc.err, tc.want)
+			}
+		})
+	}
 }

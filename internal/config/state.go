@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -82,6 +83,9 @@ type Pointer struct {
 	Config     Measurement `cbor:"3,keyasint"` // hash of the active configuration's payload
 	Head       Measurement `cbor:"4,keyasint"` // hash of the last history entry
 	HistoryLen uint64      `cbor:"5,keyasint"` // bytes of the history file that are committed
+	// AnchorPrev is, for a state bound to a BindingAnchor, the anchor's history digest
+	// before Head was folded into it: the anchor's digest is HistoryExtend(AnchorPrev, Head).
+	AnchorPrev Measurement `cbor:"6,keyasint"`
 }
 
 // Options of a State.
@@ -117,13 +121,27 @@ func InitState(dir string, admin crypto.PublicKey) error {
 	if err := os.MkdirAll(filepath.Join(dir, dirConfigs), 0o700); err != nil {
 		return fmt.Errorf("state: %w", err)
 	}
+	// Under the lock, like every write to the directory, so that an apply that removes
+	// temporary files never removes this one.
+	unlock, err := lockDir(dir)
+	if err != nil {
+		return err
+	}
+	defer unlock()
 	p := filepath.Join(dir, fileAdminKey)
 	old, err := os.ReadFile(p)
 	switch {
 	case err == nil && bytes.Equal(old, pem):
 		return nil
 	case err == nil:
-		return fmt.Errorf("state %s: another administrator key is already pinned", dir)
+		pinned := "another key"
+		if pub, perr := ParsePublicKey(old); perr == nil {
+			k, _ := PublicKeyID(pub)
+			pinned = "key " + k.String()
+		}
+		kid, _ := PublicKeyID(admin)
+		return fmt.Errorf("state %s pins administrator %s, not %s: a state accepts the one key it pins (a new administrator starts a new state directory: palisade config replace-admin)",
+			dir, pinned, kid)
 	case !errors.Is(err, os.ErrNotExist):
 		return fmt.Errorf("state: %w", err)
 	}
@@ -145,6 +163,9 @@ func OpenState(dir string, o Options) (*State, error) {
 	if s.anchor == nil {
 		s.anchor = FileAnchor{Path: filepath.Join(dir, fileAnchor)}
 	}
+	if err := checkBinding(dir, kid, s.anchor); err != nil {
+		return nil, err
+	}
 	if s.now == nil {
 		s.now = time.Now
 	}
@@ -160,8 +181,12 @@ func (s *State) AdminKey() (crypto.PublicKey, KeyID) { return s.admin, s.kid }
 // SecretsDir is where a SecretStore of this state keeps its blobs.
 func (s *State) SecretsDir() string { return filepath.Join(s.dir, dirSecrets) }
 
-func (s *State) lock() (func(), error) {
-	f, err := os.OpenFile(filepath.Join(s.dir, fileLock), os.O_RDWR|os.O_CREATE, 0o600)
+func (s *State) lock() (func(), error) { return lockDir(s.dir) }
+
+// lockDir takes the exclusive lock of a state directory; call the function it returns to
+// release it.
+func lockDir(dir string) (func(), error) {
+	f, err := os.OpenFile(filepath.Join(dir, fileLock), os.O_RDWR|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("state lock: %w", err)
 	}
@@ -210,6 +235,34 @@ func (s *State) Head() (Pointer, error) {
 	return snap.ptr, err
 }
 
+// Statement is what a visor's evidence says of its trusted configuration
+// (attest.ConfigHead): the commit record, who signed the active configuration, and whether
+// that configuration lists the visor.
+type Statement struct {
+	Pointer
+	Signer      KeyID
+	VisorListed bool
+}
+
+// Statement returns the commit record with the administrator key id and whether the active
+// configuration lists visor; Seq is 0 (and VisorListed false) when nothing was ever applied.
+func (s *State) Statement(visor Measurement) (Statement, error) {
+	unlock, err := s.lock()
+	if err != nil {
+		return Statement{}, err
+	}
+	defer unlock()
+	snap, err := s.load()
+	if err != nil {
+		return Statement{}, err
+	}
+	st := Statement{Pointer: snap.ptr, Signer: s.kid}
+	if snap.active != nil {
+		st.VisorListed = slices.Contains(snap.active.Visors, visor)
+	}
+	return st, nil
+}
+
 // History returns the verified committed history.
 func (s *State) History() ([]Entry, error) {
 	unlock, err := s.lock()
@@ -255,6 +308,14 @@ func (s *State) load() (snapshot, error) {
 	if err != nil {
 		return snap, err
 	}
+	if ba, ok := s.anchor.(BindingAnchor); ok {
+		return s.loadBound(ba, snap, pending, anchor)
+	}
+	// Bound by another process (an apply with the TPM) since this State was opened: from now
+	// on it is read only with that anchor.
+	if err := checkBinding(s.dir, s.kid, s.anchor); err != nil {
+		return snap, err
+	}
 	switch {
 	case anchor > snap.ptr.Version:
 		// Apply advances the anchor only after the new configuration and its history entry
@@ -269,7 +330,8 @@ func (s *State) load() (snapshot, error) {
 			return snap, nil
 		}
 		if err != nil {
-			return snap, fmt.Errorf("%w: state is at version %d but the anchor is at %d (%v)", ErrRollback, snap.ptr.Version, anchor, err)
+			return snap, fmt.Errorf("%w: the state is at version %d but the version anchor is at %d, so the state directory is older than the last apply (restored from a copy?): %v",
+				ErrRollback, snap.ptr.Version, anchor, err)
 		}
 		if err := s.anchor.Advance(next.ptr.Version); err != nil {
 			return snap, err
@@ -284,6 +346,102 @@ func (s *State) load() (snapshot, error) {
 		}
 	}
 	return snap, nil
+}
+
+// loadBound is the end of load for a state under a BindingAnchor: besides the version, the
+// anchor's history digest must be that of the committed head (or of a pending entry, whose
+// apply is then completed).
+func (s *State) loadBound(ba BindingAnchor, snap snapshot, pending []byte, anchor uint64) (snapshot, error) {
+	digest, err := ba.HistoryDigest()
+	if err != nil {
+		return snap, err
+	}
+	mark, err := readMark(s.dir)
+	if err != nil {
+		return snap, err
+	}
+	// An apply interrupted after its extension (its point of no return): the pending entry
+	// is what the digest folded in last.
+	if mark != nil && len(pending) > 0 {
+		if next, err := s.pendingEntry(snap, pending, snap.ptr.Version+1); err == nil &&
+			digest == HistoryExtend(mark.Prev, next.ptr.Head) {
+			next.ptr.AnchorPrev = mark.Prev
+			if err := s.anchor.Advance(next.ptr.Version); err != nil {
+				return snap, err
+			}
+			if err := s.commit(next.ptr); err != nil {
+				return snap, err
+			}
+			return next, nil
+		}
+	}
+	var matches bool
+	switch {
+	case snap.ptr.Seq == 0:
+		// Nothing committed (new, or wiped under an anchor that kept its digest): nothing to
+		// compare, and Apply accepts only versions above the anchor.
+		matches = true
+	case mark == nil:
+		// Never bound: acceptable only while the anchor has never recorded a history (a state
+		// made before its anchor was); the next apply binds it. An anchor that has recorded
+		// one belongs to another history, this directory's or not.
+		matches = digest == Measurement{}
+	default:
+		matches = digest == HistoryExtend(snap.ptr.AnchorPrev, snap.ptr.Head)
+	}
+	switch {
+	case anchor > snap.ptr.Version && snap.ptr.Seq == 0:
+		return snap, nil
+	case anchor > snap.ptr.Version && !matches:
+		return snap, fmt.Errorf("%w: the state is at version %d but the version anchor %s is at %d, so the state directory is older than the last apply (restored from a copy?)",
+			ErrRollback, snap.ptr.Version, ba.ID(), anchor)
+	case !matches:
+		return snap, fmt.Errorf("%w: the history of state %s (head %s, version %d) is not the one %s recorded: it was rewritten or replaced",
+			ErrTampered, s.dir, snap.ptr.Head.Short(), snap.ptr.Version, ba.ID())
+	case anchor > snap.ptr.Version:
+		// The counter moved without the digest (an apply by an earlier Palisade that was
+		// interrupted during its advance): complete the pending entry at or above it, else
+		// this is a state older than its anchor.
+		next, err := s.pendingEntry(snap, pending, anchor)
+		if err != nil {
+			return snap, fmt.Errorf("%w: the state is at version %d but the version anchor %s is at %d, so the state directory is older than the last apply (restored from a copy?): %v",
+				ErrRollback, snap.ptr.Version, ba.ID(), anchor, err)
+		}
+		if next.ptr.AnchorPrev, err = s.extend(ba, next.ptr.Head); err != nil {
+			return snap, err
+		}
+		if err := s.anchor.Advance(next.ptr.Version); err != nil {
+			return snap, err
+		}
+		if err := s.commit(next.ptr); err != nil {
+			return snap, err
+		}
+		return next, nil
+	case anchor < snap.ptr.Version:
+		if err := s.anchor.Advance(snap.ptr.Version); err != nil {
+			return snap, err
+		}
+	}
+	return snap, nil
+}
+
+// extend records the anchor's digest in the state's mark, durably, then folds head into the
+// anchor, and returns the digest it extended (the new pointer's AnchorPrev). A crash between
+// the two leaves a mark whose Prev the next load recognises.
+func (s *State) extend(ba BindingAnchor, head Measurement) (Measurement, error) {
+	prev, err := ba.HistoryDigest()
+	if err != nil {
+		return prev, err
+	}
+	if err := writeMark(s.dir, anchorMark{ID: ba.ID(), Prev: prev}); err != nil {
+		return prev, err
+	}
+	crashPoint("anchor-marked")
+	if err := ba.ExtendHistory(head); err != nil {
+		return prev, err
+	}
+	crashPoint("history-anchored")
+	return prev, nil
 }
 
 // checkHead verifies that the pointer, the last committed history entry and the stored
@@ -327,9 +485,12 @@ func (s *State) readConfig(h Measurement, version uint64) (*Signed, error) {
 // version of at least want (the anchor) and whose configuration is stored and verifies, and
 // returns the state it commits.
 func (s *State) pendingEntry(snap snapshot, pending []byte, want uint64) (snapshot, error) {
+	if len(pending) == 0 {
+		return snap, errors.New("no interrupted apply to complete follows its history")
+	}
 	e, n, err := decodeRecord(pending)
 	if err != nil {
-		return snap, err
+		return snap, fmt.Errorf("what follows its history is not an interrupted apply: %w", err)
 	}
 	var prev Measurement
 	if len(snap.history) > 0 {
@@ -339,7 +500,7 @@ func (s *State) pendingEntry(snap snapshot, pending []byte, want uint64) (snapsh
 		return snap, err
 	}
 	if e.Version < want {
-		return snap, fmt.Errorf("pending entry has version %d", e.Version)
+		return snap, fmt.Errorf("the interrupted apply that follows its history is of version %d, below the anchor", e.Version)
 	}
 	act, err := s.readConfig(e.Config, e.Version)
 	if err != nil {
@@ -377,13 +538,27 @@ func (s *State) Apply(raw []byte) (*Signed, Entry, error) {
 	if err != nil {
 		return nil, Entry{}, err
 	}
+	if err := s.removeTemps(); err != nil {
+		return nil, Entry{}, err
+	}
 	anchor, err := s.anchor.Read()
 	if err != nil {
 		return nil, Entry{}, err
 	}
-	floor := max(anchor, snap.ptr.Version)
-	if sc.Version <= floor {
-		return nil, Entry{}, fmt.Errorf("%w: version %d is not greater than the active version %d", ErrRollback, sc.Version, floor)
+	if floor := max(anchor, snap.ptr.Version); sc.Version <= floor {
+		what := fmt.Sprintf("the active version %d", floor)
+		if anchor > snap.ptr.Version {
+			what = fmt.Sprintf("version %d, the highest the version anchor has seen applied", anchor)
+		}
+		return nil, Entry{}, fmt.Errorf("%w: version %d is not greater than %s (every apply needs a version above all versions applied before)",
+			ErrRollback, sc.Version, what)
+	}
+	// An advance the anchor would refuse is refused before anything is written: under a
+	// binding anchor the history extension, which comes first, cannot be undone.
+	if ba, ok := s.anchor.(BindingAnchor); ok {
+		if err := ba.CheckAdvance(sc.Version); err != nil {
+			return nil, Entry{}, fmt.Errorf("apply: %w", err)
+		}
 	}
 	var old *Config
 	if snap.active != nil {
@@ -411,7 +586,22 @@ func (s *State) Apply(raw []byte) (*Signed, Entry, error) {
 	}
 	crashPoint("history-appended")
 
-	// (3) the point of no return.
+	// (3) the point of no return: under a binding anchor, the administrator key is bound
+	// (if it was not) and the entry folded into the anchor's history digest before the
+	// version advances; otherwise the version advance is the point of no return.
+	var anchorPrev Measurement
+	if ba, ok := s.anchor.(BindingAnchor); ok {
+		if _, has, err := ba.Admin(); err != nil {
+			return nil, Entry{}, fmt.Errorf("apply: %w", err)
+		} else if !has {
+			if err := ba.BindAdmin(s.kid); err != nil {
+				return nil, Entry{}, fmt.Errorf("apply: %w", err)
+			}
+		}
+		if anchorPrev, err = s.extend(ba, e.Hash()); err != nil {
+			return nil, Entry{}, fmt.Errorf("apply: %w", err)
+		}
+	}
 	if err := s.anchor.Advance(sc.Version); err != nil {
 		return nil, Entry{}, fmt.Errorf("apply: %w", err)
 	}
@@ -419,12 +609,31 @@ func (s *State) Apply(raw []byte) (*Signed, Entry, error) {
 
 	// (4) commit.
 	ptr := Pointer{Seq: e.Seq, Version: e.Version, Config: e.Config, Head: e.Hash(),
-		HistoryLen: snap.ptr.HistoryLen + uint64(len(rec))}
+		HistoryLen: snap.ptr.HistoryLen + uint64(len(rec)), AnchorPrev: anchorPrev}
 	if err := s.commit(ptr); err != nil {
 		return nil, Entry{}, fmt.Errorf("apply: %w", err)
 	}
 	crashPoint("committed")
 	return sc, e, nil
+}
+
+// removeTemps deletes the temporary files that an apply killed before one of its renames left
+// in the state directory and configs/. Every file there is written under the lock, which the
+// caller holds, so none of them belongs to a write in progress. (secrets/ is not cleaned: a
+// SecretStore writes there without the state's lock.)
+func (s *State) removeTemps() error {
+	for _, d := range []string{s.dir, filepath.Join(s.dir, dirConfigs)} {
+		stale, err := filepath.Glob(filepath.Join(d, atomicfile.TempPattern))
+		if err != nil {
+			return err
+		}
+		for _, f := range stale {
+			if err := os.Remove(f); err != nil && !errors.Is(err, os.ErrNotExist) {
+				return fmt.Errorf("apply: remove a temporary file an interrupted apply left: %w", err)
+			}
+		}
+	}
+	return nil
 }
 
 func (s *State) appendHistory(committed uint64, rec []byte) error {

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/palisade-project/palisade/internal/atomicfile"
 )
 
 func newState(t *testing.T, admin crypto.Signer) *State {
@@ -127,8 +129,14 @@ func TestStateRollbackDetectedByAnchor(t *testing.T) {
 	os.RemoveAll(dir)
 	copyDir(t, old, dir)
 	st, _ = OpenState(dir, Options{Anchor: anchor})
-	if _, err := st.Active(); !errors.Is(err, ErrRollback) {
+	_, err := st.Active()
+	if !errors.Is(err, ErrRollback) {
 		t.Fatalf("rolled-back state: got %v, want ErrRollback", err)
+	}
+	// The history is intact: the refusal says what is wrong, not that something is corrupt.
+	if errors.Is(err, ErrHistory) || strings.Contains(err.Error(), "corrupt") ||
+		!strings.Contains(err.Error(), "at version 1 but the version anchor is at 2") {
+		t.Fatalf("rollback refusal %q does not say the state is older than the anchor", err)
 	}
 }
 
@@ -181,18 +189,24 @@ func TestStateDetectsCorruption(t *testing.T) {
 
 // Crash points of Apply, in order, and whether the new configuration must be active after a
 // kill at that point.
+// Under a binding anchor the history extension is the point of no return and the version
+// advance comes after it; "-" marks a step that the mode does not pass.
 var crashSteps = []struct {
-	step   string
-	newOne bool
+	step        string
+	file, bound string // "old", "new" or "-"
 }{
-	{"temp-written:CONFIG", false},
-	{"config-written", false},
-	{"history-torn", false},
-	{"history-appended", false},
-	{"temp-written:" + fileAnchor, false},
-	{"anchor-advanced", true},
-	{"temp-written:" + filePointer, true},
-	{"committed", true},
+	{"temp-written:CONFIG", "old", "old"},
+	{"config-written", "old", "old"},
+	{"history-torn", "old", "old"},
+	{"history-appended", "old", "old"},
+	{"temp-written:" + fileAnchored, "-", "old"},
+	{"anchor-marked", "-", "old"},
+	{"history-anchored", "-", "new"},
+	{"temp-written:version", "-", "new"},
+	{"temp-written:" + fileAnchor, "old", "-"},
+	{"anchor-advanced", "new", "new"},
+	{"temp-written:" + filePointer, "new", "new"},
+	{"committed", "new", "new"},
 }
 
 // TestApplyCrashHelper is not a test: TestApplyCrash runs the test binary with it to apply a
@@ -212,7 +226,11 @@ func TestApplyCrashHelper(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	st, err := OpenState(dir, Options{})
+	var o Options
+	if d := os.Getenv("PALISADE_CRASH_BOUND"); d != "" {
+		o.Anchor = outsideAnchor{FileAnchor: FileAnchor{Path: filepath.Join(d, "version")}, dir: d}
+	}
+	st, err := OpenState(dir, o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -235,51 +253,85 @@ func TestApplyCrash(t *testing.T) {
 	doc := filepath.Join(t.TempDir(), "v2.cose")
 	os.WriteFile(doc, r2, 0o644)
 
-	for _, cs := range crashSteps {
-		step := strings.Replace(cs.step, "CONFIG", h2.String()+".cose", 1)
-		t.Run(cs.step, func(t *testing.T) {
-			st := newState(t, admin)
-			mustApply(t, st, r1)
-			// Leave garbage from an earlier crashed apply behind too, to check it is dropped.
-			cmd := exec.Command(os.Args[0], "-test.run=^TestApplyCrashHelper$")
-			cmd.Env = append(os.Environ(), "PALISADE_CRASH_STATE="+st.Dir(), "PALISADE_CRASH_AT="+step, "PALISADE_CRASH_DOC="+doc)
-			out, err := cmd.CombinedOutput()
-			var ee *exec.ExitError
-			if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
-				t.Fatalf("child was not killed at %s: %v\n%s", step, err, out)
+	for _, mode := range []string{"file", "bound"} {
+		for _, cs := range crashSteps {
+			step := strings.Replace(cs.step, "CONFIG", h2.String()+".cose", 1)
+			after := cs.file
+			if mode == "bound" {
+				after = cs.bound
 			}
+			if after == "-" {
+				continue
+			}
+			t.Run(mode+"/"+cs.step, func(t *testing.T) {
+				var o Options
+				var anchorPath string
+				env := []string{}
+				if mode == "bound" {
+					a := newOutsideAnchor(t)
+					o.Anchor, anchorPath = a, a.Path
+					env = append(env, "PALISADE_CRASH_BOUND="+a.dir)
+				}
+				st := newState(t, admin)
+				if o.Anchor != nil {
+					st, _ = OpenState(st.Dir(), o)
+				} else {
+					anchorPath = filepath.Join(st.Dir(), fileAnchor)
+				}
+				mustApply(t, st, r1)
+				// Leave garbage from an earlier crashed apply behind too, to check it is dropped.
+				cmd := exec.Command(os.Args[0], "-test.run=^TestApplyCrashHelper$")
+				cmd.Env = append(append(os.Environ(), env...), "PALISADE_CRASH_STATE="+st.Dir(), "PALISADE_CRASH_AT="+step, "PALISADE_CRASH_DOC="+doc)
+				out, err := cmd.CombinedOutput()
+				var ee *exec.ExitError
+				if !errors.As(err, &ee) || ee.Sys().(syscall.WaitStatus).Signal() != syscall.SIGKILL {
+					t.Fatalf("child was not killed at %s: %v\n%s", step, err, out)
+				}
 
-			st2, err := OpenState(st.Dir(), Options{})
-			if err != nil {
-				t.Fatal(err)
-			}
-			act, err := st2.Active()
-			if err != nil {
-				t.Fatalf("state after a crash at %s: %v", step, err)
-			}
-			want := uint64(1)
-			if cs.newOne {
-				want = 2
-			}
-			if act.Version != want {
-				t.Fatalf("crash at %s: version %d active, want %d", step, act.Version, want)
-			}
-			hist, err := st2.History()
-			if err != nil || uint64(len(hist)) != want || hist[len(hist)-1].Config != act.Hash {
-				t.Fatalf("crash at %s: history %d entries (%v) for version %d", step, len(hist), err, want)
-			}
-			if a, _ := (FileAnchor{Path: filepath.Join(st.Dir(), fileAnchor)}).Read(); a != want {
-				t.Fatalf("crash at %s: anchor %d", step, a)
-			}
-			// The state keeps working: the interrupted update or a newer one applies.
-			if !cs.newOne {
-				mustApply(t, st2, r2)
-			}
-			mustApply(t, st2, mustSign(t, baseConfig(3), admin))
-			if hist, err := st2.History(); err != nil || len(hist) != 3 {
-				t.Fatalf("after recovery: %d entries, %v", len(hist), err)
-			}
-		})
+				st2, err := OpenState(st.Dir(), o)
+				if err != nil {
+					t.Fatal(err)
+				}
+				act, err := st2.Active()
+				if err != nil {
+					t.Fatalf("state after a crash at %s: %v", step, err)
+				}
+				want := uint64(1)
+				if after == "new" {
+					want = 2
+				}
+				if act.Version != want {
+					t.Fatalf("crash at %s: version %d active, want %d", step, act.Version, want)
+				}
+				hist, err := st2.History()
+				if err != nil || uint64(len(hist)) != want || hist[len(hist)-1].Config != act.Hash {
+					t.Fatalf("crash at %s: history %d entries (%v) for version %d", step, len(hist), err, want)
+				}
+				if a, _ := (FileAnchor{Path: anchorPath}).Read(); a != want {
+					t.Fatalf("crash at %s: anchor %d", step, a)
+				}
+				// The state keeps working: the interrupted update or a newer one applies.
+				if after == "old" {
+					mustApply(t, st2, r2)
+				}
+				mustApply(t, st2, mustSign(t, baseConfig(3), admin))
+				if hist, err := st2.History(); err != nil || len(hist) != 3 {
+					t.Fatalf("after recovery: %d entries, %v", len(hist), err)
+				}
+				// The next apply removed the temporary files the killed one left.
+				for _, d := range []string{st.Dir(), filepath.Join(st.Dir(), dirConfigs)} {
+					if left, _ := filepath.Glob(filepath.Join(d, atomicfile.TempPattern)); len(left) != 0 {
+						t.Fatalf("crash at %s: temporary files left after the next apply: %v", step, left)
+					}
+				}
+				if ba, ok := o.Anchor.(BindingAnchor); ok {
+					d, _ := ba.HistoryDigest()
+					if p, _ := st2.Head(); d != HistoryExtend(p.AnchorPrev, p.Head) {
+						t.Fatalf("crash at %s: the anchor's digest is not the head's", step)
+					}
+				}
+			})
+		}
 	}
 }
 

@@ -5,18 +5,20 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"syscall"
 
 	"github.com/palisade-project/palisade/internal/utpm"
 )
 
-// Watcher keeps the active configuration of a State in memory for a long-running process (the
-// visor), and notices an apply made by another process: every call stats the active pointer,
-// which Apply replaces by a rename, and reloads (verifying everything again) when it changed.
-// A revocation therefore takes effect at the first check after the apply.
+// Watcher keeps the active configuration of a State in memory for a visor, and notices an
+// apply made by another process: every call stats the active pointer, which Apply replaces by
+// a rename, and reloads (verifying everything again) when it changed. A revocation therefore
+// takes effect at the first check after the apply.
 type Watcher struct {
-	st *State
+	st    *State
+	visor Measurement // the measurement of the visor that asks
 
 	mu     sync.Mutex
 	stamp  fileStamp
@@ -28,8 +30,13 @@ type fileStamp struct {
 	mtime     int64
 }
 
-// NewWatcher watches st.
-func NewWatcher(st *State) *Watcher { return &Watcher{st: st} }
+// NewWatcher watches st for the visor whose measurement is visor: the configuration's visors
+// list decides whether that visor may serve anything under it (AuthorizePAL).
+func NewWatcher(st *State, visor Measurement) *Watcher { return &Watcher{st: st, visor: visor} }
+
+// ErrVisorNotListed: the active configuration does not list the measurement of the visor that
+// asks, so it serves nothing that configuration decides. An empty visors list lists none.
+var ErrVisorNotListed = errors.New("this visor's measurement is not listed in the active configuration's visors")
 
 // Active returns the active configuration, reloading it if an apply happened since the last
 // call; ErrNoActiveConfig if there is none.
@@ -57,8 +64,9 @@ func (w *Watcher) Active() (*Signed, error) {
 }
 
 // AuthorizePAL reports whether a PAL with measurement m may act as the PAL name under the
-// active configuration, and that configuration is signed by signer. It is what the µTPM asks
-// when a PAL unseals a blob sealed "to name N under signer K" (docs/configurations.md §6).
+// active configuration: that configuration is signed by signer, lists the watcher's visor and
+// lists m under the PAL name. It is what the µTPM asks when a PAL unseals a blob sealed "to
+// name N under signer K" (docs/configurations.md §8).
 func (w *Watcher) AuthorizePAL(signer KeyID, name string, m Measurement) error {
 	act, err := w.Active()
 	if err != nil {
@@ -66,6 +74,9 @@ func (w *Watcher) AuthorizePAL(signer KeyID, name string, m Measurement) error {
 	}
 	if act.KeyID != signer {
 		return ErrWrongSigner
+	}
+	if !slices.Contains(act.Visors, w.visor) {
+		return fmt.Errorf("visor %s, configuration version %d: %w", w.visor.Short(), act.Version, ErrVisorNotListed)
 	}
 	kind, _, ok := act.Lookup(name)
 	if ok && kind != KindPAL {
@@ -90,7 +101,7 @@ func (w *Watcher) UTPMAuthorizer() utpm.Authorizer {
 }
 
 func isRefusal(err error) bool {
-	for _, r := range []error{ErrNoActiveConfig, ErrWrongSigner, ErrUnknownName, ErrNotListed} {
+	for _, r := range []error{ErrNoActiveConfig, ErrWrongSigner, ErrVisorNotListed, ErrUnknownName, ErrNotListed} {
 		if errors.Is(err, r) {
 			return true
 		}

@@ -14,7 +14,7 @@ func TestWatcherFollowsApply(t *testing.T) {
 	admin := newKey(t, "ed25519")
 	st := newState(t, admin)
 	_, kid := st.AdminKey()
-	w := NewWatcher(st)
+	w := NewWatcher(st, meas("visor-1"))
 	if err := w.AuthorizePAL(kid, "signer", meas("signer-1")); !errors.Is(err, ErrNoActiveConfig) {
 		t.Fatalf("empty state: %v", err)
 	}
@@ -52,7 +52,7 @@ func BenchmarkWatcherAuthorizePAL(b *testing.B) {
 	st, _ := OpenState(dir, Options{})
 	st.Apply(mustSign(b, baseConfig(1), admin))
 	_, kid := st.AdminKey()
-	w := NewWatcher(st)
+	w := NewWatcher(st, meas("visor-1"))
 	for b.Loop() {
 		if err := w.AuthorizePAL(kid, "signer", meas("signer-1")); err != nil {
 			b.Fatal(err)
@@ -76,7 +76,7 @@ func TestUTPMAuthorizer(t *testing.T) {
 	admin := newKey(t, "ed25519")
 	st := newState(t, admin)
 	_, kid := st.AdminKey()
-	a := NewWatcher(st).UTPMAuthorizer()
+	a := NewWatcher(st, meas("visor-1")).UTPMAuthorizer()
 	if err := a(utpm.Digest(kid), "signer", utpm.Digest(meas("signer-1"))); !errors.Is(err, ErrNoActiveConfig) || errors.Is(err, utpm.ErrInternal) {
 		t.Fatalf("no configuration: %v", err)
 	}
@@ -88,5 +88,43 @@ func TestUTPMAuthorizer(t *testing.T) {
 	os.WriteFile(filepath.Join(st.Dir(), filePointer), []byte("garbage"), 0o644)
 	if err := a(utpm.Digest(kid), "signer", utpm.Digest(meas("signer-1"))); !errors.Is(err, utpm.ErrInternal) {
 		t.Fatalf("corrupt state: %v", err)
+	}
+}
+
+// TestWatcherRequiresListedVisor: a visor whose measurement the active configuration does not
+// list (another build, or an empty list) is refused everything the configuration decides,
+// and the next apply that lists it lets it serve again.
+func TestWatcherRequiresListedVisor(t *testing.T) {
+	admin := newKey(t, "ed25519")
+	st := newState(t, admin)
+	_, kid := st.AdminKey()
+	w := NewWatcher(st, meas("visor-2"))
+	a := w.UTPMAuthorizer()
+	mustApply(t, st, mustSign(t, baseConfig(1), admin)) // lists visor-1 only
+	for _, err := range []error{
+		w.AuthorizePAL(kid, "signer", meas("signer-1")),
+		a(utpm.Digest(kid), "signer", utpm.Digest(meas("signer-1"))),
+	} {
+		if !errors.Is(err, ErrVisorNotListed) || errors.Is(err, utpm.ErrInternal) {
+			t.Fatalf("unlisted visor: %v", err)
+		}
+	}
+	if s, err := st.Statement(meas("visor-2")); err != nil || s.VisorListed || s.Signer != kid || s.Seq != 1 {
+		t.Fatalf("statement %+v, %v", s, err)
+	}
+	v2 := baseConfig(2)
+	v2.Visors = nil // an empty list trusts no visor
+	mustApply(t, st, mustSign(t, v2, admin))
+	if err := NewWatcher(st, meas("visor-1")).AuthorizePAL(kid, "signer", meas("signer-1")); !errors.Is(err, ErrVisorNotListed) {
+		t.Fatalf("empty visors list: %v", err)
+	}
+	v3 := baseConfig(3)
+	v3.Visors = append(v3.Visors, meas("visor-2"))
+	mustApply(t, st, mustSign(t, v3, admin))
+	if err := w.AuthorizePAL(kid, "signer", meas("signer-1")); err != nil {
+		t.Fatalf("listed visor: %v", err)
+	}
+	if s, _ := st.Statement(meas("visor-2")); !s.VisorListed {
+		t.Fatal("statement: visor not listed")
 	}
 }

@@ -53,8 +53,49 @@ type CallState struct {
 	OutputTooLarge bool   // OUTPUT was called with more than MaxOutput bytes
 }
 
+// Memory is a PAL's memory as the hostcall sees it: each engine translates the PAL's pointers
+// its own way, and Hostcall applies the ABI's rules around the translation.
+type Memory interface {
+	// Buffer returns the host view of the n bytes at ptr (n > 0), or false if they do not all
+	// lie in memory the PAL may pass for this buffer (write: the response buffer). The view
+	// has capacity n, so nothing can append past it.
+	Buffer(ptr uint64, n uint32, write bool) ([]byte, bool)
+}
+
+// Hostcall serves utpm(op, req_ptr, req_len, resp_ptr, resp_cap) (docs/abi.md §2) for every
+// engine, so that the rules on buffers are the same everywhere and in one place. In order:
+//
+//  1. sizes: a req_len or resp_cap above MaxHostcallIO is E_TOOLARGE, whatever the pointers;
+//     an OUTPUT whose request is too large also fails the whole call (ErrOutputTooLarge), as
+//     an output over the registration's cap does;
+//  2. bounds: a length of 0 is an empty buffer whatever its pointer; any other buffer must lie
+//     entirely in memory the PAL may pass (mem.Buffer), else E_FAULT, request first;
+//  3. the operation (Dispatch).
+func Hostcall(h Host, cs *CallState, mem Memory, op uint32, reqPtr uint64, reqLen uint32, respPtr uint64, respCap uint32) int64 {
+	if reqLen > MaxHostcallIO || respCap > MaxHostcallIO {
+		if Op(op) == OpOutput && reqLen > MaxHostcallIO {
+			cs.OutputTooLarge = true
+		}
+		return -ETooLarge
+	}
+	var req, resp []byte
+	if reqLen > 0 {
+		var ok bool
+		if req, ok = mem.Buffer(reqPtr, reqLen, false); !ok {
+			return -EFault
+		}
+	}
+	if respCap > 0 {
+		var ok bool
+		if resp, ok = mem.Buffer(respPtr, respCap, true); !ok {
+			return -EFault
+		}
+	}
+	return Dispatch(h, cs, Op(op), req, resp)
+}
+
 // Dispatch executes one µTPM hostcall for a PAL. req and resp are views of the PAL's memory
-// that the engine has already bounds-checked (and whose sizes are ≤ MaxHostcallIO). It returns
+// that Hostcall has already bounds-checked (and whose sizes are ≤ MaxHostcallIO). It returns
 // the response length, or minus an ABI error code. It never panics on any input.
 func Dispatch(h Host, cs *CallState, op Op, req, resp []byte) int64 {
 	n, err := dispatch(h, cs, op, req, resp)

@@ -103,7 +103,8 @@ func TestDispatchNamePolicy(t *testing.T) {
 	admin, st := configtest.NewState(t, "ed25519")
 	_, kid := st.AdminKey()
 	palA, palB, palC := utpm.Digest{0xa}, utpm.Digest{0xb}, utpm.Digest{0xc}
-	raw, err := config.Sign(&config.Config{Version: 1,
+	visor := config.Measurement{0x71}
+	raw, err := config.Sign(&config.Config{Version: 1, Visors: []config.Measurement{visor},
 		PALs: map[string][]config.Measurement{"vault": {config.Measurement(palB)}}}, admin)
 	if err != nil {
 		t.Fatal(err)
@@ -115,7 +116,7 @@ func TestDispatchNamePolicy(t *testing.T) {
 	master := make([]byte, 32)
 	rand.Read(master)
 	plat, err := utpm.NewPlatform(utpm.PlatformConfig{MasterSecret: master, Identity: id,
-		Authorize: config.NewWatcher(st).UTPMAuthorizer()})
+		Authorize: config.NewWatcher(st, visor).UTPMAuthorizer()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -132,3 +132,97 @@ func TestDispatchCodes(t *testing.T) {
 		t.Error("OUTPUT over the cap did not mark the call")
 	}
 }
+
+// flatMem is the simplest engine.Memory: size bytes at address base, all writable; it counts
+// translations, so the test sees which checks come before them.
+type flatMem struct {
+	base  uint64
+	mem   []byte
+	calls int
+}
+
+func (m *flatMem) Buffer(ptr uint64, n uint32, _ bool) ([]byte, bool) {
+	m.calls++
+	if ptr < m.base || ptr-m.base+uint64(n) > uint64(len(m.mem)) {
+		return nil, false
+	}
+	off := ptr - m.base
+	return m.mem[off : off+uint64(n) : off+uint64(n)], true
+}
+
+// TestHostcall checks the rules on buffers that engine.Hostcall applies for every engine
+// (docs/abi.md §2): sizes before bounds, empty buffers whatever their pointer, and an OUTPUT
+// above the hostcall limit failing the call.
+func TestHostcall(t *testing.T) {
+	tpm := conformance.NewPlatform(t).NewTPM(utpm.Digest{7})
+	const base, size = 0x1000, 0x100
+	const in, out = base, base + size + 1 // inside and outside memory
+	huge := uint32(engine.MaxHostcallIO + 1)
+	tests := []struct {
+		name           string
+		op             engine.Op
+		reqPtr         uint64
+		reqLen         uint32
+		respPtr        uint64
+		respCap        uint32
+		want           int64
+		translations   int
+		outputTooLarge bool
+	}{
+		{"pcr read", engine.OpPCRRead, in, 4, in + 4, 32, 32, 2, false},
+		{"request outside", engine.OpPCRRead, out, 4, in, 32, -engine.EFault, 1, false},
+		{"response outside", engine.OpPCRRead, in, 4, out, 32, -engine.EFault, 2, false},
+		{"response straddles the end", engine.OpPCRRead, in, 4, base + size - 16, 32, -engine.EFault, 2, false},
+		{"empty request outside", engine.OpLog, out, 0, 0, 0, 0, 0, false},
+		{"empty response outside", engine.OpRandom, 0, 0, out, 0, 0, 0, false},
+		{"request outside, response huge", engine.OpPCRRead, out, 4, in, huge, -engine.ETooLarge, 0, false},
+		{"request huge, response outside", engine.OpLog, in, huge, out, 32, -engine.ETooLarge, 0, false},
+		{"largest sizes", engine.OpLog, out, engine.MaxHostcallIO, out, engine.MaxHostcallIO, -engine.EFault, 1, false},
+		{"output huge", engine.OpOutput, in, huge, 0, 0, -engine.ETooLarge, 0, true},
+		{"output huge, outside memory", engine.OpOutput, out, ^uint32(0), 0, 0, -engine.ETooLarge, 0, true},
+		{"output, response huge", engine.OpOutput, in, 4, in, huge, -engine.ETooLarge, 0, false},
+		{"output", engine.OpOutput, in, 4, 0, 0, 0, 1, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := &flatMem{base: base, mem: make([]byte, size)}
+			cs := &engine.CallState{MaxOutput: engine.MaxHostcallIO}
+			got := engine.Hostcall(host{tpm}, cs, m, uint32(tt.op), tt.reqPtr, tt.reqLen, tt.respPtr, tt.respCap)
+			if got != tt.want {
+				t.Errorf("result %d, want %d", got, tt.want)
+			}
+			if m.calls != tt.translations {
+				t.Errorf("%d buffer translations, want %d", m.calls, tt.translations)
+			}
+			if cs.OutputTooLarge != tt.outputTooLarge {
+				t.Errorf("output too large %v, want %v", cs.OutputTooLarge, tt.outputTooLarge)
+			}
+		})
+	}
+}
+
+// FuzzHostcall: whatever the PAL passes, Hostcall never panics, returns a length within
+// resp_cap or a known error code, and marks the output too large only for an OUTPUT.
+func FuzzHostcall(f *testing.F) {
+	tpm := conformance.NewPlatform(f).NewTPM(utpm.Digest{7})
+	f.Add(uint32(engine.OpPCRRead), uint64(0x1000), uint32(4), uint64(0x1004), uint32(32), []byte{1, 0, 0, 0})
+	f.Add(uint32(engine.OpOutput), uint64(0xffffffff), uint32(engine.MaxHostcallIO+1), uint64(0), uint32(0), []byte{})
+	f.Add(uint32(engine.OpLog), uint64(0), uint32(0), ^uint64(0), uint32(0), []byte("x"))
+	f.Fuzz(func(t *testing.T, op uint32, reqPtr uint64, reqLen uint32, respPtr uint64, respCap uint32, mem []byte) {
+		if op == uint32(engine.OpKeyCreate) {
+			return // key generation is too slow for fuzzing; FuzzDispatch covers its decoding
+		}
+		m := &flatMem{base: 0x1000, mem: append(mem, make([]byte, 256)...)}
+		cs := &engine.CallState{MaxOutput: 64}
+		n := engine.Hostcall(host{tpm}, cs, m, op, reqPtr, reqLen, respPtr, respCap)
+		if n > int64(respCap) {
+			t.Fatalf("result %d > resp_cap %d", n, respCap)
+		}
+		if n < 0 && (-n < engine.EInval || -n > engine.ENotAuthorized) {
+			t.Fatalf("unknown error code %d", -n)
+		}
+		if cs.OutputTooLarge && engine.Op(op) != engine.OpOutput {
+			t.Fatalf("op %d marked the output too large", op)
+		}
+	})
+}

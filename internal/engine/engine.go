@@ -11,6 +11,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/palisade-project/palisade/internal/utpm"
@@ -61,7 +62,7 @@ type Limits struct {
 	Timeout   time.Duration // per call; 0 means DefaultLimits.Timeout
 	MemoryMiB uint32        // memory cap of the instance
 	MaxInput  int           // bytes
-	MaxOutput int           // bytes
+	MaxOutput int           // bytes; at most MaxHostcallIO, what one OUTPUT hostcall can carry
 }
 
 // DefaultLimits are applied to every zero field of a registration's Limits.
@@ -76,6 +77,23 @@ var DefaultLimits = Limits{
 // initialiser) when Limits.Timeout is shorter: a Go PAL's runtime takes milliseconds to start,
 // and a reset after a fault must not make the next call fail for lack of time.
 const MinInitTimeout = 5 * time.Second
+
+// Validate checks the limits a registration asks for: no negative value, and an output cap
+// that an OUTPUT hostcall can reach (at most MaxHostcallIO, docs/abi.md §1). A larger cap would
+// be accepted and never honoured, so it is refused, naming the rule.
+func (l Limits) Validate() error {
+	switch {
+	case l.Timeout < 0:
+		return fmt.Errorf("negative timeout %v", l.Timeout)
+	case l.MaxInput < 0:
+		return fmt.Errorf("negative input cap %d", l.MaxInput)
+	case l.MaxOutput < 0:
+		return fmt.Errorf("negative output cap %d", l.MaxOutput)
+	case l.MaxOutput > MaxHostcallIO:
+		return fmt.Errorf("output cap %d bytes exceeds %d (1 MiB + 4 KiB), the most one OUTPUT hostcall carries", l.MaxOutput, MaxHostcallIO)
+	}
+	return nil
+}
 
 // WithDefaults returns l with every zero field replaced by its default.
 func (l Limits) WithDefaults() Limits {

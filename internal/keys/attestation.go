@@ -35,6 +35,43 @@ type Attestation struct {
 	Signature []byte `cbor:"8,keyasint"`
 }
 
+var (
+	// attEnc encodes bundles deterministically (Core Deterministic Encoding, as evidence).
+	attEnc = func() cbor.EncMode {
+		em, err := cbor.CoreDetEncOptions().EncMode()
+		if err != nil {
+			panic(err)
+		}
+		return em
+	}()
+	// attDec decodes bundles strictly, as attest decodes evidence: no duplicate or unknown
+	// keys, no indefinite lengths, no tags, shallow.
+	attDec = func() cbor.DecMode {
+		dm, err := cbor.DecOptions{
+			DupMapKey:         cbor.DupMapKeyEnforcedAPF,
+			ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
+			IndefLength:       cbor.IndefLengthForbidden,
+			TagsMd:            cbor.TagsForbidden,
+			MaxNestedLevels:   4,
+			MaxMapPairs:       16,
+		}.DecMode()
+		if err != nil {
+			panic(err)
+		}
+		return dm
+	}()
+)
+
+// MaxAttestationSize bounds a bundle before anything parses it: two pieces of evidence.
+const MaxAttestationSize = 2*attest.MaxEvidenceSize + 16<<10
+
+// IsAttestation reports whether b decodes as a key-attestation bundle (and not, say, as the
+// evidence of a PAL, whose key 2 is bytes, not a name). It verifies nothing.
+func IsAttestation(b []byte) bool {
+	var a Attestation
+	return len(b) <= MaxAttestationSize && attDec.Unmarshal(b, &a) == nil && a.Version == 1 && len(a.Use) > 0
+}
+
 // Tags of the PALs' user data (pals/keygen.c, pals/signer.c).
 const (
 	createTag = "palisade key-create v1"
@@ -78,7 +115,7 @@ func (s *Service) Attest(ctx context.Context, c Caller, name string, nonce []byt
 	if err != nil {
 		return nil, fmt.Errorf("%w: attestation: %w", ErrUnavailable, err)
 	}
-	b, err := cbor.Marshal(Attestation{
+	b, err := attEnc.Marshal(Attestation{
 		Version: 1, Name: r.Name, Alg: r.Alg, Public: r.Public, Imported: r.Imported,
 		Creation: r.Creation, Use: use, Signature: sig,
 	})
@@ -124,8 +161,11 @@ var ErrAttestation = errors.New("keys: key attestation does not verify")
 // Each evidence is verified by attest.Verify with o.Evidence; read attest's documentation for
 // what that does and does not prove.
 func VerifyAttestation(bundle []byte, o VerifyOptions) (*Verified, error) {
+	if len(bundle) > MaxAttestationSize {
+		return nil, fmt.Errorf("%w: %d bytes (max %d)", ErrAttestation, len(bundle), MaxAttestationSize)
+	}
 	var a Attestation
-	if err := cbor.Unmarshal(bundle, &a); err != nil {
+	if err := attDec.Unmarshal(bundle, &a); err != nil {
 		return nil, fmt.Errorf("%w: decode: %w", ErrAttestation, err)
 	}
 	if a.Version != 1 {

@@ -3,6 +3,7 @@ package keys_test
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -42,6 +43,24 @@ func TestShippedPALsReproduce(t *testing.T) {
 		if !bytes.Equal(got, committed) || !bytes.Equal(committed, tc.embedded) {
 			t.Errorf("%s does not rebuild to the committed %s (rebuild it with `go generate ./internal/keys` and update docs/keys.md's measurements)",
 				tc.src, filepath.Base(tc.src[:len(tc.src)-2])+".wasm")
+		}
+	}
+}
+
+// TestDocumentedMeasurements checks that docs/keys.md states the measurements of the PALs
+// palisaded embeds.
+func TestDocumentedMeasurements(t *testing.T) {
+	doc, err := os.ReadFile("../../docs/keys.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, img := range map[string][]byte{"keygen": keys.KeyGenImage, "signer": keys.SignerImage} {
+		m, err := keys.Measurement(img)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Contains(doc, []byte(fmt.Sprintf("`%x`", m))) {
+			t.Errorf("docs/keys.md does not give the %s PAL's measurement %x", name, m)
 		}
 	}
 }

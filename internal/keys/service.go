@@ -8,6 +8,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -24,6 +25,8 @@ import (
 	bolt "go.etcd.io/bbolt"
 
 	"github.com/palisade-project/palisade/attest"
+	"github.com/palisade-project/palisade/internal/engine"
+	"github.com/palisade-project/palisade/internal/utpm"
 	"github.com/palisade-project/palisade/internal/visor"
 	"github.com/palisade-project/palisade/pal"
 )
@@ -38,6 +41,9 @@ const (
 	MaxChainSize = 64 << 10
 	// DefaultMaxTries is the number of incorrect PINs after which a key locks.
 	DefaultMaxTries = 5
+	keygenTimeout   = 2 * time.Minute
+	// DefaultMaxKeysPerOwner is Config.MaxKeysPerOwner's default.
+	DefaultMaxKeysPerOwner = 1024
 )
 
 // AuditEvent is one security-relevant event of the service, for the daemon's audit log.
@@ -62,6 +68,12 @@ type Config struct {
 	// Replicas is the number of instances of each signing PAL, i.e. how many signatures run
 	// at once; 0 means GOMAXPROCS.
 	Replicas int
+	// MaxKeysPerOwner bounds the keys one uid may own (0: DefaultMaxKeysPerOwner), so that a
+	// user of the socket cannot fill the daemon's state.
+	MaxKeysPerOwner int
+	// DefaultSigner is the signing PAL new keys are bound to; nil: the shipped SignerImage.
+	// Tests set another to play a daemon upgrade that ships a new signing PAL.
+	DefaultSigner []byte
 }
 
 // Service is palisaded's key service. It implements Signer. Safe for concurrent use.
@@ -72,8 +84,11 @@ type Service struct {
 	admins   []uint32
 	log      *slog.Logger
 	replicas int
+	maxOwned int
 
 	keygenM, signerM [32]byte // measurements of the shipped PALs
+	signerImg        []byte   // the default signing PAL (SignerImage unless configured)
+	importer         *utpm.TPM
 
 	mu   sync.RWMutex
 	keys map[string]*record // a record is never modified once in the map: changes replace it
@@ -106,12 +121,20 @@ func Open(cfg Config) (*Service, error) {
 	if s.replicas <= 0 {
 		s.replicas = runtime.GOMAXPROCS(0)
 	}
+	if s.maxOwned = cfg.MaxKeysPerOwner; s.maxOwned <= 0 {
+		s.maxOwned = DefaultMaxKeysPerOwner
+	}
 	if s.keygenM, err = Measurement(KeyGenImage); err != nil {
 		return nil, fmt.Errorf("keys: shipped key-generation PAL: %w", err)
 	}
-	if s.signerM, err = Measurement(SignerImage); err != nil {
+	s.signerImg = SignerImage
+	if cfg.DefaultSigner != nil {
+		s.signerImg = cfg.DefaultSigner
+	}
+	if s.signerM, err = Measurement(s.signerImg); err != nil {
 		return nil, fmt.Errorf("keys: shipped signing PAL: %w", err)
 	}
+	s.importer = cfg.Visor.Platform().NewTPM(utpm.Digest(ImportMeasurement))
 	recs, err := st.all()
 	if err != nil {
 		return nil, err
@@ -242,19 +265,22 @@ func (s *Service) palFor(ctx context.Context, m [32]byte) (visor.Handle, error) 
 		img      []byte
 		name     = "key-signer"
 		replicas = s.replicas
+		lim      engine.Limits
 		err      error
 	)
 	switch m {
 	case s.keygenM:
-		img, name, replicas = KeyGenImage, "key-keygen", 1
+		// RSA-3072 generation takes seconds, and its tail far more on a loaded machine: the
+		// default call timeout (10 s) would fail creations that are only slow.
+		img, name, replicas, lim = KeyGenImage, "key-keygen", 1, engine.Limits{Timeout: keygenTimeout}
 	case s.signerM:
-		img = SignerImage
+		img = s.signerImg
 	default:
 		if img, err = s.st.image(m); err != nil {
 			return 0, fmt.Errorf("%w: signing PAL %x: %w", ErrUnavailable, m, err)
 		}
 	}
-	info, err := s.v.Register(ctx, img, visor.RegisterOptions{Name: name, Replicas: replicas})
+	info, err := s.v.Register(ctx, img, visor.RegisterOptions{Name: name, Replicas: replicas, Limits: lim})
 	if err != nil {
 		return 0, fmt.Errorf("%w: register %s PAL %x: %w", ErrUnavailable, name, m, err)
 	}
@@ -314,7 +340,8 @@ func (s *Service) Sign(ctx context.Context, c Caller, name string, req SignReque
 		return nil, err
 	}
 	if len(renewed) > 0 {
-		if err := s.update(name, r, func(n *record) { n.PINState = renewed }); err != nil {
+		// A concurrent renewal or PIN change wins: either state counts from the same counter.
+		if err := s.update(name, r, true, func(n *record) { n.PINState = renewed }); err != nil && !errors.Is(err, errPINChanged) {
 			s.log.Error("keys: store renewed PIN state", "key", name, "err", err)
 		}
 	}
@@ -322,15 +349,21 @@ func (s *Service) Sign(ctx context.Context, c Caller, name string, req SignReque
 	return sig, nil
 }
 
-// update replaces the record old of name with a changed copy, in the store and the map. It
-// fails with ErrNotFound if the key was deleted or replaced meanwhile.
-func (s *Service) update(name string, old *record, change func(*record)) error {
+// update replaces the key name's current record with a changed copy, in the store and the map.
+// old is the record the caller read: the key must still be that key (same blob: not deleted,
+// nor deleted and created again), else ErrNotFound. With samePIN, its PIN state must also be
+// unchanged (errPINChanged): a PIN state is derived from the one it replaces.
+func (s *Service) update(name string, old *record, samePIN bool, change func(*record)) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if s.keys[name] != old {
-		return fmt.Errorf("%w: %q changed meanwhile", ErrNotFound, name)
+	cur := s.keys[name]
+	if cur == nil || !bytes.Equal(cur.Blob, old.Blob) {
+		return fmt.Errorf("%w: %q was deleted meanwhile", ErrNotFound, name)
 	}
-	n := *old
+	if samePIN && !bytes.Equal(cur.PINState, old.PINState) {
+		return errPINChanged
+	}
+	n := *cur
 	change(&n)
 	if err := s.st.put(&n, false, nil); err != nil {
 		return err
@@ -338,6 +371,8 @@ func (s *Service) update(name string, old *record, change func(*record)) error {
 	s.keys[name] = &n
 	return nil
 }
+
+var errPINChanged = fmt.Errorf("%w: the key's PIN was changed meanwhile; try again", ErrUnavailable)
 
 // CreateOptions describe a new key.
 type CreateOptions struct {
@@ -349,7 +384,7 @@ type CreateOptions struct {
 	// (0: DefaultMaxTries).
 	PIN      []byte
 	MaxTries uint8
-	// SignerImage is the signing PAL to bind the key to; nil: the shipped one. It must speak
+	// SignerImage is the signing PAL to bind the key to; nil: the daemon's default. It must speak
 	// the shipped PAL's protocol (docs/keys.md §3).
 	SignerImage []byte
 }
@@ -376,28 +411,15 @@ func (s *Service) Create(ctx context.Context, c Caller, o CreateOptions) (Info, 
 	if len(o.PIN) > MaxPIN {
 		return Info{}, fmt.Errorf("%w: PIN of %d bytes (max %d)", ErrBadRequest, len(o.PIN), MaxPIN)
 	}
-	signer, custom := s.signerM, []byte(nil)
-	if o.SignerImage != nil {
-		img, err := pal.Parse(o.SignerImage)
-		if err != nil {
-			return Info{}, fmt.Errorf("%w: signing PAL: %w", ErrBadRequest, err)
-		}
-		signer = img.Measurement
-		if signer != s.signerM {
-			custom = o.SignerImage
-		}
+	signer, signerImg, err := s.signerFor(ctx, o.SignerImage)
+	if err != nil {
+		return Info{}, err
 	}
 	s.mu.RLock()
 	_, dup := s.keys[o.Name]
 	s.mu.RUnlock()
 	if dup {
 		return Info{}, fmt.Errorf("%w: %q", ErrExists, o.Name)
-	}
-	if custom != nil {
-		// Registered before the key exists, so that a PAL that does not load fails the create.
-		if err := s.registerCustom(ctx, signer, custom); err != nil {
-			return Info{}, err
-		}
 	}
 	var nonce [32]byte
 	if _, err := rand.Read(nonce[:]); err != nil {
@@ -424,26 +446,62 @@ func (s *Service) Create(ctx context.Context, c Caller, o CreateOptions) (Info, 
 		KeyGenPAL: s.keygenM, SignerPAL: signer, Created: time.Now().UTC().Truncate(time.Second),
 		Creation: creation,
 	}
+	return s.finish(ctx, c, r, o, signerImg, "key_create")
+}
+
+// signerFor returns the measurement of the signing PAL image (nil: the daemon's default) and
+// the image, which is stored with the key: a later daemon that ships another default signing
+// PAL (an upgrade) still runs the one the key is bound to. A caller's own PAL is registered now,
+// so that one that does not load fails the operation rather than every later signature.
+func (s *Service) signerFor(ctx context.Context, image []byte) (m [32]byte, img []byte, err error) {
+	if image == nil {
+		return s.signerM, s.signerImg, nil
+	}
+	p, err := pal.Parse(image)
+	if err != nil {
+		return m, nil, fmt.Errorf("%w: signing PAL: %w", ErrBadRequest, err)
+	}
+	if p.Measurement == s.signerM {
+		return s.signerM, s.signerImg, nil
+	}
+	if err := s.registerCustom(ctx, p.Measurement, image); err != nil {
+		return m, nil, err
+	}
+	return p.Measurement, image, nil
+}
+
+// finish sets the new key r's PIN, stores it with its signing PAL's image and audits event.
+func (s *Service) finish(ctx context.Context, c Caller, r *record, o CreateOptions, signerImg []byte, event string) (Info, error) {
 	if len(o.PIN) > 0 {
 		tries := o.MaxTries
 		if tries == 0 {
 			tries = DefaultMaxTries
 		}
-		if r.PINState, err = s.call(ctx, signer, "set PIN", pinInput(blob, nil, nil, tries, o.PIN)); err != nil {
+		var err error
+		if r.PINState, err = s.call(ctx, r.SignerPAL, "set PIN", pinInput(r.Blob, nil, nil, tries, o.PIN)); err != nil {
 			return Info{}, err
 		}
 	}
+	var err error
 	s.mu.Lock()
-	if s.keys[o.Name] != nil {
-		err = fmt.Errorf("%w: %q", ErrExists, o.Name)
-	} else if err = s.st.put(r, true, custom); err == nil {
-		s.keys[o.Name] = r
+	owned := 0
+	for _, k := range s.keys {
+		if k.Owner == r.Owner {
+			owned++
+		}
+	}
+	if s.keys[r.Name] != nil {
+		err = fmt.Errorf("%w: %q", ErrExists, r.Name)
+	} else if owned >= s.maxOwned {
+		err = fmt.Errorf("%w: uid %d owns %d keys, the daemon's limit", ErrBadRequest, r.Owner, owned)
+	} else if err = s.st.put(r, true, signerImg); err == nil {
+		s.keys[r.Name] = r
 	}
 	s.mu.Unlock()
 	if err != nil {
 		return Info{}, err
 	}
-	s.logAudit(AuditEvent{Event: "key_create", Caller: c, Key: o.Name, Owner: c.UID, Op: string(o.Alg)}, true)
+	s.logAudit(AuditEvent{Event: event, Caller: c, Key: r.Name, Owner: c.UID, Op: string(r.Alg)}, true)
 	return r.info(), nil
 }
 
@@ -527,7 +585,7 @@ func (s *Service) SetAccess(_ context.Context, c Caller, name string, uids, gids
 	if err != nil {
 		return Info{}, err
 	}
-	err = s.update(name, r, func(n *record) { n.AllowUIDs, n.AllowGIDs = slices.Clone(uids), slices.Clone(gids) })
+	err = s.update(name, r, false, func(n *record) { n.AllowUIDs, n.AllowGIDs = slices.Clone(uids), slices.Clone(gids) })
 	if err != nil {
 		return Info{}, err
 	}
@@ -558,7 +616,7 @@ func (s *Service) SetPIN(ctx context.Context, c Caller, name string, oldPIN, new
 		}
 		return Info{}, err
 	}
-	if err := s.update(name, r, func(n *record) { n.PINState = st }); err != nil {
+	if err := s.update(name, r, true, func(n *record) { n.PINState = st }); err != nil {
 		return Info{}, err
 	}
 	s.logAudit(AuditEvent{Event: "key_update", Caller: c, Key: name, Owner: r.Owner, Op: "pin"}, true)
@@ -635,11 +693,78 @@ func (s *Service) SetChain(_ context.Context, c Caller, name string, chain [][]b
 	for i, der := range chain {
 		cp[i] = bytes.Clone(der)
 	}
-	if err := s.update(name, r, func(n *record) { n.Chain = cp }); err != nil {
+	if err := s.update(name, r, false, func(n *record) { n.Chain = cp }); err != nil {
 		return Info{}, err
 	}
 	s.logAudit(AuditEvent{Event: "key_update", Caller: c, Key: name, Owner: r.Owner, Op: "chain"}, true)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.keys[name].info(), nil
+}
+
+// ImportMeasurement is the pseudo-measurement of the µTPM that imports keys: SHA-256 of
+// "palisade key import v1". No PAL image measures to it (a measurement hashes a domain-separated
+// encoding of an image), so a blob it made is known to hold an imported key.
+var ImportMeasurement = sha256.Sum256([]byte("palisade key import v1"))
+
+// ImportOptions describe a key to import: an existing private key, as PKCS#8 DER, and the
+// same access, PIN and signing PAL as CreateOptions (whose Alg is ignored: the key has one).
+type ImportOptions struct {
+	CreateOptions
+	PKCS8 []byte
+}
+
+// Import makes an existing private key a named key bound to the signing PAL, owned by c, and
+// marks it imported wherever it shows (Info.Imported, key attestation). The key existed
+// outside the µTPM before: Palisade cannot vouch for where else it is. The daemon clears
+// o.PKCS8 after sealing it.
+func (s *Service) Import(ctx context.Context, c Caller, o ImportOptions) (Info, error) {
+	defer clear(o.PKCS8)
+	if err := CheckName(o.Name); err != nil {
+		return Info{}, err
+	}
+	if err := checkAllow(o.AllowUIDs, o.AllowGIDs); err != nil {
+		return Info{}, err
+	}
+	if len(o.PIN) > MaxPIN {
+		return Info{}, fmt.Errorf("%w: PIN of %d bytes (max %d)", ErrBadRequest, len(o.PIN), MaxPIN)
+	}
+	if len(o.PKCS8) == 0 || len(o.PKCS8) > 16<<10 {
+		return Info{}, fmt.Errorf("%w: private key of %d bytes (PKCS#8 DER, 1..16384)", ErrBadRequest, len(o.PKCS8))
+	}
+	signer, signerImg, err := s.signerFor(ctx, o.SignerImage)
+	if err != nil {
+		return Info{}, err
+	}
+	s.mu.RLock()
+	_, dup := s.keys[o.Name]
+	s.mu.RUnlock()
+	if dup {
+		return Info{}, fmt.Errorf("%w: %q", ErrExists, o.Name)
+	}
+	blob, pub, alg, err := s.importer.KeyImport(o.PKCS8, utpm.Policy{Target: utpm.Digest(signer)})
+	if err != nil {
+		if errors.Is(err, utpm.ErrInvalid) || errors.Is(err, utpm.ErrUnsupported) {
+			return Info{}, fmt.Errorf("%w: %w (want ECDSA P-256, Ed25519, RSA-2048 or RSA-3072 in PKCS#8)", ErrBadRequest, err)
+		}
+		return Info{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
+	}
+	r := &record{
+		Name: o.Name, Alg: algOf(alg), Public: pub, Owner: c.UID,
+		AllowUIDs: slices.Clone(o.AllowUIDs), AllowGIDs: slices.Clone(o.AllowGIDs), Blob: blob,
+		Imported: true, SignerPAL: signer, Created: time.Now().UTC().Truncate(time.Second),
+	}
+	return s.finish(ctx, c, r, o.CreateOptions, signerImg, "key_import")
+}
+
+func algOf(a utpm.KeyAlg) Alg {
+	switch a {
+	case utpm.KeyECDSAP256:
+		return ECDSAP256
+	case utpm.KeyEd25519:
+		return Ed25519
+	case utpm.KeyRSA2048:
+		return RSA2048
+	}
+	return RSA3072
 }

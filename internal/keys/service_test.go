@@ -11,8 +11,11 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -39,7 +42,7 @@ type daemon struct {
 	close  func()
 }
 
-func start(t testing.TB, dir string) *daemon {
+func start(t testing.TB, dir string, opts ...func(*keys.Config)) *daemon {
 	t.Helper()
 	root, err := none.Open(filepath.Join(dir, "rot"), utpm.Digest{1})
 	if err != nil {
@@ -58,7 +61,7 @@ func start(t testing.TB, dir string) *daemon {
 		t.Fatal(err)
 	}
 	d := &daemon{dir: dir}
-	d.s, err = keys.Open(keys.Config{
+	cfg := keys.Config{
 		Visor: v, DB: db, Replicas: 2, Logger: slog.New(slog.DiscardHandler),
 		Audit: func(ev keys.AuditEvent, _ bool) error {
 			d.mu.Lock()
@@ -66,7 +69,11 @@ func start(t testing.TB, dir string) *daemon {
 			d.mu.Unlock()
 			return nil
 		},
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	d.s, err = keys.Open(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -254,7 +261,7 @@ func TestKeysSurviveRestart(t *testing.T) {
 }
 
 func TestBadRequests(t *testing.T) {
-	d := start(t, t.TempDir())
+	d := start(t, t.TempDir(), func(c *keys.Config) { c.MaxKeysPerOwner = 2 })
 	ctx := context.Background()
 	if _, err := d.s.Create(ctx, root, keys.CreateOptions{Name: "ec", Alg: keys.ECDSAP256}); err != nil {
 		t.Fatal(err)
@@ -273,6 +280,8 @@ func TestBadRequests(t *testing.T) {
 		{"allow", keys.CreateOptions{Name: "a", Alg: keys.ECDSAP256, AllowUIDs: make([]uint32, 65)}, keys.ErrBadRequest},
 		{"pin", keys.CreateOptions{Name: "a", Alg: keys.ECDSAP256, PIN: make([]byte, 65)}, keys.ErrBadRequest},
 		{"signer image", keys.CreateOptions{Name: "a", Alg: keys.ECDSAP256, SignerImage: []byte("not wasm")}, keys.ErrBadRequest},
+		{"second key", keys.CreateOptions{Name: "ec2", Alg: keys.ECDSAP256}, nil},
+		{"third key over the limit", keys.CreateOptions{Name: "ec3", Alg: keys.ECDSAP256}, keys.ErrBadRequest},
 	} {
 		if _, err := d.s.Create(ctx, root, tc.o); !errors.Is(err, tc.want) {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
@@ -327,4 +336,94 @@ func BenchmarkSign(b *testing.B) {
 			}
 		})
 	})
+}
+
+// TestUnusableKeySaysWhy moves a key's state to a daemon with another master secret (a lost
+// or replaced root of trust): the key is listed, and signing fails with ErrUnavailable saying
+// that its blob was made under another master secret.
+func TestUnusableKeySaysWhy(t *testing.T) {
+	d := start(t, t.TempDir())
+	ctx := context.Background()
+	if _, err := d.s.Create(ctx, root, keys.CreateOptions{Name: "k", Alg: keys.ECDSAP256}); err != nil {
+		t.Fatal(err)
+	}
+	d.close()
+	if err := os.RemoveAll(filepath.Join(d.dir, "rot")); err != nil {
+		t.Fatal(err)
+	}
+	d = start(t, d.dir)
+	if _, err := d.s.Find(ctx, root, "k"); err != nil {
+		t.Fatal(err)
+	}
+	err := sign(t, d.s, root, "k", nil)
+	if !errors.Is(err, keys.ErrUnavailable) || !strings.Contains(err.Error(), "E_FOREIGN") || !strings.Contains(err.Error(), "another master secret") {
+		t.Fatalf("sign with a key of another platform: %v", err)
+	}
+}
+
+// TestHammer signs from many goroutines with two keys, one with a PIN whose state is renewed
+// by failures, while the access list of a third changes and keys are created and deleted:
+// every signature verifies and nothing races (run with -race).
+func TestHammer(t *testing.T) {
+	d := start(t, t.TempDir())
+	ctx := context.Background()
+	for _, o := range []keys.CreateOptions{
+		{Name: "a", Alg: keys.ECDSAP256, AllowUIDs: []uint32{33}},
+		{Name: "b", Alg: keys.Ed25519, PIN: []byte("9"), MaxTries: 200, AllowUIDs: []uint32{33}},
+		{Name: "c", Alg: keys.ECDSAP256},
+	} {
+		if _, err := d.s.Create(ctx, root, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 64)
+	for g := 0; g < 6; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; i < 15; i++ {
+				var err error
+				switch (g + i) % 4 {
+				case 0:
+					err = sign(t, d.s, www, "a", nil)
+				case 1:
+					err = sign(t, d.s, www, "b", []byte("9"))
+				case 2:
+					if err = sign(t, d.s, www, "b", []byte("0")); errors.Is(err, keys.ErrPINIncorrect) {
+						err = nil
+					}
+				case 3:
+					_, err = d.s.SetAccess(ctx, root, "c", []uint32{uint32(i)}, nil)
+				}
+				if err != nil {
+					errs <- fmt.Errorf("goroutine %d, step %d: %w", g, i, err)
+					return
+				}
+			}
+		}(g)
+	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for i := 0; i < 5; i++ {
+			name := fmt.Sprintf("tmp%d", i)
+			if _, err := d.s.Create(ctx, root, keys.CreateOptions{Name: name, Alg: keys.ECDSAP256}); err != nil {
+				errs <- err
+				return
+			}
+			if err := d.s.Delete(ctx, root, name); err != nil {
+				errs <- err
+				return
+			}
+		}
+	}()
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if err := sign(t, d.s, www, "b", []byte("9")); err != nil {
+		t.Fatalf("after the hammer: %v", err)
+	}
 }

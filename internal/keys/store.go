@@ -9,8 +9,8 @@ import (
 )
 
 // Layout in the daemon's state db (docs/keys.md §6): bucket "keys" maps a key's name to its
-// JSON record; bucket "key-pals" maps a signing PAL's measurement to its image, for signing
-// PALs other than the shipped one. Every change is one bbolt transaction, fsync'd before it
+// JSON record; bucket "key-pals" maps a signing PAL's measurement to its image, for every
+// signing PAL a key is bound to (the shipped one included: a later version may ship another). Every change is one bbolt transaction, fsync'd before it
 // returns.
 var (
 	bucketKeys = []byte("keys")

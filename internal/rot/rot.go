@@ -19,6 +19,9 @@ type RootOfTrust interface {
 	// Platform returns what the µTPMs of this visor share: master secret, identity key
 	// (fresh at every start), visor measurement, counter store, rooted flag.
 	Platform() utpm.PlatformConfig
+	// IdentityKey is Platform().Identity: the visor identity key (it makes RootOfTrust an
+	// attest.Root without naming this package's types).
+	IdentityKey() *ecdsa.PrivateKey
 	// Endorse returns evidence that binds the identity key to this root of trust, fresh for
 	// nonce (for "tpm": a TPM2_Quote with the event log and AK; for "none": nil, nil).
 	Endorse(ctx context.Context, nonce []byte) ([]byte, error)

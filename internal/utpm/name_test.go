@@ -18,6 +18,8 @@ import (
 // B) are listed in turn under the name "vault", C never is.
 var (
 	palB2 = utpm.Digest{0xb2}
+	// testVisor is the visor the configurations list: the watcher asks for it.
+	testVisor = config.Measurement{0x71}
 )
 
 // trusted is a real configuration state signed by a real administrator key, watched the way
@@ -33,7 +35,7 @@ func newTrusted(t testing.TB) *trusted {
 	t.Helper()
 	admin, st := configtest.NewState(t, "ed25519")
 	_, kid := st.AdminKey()
-	return &trusted{admin: admin, kid: utpm.Digest(kid), st: st, w: config.NewWatcher(st)}
+	return &trusted{admin: admin, kid: utpm.Digest(kid), st: st, w: config.NewWatcher(st, testVisor)}
 }
 
 // apply signs and applies version v listing vault (and other, an unrelated PAL name) with
@@ -46,6 +48,7 @@ func (tr *trusted) apply(t testing.TB, v uint64, vault ...utpm.Digest) {
 	}
 	c := &config.Config{
 		Version: v,
+		Visors:  []config.Measurement{testVisor},
 		PALs:    map[string][]config.Measurement{"vault": ms, "other": {config.Measurement(palC)}},
 	}
 	raw, err := config.Sign(c, tr.admin)
@@ -189,7 +192,7 @@ func TestNameAuthorizerInternalFailure(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A watcher that has to load the state now (the visor starting) cannot.
-	p.SetAuthorizer(config.NewWatcher(tr.st).UTPMAuthorizer())
+	p.SetAuthorizer(config.NewWatcher(tr.st, testVisor).UTPMAuthorizer())
 	_, _, err = p.NewTPM(palB).Unseal(blob)
 	wantErr(t, err, utpm.ErrInternal)
 	if utpm.Code(err) != 12 {

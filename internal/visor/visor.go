@@ -172,8 +172,8 @@ func (v *Visor) Register(ctx context.Context, image []byte, opts RegisterOptions
 	if opts.Replicas == 0 {
 		opts.Replicas = 1
 	}
-	if opts.Limits.Timeout < 0 || opts.Limits.MaxInput < 0 || opts.Limits.MaxOutput < 0 {
-		return Info{}, fmt.Errorf("%w: negative limit", ErrBadOptions)
+	if err := opts.Limits.Validate(); err != nil {
+		return Info{}, fmt.Errorf("%w: %v", ErrBadOptions, err)
 	}
 	lim := opts.Limits.WithDefaults()
 	img, err := pal.Parse(image)

@@ -145,6 +145,8 @@ func TestRegisterRefused(t *testing.T) {
 		{"negative replicas", echo(t), visor.RegisterOptions{Replicas: -1}, visor.ErrBadOptions},
 		{"too many replicas", echo(t), visor.RegisterOptions{Replicas: visor.MaxReplicas + 1}, visor.ErrBadOptions},
 		{"negative limit", echo(t), visor.RegisterOptions{Limits: engine.Limits{MaxInput: -1}}, visor.ErrBadOptions},
+		// No OUTPUT hostcall can carry more than MaxHostcallIO bytes: a larger cap is refused.
+		{"output cap above the hostcall limit", echo(t), visor.RegisterOptions{Limits: engine.Limits{MaxOutput: engine.MaxHostcallIO + 1}}, visor.ErrBadOptions},
 		{"valid module, not a PAL", []byte{0, 'a', 's', 'm', 1, 0, 0, 0}, visor.RegisterOptions{}, engine.ErrBadImage},
 	}
 	for _, tt := range tests {

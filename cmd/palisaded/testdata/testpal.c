@@ -9,6 +9,7 @@
 //	             blob in memory, output the public key (DER SubjectPublicKeyInfo)
 //	'S' policy data   SEAL data under the raw ABI policy, output the blob
 //	'U' blob     UNSEAL, output creator[32] || data
+//	'i' / 'r'    COUNTER_INCREMENT / COUNTER_READ of counter 1, output the u64 value (LE)
 //	0x14/0x16/0x18/0x60 ...  a client.Signer request (package client/signreq): sign it with the
 //	             key from 'c' via KEY_SIGN, output the signature
 //
@@ -19,7 +20,8 @@ typedef unsigned int u32;
 __attribute__((import_module("palisade"), import_name("utpm")))
 long long utpm(u32 op, const void *req, u32 req_len, void *resp, u32 resp_cap);
 
-enum { OP_OUTPUT = 0, OP_SEAL = 3, OP_UNSEAL = 4, OP_KEY_CREATE = 8, OP_KEY_SIGN = 9 };
+enum { OP_OUTPUT = 0, OP_SEAL = 3, OP_UNSEAL = 4, OP_KEY_CREATE = 8, OP_KEY_SIGN = 9,
+       OP_COUNTER_READ = 10, OP_COUNTER_INCREMENT = 11 };
 
 static u8 in_buf[1 << 16];
 static u8 scratch[1 << 13];
@@ -86,6 +88,13 @@ __attribute__((export_name("palisade_entry"))) int palisade_entry(const u8 *in, 
 		long long r = utpm(in[0] == 'S' ? OP_SEAL : OP_UNSEAL, in + 1, n - 1, scratch, sizeof scratch);
 		if (r < 0) return 200 + (int)-r;
 		utpm(OP_OUTPUT, scratch, (u32)r, 0, 0);
+		return 0;
+	}
+	case 'i': case 'r': {
+		static const u8 id[4] = {1, 0, 0, 0};
+		long long r = utpm(in[0] == 'i' ? OP_COUNTER_INCREMENT : OP_COUNTER_READ, id, sizeof id, scratch, 8);
+		if (r < 0) return 200 + (int)-r;
+		utpm(OP_OUTPUT, scratch, 8, 0, 0);
 		return 0;
 	}
 	case 0x14: case 0x16: case 0x18: case 0x60:

@@ -84,6 +84,30 @@ func (s *Server) KeyCreate(ctx context.Context, req *api.KeyCreateRequest) (*api
 	return keyInfoToProto(info), nil
 }
 
+// KeyImport implements api.PalisadeServer.
+func (s *Server) KeyImport(ctx context.Context, req *api.KeyImportRequest) (*api.KeyInfo, error) {
+	defer clear(req.PrivateKey)
+	c, ks, err := s.keyCaller(ctx)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	tries, err := maxTries(req.MaxTries)
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	info, err := ks.Import(ctx, c, keys.ImportOptions{
+		CreateOptions: keys.CreateOptions{
+			Name: req.Name, AllowUIDs: req.AllowUids, AllowGIDs: req.AllowGids, PIN: req.Pin,
+			MaxTries: tries, SignerImage: nonEmpty(req.SignerImage),
+		},
+		PKCS8: req.PrivateKey,
+	})
+	if err != nil {
+		return nil, toStatus(err)
+	}
+	return keyInfoToProto(info), nil
+}
+
 func nonEmpty(b []byte) []byte {
 	if len(b) == 0 {
 		return nil

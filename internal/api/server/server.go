@@ -504,14 +504,16 @@ func (s *Server) Attest(ctx context.Context, req *api.AttestRequest) (*api.Attes
 	// for the quote's own nonce.
 	var opts []attest.AssembleOption
 	if s.config != nil {
-		// Read at each attestation, so the evidence names the configuration active now.
-		head, err := s.config.Head()
+		// Read at each attestation, so the evidence names the configuration active now, who
+		// signed it and whether it lists this visor.
+		head, err := s.config.Statement(config.Measurement(s.v.Root().Platform().Visor))
 		if err != nil {
 			return nil, toStatus(fmt.Errorf("attest %s: configuration: %w", h, err))
 		}
 		if head.Seq > 0 {
 			opts = append(opts, attest.WithConfiguration(attest.ConfigHead{
 				Seq: head.Seq, Version: head.Version, Config: head.Config, Head: head.Head,
+				Signer: head.Signer, VisorListed: head.VisorListed,
 			}))
 		}
 	}
@@ -565,8 +567,8 @@ func limitsFromProto(l *api.Limits) (engine.Limits, error) {
 		return engine.Limits{}, nil
 	}
 	if l.TimeoutMs < 0 || l.MaxInput < 0 || l.MaxOutput < 0 ||
-		l.TimeoutMs > int64(24*time.Hour/time.Millisecond) || l.MaxInput > api.MaxImage || l.MaxOutput > api.MaxImage {
-		return engine.Limits{}, fmt.Errorf("%w: limits out of range (timeout ≤ 24h, input and output ≤ %d bytes)", visor.ErrBadOptions, api.MaxImage)
+		l.TimeoutMs > int64(24*time.Hour/time.Millisecond) || l.MaxInput > api.MaxImage || l.MaxOutput > engine.MaxHostcallIO {
+		return engine.Limits{}, fmt.Errorf("%w: limits out of range (timeout ≤ 24h, input ≤ %d bytes, output ≤ %d bytes)", visor.ErrBadOptions, api.MaxImage, engine.MaxHostcallIO)
 	}
 	return engine.Limits{
 		Timeout:   time.Duration(l.TimeoutMs) * time.Millisecond,

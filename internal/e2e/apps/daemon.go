@@ -82,7 +82,7 @@ func StartDaemon(ctx context.Context, o DaemonOptions) (d *Daemon, err error) {
 		case "wasm":
 			cache, _ := os.UserCacheDir()
 			if cache != "" {
-				e, err = wasm.New(wasm.WithCacheDir(filepath.Join(cache, "github.com/palisade-project/palisade", "wasm")))
+				e, err = wasm.New(wasm.WithCacheDir(filepath.Join(cache, "palisade", "wasm")))
 			} else {
 				e, err = wasm.New()
 			}

@@ -67,8 +67,10 @@ const (
 	StatusUnknown = 255
 )
 
-// TestLimits are the limits of the suite's instances unless a test says otherwise.
-var TestLimits = engine.Limits{Timeout: 10 * time.Second, MemoryMiB: 64, MaxInput: 256 << 10, MaxOutput: 256 << 10}
+// TestLimits are the limits of the suite's instances unless a test says otherwise. The timeout
+// is generous because the kvm engine's tests also run under QEMU's emulation, where an
+// RSA-3072 key generation (in the µTPM, emulated too) took over 10 s on a loaded machine.
+var TestLimits = engine.Limits{Timeout: 60 * time.Second, MemoryMiB: 64, MaxInput: 256 << 10, MaxOutput: 256 << 10}
 
 type suite struct {
 	tgt  Target
@@ -104,7 +106,9 @@ func Run(t *testing.T, tgt Target) {
 		{"Sleep", s.testSleep},
 		{"OutOfMemory", s.testOOM},
 		{"Trap", s.testTrap},
+		{"TrapAtMemoryCap", s.testTrapAtCap},
 		{"OutputTooLarge", s.testOutputTooLarge},
+		{"OutputHostcallLimit", s.testOutputHostcallLimit},
 		{"InputTooLarge", s.testInputTooLarge},
 		{"Parallel", s.testParallel},
 		{"Closed", s.testClosed},
@@ -577,9 +581,12 @@ func (s *suite) testFaults(t *testing.T) {
 	p := s.register(t, "a", TestLimits)
 	got := p.ok(t, 'F')
 	want := []byte{engine.EFault, engine.EFault, engine.ETooLarge, engine.ETooLarge,
-		engine.EUnsupported, engine.EShort, engine.EInval, engine.ETooLarge}
+		engine.EUnsupported, engine.EShort, engine.EInval, engine.ETooLarge,
+		0, 0, engine.ETooLarge, engine.ETooLarge}
 	cases := []string{"request outside memory", "response outside memory", "huge req_len",
-		"huge resp_cap", "unknown op", "short response", "malformed extend", "random over 64 KiB"}
+		"huge resp_cap", "unknown op", "short response", "malformed extend", "random over 64 KiB",
+		"empty request outside memory", "empty response outside memory",
+		"request outside memory, huge resp_cap", "huge req_len, response outside memory"}
 	if len(got) != len(want) {
 		t.Fatalf("fault codes %v", got)
 	}
@@ -697,6 +704,29 @@ func (s *suite) testOOM(t *testing.T) {
 	expectReset(t, p, pcr4)
 }
 
+// testTrapAtCap: memory.grow past the cap returns -1 and the PAL goes on; a trap after that,
+// in a later call, is a trap, not exhaustion of the memory cap.
+func (s *suite) testTrapAtCap(t *testing.T) {
+	lim := TestLimits
+	lim.MemoryMiB = 32
+	p := s.register(t, "a", lim)
+	st, out := p.status(t, 'G')
+	if st == StatusUnknown {
+		t.Skip("this PAL cannot grow its memory itself")
+	}
+	if st != 0 || len(out) != 4 {
+		t.Fatalf("grow to the cap: status %d (%s), %d bytes", st, codeName(st), len(out))
+	}
+	if pages := binary.LittleEndian.Uint32(out); pages != lim.MemoryMiB<<20/(64<<10) {
+		t.Fatalf("memory grew to %d pages, cap %d MiB", pages, lim.MemoryMiB)
+	}
+	p.ok(t, 'n') // the refused grow did not harm the instance
+	_, err := p.Try(context.Background(), 'T')
+	if !errors.Is(err, engine.ErrTrap) || errors.Is(err, engine.ErrOutOfMemory) {
+		t.Fatalf("trap with the memory at its cap: %v, want ErrTrap", err)
+	}
+}
+
 func (s *suite) testTrap(t *testing.T) {
 	p := s.register(t, "a", TestLimits)
 	pcr4 := dirty(t, p)
@@ -716,6 +746,30 @@ func (s *suite) testOutputTooLarge(t *testing.T) {
 	}
 	if _, err := p.Try(context.Background(), 'O', le32(4097)); !errors.Is(err, engine.ErrOutputTooLarge) {
 		t.Fatalf("4097-byte output: %v, want ErrOutputTooLarge", err)
+	}
+	p.ok(t, 'n')
+}
+
+// testOutputHostcallLimit: the largest output cap a registration may ask for is the most one
+// OUTPUT hostcall carries (engine.MaxHostcallIO); an OUTPUT above that fails the whole call
+// like any output over the cap, even if the PAL ignores the E_TOOLARGE it gets.
+func (s *suite) testOutputHostcallLimit(t *testing.T) {
+	lim := TestLimits
+	lim.MaxOutput = engine.MaxHostcallIO
+	lim.MaxInput = engine.MaxHostcallIO + 2
+	if err := lim.Validate(); err != nil {
+		t.Fatalf("limits at the hostcall limit: %v", err)
+	}
+	p := s.register(t, "a", lim)
+	data := randBytes(t, engine.MaxHostcallIO)
+	if out := p.ok(t, 'E', data); !bytes.Equal(out, data) {
+		t.Fatalf("echo of %d bytes: %d bytes back", len(data), len(out))
+	}
+	if r, err := p.Try(context.Background(), 'E', data, []byte{0}); !errors.Is(err, engine.ErrOutputTooLarge) {
+		t.Fatalf("echo of %d bytes: status %d, %d bytes, %v; want ErrOutputTooLarge", len(data)+1, r.Status, len(r.Output), err)
+	}
+	if r, err := p.Try(context.Background(), 'X'); !errors.Is(err, engine.ErrOutputTooLarge) {
+		t.Fatalf("OUTPUT above the hostcall limit, E_TOOLARGE ignored: status %d, %v; want ErrOutputTooLarge", r.Status, err)
 	}
 	p.ok(t, 'n')
 }

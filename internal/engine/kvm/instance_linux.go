@@ -219,18 +219,11 @@ func shutdownFault(v *vm) *FaultError {
 }
 
 // hostcall serves utpm(op, req_ptr, req_len, resp_ptr, resp_cap) from the SysV argument
-// registers (docs/abi.md §6). The 32-bit arguments are the low halves of their registers: the
-// x86-64 calling convention leaves the upper halves undefined.
+// registers (docs/abi.md §6) through engine.Hostcall, which applies the ABI's rules on buffers.
+// The 32-bit arguments are the low halves of their registers: the x86-64 calling convention
+// leaves the upper halves undefined.
 func (in *instance) hostcall(r *kvmRegs) int64 {
-	req, e := in.mem.slice(r.RSI, uint64(uint32(r.RDX)), false)
-	if e != 0 {
-		return e
-	}
-	resp, e := in.mem.slice(r.RCX, uint64(uint32(r.R8)), true)
-	if e != 0 {
-		return e
-	}
-	return engine.Dispatch(in, &in.cs, engine.Op(uint32(r.RDI)), req, resp)
+	return engine.Hostcall(in, &in.cs, &in.mem, uint32(r.RDI), r.RSI, uint32(r.RDX), r.RCX, uint32(r.R8))
 }
 
 // kicker stops a running vCPU from another goroutine: immediate_exit makes the next KVM_RUN

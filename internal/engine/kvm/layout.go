@@ -209,20 +209,14 @@ type guestMem struct {
 	image, ram region
 }
 
-// slice returns the host view of the guest buffer [gva, gva+n), or minus an ABI error code:
-// E_TOOLARGE above engine.MaxHostcallIO, E_FAULT if the buffer is not entirely inside one
-// region the PAL may access this way (writes: RAM only; reads: RAM or its own image).
+// Buffer implements engine.Memory: the host view of the guest buffer [gva, gva+n), if it lies
+// entirely inside one region the PAL may pass this way (writes: RAM only; reads: RAM or its
+// own image). engine.Hostcall checks sizes and empty buffers first (docs/abi.md §2).
 // The result's capacity is its length, so nothing can append past the buffer.
-func (g *guestMem) slice(gva, n uint64, write bool) ([]byte, int64) {
-	if n == 0 {
-		return nil, 0
-	}
-	if n > engine.MaxHostcallIO {
-		return nil, -engine.ETooLarge
-	}
-	end := gva + n
+func (g *guestMem) Buffer(gva uint64, n uint32, write bool) ([]byte, bool) {
+	end := gva + uint64(n)
 	if end < gva {
-		return nil, -engine.EFault
+		return nil, false
 	}
 	for _, r := range [2]*region{&g.ram, &g.image} {
 		if write && !r.writable {
@@ -230,8 +224,8 @@ func (g *guestMem) slice(gva, n uint64, write bool) ([]byte, int64) {
 		}
 		if gva >= r.base && end <= r.base+uint64(len(r.mem)) {
 			off := gva - r.base
-			return r.mem[off : off+n : off+n], 0
+			return r.mem[off : off+uint64(n) : off+uint64(n)], true
 		}
 	}
-	return nil, -engine.EFault
+	return nil, false
 }

@@ -188,7 +188,7 @@ func BenchmarkWazeroFloor(b *testing.B) {
 		b.Run(fmt.Sprintf("CloseOnContextDone=%v", term), func(b *testing.B) {
 			r := wazero.NewRuntimeWithConfig(ctx, wazero.NewRuntimeConfigCompiler().WithCloseOnContextDone(term))
 			defer r.Close(ctx)
-			_, err := r.NewHostModuleBuilder("github.com/palisade-project/palisade").NewFunctionBuilder().
+			_, err := r.NewHostModuleBuilder("palisade").NewFunctionBuilder().
 				WithGoModuleFunction(api.GoModuleFunc(func(context.Context, api.Module, []uint64) {}),
 					[]api.ValueType{api.ValueTypeI32, api.ValueTypeI32, api.ValueTypeI32, api.ValueTypeI32, api.ValueTypeI32},
 					[]api.ValueType{api.ValueTypeI64}).

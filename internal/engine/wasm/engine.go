@@ -5,12 +5,15 @@
 // reactor needs. Compile refuses anything else, naming the import.
 //
 // Compiled code is cached by measurement: an in-memory map of modules, and a wazero
-// CompilationCache shared by all runtimes (optionally backed by a directory, so a restarted
-// visor does not recompile a Go PAL, which costs seconds). wazero fixes the memory limit per
-// runtime, so the engine keeps one runtime per distinct memory cap; they share the cache, and
-// compiling a cached module in another runtime costs milliseconds.
+// CompilationCache (optionally backed by a directory, so a restarted visor does not recompile a
+// Go PAL, which costs seconds).
 //
-// Timeouts: runtimes are created with WithCloseOnContextDone, so compiled code checks for
+// Memory caps: the engine has one wazero runtime, without a memory limit of its own; each
+// instance's linear memory is backed by a capMemory that refuses to grow past the instance's
+// cap. So the engine knows when the cap refused a memory.grow, and reports a trap that follows
+// as exhaustion of the memory cap, and any other trap as a trap (docs/abi.md §5).
+//
+// Timeouts: the runtime is created with WithCloseOnContextDone, so compiled code checks for
 // termination; each call runs under an instance-owned context whose Done channel a timer closes
 // at min(ctx deadline, Limits.Timeout).
 package wasm
@@ -50,12 +53,12 @@ func WithCacheDir(dir string) Option { return func(o *options) { o.cacheDir = di
 // Engine is the wasm engine. It is safe for concurrent use.
 type Engine struct {
 	cache wazero.CompilationCache
+	rt    *runtime
 
-	mu       sync.Mutex
-	closed   bool
-	runtimes map[uint32]*runtime         // by memory cap in pages
-	modules  map[pal.Measurement]*module // compiled modules, shared by every Compile of the same image
-	idle     []*module                   // modules no longer referenced, oldest first, kept compiled
+	mu      sync.Mutex
+	closed  bool
+	modules map[pal.Measurement]*module // compiled modules, shared by every Compile of the same image
+	idle    []*module                   // modules no longer referenced, oldest first, kept compiled
 }
 
 // maxIdle is how many unreferenced modules stay compiled, so that registering a PAL again
@@ -71,7 +74,7 @@ func New(opts ...Option) (*Engine, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
-	e := &Engine{runtimes: map[uint32]*runtime{}, modules: map[pal.Measurement]*module{}}
+	e := &Engine{modules: map[pal.Measurement]*module{}}
 	if o.cacheDir != "" {
 		c, err := wazero.NewCompilationCacheWithDir(o.cacheDir)
 		if err != nil {
@@ -81,36 +84,42 @@ func New(opts ...Option) (*Engine, error) {
 	} else {
 		e.cache = wazero.NewCompilationCache()
 	}
+	rt, err := newRuntime(context.Background(), e.cache)
+	if err != nil {
+		_ = e.cache.Close(context.Background())
+		return nil, err
+	}
+	e.rt = rt
 	return e, nil
 }
 
 // Name implements engine.Engine.
 func (e *Engine) Name() string { return "wasm" }
 
-// runtime is one wazero runtime with the host modules instantiated, for one memory cap.
+// runtime is the engine's wazero runtime with the host modules instantiated.
 type runtime struct {
-	r     wazero.Runtime
-	pages uint32
+	r wazero.Runtime
 }
 
-// runtimeFor returns the runtime of memory cap pages, creating it on first use. e.mu is held.
-func (e *Engine) runtimeFor(ctx context.Context, pages uint32) (*runtime, error) {
-	if rt, ok := e.runtimes[pages]; ok {
-		return rt, nil
-	}
+// Features is what the engine accepts of WebAssembly: the 2.0 core specification (bulk
+// memory, multi-value, non-trapping float-to-int, reference types, sign extension, 128-bit
+// SIMD), and none of wazero's experimental features (threads, tail calls, exception handling,
+// extended constants, typed function references). docs/abi.md §5; TestFeatures checks it.
+const Features = api.CoreFeaturesV2
+
+// newRuntime creates the runtime. It has no memory limit of its own (wasm32's 4 GiB): each
+// instance's capMemory enforces the instance's cap.
+func newRuntime(ctx context.Context, cache wazero.CompilationCache) (*runtime, error) {
 	cfg := wazero.NewRuntimeConfigCompiler().
-		WithCompilationCache(e.cache).
-		WithMemoryLimitPages(pages).
+		WithCompilationCache(cache).
 		WithCloseOnContextDone(true).
-		WithCoreFeatures(api.CoreFeaturesV2)
+		WithCoreFeatures(Features)
 	r := wazero.NewRuntimeWithConfig(ctx, cfg)
 	if err := instantiateHostModules(ctx, r); err != nil {
 		_ = r.Close(ctx)
 		return nil, fmt.Errorf("wasm engine: host modules: %w", err)
 	}
-	rt := &runtime{r: r, pages: pages}
-	e.runtimes[pages] = rt
-	return rt, nil
+	return &runtime{r: r}, nil
 }
 
 // Compile implements engine.Engine. It refuses any import outside docs/abi.md §5, naming it,
@@ -139,17 +148,7 @@ func (e *Engine) Compile(ctx context.Context, img *pal.Image) (engine.Module, er
 	if err := checkImports(info.Imports); err != nil {
 		return nil, fmt.Errorf("%w: %v", engine.ErrBadImage, err)
 	}
-	// Compile in the runtime that most registrations will use; a module that needs more memory
-	// than the default cap to start is compiled with a cap that fits it.
-	pages := uint32(engine.DefaultLimits.MemoryMiB) * (1 << 20 / pageSize)
-	if info.MemMinPages > pages {
-		pages = min(info.MemMinPages, maxPages)
-	}
-	rt, err := e.runtimeFor(ctx, pages)
-	if err != nil {
-		return nil, err
-	}
-	cm, err := rt.r.CompileModule(ctx, img.Bytes)
+	cm, err := e.rt.r.CompileModule(ctx, img.Bytes)
 	if err != nil {
 		return nil, fmt.Errorf("%w: %v", engine.ErrBadImage, err)
 	}
@@ -163,8 +162,8 @@ func (e *Engine) Compile(ctx context.Context, img *pal.Image) (engine.Module, er
 	}
 	_, hasInit := cm.ExportedFunctions()["_initialize"]
 	m := &module{
-		e: e, measurement: img.Measurement, bytes: img.Bytes, hasInit: hasInit, refs: 1,
-		compiled: map[uint32]wazero.CompiledModule{pages: cm},
+		e: e, measurement: img.Measurement, cm: cm, hasInit: hasInit, refs: 1,
+		minPages: cm.ExportedMemories()["memory"].Min(),
 	}
 	e.modules[img.Measurement] = m
 	return &moduleRef{module: m}, nil
@@ -178,11 +177,8 @@ func (e *Engine) Close(ctx context.Context) error {
 		return nil
 	}
 	e.closed = true
-	var errs []error
-	for _, rt := range e.runtimes {
-		errs = append(errs, rt.r.Close(ctx))
-	}
-	e.runtimes, e.modules = nil, nil
+	errs := []error{e.rt.r.Close(ctx)}
+	e.modules = nil
 	errs = append(errs, e.cache.Close(ctx))
 	return errors.Join(errs...)
 }
@@ -191,38 +187,11 @@ func (e *Engine) Close(ctx context.Context) error {
 type module struct {
 	e           *Engine
 	measurement pal.Measurement
-	bytes       []byte
+	cm          wazero.CompiledModule
 	hasInit     bool
+	minPages    uint32 // the initial size of the module's memory
 
-	// Guarded by e.mu.
-	refs     int
-	compiled map[uint32]wazero.CompiledModule // by memory cap in pages
-}
-
-// compiledFor returns the module compiled in the runtime of memory cap pages (from the shared
-// compilation cache when it was compiled before).
-func (m *module) compiledFor(ctx context.Context, pages uint32) (*runtime, wazero.CompiledModule, error) {
-	e := m.e
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.closed {
-		return nil, nil, errors.New("wasm engine: closed")
-	}
-	rt, err := e.runtimeFor(ctx, pages)
-	if err != nil {
-		return nil, nil, err
-	}
-	if cm, ok := m.compiled[pages]; ok {
-		return rt, cm, nil
-	}
-	cm, err := rt.r.CompileModule(ctx, m.bytes)
-	if err != nil {
-		// The module compiled before, so what differs is the memory cap: the module's
-		// minimum memory is above it.
-		return nil, nil, fmt.Errorf("%w: memory cap %d MiB: %v", engine.ErrOutOfMemory, pages/16, err)
-	}
-	m.compiled[pages] = cm
-	return rt, cm, nil
+	refs int // guarded by e.mu
 }
 
 // moduleRef is what Compile returns: one reference to a shared module.
@@ -241,11 +210,17 @@ func (r *moduleRef) Instantiate(ctx context.Context, host engine.Host, lim engin
 	if lim.MemoryMiB > maxPages/16 {
 		return nil, fmt.Errorf("wasm engine: memory cap %d MiB exceeds the 4096 MiB of wasm32", lim.MemoryMiB)
 	}
-	rt, cm, err := r.compiledFor(ctx, lim.MemoryMiB*16)
-	if err != nil {
-		return nil, fmt.Errorf("wasm engine: instantiate: %w", err)
+	if r.minPages > lim.MemoryMiB*(1<<20/pageSize) {
+		return nil, fmt.Errorf("wasm engine: instantiate: %w: the module's initial memory is %d KiB, the cap %d MiB",
+			engine.ErrOutOfMemory, r.minPages*(pageSize>>10), lim.MemoryMiB)
 	}
-	inst := newInstance(r.module, rt, cm, host, lim)
+	r.e.mu.Lock()
+	closed := r.e.closed
+	r.e.mu.Unlock()
+	if closed {
+		return nil, errors.New("wasm engine: closed")
+	}
+	inst := newInstance(r.module, r.e.rt, r.cm, host, lim)
 	if err := inst.start(ctx); err != nil {
 		return nil, fmt.Errorf("wasm engine: instantiate: %w", err)
 	}
@@ -268,9 +243,7 @@ func (r *moduleRef) Close(ctx context.Context) error {
 			old := e.idle[0]
 			e.idle = e.idle[1:]
 			delete(e.modules, old.measurement)
-			for _, cm := range old.compiled {
-				_ = cm.Close(ctx)
-			}
+			_ = old.cm.Close(ctx)
 		}
 	})
 	return nil

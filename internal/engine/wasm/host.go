@@ -1,9 +1,9 @@
 package wasm
 
 import (
-	"bytes"
 	"context"
 	"encoding/binary"
+	"math"
 	"time"
 
 	"github.com/tetratelabs/wazero"
@@ -32,27 +32,25 @@ func instantiateHostModules(ctx context.Context, r wazero.Runtime) error {
 	return err
 }
 
-// hostUTPM is palisade.utpm (docs/abi.md §2): one bounds check of both buffers, then the
-// shared dispatcher, which only sees Go slices.
+// hostUTPM is palisade.utpm (docs/abi.md §2): engine.Hostcall applies the ABI's rules on
+// buffers, translating them through the instance (Buffer), and runs the shared dispatcher.
 func hostUTPM(ctx context.Context, m api.Module, s []uint64) {
 	i := instanceOf(ctx)
 	if i == nil {
 		s[0] = neg(engine.EInternal)
 		return
 	}
-	op, reqPtr, reqLen, respPtr, respCap := uint32(s[0]), uint32(s[1]), uint32(s[2]), uint32(s[3]), uint32(s[4])
-	if reqLen > engine.MaxHostcallIO || respCap > engine.MaxHostcallIO {
-		s[0] = neg(engine.ETooLarge)
-		return
+	i.view = m.Memory()
+	s[0] = uint64(engine.Hostcall(i, &i.cs, i, uint32(s[0]), uint64(uint32(s[1])), uint32(s[2]), uint64(uint32(s[3])), uint32(s[4])))
+}
+
+// Buffer makes the instance the engine.Memory of its running hostcall: every wasm address is
+// readable and writable.
+func (i *instance) Buffer(ptr uint64, n uint32, _ bool) ([]byte, bool) {
+	if ptr > math.MaxUint32 {
+		return nil, false
 	}
-	mem := m.Memory()
-	req, ok1 := mem.Read(reqPtr, reqLen)
-	resp, ok2 := mem.Read(respPtr, respCap)
-	if !ok1 || !ok2 {
-		s[0] = neg(engine.EFault)
-		return
-	}
-	s[0] = uint64(engine.Dispatch(i, &i.cs, engine.Op(op), req, resp))
+	return i.view.Read(uint32(ptr), n)
 }
 
 func neg(code int32) uint64 { return uint64(-int64(code)) }
@@ -173,9 +171,6 @@ func fdWrite(ctx context.Context, m api.Module, s []uint64) {
 		if !ok {
 			s[0] = errnoFault
 			return
-		}
-		if fd == 2 && bytes.Contains(b, []byte("out of memory")) {
-			i.sawOOM = true
 		}
 		if len(b) > 0 {
 			i.Log(b)

@@ -11,6 +11,7 @@ import (
 
 	"github.com/tetratelabs/wazero"
 	"github.com/tetratelabs/wazero/api"
+	"github.com/tetratelabs/wazero/experimental"
 	"github.com/tetratelabs/wazero/sys"
 
 	"github.com/palisade-project/palisade/internal/engine"
@@ -41,6 +42,7 @@ type instance struct {
 	lim  engine.Limits
 
 	mod          api.Module // nil after a reset until the next call re-instantiates
+	view         api.Memory // the memory of the module a hostcall is serving (memView)
 	alloc, entry api.Function
 	stack        [2]uint64
 	// The input buffer the last palisade_alloc returned, and the size asked for: inputs that
@@ -55,7 +57,8 @@ type instance struct {
 
 	// Per-call state seen by host functions.
 	logBudget int
-	sawOOM    bool // the PAL reported "out of memory" on stderr (the Go runtime does)
+	// mem backs the linear memory of mod and enforces the cap; its refused flag is per call.
+	mem *capMemory
 
 	// cctx is the context of every call into the module: host functions find the instance
 	// through it, and its Done channel is closed to stop the PAL.
@@ -179,8 +182,10 @@ func (i *instance) start(ctx context.Context) error {
 	cfg := wazero.NewModuleConfig().WithName("").WithStartFunctions()
 	i.resetCallState()
 	i.inPtr, i.inCap = 0, 0
+	i.mem = &capMemory{limit: uint64(i.lim.MemoryMiB) << 20}
+	ictx := experimental.WithMemoryAllocator(&i.cctx, experimental.MemoryAllocatorFunc(i.mem.allocate))
 	i.arm(ctx, max(i.lim.Timeout, engine.MinInitTimeout))
-	mod, err := i.rt.r.InstantiateModule(&i.cctx, i.cm, cfg)
+	mod, err := i.rt.r.InstantiateModule(ictx, i.cm, cfg)
 	if err == nil && i.m.hasInit {
 		_, err = mod.ExportedFunction("_initialize").Call(&i.cctx)
 	}
@@ -192,7 +197,7 @@ func (i *instance) start(ctx context.Context) error {
 		if mod != nil {
 			_ = mod.Close(context.Background())
 		}
-		return i.classify("initialisation", err, mod, killed, why)
+		return i.classify("initialisation", err, killed, why)
 	}
 	i.mod = mod
 	i.alloc = mod.ExportedFunction("palisade_alloc")
@@ -204,7 +209,9 @@ func (i *instance) resetCallState() {
 	i.cs.Output = i.cs.Output[:0]
 	i.cs.OutputTooLarge = false
 	i.logBudget = maxLogPerCall
-	i.sawOOM = false
+	if i.mem != nil {
+		i.mem.refused = false
+	}
 }
 
 // reset drops the module; the next call instantiates a fresh one.
@@ -243,7 +250,7 @@ func (i *instance) Call(ctx context.Context, input []byte) (engine.Result, error
 		if err == nil {
 			err = errors.New("killed")
 		}
-		err = i.classify("call", err, mod, killed, why)
+		err = i.classify("call", err, killed, why)
 		_ = mod.Close(context.Background())
 		return engine.Result{}, err
 	}
@@ -282,40 +289,60 @@ func (i *instance) run(input []byte) (int32, error) {
 	return int32(uint32(i.stack[0])), nil
 }
 
-// classify maps a failed call to the engine's sentinels.
-func (i *instance) classify(what string, err error, mod api.Module, killed bool, why error) error {
+// classify maps a failed call to the engine's sentinels, by cause: the deadline or the
+// caller stopped it; or the memory cap refused a memory.grow during the call, and whatever
+// then ended it (a trap, proc_exit, a failed palisade_alloc) is the PAL giving up for lack of
+// memory; or it is a trap of its own. A PAL whose memory merely sits at its cap, with no grow
+// refused in this call, traps as ErrTrap.
+func (i *instance) classify(what string, err error, killed bool, why error) error {
 	if killed {
 		return fmt.Errorf("%w (%s, limit %v): %w", engine.ErrTimeout, what, i.armed, why)
-	}
-	var exit *sys.ExitError
-	if errors.As(err, &exit) {
-		return fmt.Errorf("%w: %s: PAL exited with code %d", engine.ErrTrap, what, exit.ExitCode())
-	}
-	if errors.Is(err, errBadAlloc) {
-		return fmt.Errorf("%w: %s: %v", engine.ErrTrap, what, err)
 	}
 	detail := err.Error()
 	if n := strings.IndexByte(detail, '\n'); n >= 0 {
 		detail = detail[:n] // drop wazero's stack trace; it names PAL functions, not visor state
 	}
-	if i.outOfMemory(mod) {
-		return fmt.Errorf("%w (%d MiB): %s: %s", engine.ErrOutOfMemory, i.lim.MemoryMiB, what, detail)
+	var exit *sys.ExitError
+	if errors.As(err, &exit) {
+		detail = fmt.Sprintf("PAL exited with code %d", exit.ExitCode())
+	}
+	if i.mem != nil && i.mem.refused {
+		return fmt.Errorf("%w (%d MiB): %s: a memory.grow past the cap was refused, then %s", engine.ErrOutOfMemory, i.lim.MemoryMiB, what, detail)
 	}
 	return fmt.Errorf("%w: %s: %s", engine.ErrTrap, what, detail)
 }
 
-// outOfMemory reports whether a trap is best explained by the memory cap: the memory cannot
-// grow by one more page, or the Go runtime said so on stderr before aborting (it requests
-// memory in 4 MiB arenas, so it can fail well below the cap).
-func (i *instance) outOfMemory(mod api.Module) bool {
-	if i.sawOOM {
-		return true
-	}
-	if mod == nil || mod.Memory() == nil {
-		return false
-	}
-	return uint64(mod.Memory().Size())+pageSize > uint64(i.lim.MemoryMiB)<<20
+// capMemory backs a PAL's linear memory (a wazero experimental.LinearMemory) and enforces the
+// instance's memory cap. wazero asks it for every grow below the module's own declared maximum,
+// so a grow it refuses is exactly one the cap refused: memory.grow then returns -1 to the PAL,
+// which goes on (docs/abi.md §5), and refused records it for classify.
+type capMemory struct {
+	buf     []byte
+	limit   uint64 // bytes
+	refused bool
 }
+
+func (m *capMemory) allocate(capHint, _ uint64) experimental.LinearMemory {
+	m.buf = make([]byte, 0, min(capHint, m.limit))
+	return m
+}
+
+// Reallocate implements experimental.LinearMemory. Memory never shrinks and the bytes past its
+// length were never handed out, so growing within the capacity exposes only zeros.
+func (m *capMemory) Reallocate(size uint64) []byte {
+	if size > m.limit {
+		m.refused = true
+		return nil
+	}
+	if c := uint64(cap(m.buf)); size > c {
+		m.buf = append(m.buf[:c], make([]byte, size-c)...)
+	}
+	m.buf = m.buf[:size]
+	return m.buf
+}
+
+// Free implements experimental.LinearMemory.
+func (m *capMemory) Free() { m.buf = nil }
 
 // Close implements engine.Instance.
 func (i *instance) Close(ctx context.Context) error {

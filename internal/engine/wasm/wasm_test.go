@@ -81,7 +81,8 @@ type wmodule struct {
 	types   [][]byte
 	imports []wimport
 	funcs   []wfunc
-	memMin  int // -1: no memory
+	memMin  int    // -1: no memory
+	memSec  []byte // the memory section's body, if not the one memMin gives
 	exports []wexport
 }
 
@@ -103,7 +104,10 @@ func (m wmodule) bytes() []byte {
 		codes = append(codes, append(leb(uint32(len(body))), body...))
 	}
 	b = append(b, section(3, vec(fs...))...)
-	if m.memMin >= 0 {
+	switch {
+	case m.memSec != nil:
+		b = append(b, section(5, m.memSec)...)
+	case m.memMin >= 0:
 		b = append(b, section(5, vec(append([]byte{0}, leb(uint32(m.memMin))...)))...)
 	}
 	var exps [][]byte
@@ -358,4 +362,68 @@ func FuzzParseModule(f *testing.F) {
 		}
 		_ = checkImports(info.Imports)
 	})
+}
+
+// TestFeatures is the experiment behind docs/abi.md §5's list of accepted WebAssembly
+// features: a PAL using each feature's instructions is compiled and, when accepted, run (its
+// entry returns 7 unless said otherwise); a refused one is ErrBadImage.
+func TestFeatures(t *testing.T) {
+	e := newTestEngine(t)
+	i32 := func(v byte) []byte { return []byte{0x41, v} } // i32.const v (v < 64)
+	cat := func(bs ...[]byte) []byte {
+		var b []byte
+		for _, x := range bs {
+			b = append(b, x...)
+		}
+		return b
+	}
+	tests := []struct {
+		name   string
+		body   []byte // of palisade_entry
+		memSec []byte
+		accept bool
+		status int32
+	}{
+		{"SIMD (v128.const, i32x4.extract_lane)", cat([]byte{0xfd, 0x0c}, make([]byte, 12), []byte{7, 0, 0, 0, 0xfd, 0x1b, 3}), nil, true, 7},
+		{"bulk memory (memory.fill)", cat(i32(0), i32(7), i32(1), []byte{0xfc, 0x0b, 0}, i32(0), []byte{0x2d, 0, 0}), nil, true, 7},
+		{"sign extension (i32.extend8_s)", cat([]byte{0x41, 0xff, 0x01, 0xc0}), nil, true, -1},
+		{"non-trapping float-to-int (i32.trunc_sat_f32_s)", cat([]byte{0x43, 0, 0, 0xe0, 0x40, 0xfc, 0}), nil, true, 7},
+		{"multi-value (block returning two values)", cat([]byte{0x02, 5}, i32(3), i32(4), []byte{0x0b, 0x6a}), nil, true, 7},
+		{"reference types (ref.null, ref.is_null)", cat([]byte{0xd0, 0x70, 0xd1}), nil, true, 1},
+		{"tail calls (return_call)", cat(i32(0), []byte{0x12, 0}), nil, false, 0},
+		{"threads (atomic.fence)", cat([]byte{0xfe, 0x03, 0}, i32(7)), nil, false, 0},
+		{"exception handling (try_table)", cat([]byte{0x1f, 0x40, 0, 0x0b}, i32(7)), nil, false, 0},
+		{"threads (shared memory)", i32(7), []byte{1, 3, 1, 1}, false, 0},
+		{"multiple memories", i32(7), []byte{2, 0, 1, 0, 1}, false, 0},
+		{"64-bit memory", i32(7), []byte{1, 4, 1}, false, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := palModule()
+			m.types = append(m.types, functype(nil, []byte{tI32, tI32})) // 5: [] -> [i32 i32]
+			m.funcs[1].body = tt.body
+			m.memSec = tt.memSec
+			mod, err := compile(t, e, m.bytes())
+			if !tt.accept {
+				if !errors.Is(err, engine.ErrBadImage) {
+					t.Fatalf("Compile: %v, want ErrBadImage", err)
+				}
+				t.Logf("refused: %v", err)
+				return
+			}
+			if err != nil {
+				t.Fatalf("Compile: %v", err)
+			}
+			defer mod.Close(context.Background())
+			h := conformance.Host{T: conformance.NewPlatform(t).NewTPM([32]byte{1})}
+			inst, err := mod.Instantiate(context.Background(), &h, engine.Limits{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer inst.Close(context.Background())
+			if r, err := inst.Call(context.Background(), nil); err != nil || r.Status != tt.status {
+				t.Fatalf("call: %+v, %v; want status %d", r, err, tt.status)
+			}
+		})
+	}
 }

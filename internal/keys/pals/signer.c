@@ -37,6 +37,14 @@
  */
 #include "keypal.h"
 
+/* A signing PAL of your own, with a policy on what may be signed, can reuse this file: define
+ * SIGN_POLICY(scheme, hash, digest, len) as an expression that is non-zero to sign, then
+ * #include "signer.c" (docs/keys.md §3). A refused request gets STATUS_REFUSED, before the PIN
+ * is checked, so a refusal costs no PIN try. */
+#ifndef SIGN_POLICY
+#define SIGN_POLICY(scheme, hash, digest, len) 1
+#endif
+
 #define ATTEST_TAG "palisade key-attest v1"
 #define ATTEST_TAG_LEN (sizeof ATTEST_TAG - 1)
 #define STATE_MAGIC "PPS1"
@@ -179,6 +187,10 @@ static int32_t cmd_sign(struct rd *r)
 	pin = take(r, pin_len);
 	if (r->bad || blob_len == 0 || pin_len > MAX_PIN)
 		return STATUS_BAD_REQUEST;
+	if (!(SIGN_POLICY(scheme, hash, r->p, r->n))) {
+		pal_output("refused by the signing PAL's policy", 35);
+		return STATUS_REFUSED;
+	}
 	if (st_len > 0) {
 		pal_sha256(blob, blob_len, key);
 		status = check_pin(st, st_len, key, pin, pin_len, &renewed);

@@ -133,6 +133,9 @@ func (r *Root) Mode() string { return "none" }
 // counters, Rooted = false.
 func (r *Root) Platform() utpm.PlatformConfig { return r.cfg }
 
+// IdentityKey returns the identity key, fresh at every Open.
+func (r *Root) IdentityKey() *ecdsa.PrivateKey { return r.cfg.Identity }
+
 // Endorse returns nil, nil: nothing vouches for the identity key in this mode.
 func (r *Root) Endorse(ctx context.Context, nonce []byte) ([]byte, error) { return nil, nil }
 

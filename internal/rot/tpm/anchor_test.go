@@ -2,12 +2,14 @@ package tpm
 
 import (
 	"crypto"
+	"encoding/binary"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 
+	"github.com/fxamacker/cbor/v2"
 	"github.com/google/go-tpm/tpm2"
 
 	"github.com/palisade-project/palisade/internal/config"
@@ -221,4 +223,169 @@ func TestVersionAnchorRefusesForeignIndex(t *testing.T) {
 	if _, err := OpenVersionAnchor(sw.Device(), 0); !errors.Is(err, ErrVersionAnchor) {
 		t.Fatalf("foreign base index: %v", err)
 	}
+}
+
+// TestVersionAnchorBinding: the TPM anchor's history digest is what config.HistoryExtend
+// computes and only extends; the administrator key id is written once, locked, and replaced
+// only by ReplaceAdmin, which leaves a trace in the digest.
+func TestVersionAnchorBinding(t *testing.T) {
+	sw := swtpmtest.Start(t)
+	a := openAnchor(t, sw)
+	defer a.Close()
+	var zero config.Measurement
+	if d, err := a.HistoryDigest(); err != nil || d != zero {
+		t.Fatalf("new digest %x, %v", d, err)
+	}
+	e1, e2 := config.Measurement{1}, config.Measurement{2}
+	for _, e := range []config.Measurement{e1, e2} {
+		if err := a.ExtendHistory(e); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want := config.HistoryExtend(config.HistoryExtend(zero, e1), e2)
+	if d, err := a.HistoryDigest(); err != nil || d != want {
+		t.Fatalf("digest %x, %v; want %x", d, err, want)
+	}
+
+	k1, k2 := config.KeyID{0x11}, config.KeyID{0x22}
+	if _, ok, err := a.Admin(); err != nil || ok {
+		t.Fatalf("new anchor holds an admin: %v %v", ok, err)
+	}
+	if err := a.BindAdmin(k1); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.BindAdmin(k1); err != nil {
+		t.Fatalf("binding the same key again: %v", err)
+	}
+	if err := a.BindAdmin(k2); !errors.Is(err, config.ErrAdminNotAnchored) {
+		t.Fatalf("binding another key: %v", err)
+	}
+	// Written once: a plain NV write is refused by the TPM.
+	a.mu.Lock()
+	_, h, err := a.readPublic(a.counter.Handle + offAdmin)
+	if err == nil {
+		_, err = tpm2.NVWrite{AuthHandle: nvAuth(h), NVIndex: h, Data: tpm2.TPM2BMaxNVBuffer{Buffer: k2[:]}}.Execute(a.tpm)
+	}
+	a.mu.Unlock()
+	if !errors.Is(err, tpm2.TPMRCNVLocked) {
+		t.Fatalf("rewriting the admin id: %v, want TPM_RC_NV_LOCKED", err)
+	}
+	// The ceremony names the key it replaces.
+	if _, err := a.ReplaceAdmin(k2, k2); err == nil {
+		t.Fatal("ReplaceAdmin with the wrong old key succeeded")
+	}
+	rec, err := a.ReplaceAdmin(k1, k2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if k, ok, err := a.Admin(); err != nil || !ok || k != k2 {
+		t.Fatalf("after the ceremony: %x %v %v", k, ok, err)
+	}
+	if d, _ := a.HistoryDigest(); d != config.HistoryExtend(want, rec) {
+		t.Fatal("the ceremony left no trace in the history digest")
+	}
+	// Both survive a new connection.
+	a.Close()
+	a = openAnchor(t, sw)
+	if k, ok, _ := a.Admin(); !ok || k != k2 {
+		t.Fatalf("admin after reopening: %x", k)
+	}
+}
+
+// TestTPMAnchoredState: a state applied with the TPM anchor refuses to open without it, a
+// wiped directory pinning another administrator key is refused, and a history rewritten
+// consistently in the directory no longer matches the TPM's digest.
+func TestTPMAnchoredState(t *testing.T) {
+	sw := swtpmtest.Start(t)
+	a := openAnchor(t, sw)
+	defer a.Close()
+	admin, _ := config.GenerateKey("ed25519")
+	dir := filepath.Join(t.TempDir(), "state")
+	config.InitState(dir, admin.Public())
+	st, err := config.OpenState(dir, config.Options{Anchor: a})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for v := uint64(1); v <= 2; v++ {
+		if _, _, err := st.Apply(signConfig(t, admin, v)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := config.OpenState(dir, config.Options{}); !errors.Is(err, config.ErrAnchorRequired) {
+		t.Fatalf("opened without the TPM: %v", err)
+	}
+	// A version step the counter refuses is refused before the history digest moves, so the
+	// state stays at version 2 and usable.
+	before, _ := a.HistoryDigest()
+	if _, _, err := st.Apply(signConfig(t, admin, 3+MaxVersionStep)); !errors.Is(err, ErrVersionAnchor) {
+		t.Fatalf("huge step: %v", err)
+	}
+	if after, _ := a.HistoryDigest(); after != before {
+		t.Fatal("a refused apply extended the history digest")
+	}
+	if act, err := st.Active(); err != nil || act.Version != 2 {
+		t.Fatalf("after a refused step: %v, %v", act, err)
+	}
+
+	// History rewritten: entry 2's time changed, its hash, the pointer's head recomputed.
+	saved := filepath.Join(t.TempDir(), "saved")
+	if out, err := exec.Command("cp", "-a", dir, saved).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	rewriteLastEntry(t, dir)
+	st, _ = config.OpenState(dir, config.Options{Anchor: a})
+	if _, err := st.History(); !errors.Is(err, config.ErrTampered) {
+		t.Fatalf("rewritten history: %v, want ErrTampered", err)
+	}
+	os.RemoveAll(dir)
+	exec.Command("cp", "-a", saved, dir).Run()
+
+	// Wiped and re-initialised with another administrator key.
+	os.RemoveAll(dir)
+	intruder, _ := config.GenerateKey("ed25519")
+	config.InitState(dir, intruder.Public())
+	if _, err := config.OpenState(dir, config.Options{Anchor: a}); !errors.Is(err, config.ErrAdminNotAnchored) {
+		t.Fatalf("wiped state with another admin: %v", err)
+	}
+}
+
+// rewriteLastEntry does what someone who can write the state directory can: it changes the
+// last history entry's time and recomputes its hash, the record framing and the pointer, so
+// the chain verifies on its own (docs/configurations.md §3, §4).
+func rewriteLastEntry(t *testing.T, dir string) {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(dir, "history"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hist, err := config.DecodeHistory(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	enc, _ := cbor.CoreDetEncOptions().EncMode()
+	var out []byte
+	for i, e := range hist {
+		if i == len(hist)-1 {
+			e.Time -= 3600
+		}
+		body, err := enc.Marshal(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = binary.LittleEndian.AppendUint32(out, uint32(len(body)))
+		out = append(out, body...)
+		hist[i] = e
+	}
+	if _, err := config.DecodeHistory(out); err != nil {
+		t.Fatalf("rewritten history does not verify on its own: %v", err)
+	}
+	var p config.Pointer
+	pb, _ := os.ReadFile(filepath.Join(dir, "active"))
+	if err := cbor.Unmarshal(pb, &p); err != nil {
+		t.Fatal(err)
+	}
+	p.Head, p.HistoryLen = hist[len(hist)-1].Hash(), uint64(len(out))
+	pb, _ = enc.Marshal(p)
+	os.WriteFile(filepath.Join(dir, "history"), out, 0o644)
+	os.WriteFile(filepath.Join(dir, "active"), pb, 0o644)
 }

@@ -237,7 +237,7 @@ func (r *Root) authorizeSession(sess tpm2.Session, authority *ecdsa.PublicKey, a
 	}
 	ext, err := tpm2.LoadExternal{InPublic: tpm2.New2B(pub), Hierarchy: tpm2.TPMRHOwner}.Execute(r.tpm)
 	if err != nil {
-		return fmt.Errorf("tpm: load administrator key: %w", err)
+		return tpmFailure("load administrator key", err)
 	}
 	defer tpm2.FlushContext{FlushHandle: ext.ObjectHandle}.Execute(r.tpm)
 	policy, err := VisorPolicy(a.Visor, int(a.PCR))

@@ -106,7 +106,7 @@ func (r *Root) ActivateCredential(ctx context.Context, challenge []byte) ([]byte
 	}
 	ek, err := tpm2.CreatePrimary{PrimaryHandle: tpm2.TPMRHEndorsement, InPublic: tpm2.New2B(tmpl)}.Execute(r.tpm)
 	if err != nil {
-		return nil, fmt.Errorf("tpm: create EK: %w", err)
+		return nil, tpmFailure("create EK", err)
 	}
 	defer tpm2.FlushContext{FlushHandle: ek.ObjectHandle}.Execute(r.tpm)
 	// The name covers the whole public area: equal names, same key and template.

@@ -171,7 +171,8 @@ func extend(old, d utpm.Digest) utpm.Digest {
 }
 
 // MeasureVisor is the visor measurement: SHA-256 over a tag, the SHA-256 of the executable and
-// the SHA-256 of the configuration bytes. `palisade measure` computes it offline.
+// the SHA-256 of the configuration bytes; docs/attestation.md §3.2 computes it offline with
+// openssl (TestVisorMeasurementRecipe).
 func MeasureVisor(executable io.Reader, configuration []byte) (utpm.Digest, error) {
 	h := sha256.New()
 	if _, err := io.Copy(h, executable); err != nil {

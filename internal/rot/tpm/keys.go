@@ -3,6 +3,7 @@ package tpm
 import (
 	"bytes"
 	"crypto/rand"
+	"crypto/x509"
 	"encoding/asn1"
 	"errors"
 	"fmt"
@@ -55,7 +56,7 @@ var akTemplate = tpm2.TPMTPublic{
 func (r *Root) masterSecret(cfg Config) ([]byte, error) {
 	srk, err := tpm2.CreatePrimary{PrimaryHandle: tpm2.TPMRHOwner, InPublic: tpm2.New2B(tpm2.ECCSRKTemplate)}.Execute(r.tpm)
 	if err != nil {
-		return nil, fmt.Errorf("tpm: create SRK: %w", err)
+		return nil, tpmFailure("create SRK", err)
 	}
 	defer tpm2.FlushContext{FlushHandle: srk.ObjectHandle}.Execute(r.tpm)
 	srkPub, err := srk.OutPublic.Contents()
@@ -122,7 +123,12 @@ func (r *Root) masterSecret(cfg Config) ([]byte, error) {
 	}
 	obj, err := tpm2.Load{ParentHandle: parent, InPrivate: *priv, InPublic: *pub}.Execute(r.tpm)
 	if err != nil {
-		return nil, fmt.Errorf("tpm: load sealed master secret (made by another TPM or owner?): %w", err)
+		if errors.Is(err, tpm2.TPMRCIntegrity) || errors.Is(err, tpm2.TPMRCBinding) {
+			// The SRK (from the owner seed) cannot check the object: another TPM, or the
+			// owner hierarchy was cleared since the master secret was sealed.
+			return nil, fmt.Errorf("tpm: load sealed master secret: %s was sealed under another TPM's or owner's storage key: %w", path, err)
+		}
+		return nil, tpmFailure("load sealed master secret", err)
 	}
 	defer tpm2.FlushContext{FlushHandle: obj.ObjectHandle}.Execute(r.tpm)
 	// The session is salted to the SRK and encrypts the response, so the secret does not
@@ -130,7 +136,7 @@ func (r *Root) masterSecret(cfg Config) ([]byte, error) {
 	sess, closeSess, err := tpm2.PolicySession(r.tpm, tpm2.TPMAlgSHA256, 16,
 		tpm2.Salted(srk.ObjectHandle, *srkPub), tpm2.AESEncryption(128, tpm2.EncryptOut))
 	if err != nil {
-		return nil, fmt.Errorf("tpm: policy session: %w", err)
+		return nil, tpmFailure("policy session", err)
 	}
 	defer closeSess()
 	if isAuthorized {
@@ -190,7 +196,7 @@ func (r *Root) sealMaster(parent tpm2.AuthHandle, path string, secret, policy []
 		}),
 	}.Execute(r.tpm)
 	if err != nil {
-		return fmt.Errorf("tpm: seal master secret: %w", err)
+		return tpmFailure("seal master secret", err)
 	}
 	b, err := encMode.Marshal(sealedMaster{Public: tpm2.Marshal(cr.OutPublic), Private: tpm2.Marshal(cr.OutPrivate)})
 	if err != nil {
@@ -207,7 +213,7 @@ func (r *Root) sealMaster(parent tpm2.AuthHandle, path string, secret, policy []
 func (r *Root) loadAK() error {
 	ak, err := tpm2.CreatePrimary{PrimaryHandle: tpm2.TPMRHEndorsement, InPublic: tpm2.New2B(akTemplate)}.Execute(r.tpm)
 	if err != nil {
-		return fmt.Errorf("tpm: create attestation key: %w", err)
+		return tpmFailure("create attestation key", err)
 	}
 	pub, err := ak.OutPublic.Contents()
 	if err != nil {
@@ -229,6 +235,52 @@ func (r *Root) readEKCert() []byte {
 		}
 	}
 	return nil
+}
+
+// ErrEKChain: the configured EK chain does not lead from the TPM's EK certificate upward.
+var ErrEKChain = errors.New("tpm: EK certificate chain")
+
+// checkEKChain checks a configured chain against the EK certificate read from NV: each
+// certificate must have signed the one before it, so a verifier holding only the root can
+// follow root → chain → EK certificate. A chain without an EK certificate is a
+// misconfiguration, not something to send.
+func checkEKChain(ekDER []byte, chain [][]byte) error {
+	if len(chain) == 0 {
+		return nil
+	}
+	if ekDER == nil {
+		return fmt.Errorf("%w: a chain is configured but the TPM holds no EK certificate (NV %#x, %#x, %#x)",
+			ErrEKChain, uint32(ekCertIndices[0]), uint32(ekCertIndices[1]), uint32(ekCertIndices[2]))
+	}
+	if len(chain) > maxChain {
+		return fmt.Errorf("%w: %d certificates (max %d)", ErrEKChain, len(chain), maxChain)
+	}
+	child, err := x509.ParseCertificate(ekDER)
+	if err != nil {
+		return fmt.Errorf("%w: EK certificate from NV: %w", ErrEKChain, err)
+	}
+	for i, der := range chain {
+		if len(der) > maxBlob {
+			return fmt.Errorf("%w: certificate %d has %d bytes (max %d)", ErrEKChain, i+1, len(der), maxBlob)
+		}
+		parent, err := x509.ParseCertificate(der)
+		if err != nil {
+			return fmt.Errorf("%w: certificate %d: %w", ErrEKChain, i+1, err)
+		}
+		if err := child.CheckSignatureFrom(parent); err != nil {
+			return fmt.Errorf("%w: certificate %d (%s) did not issue %s: %w", ErrEKChain, i+1,
+				parent.Subject, certName(child, i), err)
+		}
+		child = parent
+	}
+	return nil
+}
+
+func certName(c *x509.Certificate, i int) string {
+	if i == 0 {
+		return "the EK certificate (issuer " + c.Issuer.String() + ")"
+	}
+	return fmt.Sprintf("certificate %d (%s)", i, c.Subject)
 }
 
 func (r *Root) readNVCert(idx tpm2.TPMHandle) ([]byte, error) {

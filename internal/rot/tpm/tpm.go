@@ -72,7 +72,9 @@ type Config struct {
 	Visor VisorInputs
 	// NVCounterIndex is the NV counter anchoring persisted state; 0 means the default.
 	NVCounterIndex uint32
-	// EKChain are DER intermediate certificates sent with the EK certificate in evidence.
+	// EKChain are the DER certificates between the EK certificate and the vendor's root,
+	// issuer first, sent with the EK certificate in evidence (at most 8). Open checks that
+	// each signs the one before it, starting with the EK certificate read from NV.
 	EKChain [][]byte
 	// Authority, when set, is the administrator key (ECDSA P-256) that authorizes visor
 	// builds: a master secret created with it is sealed with TPM2_PolicyAuthorize by this key
@@ -99,6 +101,7 @@ type Root struct {
 	ekCert      []byte
 	ekChain     [][]byte
 	counters    *Counters
+	flushed     int // leftover objects and sessions flushed at Open
 	closed      bool
 }
 
@@ -163,6 +166,13 @@ func (r *Root) start(ctx context.Context, cfg Config) error {
 		!errors.Is(err, tpm2.TPMRCInitialize) {
 		return fmt.Errorf("tpm: startup: %w", err)
 	}
+	if !hasResourceManager(cfg.Device) {
+		n, err := flushLeftovers(r.tpm)
+		if err != nil {
+			return err
+		}
+		r.flushed = n
+	}
 	if err := r.freshPCR(); err != nil {
 		return err
 	}
@@ -193,6 +203,9 @@ func (r *Root) start(ctx context.Context, cfg Config) error {
 		return err
 	}
 	r.ekCert = r.readEKCert()
+	if err := checkEKChain(r.ekCert, cfg.EKChain); err != nil {
+		return err
+	}
 	macKey, err := hkdf.Key(sha256.New, master, nil, "palisade.rot.counters.v1", 32)
 	if err != nil {
 		return fmt.Errorf("tpm: derive counter key: %w", err)
@@ -254,6 +267,9 @@ func (r *Root) extend(d utpm.Digest, kind string) error {
 // Mode implements rot.RootOfTrust.
 func (r *Root) Mode() string { return "tpm" }
 
+// IdentityKey implements rot.RootOfTrust: the identity key, fresh at every Open.
+func (r *Root) IdentityKey() *ecdsa.PrivateKey { return r.identity }
+
 // Platform implements rot.RootOfTrust.
 func (r *Root) Platform() utpm.PlatformConfig {
 	return utpm.PlatformConfig{
@@ -279,6 +295,11 @@ func (r *Root) AKPublic() []byte { return r.akPublic }
 
 // EKCertificate is the DER EK certificate read from NV, or nil.
 func (r *Root) EKCertificate() []byte { return r.ekCert }
+
+// LeftoversFlushed is how many transient objects and sessions Open found loaded and flushed
+// on a TPM without a resource manager (swtpm's socket, /dev/tpm0): non-zero means a previous
+// client, such as a palisaded killed with SIGKILL, died holding them.
+func (r *Root) LeftoversFlushed() int { return r.flushed }
 
 // Counters is the NV-anchored counter store (also in Platform().Counters).
 func (r *Root) Counters() *Counters { return r.counters }

@@ -1,19 +1,42 @@
 // Package pal is the SDK for PALs written in Go (docs/sdk.md). A PAL is a wasip1 reactor:
 //
-//	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -o my.wasm ./mypal
+//	GOOS=wasip1 GOARCH=wasm go build -buildmode=c-shared -trimpath -buildvcs=false -o my.wasm ./mypal
 //
 // Its main package registers a handler in init and has an empty main:
 //
 //	func init() { pal.Handle(func(in []byte) ([]byte, error) { ... }) }
 //	func main() {}
 //
-// This package exports palisade_alloc and palisade_entry and imports palisade.utpm
-// (docs/abi.md §5); the functions below are the µTPM operations of docs/abi.md §3.
+// The application registers the module with palisaded and calls it (package
+// github.com/palisade-project/palisade/client); each call runs the handler once, in the same
+// instance, so package variables keep their values from call to call until the PAL is
+// unregistered or reset.
 //
-// A call's status: a handler that returns a nil error ends the call with status 0 and its
-// output; an error ends it with status 1 and the error's text as output, unless it is (or
-// wraps) a *Failure, which chooses both. A panic aborts the PAL: the caller gets
-// engine.ErrTrap and the instance is reset (its memory is lost).
+// # Status
+//
+// A handler that returns a nil error ends the call with status 0 and its output; an error ends
+// it with status 1 and the error's text as output, unless it is (or wraps) a *Failure, which
+// chooses both. A panic aborts the PAL: the caller gets client.ErrTrap and the instance is reset
+// (its memory is lost).
+//
+// # The µTPM
+//
+// Every PAL has its own micro-TPM, bound to its measurement (the identity that package
+// github.com/palisade-project/palisade/pal computes from the module): PCRs (Extend, PCRRead),
+// sealed storage (Seal, Unseal) bound to this PAL, another PAL, or any PAL a trusted
+// configuration names (Policy), quotes that a relying party verifies with package
+// github.com/palisade-project/palisade/attest (Quote), key objects whose private key never
+// leaves the µTPM (KeyCreate, KeySign), randomness (Random) and monotonic counters. The
+// operations fail with an Errno (docs/abi.md §4).
+//
+// # Outside a PAL
+//
+// The package builds for every GOOS so that a PAL's logic can be unit-tested on the host;
+// there every µTPM operation fails with EUnsupported. In a PAL it exports palisade_alloc and
+// palisade_entry and imports palisade.utpm (docs/abi.md §2, §5).
+//
+// A Go PAL's measurement depends on the Go version and on the module paths and versions it is
+// built from (this module's included), so upgrading either changes it.
 package pal
 
 import (
@@ -34,10 +57,11 @@ func Handle(h Handler) { handler = h }
 
 // Failure is an error that ends a call with a chosen non-zero status and output.
 type Failure struct {
-	Status int32
-	Output []byte
+	Status int32  // the call's status; 0 is replaced by 1, since a failure is never a success
+	Output []byte // the call's output
 }
 
+// Error describes the failure; the caller sees Status and Output, not this text.
 func (f *Failure) Error() string { return fmt.Sprintf("PAL status %d: %s", f.Status, f.Output) }
 
 // entry runs the handler on one input and sets the output; it returns the call's status.
@@ -70,6 +94,7 @@ func entry(in []byte) int32 {
 // Errno is an ABI error code (docs/abi.md §4) returned by a µTPM operation.
 type Errno int32
 
+// The µTPM's error codes; Error says what each means.
 const (
 	EInval       Errno = 1
 	EFault       Errno = 2
@@ -106,6 +131,8 @@ var errnoText = [...]string{
 	ENotAuthorized: "E_NOTAUTHORIZED: caller is not authorized for the name the blob is sealed to",
 }
 
+// Error returns the code's name and meaning, e.g. "utpm: E_WRONGPAL: sealed blob is bound to
+// another PAL".
 func (e Errno) Error() string {
 	if e > 0 && int(e) < len(errnoText) {
 		return "utpm: " + errnoText[e]
@@ -149,10 +176,10 @@ type Policy struct {
 	// may use the blob, decided again at every use. Target is then ignored. Name is 1..128
 	// bytes of [A-Za-z0-9._-], not starting with '.', '_' or '-'.
 	Name        string
-	Signer      Digest
-	PCRMask     uint8 // bit i binds PCR i
-	PCRValues   [NumPCRs]Digest
-	CurrentPCRs bool // bind to the caller's current values instead of PCRValues
+	Signer      Digest          // the administrator key id a Name is relative to
+	PCRMask     uint8           // bit i binds PCR i
+	PCRValues   [NumPCRs]Digest // the values of the bound PCRs (others are ignored)
+	CurrentPCRs bool            // bind to the caller's current values instead of PCRValues
 }
 
 // encode appends the ABI encoding of p to b. A Name that cannot be encoded (longer than
@@ -186,28 +213,39 @@ func (p *Policy) encode(b []byte) ([]byte, error) {
 	return b, nil
 }
 
-// KeyAlg, Scheme and Hash are the ABI values of docs/abi.md §3.
-type (
-	KeyAlg uint8
-	Scheme uint16
-	Hash   uint16
+// KeyAlg is the algorithm of a key object (KeyCreate), as in docs/abi.md §3.
+type KeyAlg uint8
+
+// Scheme is a signature scheme of KeySign: a TPM_ALG_* id, as in docs/abi.md §3 and package
+// client/signreq.
+type Scheme uint16
+
+// Hash is the hash a KeySign digest was made with: a TPM_ALG_* id, as in docs/abi.md §3 and
+// package client/signreq.
+type Hash uint16
+
+// Key algorithms.
+const (
+	KeyECDSAP256 KeyAlg = 1 // ECDSA on NIST P-256
+	KeyEd25519   KeyAlg = 2 // Ed25519
+	KeyRSA2048   KeyAlg = 3 // RSA, 2048-bit modulus
+	KeyRSA3072   KeyAlg = 4 // RSA, 3072-bit modulus
 )
 
+// Signature schemes.
 const (
-	KeyECDSAP256 KeyAlg = 1
-	KeyEd25519   KeyAlg = 2
-	KeyRSA2048   KeyAlg = 3
-	KeyRSA3072   KeyAlg = 4
+	SchemeRSASSA Scheme = 0x0014 // RSASSA-PKCS1-v1_5
+	SchemeRSAPSS Scheme = 0x0016 // RSA-PSS, salt length = hash length
+	SchemeECDSA  Scheme = 0x0018 // ECDSA, ASN.1 DER signature
+	SchemeEdDSA  Scheme = 0x0060 // Ed25519 over the whole message (Hash must be HashNone)
+)
 
-	SchemeRSASSA Scheme = 0x0014
-	SchemeRSAPSS Scheme = 0x0016
-	SchemeECDSA  Scheme = 0x0018
-	SchemeEdDSA  Scheme = 0x0060
-
-	HashNone   Hash = 0x0000
-	HashSHA256 Hash = 0x000B
-	HashSHA384 Hash = 0x000C
-	HashSHA512 Hash = 0x000D
+// Hashes.
+const (
+	HashNone   Hash = 0x0000 // no hash: Ed25519 signs the message itself
+	HashSHA256 Hash = 0x000B // SHA-256
+	HashSHA384 Hash = 0x000C // SHA-384
+	HashSHA512 Hash = 0x000D // SHA-512
 )
 
 // addr is the wasm32 address of b's data (the Go heap does not move).

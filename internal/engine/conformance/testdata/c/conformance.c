@@ -101,24 +101,56 @@ static uint32_t parse_policy(const uint8_t *b, uint32_t n, pal_policy *p)
 }
 
 /* faults calls the raw hostcall with hostile arguments; the output is one byte per case,
- * the error code returned (0xff if the call wrongly succeeded). */
+ * the error code returned, 0 for a success with an empty response (0xff for any other
+ * success). */
+#define NFAULTS 12
+#define OUTSIDE ((void *)(uintptr_t)0xfffffff0u) /* outside memory on every engine */
+
 static int32_t faults(void)
 {
-	uint8_t codes[8], req[36] = {0};
-	int64_t rc[8];
+	uint8_t codes[NFAULTS], req[36] = {0};
+	int64_t rc[NFAULTS];
 	int i;
 
 	rc[0] = palisade_utpm(PAL_OP_LOG, (const void *)(uintptr_t)0xfffff000u, 0x1000, 0, 0);
-	rc[1] = palisade_utpm(PAL_OP_PCR_READ, req, 4, (void *)(uintptr_t)0xfffffff0u, 32);
+	rc[1] = palisade_utpm(PAL_OP_PCR_READ, req, 4, OUTSIDE, 32);
 	rc[2] = palisade_utpm(PAL_OP_LOG, buf, 0xffffffffu, 0, 0);
 	rc[3] = palisade_utpm(PAL_OP_RANDOM, 0, 0, buf, 0x7fffffffu);
 	rc[4] = palisade_utpm(99, 0, 0, 0, 0);
 	rc[5] = palisade_utpm(PAL_OP_PCR_READ, req, 4, buf, 16);
 	rc[6] = palisade_utpm(PAL_OP_EXTEND, req, 10, 0, 0);
 	rc[7] = palisade_utpm(PAL_OP_RANDOM, 0, 0, buf, 64 * 1024 + 1);
-	for (i = 0; i < 8; i++)
-		codes[i] = rc[i] < 0 && rc[i] > -255 ? (uint8_t)-rc[i] : 0xff;
+	/* A length of 0 is an empty buffer whatever its pointer. */
+	rc[8] = palisade_utpm(PAL_OP_LOG, OUTSIDE, 0, 0, 0);
+	rc[9] = palisade_utpm(PAL_OP_RANDOM, 0, 0, OUTSIDE, 0);
+	/* Sizes are checked before bounds: a buffer outside memory and the other too large. */
+	rc[10] = palisade_utpm(PAL_OP_PCR_READ, OUTSIDE, 4, buf, 0x7fffffffu);
+	rc[11] = palisade_utpm(PAL_OP_LOG, buf, 0xffffffffu, OUTSIDE, 32);
+	for (i = 0; i < NFAULTS; i++)
+		codes[i] = rc[i] < 0 && rc[i] > -255 ? (uint8_t)-rc[i] : rc[i] == 0 ? 0 : 0xff;
 	return fail(pal_output(codes, sizeof codes));
+}
+
+/* output_too_large passes OUTPUT one byte more than any hostcall may carry and ignores the
+ * E_TOOLARGE it gets: the call must fail all the same. */
+static int32_t output_too_large(void)
+{
+	palisade_utpm(PAL_OP_OUTPUT, buf, 1024 * 1024 + 4096 + 1, 0, 0);
+	return 0;
+}
+
+/* grow_to_cap grows the memory until the cap refuses, and goes on: the output is the memory
+ * size in 64 KiB pages (wasm only; natively there is nothing to grow). */
+static int32_t grow_to_cap(void)
+{
+#ifdef __wasm__
+	while (__builtin_wasm_memory_grow(0, 1) != (size_t)-1)
+		;
+	put32(buf, (uint32_t)__builtin_wasm_memory_size(0));
+	return fail(pal_output(buf, 4));
+#else
+	return UNKNOWN;
+#endif
 }
 
 static int32_t exhaust_memory(void)
@@ -238,6 +270,12 @@ int32_t pal_main(const uint8_t *in, uint32_t n)
 		return fail(pal_output(buf, get32(a)));
 	case 'F':
 		return faults();
+	case 'E': /* echo the arguments */
+		return fail(pal_output(a, an));
+	case 'X':
+		return output_too_large();
+	case 'G':
+		return grow_to_cap();
 	case 'L': /* loop forever */
 		for (;;)
 			sink++;

@@ -172,6 +172,11 @@ func handle(in []byte) ([]byte, error) {
 		return b, nil
 	case 'F':
 		return faults(), nil
+	case 'E':
+		return a, nil
+	case 'X':
+		outputTooLarge()
+		return nil, nil
 	case 'L':
 		for {
 			sink++
@@ -200,25 +205,42 @@ func faults() []byte {
 	req := make([]byte, 36)
 	buf := make([]byte, 128<<10)
 	addr := func(b []byte) uint32 { return pal.AddrOf(b) }
+	const outside = 0xfffffff0
 	rc := []int64{
 		pal.RawHostcall(12, 0xfffff000, 0x1000, 0, 0),
-		pal.RawHostcall(2, addr(req), 4, 0xfffffff0, 32),
+		pal.RawHostcall(2, addr(req), 4, outside, 32),
 		pal.RawHostcall(12, addr(buf), 0xffffffff, 0, 0),
 		pal.RawHostcall(6, 0, 0, addr(buf), 0x7fffffff),
 		pal.RawHostcall(99, 0, 0, 0, 0),
 		pal.RawHostcall(2, addr(req), 4, addr(buf), 16),
 		pal.RawHostcall(1, addr(req), 10, 0, 0),
 		pal.RawHostcall(6, 0, 0, addr(buf), 64<<10+1),
+		pal.RawHostcall(12, outside, 0, 0, 0),
+		pal.RawHostcall(6, 0, 0, outside, 0),
+		pal.RawHostcall(2, outside, 4, addr(buf), 0x7fffffff),
+		pal.RawHostcall(12, addr(buf), 0xffffffff, outside, 32),
 	}
 	out := make([]byte, len(rc))
 	for i, r := range rc {
-		out[i] = 0xff
-		if r < 0 && r > -255 {
+		switch {
+		case r < 0 && r > -255:
 			out[i] = byte(-r)
+		case r == 0:
+			out[i] = 0
+		default:
+			out[i] = 0xff
 		}
 	}
 	sink += uint64(req[0] + buf[0]) // keep both alive across the raw calls
 	return out
+}
+
+// outputTooLarge passes OUTPUT one byte more than any hostcall may carry and ignores the
+// E_TOOLARGE it gets: the call must fail all the same.
+func outputTooLarge() {
+	buf := make([]byte, 16)
+	pal.RawHostcall(0, pal.AddrOf(buf), 1<<20+4<<10+1, 0, 0)
+	sink += uint64(buf[0])
 }
 
 func init() { pal.Handle(handle) }

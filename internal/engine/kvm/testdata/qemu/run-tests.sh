@@ -76,7 +76,7 @@ say "building the test binaries, palisaded, palisade and the PALs (on the host)"
 	go build -o "$work/bin/palisaded" ./cmd/palisaded && go build -o "$work/bin/palisade" ./cmd/palisade)
 # TestNativeSDK also checks that a rebuild reproduces the measurement: it runs here, not in the
 # guest, and fills the build cache with every PAL the guest's tests use.
-(cd "$repo/internal/engine/kvm" && "$work/kvm.test" -test.run '^(TestNativeSDK|TestConformancePALBuilds)$' -test.count 1)
+(cd "$repo/internal/engine/kvm" && "$work/kvm.test" -test.run '^(TestNativeSDK|TestConformancePALBuilds|TestISAPALBuilds)$' -test.count 1)
 
 printf '%q ' "$@" >"$work/args"
 cat >"$work/guest.sh" <<EOG
