@@ -304,6 +304,16 @@ func testPKCS11Tool(t *testing.T, e *env) {
 		}
 	})
 
+	// --test-fork forks, and the child calls C_Initialize and lists the slots: the fork
+	// counter lets the child's C_Initialize succeed on the parent's initialised state.
+	t.Run("test-fork", func(t *testing.T) {
+		out, err := e.try([]string{"PALISADE_PKCS11_KEYS=" + keyEC}, "pkcs11-tool", append(mod, "--test-fork")...)
+		if err != nil || !strings.Contains(out, "Calling C_Initialize in forked child process") ||
+			!strings.Contains(out, "Using slot 0 with a present token") {
+			t.Fatalf("pkcs11-tool --test-fork: %v\n%s", err, out)
+		}
+	})
+
 	// "data" fits pkcs11-tool's buffer and goes through C_Sign; "big" (3000 bytes: above
 	// its 1025-byte buffer, below the 4096 an EdDSA message may have) through C_SignUpdate
 	// and C_SignFinal.
