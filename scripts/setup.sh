@@ -6,6 +6,10 @@
 set -euo pipefail
 
 pkgs=(clang lld gcc libc6-dev linux-libc-dev make swtpm swtpm-tools tpm2-tools openssl curl openssh-client sshpass apache2-utils)
+# The PKCS#11 module (integrations/pkcs11): p11-kit's PKCS#11 header, and the real programs its
+# test drives (pkcs11-tool, p11tool, OpenSSL's pkcs11 engine, nginx, Apache httpd with mod_ssl).
+# The test runs its own nginx and Apache instances; the packages' system services are not used.
+pkgs+=(libp11-kit-dev opensc gnutls-bin libengine-pkcs11-openssl nginx apache2)
 # libFuzzer and the sanitizers' runtimes for clang: libpalisade's fuzz target (clients/c/fuzz).
 pkgs+=(libclang-rt-14-dev)
 # Without /dev/kvm the kvm engine's tests run under a real KVM nested in QEMU
