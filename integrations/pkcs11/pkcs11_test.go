@@ -467,6 +467,33 @@ func testOpenSSLEngine(t *testing.T, e *env) {
 			}
 		})
 	}
+	// curl presents a client certificate whose key is in Palisade to a server that
+	// requires one (s_server with -Verify, trusting only that certificate).
+	t.Run("curl-client-certificate", func(t *testing.T) {
+		srvKey, err := rsa.GenerateKey(rand.Reader, 2048)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pemKey(t, e.path("client-test-server.key"), srvKey)
+		srvCert := selfSigned(t, e, srvKey)
+		port := freePort(t)
+		srv := exec.Command("openssl", "s_server", "-accept", "127.0.0.1:"+port, "-cert", srvCert,
+			"-key", e.path("client-test-server.key"), "-Verify", "1", "-CAfile", e.path(keyEC+".crt"),
+			"-verify_return_error", "-www")
+		var log bytes.Buffer
+		srv.Stdout, srv.Stderr = &log, &log
+		if err := srv.Start(); err != nil {
+			t.Fatal(err)
+		}
+		defer func() { srv.Process.Kill(); srv.Wait() }()
+		waitPort(t, port, &log)
+		out := e.run(t, scope, "curl", "-sS", "--fail", "--engine", "pkcs11", "--key-type", "ENG",
+			"--key", "pkcs11:token=palisade;object="+keyEC+";type=private", "--cert", e.path(keyEC+".crt"),
+			"--cacert", srvCert, "--resolve", "localhost:"+port+":127.0.0.1", "https://localhost:"+port+"/")
+		if !strings.Contains(out, "Client certificate") || !strings.Contains(log.String(), "verify return:1") {
+			t.Fatalf("the server did not get and verify curl's certificate:\n%s\n%s", out, log.String())
+		}
+	})
 	for _, k := range []string{keyEC, keyRSA} {
 		t.Run("s_server/"+k, func(t *testing.T) {
 			port := freePort(t)
@@ -575,7 +602,7 @@ func selfSigned(t *testing.T, e *env, key *rsa.PrivateKey) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	path := e.path("control.crt")
+	path := e.path(fmt.Sprintf("selfsigned-%x.crt", key.N.Bytes()[:4]))
 	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
 		t.Fatal(err)
 	}
