@@ -45,22 +45,29 @@ func (w *webServer) String() string {
 // libpalisade read are passed to the workers with env (nginx clears the environment).
 func nginxConf(dir string, hosts []vhost) string {
 	var b strings.Builder
+	engine := ""
+	for _, h := range hosts {
+		if strings.HasPrefix(h.key, "pkcs11:") {
+			engine = "ssl_engine pkcs11;"
+		}
+	}
 	fmt.Fprintf(&b, `daemon off;
 master_process on;
 worker_processes 2;
 user nobody nogroup;
 pid %[1]s/nginx.pid;
 error_log %[1]s/error.log info;
-ssl_engine pkcs11;
+%[2]s
 env PALISADE_SOCKET;
 env PALISADE_PKCS11_KEYS;
 env PALISADE_PKCS11_LOG;
-events { worker_connections 64; }
+env SOFTHSM2_CONF;
+events { worker_connections 1024; }
 http {
   access_log off;
   client_body_temp_path %[1]s/body; proxy_temp_path %[1]s/proxy; fastcgi_temp_path %[1]s/fastcgi;
   uwsgi_temp_path %[1]s/uwsgi; scgi_temp_path %[1]s/scgi;
-`, dir)
+`, dir, engine)
 	for _, h := range hosts {
 		key := h.key
 		if strings.HasPrefix(key, "pkcs11:") {
@@ -115,7 +122,7 @@ SSLSessionCache none
 	return b.String()
 }
 
-func startWebServer(t *testing.T, e *env, name string, hosts []vhost) *webServer {
+func startWebServer(t *testing.T, e *env, name string, hosts []vhost, extraEnv ...string) *webServer {
 	t.Helper()
 	dir := filepath.Join(e.dir, name)
 	if err := os.MkdirAll(filepath.Join(dir, "htdocs"), 0o755); err != nil {
@@ -140,7 +147,7 @@ func startWebServer(t *testing.T, e *env, name string, hosts []vhost) *webServer
 			t.Fatal(err)
 		}
 	}
-	w.cmd.Env = e.environ("PALISADE_PKCS11_KEYS=tls-")
+	w.cmd.Env = e.environ(append([]string{"PALISADE_PKCS11_KEYS=tls-"}, extraEnv...)...)
 	w.cmd.Stdout, w.cmd.Stderr = &w.out, &w.out
 	if err := w.cmd.Start(); err != nil {
 		t.Fatal(err)
