@@ -41,6 +41,13 @@ func TestBenchNginx(t *testing.T) {
 	if v, err := strconv.Atoi(os.Getenv("PALISADE_PKCS11_BENCH_N")); err == nil && v > 0 {
 		n = v
 	}
+	latencyBin := filepath.Join(e.dir, "sign_latency")
+	if out, err := exec.Command("cc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-I/usr/include/p11-kit-1",
+		"-o", latencyBin, "bench/sign_latency.c", "-ldl").CombinedOutput(); err != nil {
+		t.Fatalf("cc sign_latency: %v\n%s", err, out)
+	}
+	var lat strings.Builder
+	lat.WriteString("\n| key | module | C_Sign median µs | mean µs |\n|---|---|---:|---:|\n")
 	levels := []int{1, 4, 16}
 	const rounds = 3
 	type cell struct{ rps, cpu []float64 }
@@ -65,6 +72,20 @@ func TestBenchNginx(t *testing.T) {
 			{"file", vhost{freePort(t), fileCert, fileKeyPath}, nil, false},
 			{"palisade", vhost{freePort(t), e.path(pkey + ".crt"), "pkcs11:token=palisade;object=" + pkey + ";type=private"}, nil, true},
 			{"softhsm2", vhost{freePort(t), fileCert, "pkcs11:token=bench;object=k;type=private;pin-value=1234"}, hsmEnv, false},
+		}
+		kind := map[string]string{"ecdsa-p256": "ecdsa", "rsa-2048": "rsa"}[alg]
+		for _, l := range []struct {
+			name, module, label string
+			env, args           []string
+		}{
+			{"palisade", e.module, pkey, nil, nil},
+			{"softhsm2", "/usr/lib/softhsm/libsofthsm2.so", "k", hsmEnv, []string{"1234"}},
+		} {
+			out := strings.Fields(e.run(t, l.env, latencyBin, append([]string{l.module, l.label, kind, "200"}, l.args...)...))
+			if len(out) != 2 {
+				t.Fatalf("sign_latency: %q", out)
+			}
+			fmt.Fprintf(&lat, "| %s | %s | %s | %s |\n", alg, l.name, out[0], out[1])
 		}
 		servers := make([]*webServer, len(modes))
 		for i, m := range modes {
@@ -108,7 +129,7 @@ func TestBenchNginx(t *testing.T) {
 		fmt.Fprintf(&b, "| %s | %s | %s | %.0f | %.0f | %.2f |\n", f[0], f[1], f[2], medianOf(c.rps), medianOf(c.cpu),
 			medianOf(c.rps)/medianOf(file.rps))
 	}
-	t.Log(b.String())
+	t.Log(b.String() + lat.String())
 }
 
 func medianOf(xs []float64) float64 {

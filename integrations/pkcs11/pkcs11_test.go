@@ -34,10 +34,12 @@ import (
 // Keys the tests make. The token the web servers see is scoped to the "tls-" prefix
 // (PALISADE_PKCS11_KEYS): libp11 0.4.12 stops enumerating a token at an Ed25519 key.
 const (
-	keyEC  = "tls-ec"  // ECDSA P-256
-	keyRSA = "tls-rsa" // RSA-2048
-	keyEd  = "ed"      // Ed25519
-	nobody = 65534     // the uid of the web servers' workers
+	keyEC    = "tls-ec"  // ECDSA P-256
+	keyRSA   = "tls-rsa" // RSA-2048
+	keyEd    = "ed"      // Ed25519
+	keyPIN   = "pinned"  // ECDSA P-256 with the PIN pinValue
+	pinValue = "4321"
+	nobody   = 65534 // the uid of the web servers' workers
 )
 
 type env struct {
@@ -186,6 +188,11 @@ func setup(t *testing.T) *env {
 		}
 		e.cli(t, "key", "public", k.name, "--der", "-o", e.path(k.name+".pub"))
 	}
+	if err := os.WriteFile(e.path("pin"), []byte(pinValue), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.cli(t, "key", "create", keyPIN, "--alg", "ecdsa-p256", "--pin-file", e.path("pin"))
+	e.cli(t, "key", "public", keyPIN, "--der", "-o", e.path(keyPIN+".pub"))
 	e.opensslConf = e.path("openssl.cnf")
 	conf := fmt.Sprintf(`openssl_conf = openssl_init
 [openssl_init]
@@ -387,7 +394,7 @@ func testPKCS11Tool(t *testing.T, e *env) {
 			args := append(append(append([]string{}, mod...), "--sign", "--id", fmt.Sprintf("%x", c.key),
 				"-m", c.mech, "-i", e.path(in), "-o", sigFile, "--signature-format", "openssl"), c.args...)
 			logBefore := e.logText(t)
-			e.run(t, nil, "pkcs11-tool", args...)
+			e.run(t, []string{"PALISADE_PKCS11_KEYS=" + c.key}, "pkcs11-tool", args...) // no login asked
 			multi := strings.Contains(strings.TrimPrefix(e.logText(t), logBefore), "C_SignUpdate: multi-part")
 			if multi != (c.input == "big") {
 				t.Errorf("multi-part signature: %v, want %v (pkcs11-tool's buffer is 1025 bytes)", multi, c.input == "big")
@@ -401,13 +408,45 @@ func testPKCS11Tool(t *testing.T, e *env) {
 			}
 		})
 	}
+	// A key with a PIN is a private object, signed with after C_Login with its PIN; the
+	// signing PAL checks the PIN.
+	t.Run("login", func(t *testing.T) {
+		pinScope := []string{"PALISADE_PKCS11_KEYS=" + keyPIN}
+		sign := func(login ...string) (string, error) {
+			return e.try(pinScope, "pkcs11-tool", append(append(append([]string{}, mod...), login...), "--sign",
+				"--id", fmt.Sprintf("%x", keyPIN), "-m", "ECDSA-SHA256", "-i", e.path("data"),
+				"-o", e.path("sig-pinned"), "--signature-format", "openssl")...)
+		}
+		out := e.run(t, pinScope, "pkcs11-tool", append(mod, "--list-token-slots")...)
+		if !strings.Contains(out, "login required") {
+			t.Errorf("a token with a PIN key does not ask for a login:\n%s", out)
+		}
+		if out, err := sign(); err == nil {
+			t.Errorf("signed with a PIN key without logging in:\n%s", out)
+		}
+		if out, err := sign("--login", "--pin", "0000"); err == nil || !strings.Contains(out, "CKR_PIN_INCORRECT") {
+			t.Errorf("wrong PIN: %v, want CKR_PIN_INCORRECT\n%s", err, out)
+		}
+		os.Remove(e.path("sig-pinned"))
+		if out, err := sign("--login", "--pin", pinValue); err != nil {
+			t.Fatalf("right PIN: %v\n%s", err, out)
+		}
+		sig, err := os.ReadFile(e.path("sig-pinned"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h := sha256.Sum256(inputs["data"])
+		if !ecdsa.VerifyASN1(e.publicKey(t, keyPIN).(*ecdsa.PublicKey), h[:], sig) {
+			t.Fatal("the PIN key's signature does not verify")
+		}
+	})
 	t.Run("sign/refused", func(t *testing.T) {
 		// A mechanism of another key type, and raw RSA, are refused at C_SignInit.
 		for _, c := range []struct{ key, mech, want string }{
 			{keyEC, "SHA256-RSA-PKCS", "CKR_KEY_TYPE_INCONSISTENT"},
 			{keyRSA, "RSA-X-509", "CKR_MECHANISM_INVALID"},
 		} {
-			out, err := e.try(nil, "pkcs11-tool", append(mod, "--sign", "--id", fmt.Sprintf("%x", c.key), "-m", c.mech,
+			out, err := e.try([]string{"PALISADE_PKCS11_KEYS=" + c.key}, "pkcs11-tool", append(mod, "--sign", "--id", fmt.Sprintf("%x", c.key), "-m", c.mech,
 				"-i", e.path("data.sha256"), "-o", e.path("sig-refused"))...)
 			if err == nil || !strings.Contains(out, c.want) {
 				t.Errorf("%s with %s: %v, want %s\n%s", c.mech, c.key, err, c.want, out)
@@ -424,15 +463,19 @@ func lastLine(s string) string {
 }
 
 func testP11Tool(t *testing.T, e *env) {
-	out := e.run(t, nil, "p11tool", "--provider", e.module, "--list-all", "pkcs11:token=palisade")
+	// The token holds a key with a PIN, so it asks for a login: p11tool reads the PIN from
+	// GNUTLS_PIN and then lists that key's private object too.
+	pin := []string{"GNUTLS_PIN=" + pinValue}
+	out := e.run(t, pin, "p11tool", "--provider", e.module, "--login", "--list-all", "pkcs11:token=palisade")
 	for _, want := range []string{"Type: Private key (EC/ECDSA-SECP256R1)", "Type: Private key (RSA-2048)",
-		"Type: Public key (EdDSA (Ed25519))", "Type: X.509 Certificate (EC/ECDSA-SECP256R1)", "Label: " + keyRSA} {
+		"Type: Public key (EdDSA (Ed25519))", "Type: X.509 Certificate (EC/ECDSA-SECP256R1)", "Label: " + keyRSA,
+		"object=" + keyPIN + ";type=private"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("p11tool --list-all lacks %q:\n%s", want, out)
 		}
 	}
 	for _, k := range []string{keyEC, keyRSA} {
-		out := e.run(t, nil, "p11tool", "--provider", e.module, "--test-sign",
+		out := e.run(t, pin, "p11tool", "--provider", e.module, "--login", "--test-sign",
 			"pkcs11:token=palisade;object="+k+";type=private")
 		for _, want := range []string{"Signing using", "Verifying against private key parameters... ok",
 			"Verifying against public key in the token... ok"} {
