@@ -651,3 +651,19 @@ func selfSigned(t *testing.T, e *env, key *rsa.PrivateKey) string {
 	}
 	return path
 }
+
+// TestFuzzDERCorpus builds the libFuzzer target of the module's DER reader (under
+// AddressSanitizer) and runs it over its seed corpus: the test keys' public keys and
+// certificates and an ECDSA signature. Fuzz longer with
+// make fuzz && build/fuzz_der -max_total_time=20 fuzz/corpus.
+func TestFuzzDERCorpus(t *testing.T) {
+	need(t, "clang")
+	build := t.TempDir()
+	if out, err := exec.Command("make", "-s", "BUILD="+build, "fuzz").CombinedOutput(); err != nil {
+		t.Fatalf("make fuzz (needs libclang-rt-14-dev, scripts/setup.sh): %v\n%s", err, out)
+	}
+	out, err := exec.Command(filepath.Join(build, "fuzz_der"), "-runs=0", "fuzz/corpus").CombinedOutput()
+	if err != nil {
+		t.Fatalf("fuzz_der over the corpus: %v\n%s", err, out)
+	}
+}
