@@ -63,6 +63,15 @@ func need(t *testing.T, progs ...string) {
 	}
 }
 
+// TestMain removes what build made (binaries shared by the tests of this package).
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if built.bin != "" {
+		os.RemoveAll(built.bin)
+	}
+	os.Exit(code)
+}
+
 // build compiles the module (its Makefile) and palisaded and the palisade CLI, once.
 func build(t *testing.T) (bin, module string) {
 	t.Helper()
@@ -72,6 +81,7 @@ func build(t *testing.T) (bin, module string) {
 			buildErr = err
 			return
 		}
+		built.bin = dir // removed by TestMain, even if a build step fails
 		if err := os.Chmod(dir, 0o755); err != nil { // the web servers' workers load the module
 			buildErr = err
 			return
