@@ -81,7 +81,7 @@ func build(t *testing.T) (bin, module string) {
 			buildErr = err
 			return
 		}
-		built.bin = dir // removed by TestMain, even if a build step fails
+		built.bin = dir                              // removed by TestMain, even if a build step fails
 		if err := os.Chmod(dir, 0o755); err != nil { // the web servers' workers load the module
 			buildErr = err
 			return
@@ -105,18 +105,19 @@ func build(t *testing.T) (bin, module string) {
 
 // daemon is a palisaded process with its state in dir.
 type daemon struct {
-	t      *testing.T
-	bin    string
-	dir    string
-	socket string
-	cmd    *exec.Cmd
-	stderr bytes.Buffer
-	done   chan error
+	t       *testing.T
+	bin     string
+	dir     string
+	socket  string
+	cmd     *exec.Cmd
+	stderr  bytes.Buffer
+	done    chan struct{} // closed when the process has exited; waitErr is then set
+	waitErr error
 }
 
 func startDaemon(t *testing.T, bin, dir string) *daemon {
 	t.Helper()
-	d := &daemon{t: t, bin: bin, dir: dir, socket: filepath.Join(dir, "run", "palisade.sock"), done: make(chan error, 1)}
+	d := &daemon{t: t, bin: bin, dir: dir, socket: filepath.Join(dir, "run", "palisade.sock"), done: make(chan struct{})}
 	cfg := map[string]any{
 		"state_dir": filepath.Join(dir, "state"), "socket": d.socket, "rot": "none",
 		"socket_mode": "0666", "log_level": "info", "shutdown_timeout": "5s",
@@ -131,10 +132,13 @@ func startDaemon(t *testing.T, bin, dir string) *daemon {
 	if err := d.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { d.done <- d.cmd.Wait() }()
+	go func() { d.waitErr = d.cmd.Wait(); close(d.done) }()
 	t.Cleanup(func() {
-		if d.cmd.ProcessState == nil {
+		select {
+		case <-d.done:
+		default:
 			d.cmd.Process.Kill()
+			<-d.done
 		}
 	})
 	lean := filepath.Join(dir, "run", "lean.sock")
@@ -153,9 +157,9 @@ func (d *daemon) stop() {
 	d.t.Helper()
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	select {
-	case err := <-d.done:
-		if err != nil {
-			d.t.Fatalf("palisaded: %v\n%s", err, d.stderr.String())
+	case <-d.done:
+		if d.waitErr != nil {
+			d.t.Fatalf("palisaded: %v\n%s", d.waitErr, d.stderr.String())
 		}
 	case <-time.After(30 * time.Second):
 		d.cmd.Process.Kill()

@@ -32,7 +32,7 @@ type webServer struct {
 	cmd  *exec.Cmd
 	out  bytes.Buffer
 	dir  string
-	done chan error
+	done chan struct{} // closed when the master has exited: stop may be called again
 }
 
 func (w *webServer) String() string {
@@ -131,7 +131,7 @@ func startWebServer(t *testing.T, e *env, name string, hosts []vhost, extraEnv .
 	if err := os.WriteFile(filepath.Join(dir, "htdocs", "index.html"), []byte("palisade\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	w := &webServer{name: name, dir: dir, done: make(chan error, 1)}
+	w := &webServer{name: name, dir: dir, done: make(chan struct{})}
 	var conf string
 	switch {
 	case strings.HasPrefix(name, "nginx"):
@@ -152,7 +152,7 @@ func startWebServer(t *testing.T, e *env, name string, hosts []vhost, extraEnv .
 	if err := w.cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	go func() { w.done <- w.cmd.Wait() }()
+	go func() { w.cmd.Wait(); close(w.done) }()
 	t.Cleanup(w.stop)
 	for _, h := range hosts {
 		waitPort(t, h.port, w)
