@@ -24,7 +24,18 @@ if ((${#missing[@]})); then
 	sudo=""
 	[ "$(id -u)" -eq 0 ] || sudo="sudo"
 	$sudo apt-get update -q
+	# The tests run their own nginx, Apache and sshd on loopback high ports; the packages'
+	# system services must not start (nginx and Apache would both want port 80). Where no
+	# policy-rc.d forbids it already, one does for the length of the install.
+	policy=""
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		policy=/usr/sbin/policy-rc.d
+		printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+		$sudo chmod 755 "$policy"
+		trap '$sudo rm -f "$policy"' EXIT
+	fi
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+	[ -z "$policy" ] || $sudo rm -f "$policy"
 fi
 
 if ! command -v go >/dev/null; then
