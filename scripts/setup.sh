@@ -10,6 +10,10 @@ pkgs=(clang lld gcc libc6-dev linux-libc-dev make swtpm swtpm-tools tpm2-tools o
 # port; the system service is left alone), pamtester, PAM headers for pam_palisade.so, and
 # pam_wrapper so PAM tests never touch /etc/pam.d.
 pkgs+=(openssh-server pamtester libpam0g-dev libpam-wrapper)
+# The PKCS#11 module (integrations/pkcs11): p11-kit's PKCS#11 header, and the real programs its
+# test drives (pkcs11-tool, p11tool, OpenSSL's pkcs11 engine, nginx, Apache httpd with mod_ssl).
+# The test runs its own nginx and Apache instances; the packages' system services are not used.
+pkgs+=(libp11-kit-dev opensc gnutls-bin libengine-pkcs11-openssl nginx apache2)
 # libFuzzer and the sanitizers' runtimes for clang: libpalisade's fuzz target (clients/c/fuzz).
 pkgs+=(libclang-rt-14-dev)
 # Without /dev/kvm the kvm engine's tests run under a real KVM nested in QEMU
@@ -24,7 +28,18 @@ if ((${#missing[@]})); then
 	sudo=""
 	[ "$(id -u)" -eq 0 ] || sudo="sudo"
 	$sudo apt-get update -q
+	# The tests run their own nginx, Apache and sshd on loopback high ports; the packages'
+	# system services must not start (nginx and Apache would both want port 80). Where no
+	# policy-rc.d forbids it already, one does for the length of the install.
+	policy=""
+	if [ ! -e /usr/sbin/policy-rc.d ]; then
+		policy=/usr/sbin/policy-rc.d
+		printf '#!/bin/sh\nexit 101\n' | $sudo tee "$policy" >/dev/null
+		$sudo chmod 755 "$policy"
+		trap '$sudo rm -f "$policy"' EXIT
+	fi
 	DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+	[ -z "$policy" ] || $sudo rm -f "$policy"
 fi
 
 if ! command -v go >/dev/null; then

@@ -1,0 +1,244 @@
+package pkcs11_test
+
+import (
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestBenchNginx measures nginx doing full TLS 1.2 handshakes (ab -f TLS1.2, a new connection
+// per request, no session reuse) with its key in a file, in Palisade and in SoftHSM2, in
+// paired rounds (each round runs every mode once, in rotated order): requests per second and
+// CPU per request (nginx's processes, plus palisaded's for Palisade). Not run by default:
+//
+//	PALISADE_PKCS11_BENCH=1 go test -run TestBenchNginx -v ./integrations/pkcs11
+//
+// PALISADE_PKCS11_BENCH_N sets the requests per run (default 400).
+func TestBenchNginx(t *testing.T) {
+	if os.Getenv("PALISADE_PKCS11_BENCH") == "" {
+		t.Skip("set PALISADE_PKCS11_BENCH=1 to run the web server benchmark")
+	}
+	need(t, "nginx", "ab", "softhsm2-util")
+	e := setup(t)
+	n := 400
+	if v, err := strconv.Atoi(os.Getenv("PALISADE_PKCS11_BENCH_N")); err == nil && v > 0 {
+		n = v
+	}
+	latencyBin := filepath.Join(e.dir, "sign_latency")
+	if out, err := exec.Command("cc", "-std=c11", "-O2", "-Wall", "-Wextra", "-Werror", "-I/usr/include/p11-kit-1",
+		"-o", latencyBin, "bench/sign_latency.c", "-ldl").CombinedOutput(); err != nil {
+		t.Fatalf("cc sign_latency: %v\n%s", err, out)
+	}
+	var lat strings.Builder
+	lat.WriteString("\n| key | module | C_Sign median µs | mean µs |\n|---|---|---:|---:|\n")
+	// The module's log opens a file per signature: off while measuring.
+	noLog := []string{"PALISADE_PKCS11_LOG="}
+	levels := []int{1, 4, 16}
+	const rounds = 3
+	type cell struct{ rps, cpu []float64 }
+	results := map[string]*cell{}
+	var order []string
+	for _, alg := range []string{"ecdsa-p256", "rsa-2048"} {
+		pkey := keyEC
+		if alg == "rsa-2048" {
+			pkey = keyRSA
+		}
+		fileKey := genKey(t, alg)
+		fileKeyPath := e.path("bench-" + alg + ".key")
+		pemKey(t, fileKeyPath, fileKey)
+		fileCert := selfSignedAny(t, e, fileKey, "bench-"+alg+".crt")
+		hsmEnv := softHSM(t, e, alg, fileKeyPath)
+		modes := []struct {
+			name string
+			host vhost
+			env  []string
+			daem bool
+		}{
+			{"file", vhost{freePort(t), fileCert, fileKeyPath}, noLog, false},
+			{"palisade", vhost{freePort(t), e.path(pkey + ".crt"), "pkcs11:token=palisade;object=" + pkey + ";type=private"}, noLog, true},
+			{"softhsm2", vhost{freePort(t), fileCert, "pkcs11:token=bench;object=k;type=private;pin-value=1234"}, append(hsmEnv, noLog...), false},
+		}
+		kind := map[string]string{"ecdsa-p256": "ecdsa", "rsa-2048": "rsa"}[alg]
+		for _, l := range []struct {
+			name, module, label string
+			env, args           []string
+		}{
+			{"palisade", e.module, pkey, noLog, nil},
+			{"softhsm2", "/usr/lib/softhsm/libsofthsm2.so", "k", append(hsmEnv, noLog...), []string{"1234"}},
+		} {
+			out := strings.Fields(e.run(t, l.env, latencyBin, append([]string{l.module, l.label, kind, "200"}, l.args...)...))
+			if len(out) != 2 {
+				t.Fatalf("sign_latency: %q", out)
+			}
+			fmt.Fprintf(&lat, "| %s | %s | %s | %s |\n", alg, l.name, out[0], out[1])
+		}
+		servers := make([]*webServer, len(modes))
+		for i, m := range modes {
+			servers[i] = startWebServer(t, e, "nginx-bench-"+alg+"-"+m.name, []vhost{m.host}, m.env...)
+		}
+		for r := 0; r < rounds; r++ {
+			for _, c := range levels {
+				for j := range modes {
+					i := (j + r) % len(modes) // rotate which mode goes first
+					m := modes[i]
+					pids := servers[i].pids(t)
+					if m.daem {
+						pids = append(pids, e.d.cmd.Process.Pid)
+					}
+					cpu0 := cpuOf(t, pids)
+					rps, err := runAB(m.host.port, c, n)
+					if err != nil {
+						t.Fatalf("%s %s c=%d: %v\n%s", alg, m.name, c, err, servers[i])
+					}
+					cpu := cpuOf(t, pids) - cpu0
+					key := fmt.Sprintf("%s|%s|%d", alg, m.name, c)
+					if results[key] == nil {
+						results[key] = &cell{}
+						order = append(order, key)
+					}
+					results[key].rps = append(results[key].rps, rps)
+					results[key].cpu = append(results[key].cpu, float64(cpu.Microseconds())/float64(n))
+				}
+			}
+		}
+		for _, s := range servers {
+			s.stop()
+		}
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "\n| key | mode | concurrency | requests/s (median of %d) | CPU µs/request | ÷ file |\n|---|---|---:|---:|---:|---:|\n", rounds)
+	for _, key := range order {
+		f := strings.Split(key, "|")
+		c := results[key]
+		file := results[f[0]+"|file|"+f[2]]
+		fmt.Fprintf(&b, "| %s | %s | %s | %.0f | %.0f | %.2f |\n", f[0], f[1], f[2], medianOf(c.rps), medianOf(c.cpu),
+			medianOf(c.rps)/medianOf(file.rps))
+	}
+	t.Log(b.String() + lat.String())
+}
+
+func medianOf(xs []float64) float64 {
+	s := slices.Clone(xs)
+	slices.Sort(s)
+	return s[len(s)/2]
+}
+
+var abRate = regexp.MustCompile(`Requests per second:\s+([0-9.]+)`)
+
+// runAB runs ab with full TLS 1.2 handshakes and returns its requests per second; every
+// request must succeed.
+func runAB(port string, c, n int) (float64, error) {
+	out, err := exec.Command("ab", "-q", "-f", "TLS1.2", "-n", strconv.Itoa(n), "-c", strconv.Itoa(c),
+		"https://127.0.0.1:"+port+"/").CombinedOutput()
+	if err != nil {
+		return 0, fmt.Errorf("ab: %v\n%s", err, out)
+	}
+	if m := regexp.MustCompile(`Failed requests:\s+([0-9]+)`).FindSubmatch(out); m == nil || string(m[1]) != "0" {
+		return 0, fmt.Errorf("ab: failed requests\n%s", out)
+	}
+	m := abRate.FindSubmatch(out)
+	if m == nil {
+		return 0, fmt.Errorf("ab: no rate in\n%s", out)
+	}
+	return strconv.ParseFloat(string(m[1]), 64)
+}
+
+// cpuOf is the user and system CPU time the processes pids have used.
+func cpuOf(t *testing.T, pids []int) time.Duration {
+	t.Helper()
+	var ticks int64
+	for _, pid := range pids {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+		if err != nil {
+			t.Fatal(err)
+		}
+		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+		for _, i := range []int{11, 12} { // utime, stime (fields 14 and 15 of stat)
+			v, _ := strconv.ParseInt(f[i], 10, 64)
+			ticks += v
+		}
+	}
+	return time.Duration(ticks) * (time.Second / 100) // USER_HZ
+}
+
+func genKey(t *testing.T, alg string) crypto.Signer {
+	t.Helper()
+	var k crypto.Signer
+	var err error
+	if alg == "rsa-2048" {
+		k, err = rsa.GenerateKey(rand.Reader, 2048)
+	} else {
+		k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func selfSignedAny(t *testing.T, e *env, key crypto.Signer, name string) string {
+	t.Helper()
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
+		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	path := e.path(name)
+	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// softHSM makes a SoftHSM2 token "bench" holding the key of keyFile (PKCS#8 PEM) and returns
+// the environment a web server needs to use it through OpenSSL's engine. The token's files
+// belong to the workers' uid: SoftHSM2 reads them again in each forked worker.
+func softHSM(t *testing.T, e *env, alg, keyFile string) []string {
+	t.Helper()
+	dir := e.path("softhsm-" + alg)
+	tokens := filepath.Join(dir, "tokens")
+	if err := os.MkdirAll(tokens, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	conf := filepath.Join(dir, "softhsm2.conf")
+	if err := os.WriteFile(conf, []byte("directories.tokendir = "+tokens+"\nobjectstore.backend = file\nlog.level = ERROR\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	env := []string{"SOFTHSM2_CONF=" + conf}
+	e.run(t, env, "softhsm2-util", "--init-token", "--free", "--label", "bench", "--pin", "1234", "--so-pin", "1234")
+	e.run(t, env, "softhsm2-util", "--import", keyFile, "--token", "bench", "--label", "k", "--id", "01", "--pin", "1234")
+	if out, err := exec.Command("chown", "-R", fmt.Sprintf("%d:%d", nobody, nobody), tokens).CombinedOutput(); err != nil {
+		t.Fatalf("chown: %v\n%s", err, out)
+	}
+	sslConf := filepath.Join(dir, "openssl.cnf")
+	b, err := os.ReadFile(e.opensslConf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := strings.Replace(string(b), "MODULE_PATH = "+e.module, "MODULE_PATH = /usr/lib/softhsm/libsofthsm2.so", 1)
+	if err := os.WriteFile(sslConf, []byte(c), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return append(env, "OPENSSL_CONF="+sslConf)
+}
