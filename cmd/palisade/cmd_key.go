@@ -650,15 +650,8 @@ func keyVerify(_ context.Context, args []string) error {
 		return err
 	}
 	o.AllowUnrooted = *allowUnrooted
-	if *ekRoots != "" {
-		b, err := os.ReadFile(*ekRoots)
-		if err != nil {
-			return err
-		}
-		o.EKRoots = x509.NewCertPool()
-		if !o.EKRoots.AppendCertsFromPEM(b) {
-			return fmt.Errorf("--ek-roots %s: no PEM certificate", *ekRoots)
-		}
+	if o.EKRoots, err = loadEKRoots(*ekRoots); err != nil {
+		return err
 	}
 	var b []byte
 	if pos[0] == "-" {

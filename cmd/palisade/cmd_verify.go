@@ -31,6 +31,23 @@ func init() {
 	})
 }
 
+// loadEKRoots reads the PEM file of --ek-roots into a pool; "" (the flag not given) is nil,
+// which attest.Verify takes as: no EK certificate required.
+func loadEKRoots(path string) (*x509.CertPool, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("--ek-roots %s: no PEM certificate", path)
+	}
+	return pool, nil
+}
+
 func runVerify(ctx context.Context, args []string) error {
 	c := commands["verify"]
 	fs := newFlags(c)
@@ -76,15 +93,8 @@ func runVerify(ctx context.Context, args []string) error {
 		return err
 	}
 	o.AllowUnrooted = *allowUnrooted
-	if *ekRoots != "" {
-		b, err := os.ReadFile(*ekRoots)
-		if err != nil {
-			return err
-		}
-		o.EKRoots = x509.NewCertPool()
-		if !o.EKRoots.AppendCertsFromPEM(b) {
-			return fmt.Errorf("--ek-roots %s: no PEM certificate", *ekRoots)
-		}
+	if o.EKRoots, err = loadEKRoots(*ekRoots); err != nil {
+		return err
 	}
 	if *requireConfig || *cfgMinVersion > 0 || *cfgHash != "" || *cfgHead != "" || *cfgSigner != "" || *cfgVisorListed {
 		o.Configuration = &attest.ConfigPolicy{MinVersion: *cfgMinVersion, VisorListed: *cfgVisorListed}
