@@ -653,12 +653,7 @@ func keyVerify(_ context.Context, args []string) error {
 	if o.EKRoots, err = loadEKRoots(*ekRoots); err != nil {
 		return err
 	}
-	var b []byte
-	if pos[0] == "-" {
-		b, err = io.ReadAll(io.LimitReader(os.Stdin, keys.MaxAttestationSize+1))
-	} else {
-		b, err = os.ReadFile(pos[0])
-	}
+	b, err := readEvidence(pos[0])
 	if err != nil {
 		return err
 	}

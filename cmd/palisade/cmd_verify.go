@@ -48,6 +48,16 @@ func loadEKRoots(path string) (*x509.CertPool, error) {
 	return pool, nil
 }
 
+// readEvidence reads the evidence or key-attestation bundle of palisade verify and palisade
+// key verify from path, or from stdin for "-", where it stops one byte past the largest
+// bundle: whatever is too large is refused by the parser, with its limit.
+func readEvidence(path string) ([]byte, error) {
+	if path == "-" {
+		return io.ReadAll(io.LimitReader(os.Stdin, keys.MaxAttestationSize+1))
+	}
+	return os.ReadFile(path)
+}
+
 func runVerify(ctx context.Context, args []string) error {
 	c := commands["verify"]
 	fs := newFlags(c)
@@ -119,12 +129,7 @@ func runVerify(ctx context.Context, args []string) error {
 			return fmt.Errorf("--ak: %w", err)
 		}
 	}
-	var ev []byte
-	if pos[0] == "-" {
-		ev, err = io.ReadAll(io.LimitReader(os.Stdin, keys.MaxAttestationSize+1))
-	} else {
-		ev, err = os.ReadFile(pos[0])
-	}
+	ev, err := readEvidence(pos[0])
 	if err != nil {
 		return err
 	}
