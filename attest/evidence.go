@@ -8,7 +8,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/fxamacker/cbor/v2"
+	"github.com/palisade-project/palisade/internal/strictcbor"
 )
 
 // EvidenceVersion is the version of the Evidence structure (docs/attestation.md §2).
@@ -41,29 +41,10 @@ type Evidence struct {
 }
 
 var (
-	evidenceEnc = func() cbor.EncMode {
-		em, err := cbor.CoreDetEncOptions().EncMode()
-		if err != nil {
-			panic(err)
-		}
-		return em
-	}()
+	evidenceEnc = strictcbor.EncMode()
 	// evidenceDec decodes every structure of the evidence (and the configuration statement)
 	// strictly: no duplicate or unknown keys, no indefinite lengths, no tags, small and shallow.
-	evidenceDec = func() cbor.DecMode {
-		dm, err := cbor.DecOptions{
-			DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-			ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-			IndefLength:       cbor.IndefLengthForbidden,
-			TagsMd:            cbor.TagsForbidden,
-			MaxNestedLevels:   4,
-			MaxMapPairs:       16,
-		}.DecMode()
-		if err != nil {
-			panic(err)
-		}
-		return dm
-	}()
+	evidenceDec = strictcbor.DecMode(strictcbor.Limits{MaxNestedLevels: 4, MaxMapPairs: 16})
 )
 
 // Marshal encodes e.

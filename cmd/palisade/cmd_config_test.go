@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"flag"
 	"fmt"
@@ -14,9 +13,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/fxamacker/cbor/v2"
-
 	"github.com/palisade-project/palisade/internal/config"
+	"github.com/palisade-project/palisade/internal/configtest"
 	"github.com/palisade-project/palisade/internal/swtpmtest"
 	"github.com/palisade-project/palisade/pal"
 )
@@ -366,7 +364,7 @@ func TestConfigCLIAnchoredInTPM(t *testing.T) {
 	if out := mustCLI(t, dir, "config", "plan", "--state-dir", state, "--tpm", dev, "v4.cose"); !strings.Contains(out, "REFUSED: version 4 is not greater than 4") {
 		t.Fatalf("plan: %s", out)
 	}
-	rewriteHistoryFiles(t, state)
+	configtest.RewriteLastEntry(t, state)
 	refusedCLI(t, dir, "does not match its anchor", "config", "history", "--state-dir", state, "--tpm", dev)
 
 	// The ceremony: the administrator key the TPM anchors changes only this way, into a new
@@ -395,39 +393,4 @@ func copyTree(t *testing.T, src, dst string) {
 	if out, err := exec.Command("cp", "-a", src, dst).CombinedOutput(); err != nil {
 		t.Fatalf("cp: %v %s", err, out)
 	}
-}
-
-// rewriteHistoryFiles changes the last history entry's time and recomputes the framing and the
-// commit record from the documented formats (docs/configurations.md §3, §4), with an encoder
-// of its own, so that the chain verifies on its own.
-func rewriteHistoryFiles(t *testing.T, dir string) {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, "history"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	hist, err := config.DecodeHistory(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	enc, _ := cbor.CoreDetEncOptions().EncMode()
-	var out []byte
-	for i := range hist {
-		if i == len(hist)-1 {
-			hist[i].Time -= 3600
-		}
-		body, _ := enc.Marshal(hist[i])
-		out = binary.LittleEndian.AppendUint32(out, uint32(len(body)))
-		out = append(out, body...)
-	}
-	var p map[int]any
-	pb, _ := os.ReadFile(filepath.Join(dir, "active"))
-	if err := cbor.Unmarshal(pb, &p); err != nil {
-		t.Fatal(err)
-	}
-	head := hist[len(hist)-1].Hash()
-	p[4], p[5] = head[:], uint64(len(out))
-	pb, _ = enc.Marshal(p)
-	os.WriteFile(filepath.Join(dir, "history"), out, 0o644)
-	os.WriteFile(filepath.Join(dir, "active"), pb, 0o644)
 }

@@ -213,25 +213,22 @@ func keyCreate(ctx context.Context, args []string) error {
 		return err
 	}
 	o.Alg = *alg
-	c, err := dial(ctx, *socket)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	k, err := c.KeyCreate(ctx, o)
-	if err != nil {
-		return err
-	}
-	if *sshLine {
-		line, err := sshagent.AuthorizedKey(k)
+	return withClient(ctx, *socket, func(c *client.Client) error {
+		k, err := c.KeyCreate(ctx, o)
 		if err != nil {
 			return err
 		}
-		fmt.Println(line)
+		if *sshLine {
+			line, err := sshagent.AuthorizedKey(k)
+			if err != nil {
+				return err
+			}
+			fmt.Println(line)
+			return nil
+		}
+		printKey(os.Stdout, k)
 		return nil
-	}
-	printKey(os.Stdout, k)
-	return nil
+	})
 }
 
 func keyImport(ctx context.Context, args []string) error {
@@ -255,17 +252,9 @@ func keyImport(ctx context.Context, args []string) error {
 		return fmt.Errorf("%s: %w", pos[1], err)
 	}
 	defer clear(pkcs8)
-	c, err := dial(ctx, *socket)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	k, err := c.KeyImport(ctx, pkcs8, o)
-	if err != nil {
-		return err
-	}
-	printKey(os.Stdout, k)
-	return nil
+	return printKeyFrom(ctx, *socket, func(c *client.Client) (client.KeyInfo, error) {
+		return c.KeyImport(ctx, pkcs8, o)
+	})
 }
 
 // pkcs8FromPEM returns the first private key of a PEM file as PKCS#8 DER.
@@ -348,22 +337,19 @@ func keyList(ctx context.Context, args []string) error {
 	if _, err := keyArgs(fs, args, 0, "no arguments"); err != nil {
 		return err
 	}
-	c, err := dial(ctx, *socket)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	l, err := c.KeyList(ctx)
-	if err != nil {
-		return err
-	}
-	tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(tw, "NAME\tALG\tORIGIN\tOWNER\tUIDS\tGIDS\tPIN\tCERTS\tCREATED")
-	for _, k := range l {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%v\t%d\t%s\n", k.Name, k.Alg, origin(k), k.Owner,
-			joinIDs(k.AllowUIDs), joinIDs(k.AllowGIDs), k.HasPIN, len(k.CertChain), k.Created.Format(time.RFC3339))
-	}
-	return tw.Flush()
+	return withClient(ctx, *socket, func(c *client.Client) error {
+		l, err := c.KeyList(ctx)
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "NAME\tALG\tORIGIN\tOWNER\tUIDS\tGIDS\tPIN\tCERTS\tCREATED")
+		for _, k := range l {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\t%v\t%d\t%s\n", k.Name, k.Alg, origin(k), k.Owner,
+				joinIDs(k.AllowUIDs), joinIDs(k.AllowGIDs), k.HasPIN, len(k.CertChain), k.Created.Format(time.RFC3339))
+		}
+		return tw.Flush()
+	})
 }
 
 func keyShow(ctx context.Context, args []string) error {
@@ -372,17 +358,32 @@ func keyShow(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := dial(ctx, *socket)
+	return printKeyFrom(ctx, *socket, func(c *client.Client) (client.KeyInfo, error) {
+		return c.KeyGet(ctx, pos[0])
+	})
+}
+
+// withClient connects to the daemon at socket, runs f with the connection and closes it.
+func withClient(ctx context.Context, socket string, f func(*client.Client) error) error {
+	c, err := dial(ctx, socket)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	k, err := c.KeyGet(ctx, pos[0])
-	if err != nil {
-		return err
-	}
-	printKey(os.Stdout, k)
-	return nil
+	return f(c)
+}
+
+// printKeyFrom runs call on a connection to the daemon at socket and prints the key it
+// returns: the output of every sub-command that creates or changes a key, and of show.
+func printKeyFrom(ctx context.Context, socket string, call func(*client.Client) (client.KeyInfo, error)) error {
+	return withClient(ctx, socket, func(c *client.Client) error {
+		k, err := call(c)
+		if err != nil {
+			return err
+		}
+		printKey(os.Stdout, k)
+		return nil
+	})
 }
 
 // writeOut writes b to path, or to stdout if path is "" or "-".
@@ -406,27 +407,24 @@ func keyPublic(ctx context.Context, args []string) error {
 	if *der && *sshLine {
 		return usageErrorf("key public: --der and --ssh exclude each other")
 	}
-	c, err := dial(ctx, *socket)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	k, err := c.KeyGet(ctx, pos[0])
-	if err != nil {
-		return err
-	}
-	if *sshLine {
-		line, err := sshagent.AuthorizedKey(k)
+	return withClient(ctx, *socket, func(c *client.Client) error {
+		k, err := c.KeyGet(ctx, pos[0])
 		if err != nil {
 			return err
 		}
-		return writeOut(*out, []byte(line+"\n"))
-	}
-	b := k.PublicDER
-	if !*der {
-		b = pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: b})
-	}
-	return writeOut(*out, b)
+		if *sshLine {
+			line, err := sshagent.AuthorizedKey(k)
+			if err != nil {
+				return err
+			}
+			return writeOut(*out, []byte(line+"\n"))
+		}
+		b := k.PublicDER
+		if !*der {
+			b = pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: b})
+		}
+		return writeOut(*out, b)
+	})
 }
 
 func keyDelete(ctx context.Context, args []string) error {
@@ -435,12 +433,7 @@ func keyDelete(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := dial(ctx, *socket)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	return c.KeyDelete(ctx, pos[0])
+	return withClient(ctx, *socket, func(c *client.Client) error { return c.KeyDelete(ctx, pos[0]) })
 }
 
 func keyAccess(ctx context.Context, args []string) error {
@@ -459,17 +452,9 @@ func keyAccess(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	c, err := dial(ctx, *socket)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	k, err := c.KeySetAccess(ctx, pos[0], uids, gids)
-	if err != nil {
-		return err
-	}
-	printKey(os.Stdout, k)
-	return nil
+	return printKeyFrom(ctx, *socket, func(c *client.Client) (client.KeyInfo, error) {
+		return c.KeySetAccess(ctx, pos[0], uids, gids)
+	})
 }
 
 func keyPIN(ctx context.Context, args []string) error {
@@ -494,17 +479,9 @@ func keyPIN(ctx context.Context, args []string) error {
 			return err
 		}
 	}
-	c, err := dial(ctx, *socket)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	k, err := c.KeySetPIN(ctx, pos[0], oldPIN, newPIN, uint32(*tries))
-	if err != nil {
-		return err
-	}
-	printKey(os.Stdout, k)
-	return nil
+	return printKeyFrom(ctx, *socket, func(c *client.Client) (client.KeyInfo, error) {
+		return c.KeySetPIN(ctx, pos[0], oldPIN, newPIN, uint32(*tries))
+	})
 }
 
 // certFlags are the flags of csr and selfsign.
@@ -612,12 +589,11 @@ func keySelfsign(ctx context.Context, args []string) error {
 		return fmt.Errorf("certificate: %w", err)
 	}
 	if *store {
-		c, err := dial(ctx, *cf.socket)
-		if err != nil {
+		err := withClient(ctx, *cf.socket, func(c *client.Client) error {
+			_, err := c.KeySetChain(ctx, pos[0], [][]byte{der})
 			return err
-		}
-		defer c.Close()
-		if _, err := c.KeySetChain(ctx, pos[0], [][]byte{der}); err != nil {
+		})
+		if err != nil {
 			return err
 		}
 	}
@@ -654,17 +630,9 @@ func keyChain(ctx context.Context, args []string) error {
 			return fmt.Errorf("%s: no PEM certificate", pos[1])
 		}
 	}
-	c, err := dial(ctx, *socket)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	k, err := c.KeySetChain(ctx, pos[0], chain)
-	if err != nil {
-		return err
-	}
-	printKey(os.Stdout, k)
-	return nil
+	return printKeyFrom(ctx, *socket, func(c *client.Client) (client.KeyInfo, error) {
+		return c.KeySetChain(ctx, pos[0], chain)
+	})
 }
 
 func keyAttest(ctx context.Context, args []string) error {
@@ -679,16 +647,13 @@ func keyAttest(ctx context.Context, args []string) error {
 	if err != nil || len(nonce) == 0 {
 		return usageErrorf("--nonce: want 1..64 bytes in hex")
 	}
-	c, err := dial(ctx, *socket)
-	if err != nil {
-		return err
-	}
-	defer c.Close()
-	ev, err := c.KeyAttest(ctx, pos[0], nonce)
-	if err != nil {
-		return err
-	}
-	return writeOut(*out, ev)
+	return withClient(ctx, *socket, func(c *client.Client) error {
+		ev, err := c.KeyAttest(ctx, pos[0], nonce)
+		if err != nil {
+			return err
+		}
+		return writeOut(*out, ev)
+	})
 }
 
 func keyVerify(_ context.Context, args []string) error {
@@ -714,22 +679,10 @@ func keyVerify(_ context.Context, args []string) error {
 		return err
 	}
 	o.AllowUnrooted = *allowUnrooted
-	if *ekRoots != "" {
-		b, err := os.ReadFile(*ekRoots)
-		if err != nil {
-			return err
-		}
-		o.EKRoots = x509.NewCertPool()
-		if !o.EKRoots.AppendCertsFromPEM(b) {
-			return fmt.Errorf("--ek-roots %s: no PEM certificate", *ekRoots)
-		}
+	if o.EKRoots, err = loadEKRoots(*ekRoots); err != nil {
+		return err
 	}
-	var b []byte
-	if pos[0] == "-" {
-		b, err = io.ReadAll(io.LimitReader(os.Stdin, keys.MaxAttestationSize+1))
-	} else {
-		b, err = os.ReadFile(pos[0])
-	}
+	b, err := readEvidence(pos[0])
 	if err != nil {
 		return err
 	}

@@ -31,6 +31,33 @@ func init() {
 	})
 }
 
+// loadEKRoots reads the PEM file of --ek-roots into a pool; "" (the flag not given) is nil,
+// which attest.Verify takes as: no EK certificate required.
+func loadEKRoots(path string) (*x509.CertPool, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(b) {
+		return nil, fmt.Errorf("--ek-roots %s: no PEM certificate", path)
+	}
+	return pool, nil
+}
+
+// readEvidence reads the evidence or key-attestation bundle of palisade verify and palisade
+// key verify from path, or from stdin for "-", where it stops one byte past the largest
+// bundle: whatever is too large is refused by the parser, with its limit.
+func readEvidence(path string) ([]byte, error) {
+	if path == "-" {
+		return io.ReadAll(io.LimitReader(os.Stdin, keys.MaxAttestationSize+1))
+	}
+	return os.ReadFile(path)
+}
+
 func runVerify(ctx context.Context, args []string) error {
 	c := commands["verify"]
 	fs := newFlags(c)
@@ -76,15 +103,8 @@ func runVerify(ctx context.Context, args []string) error {
 		return err
 	}
 	o.AllowUnrooted = *allowUnrooted
-	if *ekRoots != "" {
-		b, err := os.ReadFile(*ekRoots)
-		if err != nil {
-			return err
-		}
-		o.EKRoots = x509.NewCertPool()
-		if !o.EKRoots.AppendCertsFromPEM(b) {
-			return fmt.Errorf("--ek-roots %s: no PEM certificate", *ekRoots)
-		}
+	if o.EKRoots, err = loadEKRoots(*ekRoots); err != nil {
+		return err
 	}
 	if *requireConfig || *cfgMinVersion > 0 || *cfgHash != "" || *cfgHead != "" || *cfgSigner != "" || *cfgVisorListed {
 		o.Configuration = &attest.ConfigPolicy{MinVersion: *cfgMinVersion, VisorListed: *cfgVisorListed}
@@ -109,12 +129,7 @@ func runVerify(ctx context.Context, args []string) error {
 			return fmt.Errorf("--ak: %w", err)
 		}
 	}
-	var ev []byte
-	if pos[0] == "-" {
-		ev, err = io.ReadAll(io.LimitReader(os.Stdin, keys.MaxAttestationSize+1))
-	} else {
-		ev, err = os.ReadFile(pos[0])
-	}
+	ev, err := readEvidence(pos[0])
 	if err != nil {
 		return err
 	}

@@ -24,7 +24,7 @@ import (
 	"slices"
 	"sort"
 
-	"github.com/fxamacker/cbor/v2"
+	"github.com/palisade-project/palisade/internal/strictcbor"
 )
 
 // Measurement is a SHA-256 identity: of a visor build, a PAL image (pal.Parse), a single
@@ -382,28 +382,13 @@ func hexAll(ms []Measurement) []string {
 }
 
 var (
-	encMode cbor.EncMode
-	decMode cbor.DecMode
+	encMode = strictcbor.EncMode()
+	decMode = strictcbor.DecMode(strictcbor.Limits{
+		MaxNestedLevels:  maxCBORNestLevels,
+		MaxArrayElements: maxCBORElements,
+		MaxMapPairs:      maxCBORElements,
+	})
 )
-
-func init() {
-	var err error
-	if encMode, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
-		panic(err)
-	}
-	decMode, err = cbor.DecOptions{
-		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-		MaxNestedLevels:   maxCBORNestLevels,
-		MaxArrayElements:  maxCBORElements,
-		MaxMapPairs:       maxCBORElements,
-		IndefLength:       cbor.IndefLengthForbidden,
-		TagsMd:            cbor.TagsForbidden,
-	}.DecMode()
-	if err != nil {
-		panic(err)
-	}
-}
 
 // Encode returns the canonical CBOR of c (Core Deterministic Encoding, after Normalize).
 func (c *Config) Encode() ([]byte, error) {

@@ -333,19 +333,26 @@ func (s *State) load() (snapshot, error) {
 			return snap, fmt.Errorf("%w: the state is at version %d but the version anchor is at %d, so the state directory is older than the last apply (restored from a copy?): %v",
 				ErrRollback, snap.ptr.Version, anchor, err)
 		}
-		if err := s.anchor.Advance(next.ptr.Version); err != nil {
-			return snap, err
-		}
-		if err := s.commit(next.ptr); err != nil {
-			return snap, err
-		}
-		return next, nil
+		return s.completeApply(snap, next)
 	case anchor < snap.ptr.Version:
 		if err := s.anchor.Advance(snap.ptr.Version); err != nil {
 			return snap, err
 		}
 	}
 	return snap, nil
+}
+
+// completeApply completes, at load, an apply of next interrupted before its pointer was
+// written: the anchor advances to next's version, then next is committed. On failure the
+// state stays at snap.
+func (s *State) completeApply(snap, next snapshot) (snapshot, error) {
+	if err := s.anchor.Advance(next.ptr.Version); err != nil {
+		return snap, err
+	}
+	if err := s.commit(next.ptr); err != nil {
+		return snap, err
+	}
+	return next, nil
 }
 
 // loadBound is the end of load for a state under a BindingAnchor: besides the version, the
@@ -366,13 +373,7 @@ func (s *State) loadBound(ba BindingAnchor, snap snapshot, pending []byte, ancho
 		if next, err := s.pendingEntry(snap, pending, snap.ptr.Version+1); err == nil &&
 			digest == HistoryExtend(mark.Prev, next.ptr.Head) {
 			next.ptr.AnchorPrev = mark.Prev
-			if err := s.anchor.Advance(next.ptr.Version); err != nil {
-				return snap, err
-			}
-			if err := s.commit(next.ptr); err != nil {
-				return snap, err
-			}
-			return next, nil
+			return s.completeApply(snap, next)
 		}
 	}
 	var matches bool
@@ -410,13 +411,7 @@ func (s *State) loadBound(ba BindingAnchor, snap snapshot, pending []byte, ancho
 		if next.ptr.AnchorPrev, err = s.extend(ba, next.ptr.Head); err != nil {
 			return snap, err
 		}
-		if err := s.anchor.Advance(next.ptr.Version); err != nil {
-			return snap, err
-		}
-		if err := s.commit(next.ptr); err != nil {
-			return snap, err
-		}
-		return next, nil
+		return s.completeApply(snap, next)
 	case anchor < snap.ptr.Version:
 		if err := s.anchor.Advance(snap.ptr.Version); err != nil {
 			return snap, err

@@ -12,10 +12,9 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/fxamacker/cbor/v2"
-
 	"github.com/palisade-project/palisade/attest"
 	"github.com/palisade-project/palisade/client/signreq"
+	"github.com/palisade-project/palisade/internal/strictcbor"
 )
 
 // Attestation is the key-attestation bundle of `palisade key attest` (docs/keys.md §5), CBOR
@@ -37,29 +36,10 @@ type Attestation struct {
 
 var (
 	// attEnc encodes bundles deterministically (Core Deterministic Encoding, as evidence).
-	attEnc = func() cbor.EncMode {
-		em, err := cbor.CoreDetEncOptions().EncMode()
-		if err != nil {
-			panic(err)
-		}
-		return em
-	}()
-	// attDec decodes bundles strictly, as attest decodes evidence: no duplicate or unknown
-	// keys, no indefinite lengths, no tags, shallow.
-	attDec = func() cbor.DecMode {
-		dm, err := cbor.DecOptions{
-			DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-			ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-			IndefLength:       cbor.IndefLengthForbidden,
-			TagsMd:            cbor.TagsForbidden,
-			MaxNestedLevels:   4,
-			MaxMapPairs:       16,
-		}.DecMode()
-		if err != nil {
-			panic(err)
-		}
-		return dm
-	}()
+	attEnc = strictcbor.EncMode()
+	// attDec decodes bundles strictly, with the limits attest decodes evidence with: no
+	// duplicate or unknown keys, no indefinite lengths, no tags, shallow.
+	attDec = strictcbor.DecMode(strictcbor.Limits{MaxNestedLevels: 4, MaxMapPairs: 16})
 )
 
 // MaxAttestationSize bounds a bundle before anything parses it: two pieces of evidence.

@@ -396,6 +396,33 @@ func checkAllow(uids, gids []uint32) error {
 	return nil
 }
 
+// checkAccess checks the access lists and the PIN of a new key (Create and Import).
+func (o CreateOptions) checkAccess() error {
+	if err := checkAllow(o.AllowUIDs, o.AllowGIDs); err != nil {
+		return err
+	}
+	if len(o.PIN) > MaxPIN {
+		return fmt.Errorf("%w: PIN of %d bytes (max %d)", ErrBadRequest, len(o.PIN), MaxPIN)
+	}
+	return nil
+}
+
+// newKeySigner returns the signing PAL of a new key (signerFor) and refuses, before the costly
+// work of making the key, a name already taken. finish checks the name again under the lock:
+// this check only spares that work.
+func (s *Service) newKeySigner(ctx context.Context, o CreateOptions) (m [32]byte, img []byte, err error) {
+	if m, img, err = s.signerFor(ctx, o.SignerImage); err != nil {
+		return m, nil, err
+	}
+	s.mu.RLock()
+	_, dup := s.keys[o.Name]
+	s.mu.RUnlock()
+	if dup {
+		return m, nil, fmt.Errorf("%w: %q", ErrExists, o.Name)
+	}
+	return m, img, nil
+}
+
 // Create generates a key in the key-generation PAL, bound to the signing PAL, owned by c.
 func (s *Service) Create(ctx context.Context, c Caller, o CreateOptions) (Info, error) {
 	if err := CheckName(o.Name); err != nil {
@@ -405,21 +432,12 @@ func (s *Service) Create(ctx context.Context, c Caller, o CreateOptions) (Info, 
 	if err != nil {
 		return Info{}, err
 	}
-	if err := checkAllow(o.AllowUIDs, o.AllowGIDs); err != nil {
+	if err := o.checkAccess(); err != nil {
 		return Info{}, err
 	}
-	if len(o.PIN) > MaxPIN {
-		return Info{}, fmt.Errorf("%w: PIN of %d bytes (max %d)", ErrBadRequest, len(o.PIN), MaxPIN)
-	}
-	signer, signerImg, err := s.signerFor(ctx, o.SignerImage)
+	signer, signerImg, err := s.newKeySigner(ctx, o)
 	if err != nil {
 		return Info{}, err
-	}
-	s.mu.RLock()
-	_, dup := s.keys[o.Name]
-	s.mu.RUnlock()
-	if dup {
-		return Info{}, fmt.Errorf("%w: %q", ErrExists, o.Name)
 	}
 	var nonce [32]byte
 	if _, err := rand.Read(nonce[:]); err != nil {
@@ -723,24 +741,15 @@ func (s *Service) Import(ctx context.Context, c Caller, o ImportOptions) (Info, 
 	if err := CheckName(o.Name); err != nil {
 		return Info{}, err
 	}
-	if err := checkAllow(o.AllowUIDs, o.AllowGIDs); err != nil {
+	if err := o.checkAccess(); err != nil {
 		return Info{}, err
-	}
-	if len(o.PIN) > MaxPIN {
-		return Info{}, fmt.Errorf("%w: PIN of %d bytes (max %d)", ErrBadRequest, len(o.PIN), MaxPIN)
 	}
 	if len(o.PKCS8) == 0 || len(o.PKCS8) > 16<<10 {
 		return Info{}, fmt.Errorf("%w: private key of %d bytes (PKCS#8 DER, 1..16384)", ErrBadRequest, len(o.PKCS8))
 	}
-	signer, signerImg, err := s.signerFor(ctx, o.SignerImage)
+	signer, signerImg, err := s.newKeySigner(ctx, o.CreateOptions)
 	if err != nil {
 		return Info{}, err
-	}
-	s.mu.RLock()
-	_, dup := s.keys[o.Name]
-	s.mu.RUnlock()
-	if dup {
-		return Info{}, fmt.Errorf("%w: %q", ErrExists, o.Name)
 	}
 	blob, pub, alg, err := s.importer.KeyImport(o.PKCS8, utpm.Policy{Target: utpm.Digest(signer)})
 	if err != nil {

@@ -287,6 +287,30 @@ func TestBadRequests(t *testing.T) {
 			t.Errorf("%s: %v, want %v", tc.name, err, tc.want)
 		}
 	}
+	// Import checks a new key's options as Create does.
+	for _, tc := range []struct {
+		name string
+		o    keys.CreateOptions
+		want error
+	}{
+		{"empty name", keys.CreateOptions{}, keys.ErrBadRequest},
+		{"exists", keys.CreateOptions{Name: "ec"}, keys.ErrExists},
+		{"allow", keys.CreateOptions{Name: "a", AllowGIDs: make([]uint32, 65)}, keys.ErrBadRequest},
+		{"pin", keys.CreateOptions{Name: "a", PIN: make([]byte, 65)}, keys.ErrBadRequest},
+		{"signer image", keys.CreateOptions{Name: "a", SignerImage: []byte("not wasm")}, keys.ErrBadRequest},
+	} {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pkcs8, err := x509.MarshalPKCS8PrivateKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := d.s.Import(ctx, root, keys.ImportOptions{CreateOptions: tc.o, PKCS8: pkcs8}); !errors.Is(err, tc.want) {
+			t.Errorf("import, %s: %v, want %v", tc.name, err, tc.want)
+		}
+	}
 	d32 := make([]byte, 32)
 	for _, tc := range []struct {
 		name string

@@ -41,23 +41,8 @@ func (t *TPM) KeyImport(pkcs8 []byte, p Policy) (blob, pub []byte, alg KeyAlg, e
 		return nil, nil, 0, fmt.Errorf("key import: %T of this size: %w", k, ErrUnsupported)
 	}
 	// Re-encoded, so that the blob holds exactly what KeyCreate would have written.
-	der, err := x509.MarshalPKCS8PrivateKey(k)
-	if err != nil {
-		return nil, nil, 0, fmt.Errorf("key import: encode: %w: %w", ErrInternal, err)
-	}
-	pub, err = x509.MarshalPKIXPublicKey(k.(crypto.Signer).Public())
-	if err != nil {
-		clear(der)
-		return nil, nil, 0, fmt.Errorf("key import: encode public: %w: %w", ErrInternal, err)
-	}
-	plain := make([]byte, 1+len(der))
-	plain[0] = byte(alg)
-	copy(plain[1:], der)
-	clear(der)
-	blob, err = t.seal(blobKey, plain, p)
-	clear(plain)
-	if err != nil {
-		return nil, nil, 0, fmt.Errorf("key import: %w", err)
+	if blob, pub, err = t.sealKey("key import", alg, k.(crypto.Signer), p); err != nil {
+		return nil, nil, 0, err
 	}
 	return blob, pub, alg, nil
 }

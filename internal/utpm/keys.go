@@ -36,14 +36,21 @@ func (t *TPM) KeyCreate(alg KeyAlg, p Policy) (blob, pub []byte, err error) {
 	if err != nil {
 		return nil, nil, fmt.Errorf("key create: generate: %w: %w", ErrInternal, err)
 	}
+	return t.sealKey("key create", alg, key, p)
+}
+
+// sealKey seals key as a key blob under p (plaintext alg ‖ PKCS#8 DER, docs/formats.md §2)
+// and returns it with the public key, DER SubjectPublicKeyInfo: the end of KeyCreate and
+// KeyImport, whose errors op prefixes. The plaintext copies are cleared.
+func (t *TPM) sealKey(op string, alg KeyAlg, key crypto.Signer, p Policy) (blob, pub []byte, err error) {
 	der, err := x509.MarshalPKCS8PrivateKey(key)
 	if err != nil {
-		return nil, nil, fmt.Errorf("key create: encode: %w: %w", ErrInternal, err)
+		return nil, nil, fmt.Errorf("%s: encode: %w: %w", op, ErrInternal, err)
 	}
 	pub, err = x509.MarshalPKIXPublicKey(key.Public())
 	if err != nil {
 		clear(der)
-		return nil, nil, fmt.Errorf("key create: encode public: %w: %w", ErrInternal, err)
+		return nil, nil, fmt.Errorf("%s: encode public: %w: %w", op, ErrInternal, err)
 	}
 	plain := make([]byte, 1+len(der))
 	plain[0] = byte(alg)
@@ -52,7 +59,7 @@ func (t *TPM) KeyCreate(alg KeyAlg, p Policy) (blob, pub []byte, err error) {
 	blob, err = t.seal(blobKey, plain, p)
 	clear(plain)
 	if err != nil {
-		return nil, nil, fmt.Errorf("key create: %w", err)
+		return nil, nil, fmt.Errorf("%s: %w", op, err)
 	}
 	return blob, pub, nil
 }

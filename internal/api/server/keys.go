@@ -64,48 +64,62 @@ func maxTries(n uint32) (uint8, error) {
 	return uint8(n), nil
 }
 
-// KeyCreate implements api.PalisadeServer.
-func (s *Server) KeyCreate(ctx context.Context, req *api.KeyCreateRequest) (*api.KeyInfo, error) {
+// keyRPC runs op for the caller of a key RPC with the key service; every error, the
+// caller's included, leaves as a gRPC status (toStatus).
+func keyRPC[R any](ctx context.Context, s *Server, op func(keys.Caller, *keys.Service) (R, error)) (R, error) {
+	var zero R
 	c, ks, err := s.keyCaller(ctx)
 	if err != nil {
-		return nil, toStatus(err)
+		return zero, toStatus(err)
 	}
-	tries, err := maxTries(req.MaxTries)
+	r, err := op(c, ks)
 	if err != nil {
-		return nil, toStatus(err)
+		return zero, toStatus(err)
 	}
-	info, err := ks.Create(ctx, c, keys.CreateOptions{
-		Name: req.Name, Alg: keys.Alg(req.Alg), AllowUIDs: req.AllowUids, AllowGIDs: req.AllowGids,
-		PIN: req.Pin, MaxTries: tries, SignerImage: nonEmpty(req.SignerImage),
+	return r, nil
+}
+
+// keyInfoRPC is keyRPC for the RPCs that answer with the key they created, read or changed.
+func keyInfoRPC(ctx context.Context, s *Server, op func(keys.Caller, *keys.Service) (keys.Info, error)) (*api.KeyInfo, error) {
+	return keyRPC(ctx, s, func(c keys.Caller, ks *keys.Service) (*api.KeyInfo, error) {
+		info, err := op(c, ks)
+		if err != nil {
+			return nil, err
+		}
+		return keyInfoToProto(info), nil
 	})
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return keyInfoToProto(info), nil
+}
+
+// KeyCreate implements api.PalisadeServer.
+func (s *Server) KeyCreate(ctx context.Context, req *api.KeyCreateRequest) (*api.KeyInfo, error) {
+	return keyInfoRPC(ctx, s, func(c keys.Caller, ks *keys.Service) (keys.Info, error) {
+		tries, err := maxTries(req.MaxTries)
+		if err != nil {
+			return keys.Info{}, err
+		}
+		return ks.Create(ctx, c, keys.CreateOptions{
+			Name: req.Name, Alg: keys.Alg(req.Alg), AllowUIDs: req.AllowUids, AllowGIDs: req.AllowGids,
+			PIN: req.Pin, MaxTries: tries, SignerImage: nonEmpty(req.SignerImage),
+		})
+	})
 }
 
 // KeyImport implements api.PalisadeServer.
 func (s *Server) KeyImport(ctx context.Context, req *api.KeyImportRequest) (*api.KeyInfo, error) {
 	defer clear(req.PrivateKey)
-	c, ks, err := s.keyCaller(ctx)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	tries, err := maxTries(req.MaxTries)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	info, err := ks.Import(ctx, c, keys.ImportOptions{
-		CreateOptions: keys.CreateOptions{
-			Name: req.Name, AllowUIDs: req.AllowUids, AllowGIDs: req.AllowGids, PIN: req.Pin,
-			MaxTries: tries, SignerImage: nonEmpty(req.SignerImage),
-		},
-		PKCS8: req.PrivateKey,
+	return keyInfoRPC(ctx, s, func(c keys.Caller, ks *keys.Service) (keys.Info, error) {
+		tries, err := maxTries(req.MaxTries)
+		if err != nil {
+			return keys.Info{}, err
+		}
+		return ks.Import(ctx, c, keys.ImportOptions{
+			CreateOptions: keys.CreateOptions{
+				Name: req.Name, AllowUIDs: req.AllowUids, AllowGIDs: req.AllowGids, PIN: req.Pin,
+				MaxTries: tries, SignerImage: nonEmpty(req.SignerImage),
+			},
+			PKCS8: req.PrivateKey,
+		})
 	})
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return keyInfoToProto(info), nil
 }
 
 func nonEmpty(b []byte) []byte {
@@ -117,116 +131,81 @@ func nonEmpty(b []byte) []byte {
 
 // KeyGet implements api.PalisadeServer.
 func (s *Server) KeyGet(ctx context.Context, req *api.KeyGetRequest) (*api.KeyInfo, error) {
-	c, ks, err := s.keyCaller(ctx)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	info, err := ks.Show(c, req.Name)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return keyInfoToProto(info), nil
+	return keyInfoRPC(ctx, s, func(c keys.Caller, ks *keys.Service) (keys.Info, error) {
+		return ks.Show(c, req.Name)
+	})
 }
 
 // KeyList implements api.PalisadeServer.
 func (s *Server) KeyList(ctx context.Context, _ *api.KeyListRequest) (*api.KeyListResponse, error) {
-	c, ks, err := s.keyCaller(ctx)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	l, err := ks.List(ctx, c)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	resp := &api.KeyListResponse{}
-	for _, i := range l {
-		resp.Keys = append(resp.Keys, keyInfoToProto(i))
-	}
-	return resp, nil
+	return keyRPC(ctx, s, func(c keys.Caller, ks *keys.Service) (*api.KeyListResponse, error) {
+		l, err := ks.List(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		resp := &api.KeyListResponse{}
+		for _, i := range l {
+			resp.Keys = append(resp.Keys, keyInfoToProto(i))
+		}
+		return resp, nil
+	})
 }
 
 // KeyDelete implements api.PalisadeServer.
 func (s *Server) KeyDelete(ctx context.Context, req *api.KeyDeleteRequest) (*api.KeyDeleteResponse, error) {
-	c, ks, err := s.keyCaller(ctx)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	if err := ks.Delete(ctx, c, req.Name); err != nil {
-		return nil, toStatus(err)
-	}
-	return &api.KeyDeleteResponse{}, nil
+	return keyRPC(ctx, s, func(c keys.Caller, ks *keys.Service) (*api.KeyDeleteResponse, error) {
+		return &api.KeyDeleteResponse{}, ks.Delete(ctx, c, req.Name)
+	})
 }
 
 // KeySetAccess implements api.PalisadeServer.
 func (s *Server) KeySetAccess(ctx context.Context, req *api.KeySetAccessRequest) (*api.KeyInfo, error) {
-	c, ks, err := s.keyCaller(ctx)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	info, err := ks.SetAccess(ctx, c, req.Name, req.AllowUids, req.AllowGids)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return keyInfoToProto(info), nil
+	return keyInfoRPC(ctx, s, func(c keys.Caller, ks *keys.Service) (keys.Info, error) {
+		return ks.SetAccess(ctx, c, req.Name, req.AllowUids, req.AllowGids)
+	})
 }
 
 // KeySetPIN implements api.PalisadeServer.
 func (s *Server) KeySetPIN(ctx context.Context, req *api.KeySetPINRequest) (*api.KeyInfo, error) {
-	c, ks, err := s.keyCaller(ctx)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	tries, err := maxTries(req.MaxTries)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	info, err := ks.SetPIN(ctx, c, req.Name, req.OldPin, req.NewPin, tries)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return keyInfoToProto(info), nil
+	return keyInfoRPC(ctx, s, func(c keys.Caller, ks *keys.Service) (keys.Info, error) {
+		tries, err := maxTries(req.MaxTries)
+		if err != nil {
+			return keys.Info{}, err
+		}
+		return ks.SetPIN(ctx, c, req.Name, req.OldPin, req.NewPin, tries)
+	})
 }
 
 // KeySetChain implements api.PalisadeServer.
 func (s *Server) KeySetChain(ctx context.Context, req *api.KeySetChainRequest) (*api.KeyInfo, error) {
-	c, ks, err := s.keyCaller(ctx)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	info, err := ks.SetChain(ctx, c, req.Name, req.CertChain)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return keyInfoToProto(info), nil
+	return keyInfoRPC(ctx, s, func(c keys.Caller, ks *keys.Service) (keys.Info, error) {
+		return ks.SetChain(ctx, c, req.Name, req.CertChain)
+	})
 }
 
 // KeySign implements api.PalisadeServer.
 func (s *Server) KeySign(ctx context.Context, req *api.KeySignRequest) (*api.KeySignResponse, error) {
-	c, ks, err := s.keyCaller(ctx)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	if req.Scheme > 0xffff || req.Hash > 0xffff {
-		return nil, toStatus(fmt.Errorf("%w: scheme %#x or hash %#x is not a 16-bit TPM algorithm id", keys.ErrBadRequest, req.Scheme, req.Hash))
-	}
-	sig, err := ks.Sign(ctx, c, req.Name, keys.SignRequest{
-		Scheme: uint16(req.Scheme), Hash: uint16(req.Hash), Digest: req.Digest, PIN: nonEmpty(req.Pin),
+	return keyRPC(ctx, s, func(c keys.Caller, ks *keys.Service) (*api.KeySignResponse, error) {
+		if req.Scheme > 0xffff || req.Hash > 0xffff {
+			return nil, fmt.Errorf("%w: scheme %#x or hash %#x is not a 16-bit TPM algorithm id", keys.ErrBadRequest, req.Scheme, req.Hash)
+		}
+		sig, err := ks.Sign(ctx, c, req.Name, keys.SignRequest{
+			Scheme: uint16(req.Scheme), Hash: uint16(req.Hash), Digest: req.Digest, PIN: nonEmpty(req.Pin),
+		})
+		if err != nil {
+			return nil, err
+		}
+		return &api.KeySignResponse{Signature: sig}, nil
 	})
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &api.KeySignResponse{Signature: sig}, nil
 }
 
 // KeyAttest implements api.PalisadeServer.
 func (s *Server) KeyAttest(ctx context.Context, req *api.KeyAttestRequest) (*api.KeyAttestResponse, error) {
-	c, ks, err := s.keyCaller(ctx)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	ev, err := ks.Attest(ctx, c, req.Name, req.Nonce)
-	if err != nil {
-		return nil, toStatus(err)
-	}
-	return &api.KeyAttestResponse{Evidence: ev}, nil
+	return keyRPC(ctx, s, func(c keys.Caller, ks *keys.Service) (*api.KeyAttestResponse, error) {
+		ev, err := ks.Attest(ctx, c, req.Name, req.Nonce)
+		if err != nil {
+			return nil, err
+		}
+		return &api.KeyAttestResponse{Evidence: ev}, nil
+	})
 }

@@ -2,17 +2,16 @@ package tpm
 
 import (
 	"crypto"
-	"encoding/binary"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"testing"
 
-	"github.com/fxamacker/cbor/v2"
 	"github.com/google/go-tpm/tpm2"
 
 	"github.com/palisade-project/palisade/internal/config"
+	"github.com/palisade-project/palisade/internal/configtest"
 	"github.com/palisade-project/palisade/internal/swtpmtest"
 )
 
@@ -332,7 +331,7 @@ func TestTPMAnchoredState(t *testing.T) {
 	if out, err := exec.Command("cp", "-a", dir, saved).CombinedOutput(); err != nil {
 		t.Fatalf("cp: %v %s", err, out)
 	}
-	rewriteLastEntry(t, dir)
+	configtest.RewriteLastEntry(t, dir)
 	st, _ = config.OpenState(dir, config.Options{Anchor: a})
 	if _, err := st.History(); !errors.Is(err, config.ErrTampered) {
 		t.Fatalf("rewritten history: %v, want ErrTampered", err)
@@ -347,45 +346,4 @@ func TestTPMAnchoredState(t *testing.T) {
 	if _, err := config.OpenState(dir, config.Options{Anchor: a}); !errors.Is(err, config.ErrAdminNotAnchored) {
 		t.Fatalf("wiped state with another admin: %v", err)
 	}
-}
-
-// rewriteLastEntry does what someone who can write the state directory can: it changes the
-// last history entry's time and recomputes its hash, the record framing and the pointer, so
-// the chain verifies on its own (docs/configurations.md §3, §4).
-func rewriteLastEntry(t *testing.T, dir string) {
-	t.Helper()
-	b, err := os.ReadFile(filepath.Join(dir, "history"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	hist, err := config.DecodeHistory(b)
-	if err != nil {
-		t.Fatal(err)
-	}
-	enc, _ := cbor.CoreDetEncOptions().EncMode()
-	var out []byte
-	for i, e := range hist {
-		if i == len(hist)-1 {
-			e.Time -= 3600
-		}
-		body, err := enc.Marshal(e)
-		if err != nil {
-			t.Fatal(err)
-		}
-		out = binary.LittleEndian.AppendUint32(out, uint32(len(body)))
-		out = append(out, body...)
-		hist[i] = e
-	}
-	if _, err := config.DecodeHistory(out); err != nil {
-		t.Fatalf("rewritten history does not verify on its own: %v", err)
-	}
-	var p config.Pointer
-	pb, _ := os.ReadFile(filepath.Join(dir, "active"))
-	if err := cbor.Unmarshal(pb, &p); err != nil {
-		t.Fatal(err)
-	}
-	p.Head, p.HistoryLen = hist[len(hist)-1].Hash(), uint64(len(out))
-	pb, _ = enc.Marshal(p)
-	os.WriteFile(filepath.Join(dir, "history"), out, 0o644)
-	os.WriteFile(filepath.Join(dir, "active"), pb, 0o644)
 }

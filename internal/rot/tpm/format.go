@@ -8,8 +8,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/fxamacker/cbor/v2"
-
+	"github.com/palisade-project/palisade/internal/strictcbor"
 	"github.com/palisade-project/palisade/internal/utpm"
 )
 
@@ -58,28 +57,9 @@ type Endorsement struct {
 var ErrMalformed = errors.New("tpm: malformed endorsement")
 
 var (
-	encMode cbor.EncMode
-	decMode cbor.DecMode
+	encMode = strictcbor.EncMode()
+	decMode = strictcbor.DecMode(strictcbor.Limits{MaxNestedLevels: 8, MaxArrayElements: 1024, MaxMapPairs: 64})
 )
-
-func init() {
-	var err error
-	if encMode, err = cbor.CoreDetEncOptions().EncMode(); err != nil {
-		panic(err)
-	}
-	decMode, err = cbor.DecOptions{
-		DupMapKey:         cbor.DupMapKeyEnforcedAPF,
-		ExtraReturnErrors: cbor.ExtraDecErrorUnknownField,
-		MaxNestedLevels:   8,
-		MaxArrayElements:  1024,
-		MaxMapPairs:       64,
-		IndefLength:       cbor.IndefLengthForbidden,
-		TagsMd:            cbor.TagsForbidden,
-	}.DecMode()
-	if err != nil {
-		panic(err)
-	}
-}
 
 // Marshal encodes e deterministically.
 func (e *Endorsement) Marshal() ([]byte, error) { return encMode.Marshal(e) }
