@@ -56,6 +56,7 @@ func TestGenerateKeyPair(t *testing.T) {
 	for _, c := range []struct{ name, keyType, alg, mech string }{
 		{"gen-ec", "EC:prime256v1", "ecdsa-p256", "ECDSA-SHA256"},
 		{"gen-rsa", "rsa:2048", "rsa-2048", "SHA256-RSA-PKCS"},
+		{"gen-rsa3", "rsa:3072", "rsa-3072", "SHA256-RSA-PKCS"},
 		{"gen-ed", "EC:edwards25519", "ed25519", "EDDSA"},
 	} {
 		t.Run("pkcs11-tool "+c.keyType, func(t *testing.T) {
