@@ -210,3 +210,32 @@ func TestGenerateKeyPair(t *testing.T) {
 		}
 	})
 }
+
+// TestGenerateKeyPairTemplates runs test/gen_template.c: the template rules no tool's flags
+// reach, each refusal creating nothing.
+func TestGenerateKeyPairTemplates(t *testing.T) {
+	e := setup(t)
+	prog := filepath.Join(t.TempDir(), "gen_template")
+	if out, err := exec.Command("cc", "-std=c11", "-Wall", "-Wextra", "-Werror", "-I/usr/include/p11-kit-1",
+		"-o", prog, "test/gen_template.c", "-ldl").CombinedOutput(); err != nil {
+		t.Fatalf("cc: %v\n%s", err, out)
+	}
+	before := keyRows(t, e)
+	out, err := e.try([]string{"PALISADE_PKCS11_KEYS=tmpl-"}, prog, e.module)
+	if err != nil {
+		t.Fatalf("gen_template: %v\n%s\nmodule log:\n%s", err, out, e.logText(t))
+	}
+	after := keyRows(t, e)
+	var created []string
+	for _, l := range strings.Split(out, "\n") {
+		if name, ok := strings.CutPrefix(l, "CREATED "); ok {
+			created = append(created, name)
+			if after[name] == nil || after[name][3] != "0" {
+				t.Errorf("%s: %v in palisade key list, want owned by 0", name, after[name])
+			}
+		}
+	}
+	if len(created) != 3 || len(after) != len(before)+len(created) {
+		t.Fatalf("%d keys before, %d after, %d created: a refused template created a key\n%s", len(before), len(after), len(created), out)
+	}
+}
