@@ -230,7 +230,7 @@ func TestLibpalisade(t *testing.T) {
 		t.Run(prog, func(t *testing.T) {
 			cmd := exec.Command(filepath.Join(build, prog))
 			cmd.Env = append(os.Environ(), "PALISADE_SOCKET="+d.socket, "T_HANDLE="+info.Handle,
-				"T_KEY=web", "T_PIN_KEY=pinned", "T_FAKE_DIR="+t.TempDir())
+				"T_KEY=web", "T_PIN_KEY=pinned", "T_CREATE_KEY=c-"+prog, "T_FAKE_DIR="+t.TempDir())
 			var stderr bytes.Buffer
 			cmd.Stderr = &stderr
 			stdin, err := cmd.StdinPipe()
@@ -244,7 +244,7 @@ func TestLibpalisade(t *testing.T) {
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			var sigs []string
+			var sigs, created []string
 			sc := bufio.NewScanner(stdout)
 			sc.Buffer(nil, 1<<20)
 			for sc.Scan() {
@@ -260,6 +260,8 @@ func TestLibpalisade(t *testing.T) {
 				default:
 					if strings.HasPrefix(line, "SIG ") {
 						sigs = append(sigs, line)
+					} else if strings.HasPrefix(line, "CREATED ") {
+						created = append(created, line)
 					} else {
 						t.Logf("test program: %s", line)
 					}
@@ -272,11 +274,41 @@ func TestLibpalisade(t *testing.T) {
 			if err != nil {
 				t.Fatalf("%s: %v", prog, err)
 			}
-			if len(sigs) != 2 {
-				t.Fatalf("%d signatures reported, want 2 (ECDSA, Ed25519)", len(sigs))
+			if len(sigs) != 3 {
+				t.Fatalf("%d signatures reported, want 3 (ECDSA, Ed25519, the created key's ECDSA)", len(sigs))
 			}
 			for _, s := range sigs {
 				verifyReported(t, s)
+			}
+			// The keys palisade_key_create made are the caller's (uid 0), with the public key
+			// it reported, as the gRPC API sees them; key_create is audited.
+			if len(created) != 1 {
+				t.Fatalf("%d keys reported created, want 1", len(created))
+			}
+			f := strings.Fields(created[0])
+			if len(f) != 3 || f[1] != "c-"+prog {
+				t.Fatalf("bad line %q", created[0])
+			}
+			for _, name := range []string{f[1], f[1] + "-ed"} {
+				k, err := d.dial().KeyGet(ctx, name)
+				if err != nil {
+					t.Fatalf("KeyGet %s: %v", name, err)
+				}
+				if k.Owner != 0 || len(k.AllowUIDs) != 0 || k.HasPIN {
+					t.Fatalf("%s: owner %d, shared with %v, PIN %v; want uid 0's own", name, k.Owner, k.AllowUIDs, k.HasPIN)
+				}
+				if name == f[1] && hex.EncodeToString(k.PublicDER) != f[2] {
+					t.Fatalf("%s: public key %x over gRPC, %s from palisade_key_create", name, k.PublicDER, f[2])
+				}
+			}
+			var audited bool
+			for _, ev := range d.auditEvents() {
+				if ev["event"] == "key_create" && ev["key"] == f[1] && ev["uid"] == float64(0) {
+					audited = true
+				}
+			}
+			if !audited {
+				t.Fatalf("no key_create event for %s in the audit log", f[1])
 			}
 		})
 	}
@@ -373,8 +405,12 @@ func TestLibpalisadeFuzzCorpus(t *testing.T) {
 	if out, err := exec.Command("make", "-C", "../../clients/c", "BUILD="+build, "fuzz").CombinedOutput(); err != nil {
 		t.Fatalf("make fuzz (needs libclang-rt-14-dev, scripts/setup.sh): %v\n%s", err, out)
 	}
+	seeds, err := os.ReadDir("../../clients/c/fuzz/corpus")
+	if err != nil {
+		t.Fatal(err)
+	}
 	out, err := exec.Command(filepath.Join(build, "fuzz_response"), "-runs=0", "../../clients/c/fuzz/corpus").CombinedOutput()
-	if err != nil || !bytes.Contains(out, []byte("6 files found")) {
+	if err != nil || !bytes.Contains(out, []byte(fmt.Sprintf(" %d files found", len(seeds)))) {
 		t.Fatalf("fuzz_response over the corpus: %v\n%s", err, out)
 	}
 }

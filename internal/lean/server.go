@@ -413,8 +413,10 @@ func (c *conn) handle(h wire.Header, body []byte, out []byte) ([]byte, error) {
 			break
 		}
 		payload, code, msg, derr = c.keyOp(ctx, h.Op, body, out)
+	case wire.OpKeyCreate:
+		payload, code, msg, derr = c.keyCreate(ctx, body, out)
 	default:
-		code, msg = wire.CodeUnknownOp, fmt.Sprintf("unknown op %#02x (this daemon speaks protocol version %d: ops 0x01-0x05)", uint8(h.Op), wire.Version)
+		code, msg = wire.CodeUnknownOp, fmt.Sprintf("unknown op %#02x (this daemon speaks protocol version %d: ops 0x01-0x06)", uint8(h.Op), wire.Version)
 	}
 	if derr != nil {
 		code, msg = wire.CodeMalformed, derr.Error()

@@ -2,7 +2,7 @@
 /*
  * fuzz_response: libFuzzer target for libpalisade's decoding of the daemon's answers (a
  * hostile or broken daemon). The input's first byte picks the operation (call, sign, key-info,
- * find); the rest is what the "daemon" answers, fed through a socketpair to a handle whose
+ * find, key-create); the rest is what the "daemon" answers, fed through a socketpair to a handle whose
  * connection is the other end. The library must return a code, never read out of bounds or
  * leak (AddressSanitizer, LeakSanitizer).
  *
@@ -47,7 +47,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		abort();
 	s->fd = sv[0];
 	atomic_init(&p.st, s);
-	switch (data[0] & 3) {
+	switch (data[0] % 5) {
 	case 0:
 		palisade_call(&p, "pal-1", "x", 1, &status, out, &out_len);
 		break;
@@ -67,6 +67,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 		break;
 	case 3:
 		palisade_keys_find(&p, "", count_keys, &n);
+		break;
+	case 4:
+		if (palisade_key_create(&p, "k", "ecdsa-p256", &k) == 0) {
+			size_t len;
+
+			if (!palisade_key_public(k, &len) || len == 0)
+				abort();
+			palisade_key_free(k);
+		}
 		break;
 	}
 	s = atomic_load(&p.st);

@@ -64,6 +64,7 @@ enum palisade_error {
 	PALISADE_E_KEY_UNAVAILABLE = 22,  /* the key cannot be used (the message says why) */
 	PALISADE_E_NO_KEYS = 23,          /* this daemon serves no keys */
 	PALISADE_E_NOT_SUPPORTED = 24,    /* the PAL's engine does not support the operation */
+	PALISADE_E_KEY_EXISTS = 25,       /* palisade_key_create: a key of that name exists */
 
 	PALISADE_E_ARG = 100,              /* a bad argument (NULL, a malformed PAL handle, ...) */
 	PALISADE_E_PATH = 101,             /* socket path empty or ≥ 108 bytes */
@@ -124,6 +125,19 @@ int palisade_sign(palisade *p, const char *name, uint16_t scheme, uint16_t hash,
 /* palisade_key_find returns the key called name, if the caller may use it. */
 int palisade_key_find(palisade *p, const char *name, palisade_key **out);
 void palisade_key_free(palisade_key *k);
+
+/*
+ * palisade_key_create creates the key called name, of algorithm alg ("ecdsa-p256", "ed25519",
+ * "rsa-2048" or "rsa-3072"), in the daemon's key-generation PAL, owned by the caller, without
+ * a PIN and not shared (palisade key share/pin change that). The key service's rules apply:
+ * a name of 1 to 128 bytes of [A-Za-z0-9._-] not starting with '.' or '-', and a known
+ * algorithm, else PALISADE_E_INVALID
+ * naming the rule; PALISADE_E_KEY_EXISTS if the name is taken; PALISADE_E_NO_KEYS,
+ * PALISADE_E_UNKNOWN_OP from a daemon older than the operation. On success, if out is not
+ * NULL, *out is the new key (as palisade_key_find returns it; free it with palisade_key_free).
+ * PALISADE_E_IO means the key may exist: look it up before trying again.
+ */
+int palisade_key_create(palisade *p, const char *name, const char *alg, palisade_key **out);
 /* Accessors: pointers stay valid until palisade_key_free. */
 const char *palisade_key_name(const palisade_key *k);
 const char *palisade_key_alg(const palisade_key *k); /* "ecdsa-p256", "ed25519", "rsa-2048", ... */

@@ -49,6 +49,7 @@ enum {
 	OP_SIGN = 0x03,
 	OP_KEY_INFO = 0x04,
 	OP_FIND = 0x05,
+	OP_KEY_CREATE = 0x06,
 	CODE_BUSY = 5,
 	MAX_DAEMON_CODE = 99,
 };
@@ -132,6 +133,7 @@ static const char *const messages[] = {
 	[PALISADE_E_KEY_UNAVAILABLE] = "the key cannot be used",
 	[PALISADE_E_NO_KEYS] = "the daemon serves no keys",
 	[PALISADE_E_NOT_SUPPORTED] = "not supported by the PAL's engine",
+	[PALISADE_E_KEY_EXISTS] = "a key of that name exists",
 	[PALISADE_E_ARG] = "bad argument",
 	[PALISADE_E_PATH] = "socket path empty or too long (108 bytes or more)",
 	[PALISADE_E_CONNECT] = "cannot connect to palisaded",
@@ -765,32 +767,22 @@ API int palisade_sign(palisade *p, const char *name, uint16_t scheme, uint16_t h
 	return r;
 }
 
-API int palisade_key_find(palisade *p, const char *name, palisade_key **out)
+/*
+ * key_of decodes a key-info body (key-info and key-create answer with it) into *out, which
+ * takes ownership of body (freed on failure too).
+ */
+static int key_of(palisade *p, const char *name, size_t nlen, uint8_t *body, size_t body_len,
+		  const char *op, palisade_key **out)
 {
-	struct writer w;
 	struct reader rd;
 	palisade_key *k;
-	uint8_t *body;
-	size_t body_len, nlen, i;
 	uint32_t ncerts;
-	int r;
+	size_t i;
 
-	if (!p || !name || !out)
-		return fail(PALISADE_E_ARG, "palisade_key_find: NULL argument");
-	*out = NULL;
-	if ((r = check_name(name, 0, &nlen)) != 0)
-		return r;
-	if ((r = w_init(&w, 4 + nlen)) != 0)
-		return r;
-	w_bytes(&w, name, nlen);
-	r = round_trip(p, OP_KEY_INFO, w.b, w.len, &body, &body_len);
-	free(w.b);
-	if (r != 0)
-		return r;
 	k = calloc(1, sizeof(*k));
 	if (!k) {
 		free(body);
-		return fail(PALISADE_E_NOMEM, "palisade_key_find");
+		return fail(PALISADE_E_NOMEM, "%s", op);
 	}
 	k->body = body;
 	memcpy(k->name, name, nlen);
@@ -806,9 +798,71 @@ API int palisade_key_find(palisade *p, const char *name, palisade_key **out)
 	k->ncerts = rd.bad ? 0 : ncerts;
 	if (rd_done(&rd) != 0 || k->pub_len == 0) {
 		palisade_key_free(k);
-		return protocol_error(p, "key-info");
+		return protocol_error(p, op);
 	}
 	*out = k;
+	return 0;
+}
+
+API int palisade_key_find(palisade *p, const char *name, palisade_key **out)
+{
+	struct writer w;
+	uint8_t *body;
+	size_t body_len, nlen;
+	int r;
+
+	if (!p || !name || !out)
+		return fail(PALISADE_E_ARG, "palisade_key_find: NULL argument");
+	*out = NULL;
+	if ((r = check_name(name, 0, &nlen)) != 0)
+		return r;
+	if ((r = w_init(&w, 4 + nlen)) != 0)
+		return r;
+	w_bytes(&w, name, nlen);
+	r = round_trip(p, OP_KEY_INFO, w.b, w.len, &body, &body_len);
+	free(w.b);
+	if (r != 0)
+		return r;
+	return key_of(p, name, nlen, body, body_len, "key-info", out);
+}
+
+API int palisade_key_create(palisade *p, const char *name, const char *alg, palisade_key **out)
+{
+	struct writer w;
+	palisade_key *k = NULL;
+	uint8_t *body;
+	size_t body_len, nlen, alen, i;
+	int r;
+
+	if (out)
+		*out = NULL;
+	if (!p || !name || !alg)
+		return fail(PALISADE_E_ARG, "palisade_key_create: NULL argument");
+	if ((r = check_name(name, 0, &nlen)) != 0)
+		return r;
+	/* The daemon judges which algorithms exist (PALISADE_E_INVALID); the library checks only
+	 * what the protocol's field allows. */
+	alen = strnlen(alg, MAX_ALG + 1);
+	if (alen == 0 || alen > MAX_ALG)
+		return fail(PALISADE_E_ARG, "algorithm of %zu bytes (1 to %d)", alen, MAX_ALG);
+	for (i = 0; i < alen; i++)
+		if ((unsigned char)alg[i] < 0x20 || alg[i] == 0x7f)
+			return fail(PALISADE_E_ARG, "algorithm holds control character %#x", (unsigned char)alg[i]);
+	if ((r = w_init(&w, 4 + nlen + 4 + alen)) != 0)
+		return r;
+	w_bytes(&w, name, nlen);
+	w_bytes(&w, alg, alen);
+	r = round_trip(p, OP_KEY_CREATE, w.b, w.len, &body, &body_len);
+	free(w.b);
+	if (r != 0)
+		return r;
+	/* The key exists now: a protocol error below does not undo that. */
+	if ((r = key_of(p, name, nlen, body, body_len, "key-create", &k)) != 0)
+		return r;
+	if (out)
+		*out = k;
+	else
+		palisade_key_free(k);
 	return 0;
 }
 

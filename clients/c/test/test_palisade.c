@@ -9,6 +9,9 @@
  *                    timeout and a 100-byte input limit
  *   T_KEY            an ECDSA P-256 key of uid 0, usable by uid 0 only
  *   T_PIN_KEY        an Ed25519 key of uid 0 with PIN 1234
+ *   T_CREATE_KEY     a name no key has: this program creates it (ECDSA P-256) and NAME-ed
+ *                    (Ed25519), and prints "CREATED name pub" (hex) for the driver to compare
+ *                    with what the gRPC API says of the key
  *   T_FAKE_DIR       a directory for this program's fake daemon (faults a real one never makes)
  *
  * It talks to the driver over stdout/stdin: it prints RESTART, STOP or START and waits for a
@@ -51,7 +54,7 @@ static pthread_mutex_t report_mu = PTHREAD_MUTEX_INITIALIZER;
 		      palisade_strerror(r_), (want), palisade_strerror(want));           \
 	} while (0)
 
-static const char *handle, *key, *pin_key;
+static const char *handle, *key, *pin_key, *create_key;
 
 static const char *env(const char *name)
 {
@@ -232,6 +235,63 @@ static int stop_at_first(const char *name, const char *alg, void *arg)
 	(void)alg;
 	(void)arg;
 	return 42;
+}
+
+/* test_create: palisade_key_create makes a key the caller owns and can sign with at once;
+ * the daemon's refusals come back as their codes. */
+static void test_create(palisade *p)
+{
+	palisade_key *k = NULL, *again = NULL;
+	uint8_t sig[PALISADE_MAX_SIGNATURE];
+	size_t sig_len = sizeof(sig), n = 0;
+	const uint8_t *pub;
+	char ed[160];
+
+	EXPECT(palisade_key_create(p, create_key, "ecdsa-p256", &k), 0);
+	if (!k)
+		return;
+	CHECK(strcmp(palisade_key_name(k), create_key) == 0, "name %s", palisade_key_name(k));
+	CHECK(strcmp(palisade_key_alg(k), "ecdsa-p256") == 0, "alg %s", palisade_key_alg(k));
+	CHECK(!palisade_key_has_pin(k) && palisade_key_cert_count(k) == 0, "a PIN or certificates");
+	pub = palisade_key_public(k, &n);
+	CHECK(pub && n > 60, "public key of %zu bytes", n);
+	pthread_mutex_lock(&report_mu);
+	printf("CREATED %s ", create_key);
+	hex(pub, n);
+	printf("\n");
+	fflush(stdout);
+	pthread_mutex_unlock(&report_mu);
+	/* The answer is the key's key-info: the same public key as a lookup. */
+	EXPECT(palisade_key_find(p, create_key, &again), 0);
+	if (again) {
+		size_t m = 0;
+		const uint8_t *pub2 = palisade_key_public(again, &m);
+
+		CHECK(m == n && memcmp(pub, pub2, n) == 0, "key-info's public key differs from key-create's");
+		palisade_key_free(again);
+	}
+	EXPECT(palisade_sign(p, create_key, PALISADE_SCHEME_ECDSA, PALISADE_HASH_SHA256, digest,
+			     sizeof(digest), NULL, 0, sig, &sig_len),
+	       0);
+	report_sig(PALISADE_SCHEME_ECDSA, k, digest, sizeof(digest), sig, sig_len);
+	palisade_key_free(k);
+
+	snprintf(ed, sizeof(ed), "%s-ed", create_key);
+	EXPECT(palisade_key_create(p, ed, "ed25519", NULL), 0);
+	EXPECT(palisade_key_create(p, create_key, "ed25519", &k), -PALISADE_E_KEY_EXISTS);
+	CHECK(k == NULL, "*out set on failure");
+	CHECK(strstr(palisade_last_message(), create_key) != NULL, "message %s", palisade_last_message());
+	EXPECT(palisade_key_create(p, "c-new", "dsa-1024", &k), -PALISADE_E_INVALID);
+	EXPECT(palisade_key_create(p, ".hidden", "ed25519", &k), -PALISADE_E_INVALID);
+	EXPECT(palisade_key_create(p, "a/b", "ed25519", &k), -PALISADE_E_INVALID);
+	EXPECT(palisade_key_create(p, "", "ed25519", &k), -PALISADE_E_ARG);
+	EXPECT(palisade_key_create(p, "bad\nname", "ed25519", &k), -PALISADE_E_ARG);
+	EXPECT(palisade_key_create(p, "c-new", "", &k), -PALISADE_E_ARG);
+	EXPECT(palisade_key_create(p, "c-new", "ecdsa-p256-but-longer-than-32-bytes", &k), -PALISADE_E_ARG);
+	EXPECT(palisade_key_create(p, "c-new", "ed\t", &k), -PALISADE_E_ARG);
+	EXPECT(palisade_key_create(p, NULL, "ed25519", &k), -PALISADE_E_ARG);
+	EXPECT(palisade_key_create(NULL, "c-new", "ed25519", &k), -PALISADE_E_ARG);
+	EXPECT(palisade_key_find(p, "c-new", &k), -PALISADE_E_KEY_NOT_FOUND);
 }
 
 static void test_keys(palisade *p)
@@ -683,6 +743,7 @@ int main(void)
 	handle = env("T_HANDLE");
 	key = env("T_KEY");
 	pin_key = env("T_PIN_KEY");
+	create_key = env("T_CREATE_KEY");
 	env("PALISADE_SOCKET");
 
 	test_open();
@@ -692,6 +753,7 @@ int main(void)
 	}
 	test_call(p);
 	test_keys(p);
+	test_create(p);
 	test_threads(p);
 	test_fork(p);
 	test_restart(p);

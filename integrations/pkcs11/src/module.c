@@ -421,8 +421,13 @@ static const struct mech *mech_find(CK_MECHANISM_TYPE t)
 	return NULL;
 }
 
+static const struct gen_mech *gen_mech_find(CK_MECHANISM_TYPE t);
+#define NGEN 3 /* gen_mechs of keygen.inc: the key-pair generation mechanisms */
+
 CK_RV C_GetMechanismList(CK_SLOT_ID slot, CK_MECHANISM_TYPE_PTR list, CK_ULONG_PTR count)
 {
+	static const CK_MECHANISM_TYPE gen[NGEN] = {CKM_RSA_PKCS_KEY_PAIR_GEN, CKM_EC_KEY_PAIR_GEN,
+						    CKM_EC_EDWARDS_KEY_PAIR_GEN};
 	size_t i;
 
 	if (!live())
@@ -431,16 +436,21 @@ CK_RV C_GetMechanismList(CK_SLOT_ID slot, CK_MECHANISM_TYPE_PTR list, CK_ULONG_P
 		return CKR_SLOT_ID_INVALID;
 	if (!count)
 		return CKR_ARGUMENTS_BAD;
-	if (list && *count < NMECHS) {
-		*count = NMECHS;
+	if (list && *count < NMECHS + NGEN) {
+		*count = NMECHS + NGEN;
 		return CKR_BUFFER_TOO_SMALL;
 	}
-	if (list)
+	if (list) {
 		for (i = 0; i < NMECHS; i++)
 			list[i] = mechs[i].type;
-	*count = NMECHS;
+		for (i = 0; i < NGEN; i++)
+			list[NMECHS + i] = gen[i];
+	}
+	*count = NMECHS + NGEN;
 	return CKR_OK;
 }
+
+static CK_RV gen_mech_info(CK_MECHANISM_TYPE type, CK_MECHANISM_INFO_PTR info);
 
 CK_RV C_GetMechanismInfo(CK_SLOT_ID slot, CK_MECHANISM_TYPE type, CK_MECHANISM_INFO_PTR info)
 {
@@ -454,7 +464,7 @@ CK_RV C_GetMechanismInfo(CK_SLOT_ID slot, CK_MECHANISM_TYPE type, CK_MECHANISM_I
 		return CKR_ARGUMENTS_BAD;
 	m = mech_find(type);
 	if (!m)
-		return CKR_MECHANISM_INVALID;
+		return gen_mech_info(type, info);
 	info->flags = CKF_HW | CKF_SIGN;
 	switch (m->kind) {
 	case KIND_RSA:
@@ -1488,6 +1498,7 @@ CK_RV C_CancelFunction(CK_SESSION_HANDLE sh)
 		return live() ? CKR_FUNCTION_NOT_SUPPORTED : CKR_CRYPTOKI_NOT_INITIALIZED; \
 	}
 #include "stubs.inc"
+#include "keygen.inc"
 
 CK_RV C_GetFunctionList(CK_FUNCTION_LIST_PTR_PTR list);
 

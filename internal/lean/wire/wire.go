@@ -42,6 +42,9 @@ const (
 	OpSign    Op = 0x03 // sign with a named key
 	OpKeyInfo Op = 0x04 // a key's algorithm, public part and certificates
 	OpFind    Op = 0x05 // names of the keys the caller may use, by name prefix
+	// OpKeyCreate creates a named key owned by the caller (added within version 1: an older
+	// daemon answers it CodeUnknownOp).
+	OpKeyCreate Op = 0x06
 
 	RespBit Op = 0x80
 )
@@ -58,6 +61,8 @@ func (o Op) String() string {
 		return "key-info"
 	case OpFind:
 		return "find"
+	case OpKeyCreate:
+		return "key-create"
 	}
 	return fmt.Sprintf("op-%#02x", uint8(o))
 }
@@ -92,14 +97,15 @@ const (
 	CodeKeyUnavailable Code = 22 // the key cannot be used (message says why)
 	CodeNoKeys         Code = 23 // this daemon serves no keys
 	CodeNotSupported   Code = 24 // the PAL's engine does not support the operation
-	numCodes                = 25
+	CodeKeyExists      Code = 25 // key-create: a key of that name exists
+	numCodes                = 26
 )
 
 var codeNames = [numCodes]string{
 	"OK", "MALFORMED", "VERSION", "UNKNOWN_OP", "TOO_LARGE", "BUSY", "PERMISSION", "NOT_FOUND",
 	"TIMEOUT", "TRAP", "OUT_OF_MEMORY", "INPUT_TOO_LARGE", "OUTPUT_TOO_LARGE", "UNAVAILABLE",
 	"CANCELED", "INVALID", "INTERNAL", "KEY_NOT_FOUND", "PIN_REQUIRED", "PIN_INCORRECT", "LOCKED",
-	"REFUSED", "KEY_UNAVAILABLE", "NO_KEYS", "NOT_SUPPORTED",
+	"REFUSED", "KEY_UNAVAILABLE", "NO_KEYS", "NOT_SUPPORTED", "KEY_EXISTS",
 }
 
 func (c Code) String() string {

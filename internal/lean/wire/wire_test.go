@@ -64,6 +64,17 @@ func TestDecodeRefuses(t *testing.T) {
 		{"key info: too many certs", decodeKeyInfo, cat(name("ed25519"), le32(0), le32(0), le32(MaxCerts+1)), "17 certificates (max 16)"},
 		{"find resp: too many keys", decodeFind, le32(MaxFound + 1), "4097 keys (max 4096)"},
 		{"find resp: count beyond body", decodeFind, cat(le32(2), name("a"), name("b")), "key name length needs 4 bytes, 0 left"},
+		{"create: empty", decodeCreate, nil, "key name length needs 4 bytes, 0 left"},
+		{"create: no algorithm", decodeCreate, name("k"), "algorithm length needs 4 bytes, 0 left"},
+		{"create: empty name", decodeCreate, cat(name(""), name("ed25519")), "empty key name"},
+		{"create: empty algorithm", decodeCreate, cat(name("k"), name("")), "empty algorithm"},
+		{"create: name too long", decodeCreate, cat(name(strings.Repeat("k", MaxName+1)), name("ed25519")), "key name of 257 bytes (max 256)"},
+		{"create: algorithm too long", decodeCreate, cat(name("k"), name(strings.Repeat("a", MaxAlg+1))), "algorithm of 33 bytes (max 32)"},
+		{"create: 4 GiB algorithm", decodeCreate, cat(name("k"), le32(0xffffffff)), "algorithm of 4294967295 bytes"},
+		{"create: algorithm beyond body", decodeCreate, cat(name("k"), le32(7), []byte("ed2")), "algorithm needs 7 bytes, 3 left"},
+		{"create: newline in name", decodeCreate, cat(name("a\nb"), name("ed25519")), "control character 0x0a"},
+		{"create: DEL in algorithm", decodeCreate, cat(name("k"), name("ed\x7f")), "control character 0x7f"},
+		{"create: trailing", decodeCreate, cat(name("k"), name("ed25519"), []byte{0}), "1 bytes after the last field"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			err := tc.decode(tc.b)
@@ -79,6 +90,7 @@ func decodeSign(b []byte) error    { _, err := DecodeSignRequest(b); return err 
 func decodeName(b []byte) error    { _, err := DecodeNameRequest(b); return err }
 func decodeKeyInfo(b []byte) error { _, err := DecodeKeyInfoResponse(b); return err }
 func decodeFind(b []byte) error    { _, err := DecodeFindResponse(b); return err }
+func decodeCreate(b []byte) error  { _, err := DecodeKeyCreateRequest(b); return err }
 
 type appender interface{ Append([]byte) []byte }
 
@@ -94,6 +106,7 @@ var decoders = []func([]byte) (appender, error){
 	func(b []byte) (appender, error) { return DecodeKeyInfoResponse(b) },
 	func(b []byte) (appender, error) { return DecodeFindResponse(b) },
 	func(b []byte) (appender, error) { return DecodeErrorResponse(b) },
+	func(b []byte) (appender, error) { return DecodeKeyCreateRequest(b) },
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -107,6 +120,7 @@ func TestRoundTrip(t *testing.T) {
 		KeyInfoResponse{Alg: "ecdsa-p256", Flags: KeyHasPIN, PublicDER: []byte{1, 2}, CertChain: [][]byte{{3}, {4, 5}}},
 		FindResponse{Keys: []FoundKey{{"a", "ed25519"}, {"b", "rsa-2048"}}},
 		ErrorResponse{Message: "no such PAL"},
+		KeyCreateRequest{Name: "web", Alg: "rsa-3072"},
 	} {
 		b := m.Append(nil)
 		got, err := decoders[i](b)
@@ -125,6 +139,7 @@ func FuzzDecode(f *testing.F) {
 	f.Add(append([]byte{6}, KeyInfoResponse{Alg: "ed25519", PublicDER: []byte{1}, CertChain: [][]byte{{2}}}.Append(nil)...))
 	f.Add(append([]byte{7}, FindResponse{Keys: []FoundKey{{"a", "b"}}}.Append(nil)...))
 	f.Add([]byte{1, 2, 0, 0, 1, 0, 0, 0, 12, 0, 0, 0})
+	f.Add(append([]byte{9}, KeyCreateRequest{Name: "web", Alg: "ecdsa-p256"}.Append(nil)...))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		if len(b) == 0 {
 			return
