@@ -278,8 +278,13 @@ func TestSSHDLoginCost(t *testing.T) {
 	if err != nil {
 		t.Fatalf("getent shadow %s: %v", name, err)
 	}
-	// The hash's method and parameters ("$y$j9T$": yescrypt; "$6$": SHA-512 crypt), not its salt.
-	hashPrefix := strings.Join(strings.SplitN(strings.Split(string(shadow), ":")[1], "$", 4)[:3], "$") + "$"
+	// The hash's method and parameters ("$y$j9T$": yescrypt; "$6$": SHA-512 crypt), not its
+	// salt: "$id$salt$hash" or "$id$params$salt$hash".
+	f := strings.Split(strings.Split(string(shadow), ":")[1], "$")
+	hashPrefix := "$" + f[1] + "$"
+	if len(f) >= 5 {
+		hashPrefix += f[2] + "$"
+	}
 	e := ossh.NewEnv(t)
 	s := newPAMSetup(t, e, "sshd")
 	s.passwd(t, name, pw)
