@@ -257,7 +257,12 @@ func demoSSH(ctx context.Context, args []string) error {
 	if err := p.Enrol(ctx, *user, password, pam.Params{}, uint32(*maxFail)); err != nil {
 		return err
 	}
-	step("enrolled %q in pam_palisade's checking PAL %s (%v): the server holds only a %d-byte database sealed to the PAL, in %s", *user, p.Handle(), time.Since(t0).Round(time.Millisecond), len(p.SealedDB()), *stateDir)
+	el := time.Since(t0)
+	db, err := p.SealedDB()
+	if err != nil {
+		return err
+	}
+	step("enrolled %q in pam_palisade's checking PAL %s (%v): the server holds only a %d-byte database sealed to the PAL, in %s", *user, p.Handle(), el.Round(time.Millisecond), len(db), *stateDir)
 
 	var hk ssh.Signer
 	switch *hostKey {

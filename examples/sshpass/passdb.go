@@ -18,15 +18,16 @@ var ErrLocked = errors.New("sshpass: too many failed attempts: the user is locke
 // PassDB is a Checker backed by pam_palisade's checking PAL (integrations/pam/pal/checker.c,
 // the request format pam_palisade.so sends) and its state directory: the same handle and
 // sealed database files that `palisade passwd` writes and pam_palisade.so reads, so the demo
-// server and sshd with pam_palisade can share one database.
+// server and sshd with pam_palisade can share one database. Like pam_palisade.so, it reads
+// the database file at every request, so changes made by `palisade passwd` (a new user, an
+// unlock) apply at once; the PAL's handle is read once, when opened.
 type PassDB struct {
 	st pam.State
 	k  pam.Checker
 	// registered is whether OpenPassDB registered the PAL (Close unregisters only then).
 	registered bool
 
-	mu sync.Mutex // serialises database updates: two checks must not race to store
-	db []byte     // sealed to the checking PAL; opaque to this process
+	mu sync.Mutex // serialises this process's read-modify-write of the database file
 }
 
 // OpenPassDB opens the state directory dir as `palisade passwd` does: it reuses the checking
@@ -42,39 +43,28 @@ func OpenPassDB(ctx context.Context, c *client.Client, dir string, image []byte,
 	if err != nil {
 		return nil, err
 	}
-	db, err := st.DB()
-	if err != nil {
-		return nil, err
-	}
-	return &PassDB{st: st, k: k, registered: k.Handle != old, db: db}, nil
+	return &PassDB{st: st, k: k, registered: k.Handle != old}, nil
 }
 
 // Handle is the checking PAL's handle.
 func (p *PassDB) Handle() string { return p.k.Handle }
 
 // SealedDB returns the sealed database (nil before the first Enrol).
-func (p *PassDB) SealedDB() []byte {
+func (p *PassDB) SealedDB() ([]byte, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	return append([]byte(nil), p.db...)
+	return p.st.DB()
 }
 
-// SetSealedDB installs a database sealed earlier (in memory only: the state file is
-// rewritten at the next change).
-func (p *PassDB) SetSealedDB(db []byte) {
+// SetSealedDB installs a database sealed earlier (say, a copy of another state's).
+func (p *PassDB) SetSealedDB(db []byte) error {
 	p.mu.Lock()
-	p.db = append([]byte(nil), db...)
-	p.mu.Unlock()
+	defer p.mu.Unlock()
+	return p.store(db)
 }
 
-// store installs and writes a new sealed database; p.mu is held.
-func (p *PassDB) store(db []byte) error {
-	if err := p.st.Write("passwd.db", db); err != nil {
-		return err
-	}
-	p.db = db
-	return nil
-}
+// store writes a new sealed database; p.mu is held.
+func (p *PassDB) store(db []byte) error { return p.st.Write("passwd.db", db) }
 
 // Enrol adds or replaces user's password, as `palisade passwd USER` does. A zero params keeps
 // the database's (a new database: pam.DefaultParams); maxFailures 0 keeps its threshold (a
@@ -82,8 +72,11 @@ func (p *PassDB) store(db []byte) error {
 func (p *PassDB) Enrol(ctx context.Context, user string, password []byte, params pam.Params, maxFailures uint32) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	db, err := p.k.Enrol(ctx, p.db, user, password, params, maxFailures)
+	db, err := p.st.DB()
 	if err != nil {
+		return err
+	}
+	if db, err = p.k.Enrol(ctx, db, user, password, params, maxFailures); err != nil {
 		return fmt.Errorf("sshpass: enrol %q: %w", user, err)
 	}
 	return p.store(db)
@@ -93,8 +86,11 @@ func (p *PassDB) Enrol(ctx context.Context, user string, password []byte, params
 func (p *PassDB) Unlock(ctx context.Context, user string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	db, err := p.k.Unlock(ctx, p.db, user)
+	db, err := p.st.DB()
 	if err != nil {
+		return err
+	}
+	if db, err = p.k.Unlock(ctx, db, user); err != nil {
 		return fmt.Errorf("sshpass: unlock %q: %w", user, err)
 	}
 	return p.store(db)
@@ -106,10 +102,14 @@ func (p *PassDB) Unlock(ctx context.Context, user string) error {
 func (p *PassDB) Check(ctx context.Context, user string, password []byte) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.db == nil {
+	db, err := p.st.DB()
+	if err != nil {
+		return err
+	}
+	if db == nil {
 		return ErrWrongPassword // no user enrolled yet
 	}
-	newDB, err := p.k.Check(ctx, p.db, user, password)
+	newDB, err := p.k.Check(ctx, db, user, password)
 	switch {
 	case errors.Is(err, pam.ErrWrong):
 		return ErrWrongPassword

@@ -192,25 +192,34 @@ func TestOpenSSHClient(t *testing.T) {
 // clear, a tampered blob is refused, and another PAL cannot unseal it.
 func TestSealedDatabase(t *testing.T) {
 	p := newChecker(t, map[string]string{"alice": "correct horse"})
-	db := p.SealedDB()
+	db, err := p.SealedDB()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if strings.Contains(string(db), "alice") {
 		t.Fatal("the sealed database contains a user name in the clear")
 	}
 	ctx := context.Background()
+	set := func(p *sshpass.PassDB, db []byte) {
+		t.Helper()
+		if err := p.SetSealedDB(db); err != nil {
+			t.Fatal(err)
+		}
+	}
 	bad := append([]byte(nil), db...)
 	bad[len(bad)/2] ^= 1
-	p.SetSealedDB(bad)
+	set(p, bad)
 	if err := p.Check(ctx, "alice", []byte("correct horse")); err == nil || errors.Is(err, sshpass.ErrWrongPassword) {
 		t.Fatalf("tampered database: %v, want an unseal error", err)
 	}
-	p.SetSealedDB(db)
+	set(p, db)
 	if err := p.Check(ctx, "alice", []byte("correct horse")); err != nil {
 		t.Fatal(err)
 	}
 	// A second registration of the same image (same measurement) can use it, as after a
 	// daemon restart.
 	q := newChecker(t, nil)
-	q.SetSealedDB(db)
+	set(q, db)
 	if err := q.Check(ctx, "alice", []byte("correct horse")); err != nil {
 		t.Fatal(err)
 	}

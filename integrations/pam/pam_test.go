@@ -1,8 +1,10 @@
 package pam_test
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -16,6 +18,8 @@ import (
 
 	"golang.org/x/crypto/argon2"
 
+	"github.com/palisade-project/palisade/client"
+	"github.com/palisade-project/palisade/examples/sshpass"
 	"github.com/palisade-project/palisade/integrations/internal/ossh"
 	"github.com/palisade-project/palisade/integrations/pam"
 )
@@ -215,6 +219,59 @@ PermitRootLogin yes
 	s.passwd(t, "root", "", "--unlock")
 	if out, code := login("root's palisade password"); code != 0 || out != "in\n" {
 		t.Fatalf("ssh after --unlock: exit %d %q", code, out)
+	}
+}
+
+// TestDemoSharesPasswdState: the demo server's checker (examples/sshpass.PassDB) and
+// pam_palisade.so use one state directory written by `palisade passwd`: the demo checks the
+// password passwd enrolled, its failures lock the user for pam_palisade too (one µTPM counter),
+// and passwd's --unlock applies to the demo at once.
+func TestDemoSharesPasswdState(t *testing.T) {
+	ossh.NeedTools(t, "pamtester")
+	if _, err := os.Stat(pamWrapper); err != nil {
+		t.Skip("libpam-wrapper not installed (scripts/setup.sh)")
+	}
+	e := ossh.NewEnv(t)
+	s := newPAMSetup(t, e, "palisade-test")
+	s.passwd(t, "alice", "correct horse", "--max-failures", "2")
+	ctx := context.Background()
+	c, err := client.Dial(ctx, e.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	demo, err := sshpass.OpenPassDB(ctx, c, s.state, nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer demo.Close(ctx)
+	for _, step := range []struct {
+		what string
+		do   func() error
+		want error
+	}{
+		{"demo, right password", func() error { return demo.Check(ctx, "alice", []byte("correct horse")) }, nil},
+		{"demo, wrong password", func() error { return demo.Check(ctx, "alice", []byte("guess 1")) }, sshpass.ErrWrongPassword},
+		{"demo, wrong password again", func() error { return demo.Check(ctx, "alice", []byte("guess 2")) }, sshpass.ErrWrongPassword},
+		{"demo, right password, locked", func() error { return demo.Check(ctx, "alice", []byte("correct horse")) }, sshpass.ErrLocked},
+		{"pam_palisade, right password, locked by the demo's failures", func() error {
+			if s.pamtester(t, "alice", "correct horse") {
+				return nil
+			}
+			return sshpass.ErrLocked
+		}, sshpass.ErrLocked},
+		{"palisade passwd --unlock", func() error { s.passwd(t, "alice", "", "--unlock"); return nil }, nil},
+		{"demo, right password, unlocked", func() error { return demo.Check(ctx, "alice", []byte("correct horse")) }, nil},
+		{"pam_palisade, right password", func() error {
+			if s.pamtester(t, "alice", "correct horse") {
+				return nil
+			}
+			return sshpass.ErrWrongPassword
+		}, nil},
+	} {
+		if err := step.do(); !errors.Is(err, step.want) || (err == nil) != (step.want == nil) {
+			t.Fatalf("%s: %v, want %v", step.what, err, step.want)
+		}
 	}
 }
 
