@@ -246,8 +246,9 @@ func demoSSH(ctx context.Context, args []string) error {
 		return err
 	}
 	defer done()
-	// The checking PAL is pam_palisade's (integrations/pam/pal/checker.wasm, embedded), opened
-	// and enrolled through the same state directory and requests as `palisade passwd`.
+	// The checking PAL is pam_palisade's shipped build (integrations/pam: wasm, or kvm where the
+	// daemon offers it and the state is new), opened and enrolled through the same state
+	// directory and requests as `palisade passwd`; --pal-dir is not read for it.
 	p, err := sshpass.OpenPassDB(ctx, c, *stateDir, nil, "")
 	if err != nil {
 		return err
