@@ -30,6 +30,7 @@ import (
 	"github.com/palisade-project/palisade/client"
 	"github.com/palisade-project/palisade/examples/sshpass"
 	"github.com/palisade-project/palisade/examples/tlskey"
+	"github.com/palisade-project/palisade/integrations/pam"
 	"github.com/palisade-project/palisade/internal/e2e/apps"
 	"github.com/palisade-project/palisade/pal"
 )
@@ -212,15 +213,21 @@ func fetchGo(ctx context.Context, addr string, leaf *x509.Certificate, v string)
 }
 
 func demoSSH(ctx context.Context, args []string) error {
-	var user, passwordFile, hostKey *string
+	var user, passwordFile, hostKey, stateDir *string
+	var maxFail *uint
 	f, err := addAppFlags("ssh", args, func(fs *flag.FlagSet) {
 		user = fs.String("user", "alice", "user to enrol")
 		passwordFile = fs.String("password-file", "", "file holding their password ('-': standard input, prompted with echo off on a terminal; default: the demo's own password, "+demoPassword+")")
 		refuseSecretFlag(fs, "password", "--password-file FILE, or - for standard input")
 		hostKey = fs.String("host-key", "memory", "memory (an ed25519 key in the server) or pal (an ECDSA P-256 key held by the HTTPS example's PALs)")
+		stateDir = fs.String("dir", "", "pam_palisade state directory to use, as `palisade passwd --dir` (default: a temporary one, removed at the end)")
+		maxFail = fs.Uint("max-failures", 3, "failed checks that lock the user (a new database's threshold)")
 	})
 	if err != nil {
 		return err
+	}
+	if *maxFail < 1 || *maxFail > 20 {
+		return usageErrorf("--max-failures %d: want 1..20 (the demo then tries one more wrong password)", *maxFail)
 	}
 	password := []byte(demoPassword)
 	if *passwordFile != "" {
@@ -228,25 +235,35 @@ func demoSSH(ctx context.Context, args []string) error {
 			return fmt.Errorf("--password-file: %w", err)
 		}
 	}
-	img, err := loadPAL(ctx, *f.palDir, "checker.wasm", "examples/sshpass/checker")
-	if err != nil {
-		return err
+	if *stateDir == "" {
+		if *stateDir, err = os.MkdirTemp("", "palisade-demo-ssh-"); err != nil {
+			return err
+		}
+		defer os.RemoveAll(*stateDir)
 	}
 	c, done, err := connect(ctx, *f.socket)
 	if err != nil {
 		return err
 	}
 	defer done()
-	p, err := sshpass.NewPAL(ctx, c, img, "")
+	// The checking PAL is pam_palisade's shipped build (integrations/pam: wasm, or kvm where the
+	// daemon offers it and the state is new), opened and enrolled through the same state
+	// directory and requests as `palisade passwd`; --pal-dir is not read for it.
+	p, err := sshpass.OpenPassDB(ctx, c, *stateDir, nil, "")
 	if err != nil {
 		return err
 	}
 	defer p.Close(context.Background())
 	t0 := time.Now()
-	if err := p.Enrol(ctx, *user, password); err != nil {
+	if err := p.Enrol(ctx, *user, password, pam.Params{}, uint32(*maxFail)); err != nil {
 		return err
 	}
-	step("enrolled %q in the checking PAL (%v): the server holds only a %d-byte blob sealed to the PAL", *user, time.Since(t0).Round(time.Millisecond), len(p.SealedDB()))
+	el := time.Since(t0)
+	db, err := p.SealedDB()
+	if err != nil {
+		return err
+	}
+	step("enrolled %q in pam_palisade's checking PAL %s (%v): the server holds only a %d-byte database sealed to the PAL, in %s", *user, p.Handle(), el.Round(time.Millisecond), len(db), *stateDir)
 
 	var hk ssh.Signer
 	switch *hostKey {
@@ -305,7 +322,8 @@ func demoSSH(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	for i := 1; i <= 4; i++ {
+	// maxFail failures lock the user; the attempt after them is refused without a check.
+	for i := 1; i <= int(*maxFail)+1; i++ {
 		_, err = login("wrong password", "whoami")
 		step("attempt %d with a wrong password → %v", i, errText(err))
 		if err == nil {

@@ -22,6 +22,7 @@ func TestDemoApps(t *testing.T) {
 		{[]string{"demo", "tls", "--variant", "sealed"}, []string{"this TLS handshake was signed inside a PAL", "demo complete"}},
 		{[]string{"demo", "ssh", "--host-key", "pal"}, []string{"host key: ECDSA P-256 µTPM key object", "ecdsa-sha2-nistp256", `→ "alice\n", ok`}},
 		{[]string{"demo", "ssh", "--password-file", pwFile, "--user", "bob"}, []string{`→ "bob\n", ok`, "right password during the lockout → refused"}},
+		{[]string{"demo", "ssh", "--max-failures", "2"}, []string{"attempt 3 with a wrong password", "right password during the lockout → refused", "demo complete"}},
 		{[]string{"demo", "ssh"}, []string{`→ "alice\n", ok`, "attempt 4 with a wrong password → refused", "right password during the lockout → refused", "too many failed attempts", "demo complete"}},
 	} {
 		code, out, errOut := capture(t, tt.args...)
@@ -36,5 +37,8 @@ func TestDemoApps(t *testing.T) {
 	}
 	if code, _, _ := capture(t, "demo", "tls", "--variant", "nope"); code != 2 {
 		t.Errorf("bad --variant: status %d, want 2", code)
+	}
+	if code, _, _ := capture(t, "demo", "ssh", "--max-failures", "0"); code != 2 {
+		t.Errorf("--max-failures 0: status %d, want 2", code)
 	}
 }

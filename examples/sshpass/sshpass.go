@@ -1,8 +1,10 @@
 // Package sshpass is the paper's SSH application (TrustVisor §6.2): an SSH server whose
-// password check runs in a PAL (checker/). The password database — per user a salt and an
-// Argon2id verifier — is sealed to the checking PAL; the server stores only the sealed blob and
-// never sees a verifier, so a compromised server cannot run an offline dictionary attack, and
-// online guessing goes through the PAL's rate limit.
+// password check runs in a PAL. The checking PAL is pam_palisade's (integrations/pam/pal,
+// C, Argon2id), driven through PassDB with the requests pam_palisade.so sends and the state
+// directory `palisade passwd` writes. The password database — per user the Argon2id
+// parameters, a salt, a verifier and a failure baseline — is sealed to the checking PAL; the
+// server stores only the sealed blob and never sees a verifier, so a compromised server cannot
+// run an offline dictionary attack, and online guessing goes through the PAL's lockout.
 //
 // The server runs no shell and no commands: a session answers "whoami" and "echo ..." itself
 // and refuses everything else (exit status 127), so the example cannot hand out a real shell.
@@ -24,120 +26,22 @@ import (
 	"time"
 
 	"golang.org/x/crypto/ssh"
-
-	"github.com/palisade-project/palisade/client"
-)
-
-// Status codes of the checking PAL (checker/main.go).
-const (
-	StatusWrong       = 4
-	StatusRateLimited = 5
 )
 
 var (
 	// ErrWrongPassword means the user is unknown or the password is wrong (deliberately not
 	// told apart).
 	ErrWrongPassword = errors.New("sshpass: wrong password")
-	// ErrRateLimited means the PAL refused to check: too many recent failures for the user.
+	// ErrRateLimited means the Go checking PAL (PAL, gopal.go) refused to check: too many
+	// recent failures for the user. PassDB returns ErrLocked instead.
 	ErrRateLimited = errors.New("sshpass: too many failed attempts, try later")
 )
 
-// Checker checks passwords. Check returns nil, ErrWrongPassword, ErrRateLimited (wrapped) or
-// another error.
+// Checker checks passwords. Check returns nil, ErrWrongPassword, ErrLocked (PassDB),
+// ErrRateLimited (wrapped; PAL) or another error.
 type Checker interface {
 	Check(ctx context.Context, user string, password []byte) error
 }
-
-// PAL is a Checker backed by the checking PAL through palisaded.
-type PAL struct {
-	c      *client.Client
-	handle string
-	mu     sync.RWMutex
-	db     []byte // sealed to the checking PAL; opaque to this process
-}
-
-// NewPAL registers the checking PAL image and returns a Checker with an empty database.
-func NewPAL(ctx context.Context, c *client.Client, image []byte, engine string) (*PAL, error) {
-	info, err := c.Register(ctx, image, client.RegisterOptions{Name: "sshpass-checker", Engine: engine})
-	if err != nil {
-		return nil, fmt.Errorf("register checking PAL: %w", err)
-	}
-	return &PAL{c: c, handle: info.Handle}, nil
-}
-
-// Handle is the checking PAL's handle.
-func (p *PAL) Handle() string { return p.handle }
-
-// SealedDB returns the sealed database, which the server may keep on disk.
-func (p *PAL) SealedDB() []byte {
-	p.mu.RLock()
-	defer p.mu.RUnlock()
-	return append([]byte(nil), p.db...)
-}
-
-// SetSealedDB installs a database sealed earlier.
-func (p *PAL) SetSealedDB(db []byte) {
-	p.mu.Lock()
-	p.db = append([]byte(nil), db...)
-	p.mu.Unlock()
-}
-
-func (p *PAL) request(op byte, user string, password []byte) ([]byte, error) {
-	if len(user) == 0 || len(user) > 255 {
-		return nil, fmt.Errorf("sshpass: user name of %d bytes", len(user))
-	}
-	p.mu.RLock()
-	in := binary.LittleEndian.AppendUint32([]byte{op}, uint32(len(p.db)))
-	in = append(in, p.db...)
-	p.mu.RUnlock()
-	in = append(append(append(in, byte(len(user))), user...), password...)
-	return in, nil
-}
-
-// Enrol adds or replaces user's password.
-func (p *PAL) Enrol(ctx context.Context, user string, password []byte) error {
-	in, err := p.request('E', user, password)
-	if err != nil {
-		return err
-	}
-	res, err := p.c.Call(ctx, p.handle, in)
-	if err != nil {
-		return fmt.Errorf("enrol: %w", err)
-	}
-	if res.Status != 0 {
-		return fmt.Errorf("enrol: PAL status %d: %s", res.Status, res.Output)
-	}
-	p.SetSealedDB(res.Output)
-	return nil
-}
-
-// Check implements Checker.
-func (p *PAL) Check(ctx context.Context, user string, password []byte) error {
-	in, err := p.request('C', user, password)
-	if err != nil {
-		return err
-	}
-	res, err := p.c.Call(ctx, p.handle, in)
-	if err != nil {
-		return fmt.Errorf("check: %w", err)
-	}
-	switch res.Status {
-	case 0:
-		return nil
-	case StatusWrong:
-		return ErrWrongPassword
-	case StatusRateLimited:
-		if len(res.Output) == 12 {
-			return fmt.Errorf("%w (retry in %d s; %d failures recorded for %q)", ErrRateLimited,
-				binary.LittleEndian.Uint32(res.Output), binary.LittleEndian.Uint64(res.Output[4:]), user)
-		}
-		return ErrRateLimited
-	}
-	return fmt.Errorf("check: PAL status %d: %s", res.Status, res.Output)
-}
-
-// Close unregisters the checking PAL.
-func (p *PAL) Close(ctx context.Context) error { return p.c.Unregister(ctx, p.handle) }
 
 // Server is the example SSH server.
 type Server struct {

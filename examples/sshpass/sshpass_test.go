@@ -13,13 +13,13 @@ import (
 	"strings"
 	"sync"
 	"testing"
-	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/palisade-project/palisade/client"
 	"github.com/palisade-project/palisade/examples/sshpass"
 	"github.com/palisade-project/palisade/examples/tlskey"
+	"github.com/palisade-project/palisade/integrations/pam"
 	"github.com/palisade-project/palisade/internal/e2e/apps"
 )
 
@@ -27,7 +27,6 @@ var (
 	setupOnce sync.Once
 	setupErr  error
 	daemon    *apps.Daemon
-	image     []byte
 )
 
 var (
@@ -44,13 +43,10 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func env(t *testing.T) (*client.Client, []byte) {
+func env(t *testing.T) *client.Client {
 	t.Helper()
 	ctx := context.Background()
 	setupOnce.Do(func() {
-		if image, setupErr = apps.BuildGoPAL(ctx, "examples/sshpass/checker"); setupErr != nil {
-			return
-		}
 		daemon, setupErr = apps.StartDaemon(ctx, apps.DaemonOptions{Engines: []string{"wasm"}})
 	})
 	if setupErr != nil {
@@ -61,19 +57,28 @@ func env(t *testing.T) (*client.Client, []byte) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { c.Close() })
-	return c, image
+	return c
 }
 
-func newChecker(t *testing.T, users map[string]string) *sshpass.PAL {
-	c, img := env(t)
-	ctx := context.Background()
-	p, err := sshpass.NewPAL(ctx, c, img, "")
+// maxFailures is the tests' lockout threshold: the third failure in a row locks.
+const maxFailures = 3
+
+// openDB opens (registering the shipped checking PAL if dir has none) the state directory dir.
+func openDB(t *testing.T, dir string) *sshpass.PassDB {
+	t.Helper()
+	p, err := sshpass.OpenPassDB(context.Background(), env(t), dir, nil, "")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { p.Close(context.Background()) })
+	return p
+}
+
+// newChecker enrols users in a new state directory, with the default Argon2id parameters.
+func newChecker(t *testing.T, users map[string]string) *sshpass.PassDB {
+	p := openDB(t, t.TempDir())
 	for u, pw := range users {
-		if err := p.Enrol(ctx, u, []byte(pw)); err != nil {
+		if err := p.Enrol(context.Background(), u, []byte(pw), pam.Params{}, maxFailures); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -123,7 +128,13 @@ func TestOpenSSHClient(t *testing.T) {
 			t.Skipf("%s not installed (scripts/setup.sh installs it)", tool)
 		}
 	}
-	p := newChecker(t, map[string]string{"alice": "correct horse", "bob": "battery staple"})
+	dir := t.TempDir()
+	p := openDB(t, dir)
+	for u, pw := range map[string]string{"alice": "correct horse", "bob": "battery staple"} {
+		if err := p.Enrol(context.Background(), u, []byte(pw), pam.Params{}, maxFailures); err != nil {
+			t.Fatal(err)
+		}
+	}
 	addr := startServer(t, p)
 
 	out, err := openssh(t, addr, "alice", "correct horse", "whoami")
@@ -146,25 +157,34 @@ func TestOpenSSHClient(t *testing.T) {
 	}
 
 	// Repeated failures lock the user out in the PAL: even the right password is refused until
-	// the lockout passes. bob's failures do not lock alice out.
-	for i := 0; i < 3; i++ {
+	// the lockout is lifted. bob's failures do not lock alice out.
+	for i := 0; i < maxFailures; i++ {
 		openssh(t, addr, "bob", "guess", "whoami")
 	}
 	if out, err := openssh(t, addr, "bob", "battery staple", "whoami"); err == nil {
 		t.Fatalf("right password accepted during the lockout: %s", out)
 	}
-	if err := p.Check(context.Background(), "bob", []byte("battery staple")); !errors.Is(err, sshpass.ErrRateLimited) {
-		t.Fatalf("check during lockout: %v, want ErrRateLimited", err)
+	ctx := context.Background()
+	if err := p.Check(ctx, "bob", []byte("battery staple")); !errors.Is(err, sshpass.ErrLocked) {
+		t.Fatalf("check during lockout: %v, want ErrLocked", err)
 	}
 	if out, err := openssh(t, addr, "alice", "correct horse", "whoami"); err != nil {
 		t.Fatalf("alice locked out by bob's failures: %v %s", err, out)
 	}
-	// The first lockout is one second (three free failures, the fourth locks). Our own
-	// check above did not count as a failure: a rate-limited request never looks at the
-	// password.
-	time.Sleep(1100 * time.Millisecond)
+
+	// The lockout is in the µTPM's counter and the sealed database in the state directory: a
+	// new server on the same directory (a new PassDB, as after a restart) still refuses bob.
+	q := openDB(t, dir)
+	if err := q.Check(ctx, "bob", []byte("battery staple")); !errors.Is(err, sshpass.ErrLocked) {
+		t.Fatalf("check during lockout, reopened state: %v, want ErrLocked", err)
+	}
+	// Unlocking (what `palisade passwd bob --unlock` does) lets the right password in again.
+	if err := q.Unlock(ctx, "bob"); err != nil {
+		t.Fatal(err)
+	}
+	addr = startServer(t, q)
 	if out, err := openssh(t, addr, "bob", "battery staple", "whoami"); err != nil || out != "bob\n" {
-		t.Fatalf("after the lockout: %v %s", err, out)
+		t.Fatalf("after the unlock: %v %s", err, out)
 	}
 }
 
@@ -172,25 +192,34 @@ func TestOpenSSHClient(t *testing.T) {
 // clear, a tampered blob is refused, and another PAL cannot unseal it.
 func TestSealedDatabase(t *testing.T) {
 	p := newChecker(t, map[string]string{"alice": "correct horse"})
-	db := p.SealedDB()
+	db, err := p.SealedDB()
+	if err != nil {
+		t.Fatal(err)
+	}
 	if strings.Contains(string(db), "alice") {
 		t.Fatal("the sealed database contains a user name in the clear")
 	}
 	ctx := context.Background()
+	set := func(p *sshpass.PassDB, db []byte) {
+		t.Helper()
+		if err := p.SetSealedDB(db); err != nil {
+			t.Fatal(err)
+		}
+	}
 	bad := append([]byte(nil), db...)
 	bad[len(bad)/2] ^= 1
-	p.SetSealedDB(bad)
+	set(p, bad)
 	if err := p.Check(ctx, "alice", []byte("correct horse")); err == nil || errors.Is(err, sshpass.ErrWrongPassword) {
 		t.Fatalf("tampered database: %v, want an unseal error", err)
 	}
-	p.SetSealedDB(db)
+	set(p, db)
 	if err := p.Check(ctx, "alice", []byte("correct horse")); err != nil {
 		t.Fatal(err)
 	}
 	// A second registration of the same image (same measurement) can use it, as after a
 	// daemon restart.
 	q := newChecker(t, nil)
-	q.SetSealedDB(db)
+	set(q, db)
 	if err := q.Check(ctx, "alice", []byte("correct horse")); err != nil {
 		t.Fatal(err)
 	}
@@ -199,9 +228,10 @@ func TestSealedDatabase(t *testing.T) {
 	}
 }
 
-// TestMalformedInput sends the checking PAL hostile inputs: each is refused, none kills it.
+// TestMalformedInput sends the checking PAL hostile inputs: each is refused, none kills it
+// (integrations/pam's FuzzCheckerRequest covers the request parser at large).
 func TestMalformedInput(t *testing.T) {
-	c, _ := env(t)
+	c := env(t)
 	p := newChecker(t, map[string]string{"alice": "pw"})
 	ctx := context.Background()
 	for _, in := range [][]byte{nil, {'C'}, {'C', 0xff, 0xff, 0xff, 0xff, 1}, {'C', 0, 0, 0, 0, 0}, {'C', 0, 0, 0, 0, 9, 'a'}, {'X', 0, 0, 0, 0, 1, 'a'}, {'C', 3, 0, 0, 0, 1, 2, 3, 1, 'a'}} {
@@ -240,7 +270,7 @@ func TestPALHostKey(t *testing.T) {
 			t.Skipf("%s not installed", tool)
 		}
 	}
-	c, _ := env(t)
+	c := env(t)
 	ctx := context.Background()
 	keyOnce.Do(func() {
 		if keyImgs.Keygen, keyErr = apps.BuildGoPAL(ctx, "examples/tlskey/keygen"); keyErr == nil {

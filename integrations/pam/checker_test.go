@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -174,7 +175,8 @@ func TestCheckerReproduces(t *testing.T) {
 
 // BenchmarkArgon2id runs the same Argon2id (32-byte tag) natively with
 // golang.org/x/crypto/argon2 and in the wasm checking PAL through the daemon, in one run, for
-// DefaultParams (OWASP's minimum) and for the Go demo's parameters (t=1, m=2 MiB).
+// DefaultParams (OWASP's minimum) and for the old Go checking PAL's parameters (t=1, m=2 MiB;
+// examples/sshpass/checker, still measured by palisade bench).
 func BenchmarkArgon2id(b *testing.B) {
 	_, k := daemon(b, "")
 	ctx := context.Background()
@@ -276,22 +278,31 @@ func costly(in []byte) bool {
 	return uint64(binary.LittleEndian.Uint32(p))*uint64(binary.LittleEndian.Uint32(p[4:])) > 4096
 }
 
-// TestCheckerKVM builds the checking PAL for the kvm engine (freestanding x86-64, the same
-// source) and, where /dev/kvm exists, checks its Argon2id against x/crypto through a daemon
-// running it on the kvm engine. Without /dev/kvm only the build is checked.
-func TestCheckerKVM(t *testing.T) {
+// TestCheckerKVMReproduces rebuilds pal/checker.elf (the kvm engine's build) with
+// internal/engine/kvm/cbuild's flags plus -s, as the go:generate line does, and checks the
+// committed (embedded) image matches its source.
+func TestCheckerKVMReproduces(t *testing.T) {
 	if _, err := exec.LookPath("gcc"); err != nil {
 		t.Skip("gcc not installed")
 	}
-	ctx := context.Background()
-	img, err := cbuild.Build(ctx, t.TempDir(), "checker.elf", []string{"pal/checker.c", "pal/argon2.c"})
+	img, err := cbuild.Build(context.Background(), t.TempDir(), "checker.elf", []string{"pal/checker.c", "pal/argon2.c"}, "-s")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := os.Stat("/dev/kvm"); err != nil {
-		t.Skipf("built (%d bytes); no /dev/kvm to run it", len(img))
+	if !bytes.Equal(img, pam.CheckerKVMImage) {
+		t.Error("pal/checker.elf does not match its source: run go generate ./integrations/pam (Debian 12's gcc)")
 	}
-	d, err := apps.StartDaemon(ctx, apps.DaemonOptions{Engines: []string{"kvm"}})
+}
+
+// TestCheckerKVM runs the shipped kvm build where /dev/kvm exists: a new state on a daemon
+// offering kvm chooses it (DIR/engine records kvm), and its Argon2id matches x/crypto.
+// Without /dev/kvm it skips: the build is checked by TestCheckerKVMReproduces.
+func TestCheckerKVM(t *testing.T) {
+	if _, err := os.Stat("/dev/kvm"); err != nil {
+		t.Skip("no /dev/kvm to run the kvm build of the checking PAL")
+	}
+	ctx := context.Background()
+	d, err := apps.StartDaemon(ctx, apps.DaemonOptions{Engines: []string{"wasm", "kvm"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -301,9 +312,13 @@ func TestCheckerKVM(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer c.Close()
-	k, err := pam.State{Dir: t.TempDir()}.Ensure(ctx, c, img, "kvm")
+	st := pam.State{Dir: t.TempDir()}
+	k, err := st.Ensure(ctx, c, nil, "")
 	if err != nil {
 		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(filepath.Join(st.Dir, "engine")); string(b) != "kvm\n" {
+		t.Fatalf("engine recorded %q, want kvm", b)
 	}
 	p := pam.DefaultParams
 	got, err := k.Hash(ctx, p, []byte("pw"), []byte("0123456789abcdef"), 32)
@@ -312,6 +327,68 @@ func TestCheckerKVM(t *testing.T) {
 	}
 	if want := argon2.IDKey([]byte("pw"), []byte("0123456789abcdef"), p.Time, p.Memory, uint8(p.Threads), 32); !bytes.Equal(got, want) {
 		t.Errorf("kvm PAL %x, x/crypto %x", got, want)
+	}
+	db, err := k.Enrol(ctx, nil, "alice", []byte("pw"), pam.Params{}, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Check(ctx, db, "alice", []byte("pw")); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// TestShippedEngine checks which shipped build a state registers, on a daemon offering only
+// wasm: a new state records wasm; a recorded build is kept, and asking for the other is
+// refused (the database is sealed to the recorded one's measurement); a state with a
+// database but no record (from before the kvm build shipped) is wasm's; a bad record or
+// engine name is an error naming the rule.
+func TestShippedEngine(t *testing.T) {
+	ctx := context.Background()
+	d, err := apps.StartDaemon(ctx, apps.DaemonOptions{Engines: []string{"wasm"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close(ctx)
+	c, err := d.Dial(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, tt := range []struct {
+		name           string
+		files          map[string]string // state files before
+		want, got, err string
+	}{
+		{name: "new state", got: "wasm"},
+		{name: "new state, asked kvm", want: "kvm", got: "kvm"},
+		{name: "recorded wasm", files: map[string]string{"engine": "wasm\n"}, got: "wasm"},
+		{name: "recorded kvm", files: map[string]string{"engine": "kvm\n"}, got: "kvm"},
+		{name: "recorded wasm, asked kvm", files: map[string]string{"engine": "wasm\n"}, want: "kvm", err: "sealed to the wasm build"},
+		{name: "database without record", files: map[string]string{"passwd.db": "x"}, got: "wasm"},
+		{name: "bad record", files: map[string]string{"engine": "sgx\n"}, err: `engine "sgx", want wasm or kvm`},
+		{name: "bad engine", want: "sgx", err: "built for wasm and kvm"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			st := pam.State{Dir: t.TempDir()}
+			for name, data := range tt.files {
+				if err := st.Write(name, []byte(data)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			got, err := st.ShippedEngine(ctx, c, tt.want)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("got %q, %v; want an error with %q", got, err, tt.err)
+				}
+				return
+			}
+			if err != nil || got != tt.got {
+				t.Fatalf("got %q, %v; want %q", got, err, tt.got)
+			}
+			if b, _ := os.ReadFile(filepath.Join(st.Dir, "engine")); string(b) != got+"\n" {
+				t.Errorf("recorded %q, want %q", b, got)
+			}
+		})
 	}
 }
 

@@ -4,11 +4,13 @@
 //
 //	DIR/handle     the handle of the registered checking PAL ("pal-…")
 //	DIR/passwd.db  the verifier database, sealed to the checking PAL's measurement
+//	DIR/engine     which shipped build of the checking PAL the database belongs to: wasm or kvm
 //
 // The database exists in the clear only inside the PAL; the lockout counters are the PAL's
 // µTPM monotonic counters (pal/checker.c states the protocol and the lockout rule).
 package pam
 
+//go:generate gcc -std=c11 -O2 -Wall -ffreestanding -fno-builtin -nostdlib -static -fno-pic -fno-pie -mno-red-zone -fno-stack-protector -fcf-protection=none -fno-asynchronous-unwind-tables -fno-exceptions -I../../sdk/c -s -o pal/checker.elf pal/checker.c pal/argon2.c ../../sdk/c/x86_64/entry.S ../../sdk/c/palisade.c ../../sdk/c/libc.c ../../sdk/c/sha256.c -no-pie -Wl,--build-id=none -Wl,-z,noexecstack -Wl,-z,norelro -Wl,-z,max-page-size=4096 -Wl,-T,../../sdk/c/x86_64/pal.ld -lgcc
 //go:generate clang --target=wasm32 -nostdlib -ffreestanding -fno-builtin -O2 -Wall -Wextra -Werror -Wl,--no-entry -Wl,-z,stack-size=65536 -I ../../sdk/c -o pal/checker.wasm pal/checker.c pal/argon2.c ../../sdk/c/palisade.c ../../sdk/c/libc.c ../../sdk/c/sha256.c ../../sdk/c/wasm32/entry.c
 
 import (
@@ -19,6 +21,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/palisade-project/palisade/client"
@@ -29,6 +32,15 @@ import (
 //
 //go:embed pal/checker.wasm
 var CheckerImage []byte
+
+// CheckerKVMImage is the same checking PAL for the kvm engine: a native x86-64 ELF built from
+// the same source with Debian 12's gcc and the flags of internal/engine/kvm/cbuild, stripped
+// (-s: the symbol table would hold the random name of gcc's temporary object and make the
+// build irreproducible; the engine reads no symbols). TestCheckerKVMReproduces checks it
+// matches its source; go generate rebuilds it.
+//
+//go:embed pal/checker.elf
+var CheckerKVMImage []byte
 
 // Params are Argon2id's cost parameters (RFC 9106 names).
 type Params struct {
@@ -238,9 +250,9 @@ func (s State) Write(name string, data []byte) error {
 	return os.Rename(tmp.Name(), s.path(name))
 }
 
-// Ensure returns a Checker on the registered checking PAL, registering image (CheckerImage
-// if nil) on engine ("" by image kind) if the state has no handle or the daemon no longer
-// has it.
+// Ensure returns a Checker on the registered checking PAL, registering one if the state has
+// no handle or the daemon no longer has it: image on engine ("" by image kind) if image is
+// non-nil, else a shipped build (ShippedEngine chooses which).
 func (s State) Ensure(ctx context.Context, c *client.Client, image []byte, engine string) (Checker, error) {
 	h, err := s.Handle()
 	if err != nil {
@@ -258,7 +270,10 @@ func (s State) Ensure(ctx context.Context, c *client.Client, image []byte, engin
 		}
 	}
 	if image == nil {
-		image = CheckerImage
+		if engine, err = s.ShippedEngine(ctx, c, engine); err != nil {
+			return Checker{}, err
+		}
+		image = map[string][]byte{"wasm": CheckerImage, "kvm": CheckerKVMImage}[engine]
 	}
 	info, err := c.Register(ctx, image, client.RegisterOptions{Name: "pam_palisade", Engine: engine, Limits: client.Limits{MemoryMiB: 64}})
 	if err != nil {
@@ -268,4 +283,47 @@ func (s State) Ensure(ctx context.Context, c *client.Client, image []byte, engin
 		return Checker{}, err
 	}
 	return Checker{C: c, Handle: info.Handle}, nil
+}
+
+// ShippedEngine chooses the shipped build of the checking PAL to register: want if given
+// ("wasm" or "kvm"); else the one the state recorded (DIR/engine); else wasm for a state
+// that already has a database but no record (written before the kvm build shipped); else,
+// for a new state, kvm where the daemon offers it (hardware isolation, native speed) and wasm
+// otherwise. The choice is recorded, because the database is sealed to the PAL's measurement
+// and the two builds measure differently: a database sealed by one cannot be opened by the
+// other, so a state must keep its build when palisaded restarts with other engines.
+func (s State) ShippedEngine(ctx context.Context, c *client.Client, want string) (string, error) {
+	if want != "" && want != "wasm" && want != "kvm" {
+		return "", fmt.Errorf("pam: engine %q: the shipped checking PAL is built for wasm and kvm", want)
+	}
+	b, err := os.ReadFile(s.path("engine"))
+	recorded := strings.TrimSpace(string(b))
+	switch {
+	case err == nil && recorded != "wasm" && recorded != "kvm":
+		return "", fmt.Errorf("pam: %s: engine %q, want wasm or kvm", s.path("engine"), recorded)
+	case err == nil && want != "" && want != recorded:
+		return "", fmt.Errorf("pam: the database in %s is sealed to the %s build of the checking PAL, not %s", s.Dir, recorded, want)
+	case err == nil:
+		return recorded, nil
+	case !errors.Is(err, os.ErrNotExist):
+		return "", err
+	}
+	engine := want
+	if engine == "" {
+		db, err := s.DB()
+		if err != nil {
+			return "", err
+		}
+		engine = "wasm"
+		if db == nil {
+			h, err := c.Health(ctx)
+			if err != nil {
+				return "", err
+			}
+			if slices.Contains(h.Engines, "kvm") {
+				engine = "kvm"
+			}
+		}
+	}
+	return engine, s.Write("engine", []byte(engine+"\n"))
 }

@@ -234,30 +234,37 @@ static inline uint64_t fblamka(uint64_t x, uint64_t y)
  * the hash 3× slower (195 ms against 71 ms for m=19 MiB, t=2). A WebAssembly SIMD128 version of
  * this function (the reference's SSE layout; in git history) was slower than this scalar one
  * under wazero 1.12 on amd64 (72.7 ms against 67.6 ms), so the PAL is built without it. */
+#if defined(__clang__)
+#define UNROLL_FULL _Pragma("clang loop unroll(full)")
+#else
+/* gcc builds only the kvm engine's native PAL, which has no back-edge checks. */
+#define UNROLL_FULL
+#endif
+
 static void fill_block(const block *prev, const block *ref, block *next, int xor_old)
 {
 	block r, tmp;
 	uint64_t *v = r.v;
 
-	_Pragma("clang loop unroll(full)")
+	UNROLL_FULL
 	for (int i = 0; i < BLOCK_WORDS; i++)
 		r.v[i] = prev->v[i] ^ ref->v[i];
-	_Pragma("clang loop unroll(full)")
+	UNROLL_FULL
 	for (int i = 0; i < BLOCK_WORDS; i++)
 		tmp.v[i] = xor_old ? r.v[i] ^ next->v[i] : r.v[i];
-	_Pragma("clang loop unroll(full)")
+	UNROLL_FULL
 	for (int i = 0; i < 8; i++) {
 		int b = 16 * i;
 		PERM(v, b, b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10,
 		     b + 11, b + 12, b + 13, b + 14, b + 15);
 	}
-	_Pragma("clang loop unroll(full)")
+	UNROLL_FULL
 	for (int i = 0; i < 8; i++) {
 		int b = 2 * i;
 		PERM(v, b, b + 1, b + 16, b + 17, b + 32, b + 33, b + 48, b + 49, b + 64, b + 65,
 		     b + 80, b + 81, b + 96, b + 97, b + 112, b + 113);
 	}
-	_Pragma("clang loop unroll(full)")
+	UNROLL_FULL
 	for (int i = 0; i < BLOCK_WORDS; i++)
 		next->v[i] = tmp.v[i] ^ r.v[i];
 }
