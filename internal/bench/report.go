@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"fmt"
@@ -468,10 +468,10 @@ type progress struct {
 	ended bool
 }
 
-func newProgress(w io.Writer, cfg benchConfig, want map[string]bool) *progress {
+func newProgress(w io.Writer, cfg Config, want map[string]bool) *progress {
 	total := 0
 	if want["https"] {
-		total += 2*2*len(cfg.levels) + 2 // points, plus the serial signature timings
+		total += 2*2*len(cfg.Levels) + 2 // points, plus the serial signature timings
 	}
 	if want["ssh"] {
 		total += 2
