@@ -17,8 +17,8 @@ import (
 func init() {
 	register(&command{
 		name:    "bench",
-		summary: "reproduce the paper's evaluation: HTTPS with a PAL-held key, SSH password checks in a PAL, µTPM vs TPM, PAL lifecycle; writes results.md and chart.png",
-		usage:   "--out DIR [--quick] [--sections https,ssh,utpm,lifecycle] [--levels 1,2,...] [--point D] [--ab N] [--cpuprofile FILE]",
+		summary: "reproduce the paper's evaluation: HTTPS with a PAL-held key, SSH password checks in a PAL, µTPM vs TPM, PAL lifecycle, nginx with its key in PKCS#11 modules; writes results.md and chart.png",
+		usage:   "--out DIR [--quick] [--sections https,ssh,utpm,lifecycle,web] [--levels 1,2,...] [--point D] [--ab N] [--cpuprofile FILE]",
 		run:     runBench,
 	})
 }
@@ -27,10 +27,11 @@ func runBench(ctx context.Context, args []string) error {
 	fs := newFlags(commands["bench"])
 	out := fs.String("out", "", "directory for results.md, results.json and chart.png (created)")
 	quick := fs.Bool("quick", false, "tiny counts: checks that everything runs (seconds), numbers mean little")
-	sections := fs.String("sections", "https,ssh,utpm,lifecycle", "comma-separated sections to run")
+	sections := fs.String("sections", "https,ssh,utpm,lifecycle,web", "comma-separated sections to run")
 	levels := fs.String("levels", "", "HTTPS concurrency levels, comma-separated (default 1,2,4,8,16,32,64; quick: 1,4)")
 	point := fs.Duration("point", 0, "HTTPS measuring time per point (default 2s; quick: 150ms)")
 	ab := fs.Int("ab", 0, "also run ab (apache2-utils) with this many requests per concurrency level as a cross-check of the Go load generator")
+	webRequests := fs.Int("web-requests", -1, "ab requests per point of the web-server section (default 400; quick: 0, which skips the section)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (where the time goes)")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -71,6 +72,12 @@ func runBench(ctx context.Context, args []string) error {
 		cfg.Point = *point
 	}
 	cfg.ABRequests = *ab
+	if *webRequests >= 0 {
+		cfg.WebRequests = *webRequests
+		if cfg.WebLevels == nil { // --quick has none: a small run
+			cfg.WebLevels, cfg.WebRounds, cfg.WebSigns = []int{1, 4}, 2, 50
+		}
+	}
 	want := map[string]bool{}
 	for _, s := range strings.Split(*sections, ",") {
 		s = strings.TrimSpace(s)

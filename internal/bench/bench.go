@@ -29,6 +29,12 @@ type Config struct {
 	CallIters  int // invocations per engine
 	SignIters  int // serial signatures for the where-the-time-goes table
 	ABRequests int // per ab cross-check run; 0 disables
+
+	// The web-server section.
+	WebRequests int   // ab requests per (key, backend, level, round); 0 skips the section
+	WebLevels   []int // concurrency levels
+	WebRounds   int   // paired rounds
+	WebSigns    int   // C_Sign calls timed per module
 }
 
 // Full is the size of a real run; Quick checks that everything runs (seconds), its numbers mean
@@ -37,6 +43,7 @@ var (
 	Full = Config{
 		Levels: []int{1, 2, 4, 8, 16, 32, 64}, Point: 2 * time.Second,
 		SSHLogins: 100, TPMIters: 50, LifeIters: 30, CallIters: 2000, SignIters: 300,
+		WebRequests: 400, WebLevels: []int{1, 4, 16}, WebRounds: 3, WebSigns: 200,
 	}
 	Quick = Config{
 		Levels: []int{1, 4}, Point: 150 * time.Millisecond,
@@ -45,7 +52,7 @@ var (
 )
 
 // Sections are the sections a run can hold, in the order Run runs them.
-var Sections = []string{"lifecycle", "utpm", "ssh", "https"}
+var Sections = []string{"lifecycle", "utpm", "ssh", "https", "web"}
 
 // Options is one run.
 type Options struct {
@@ -107,6 +114,7 @@ func Run(ctx context.Context, o Options) error {
 	run("utpm", func() error { return benchUTPM(ctx, d, cfg, p, r) })
 	run("ssh", func() error { return benchSSH(ctx, d, imgs, cfg, p, r) })
 	run("https", func() error { return benchHTTPS(ctx, d, imgs, cfg, p, r) })
+	run("web", func() error { return benchWeb(ctx, cfg, p, r) })
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -121,13 +129,21 @@ func Run(ctx context.Context, o Options) error {
 	if err := os.WriteFile(filepath.Join(o.Out, "results.json"), js, 0o644); err != nil {
 		return err
 	}
+	written := []string{filepath.Join(o.Out, "results.md"), filepath.Join(o.Out, "results.json")}
 	if len(r.HTTPS) > 0 {
-		if err := r.chart(filepath.Join(o.Out, "chart.png")); err != nil {
+		written = append(written, filepath.Join(o.Out, "chart.png"))
+		if err := r.chart(written[len(written)-1]); err != nil {
 			errs = append(errs, fmt.Errorf("chart: %w", err))
 		}
 	}
+	if len(r.Web) > 0 {
+		written = append(written, filepath.Join(o.Out, "web.png"))
+		if err := r.webChart(written[len(written)-1]); err != nil {
+			errs = append(errs, fmt.Errorf("web chart: %w", err))
+		}
+	}
 	fmt.Fprint(o.Stdout, md)
-	fmt.Fprintf(o.Stdout, "\nwrote %s\n", strings.Join([]string{filepath.Join(o.Out, "results.md"), filepath.Join(o.Out, "results.json"), filepath.Join(o.Out, "chart.png")}, ", "))
+	fmt.Fprintf(o.Stdout, "\nwrote %s\n", strings.Join(written, ", "))
 	return errors.Join(errs...)
 }
 

@@ -39,7 +39,10 @@ type benchReport struct {
 	OpenSSHNativeArgon2Ms float64     `json:",omitempty"`
 	UTPM                  []tpmOp
 	Lifecycle             []lifeRow
-	Notes                 []string
+	// Web: nginx with its key in a file and behind PKCS#11 modules (web.go).
+	Web     []webPoint `json:",omitempty"`
+	WebSign []webSign  `json:",omitempty"`
+	Notes   []string
 }
 
 type httpsPoint struct {
@@ -325,6 +328,7 @@ func (r *benchReport) markdown() string {
 		}
 		w("\n")
 	}
+	r.webMarkdown(w)
 	for _, n := range r.Notes {
 		w("- %s\n", n)
 	}
@@ -481,6 +485,9 @@ func newProgress(w io.Writer, cfg Config, want map[string]bool) *progress {
 	}
 	if want["lifecycle"] {
 		total += 4
+	}
+	if want["web"] && cfg.WebRequests > 0 {
+		total += 2 * 3 * len(cfg.WebLevels) // (key, backend, level) points
 	}
 	return &progress{w: w, total: max(total, 1), start: time.Now()}
 }
