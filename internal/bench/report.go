@@ -487,7 +487,7 @@ func newProgress(w io.Writer, cfg Config, want map[string]bool) *progress {
 		total += 4
 	}
 	if want["web"] && cfg.WebRequests > 0 {
-		total += 2 * 3 * len(cfg.WebLevels) // (key, backend, level) points
+		total += 2 * 4 * len(cfg.WebLevels) // (key, backend, level) points
 	}
 	return &progress{w: w, total: max(total, 1), start: time.Now()}
 }

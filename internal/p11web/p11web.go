@@ -302,6 +302,7 @@ env SOFTHSM2_CONF;
 env TPM2_PKCS11_STORE;
 env TPM2_PKCS11_TCTI;
 env TPM2_PKCS11_LOG_LEVEL;
+env DBUS_SESSION_BUS_ADDRESS;
 events { worker_connections 1024; }
 http {
   access_log off;
