@@ -35,6 +35,8 @@ type Config struct {
 	WebLevels   []int // concurrency levels
 	WebRounds   int   // paired rounds
 	WebSigns    int   // C_Sign calls timed per module
+
+	AgentSigns int // ssh-agent signatures per agent (SSH section); 0 skips them
 }
 
 // Full is the size of a real run; Quick checks that everything runs (seconds), its numbers mean
@@ -44,6 +46,7 @@ var (
 		Levels: []int{1, 2, 4, 8, 16, 32, 64}, Point: 2 * time.Second,
 		SSHLogins: 100, TPMIters: 50, LifeIters: 30, CallIters: 2000, SignIters: 300,
 		WebRequests: 400, WebLevels: []int{1, 4, 16}, WebRounds: 3, WebSigns: 200,
+		AgentSigns: 300,
 	}
 	Quick = Config{
 		Levels: []int{1, 4}, Point: 150 * time.Millisecond,

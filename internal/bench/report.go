@@ -40,8 +40,10 @@ type benchReport struct {
 	UTPM                  []tpmOp
 	Lifecycle             []lifeRow
 	// Web: nginx with its key in a file and behind PKCS#11 modules (web.go).
-	Web     []webPoint `json:",omitempty"`
-	WebSign []webSign  `json:",omitempty"`
+	Web []webPoint `json:",omitempty"`
+	// Agents: ssh-agent signatures, Palisade vs a key file (agent.go).
+	Agents  []agentResult `json:",omitempty"`
+	WebSign []webSign     `json:",omitempty"`
 	Notes   []string
 }
 
@@ -328,6 +330,7 @@ func (r *benchReport) markdown() string {
 		}
 		w("\n")
 	}
+	r.agentMarkdown(w)
 	r.webMarkdown(w)
 	for _, n := range r.Notes {
 		w("- %s\n", n)
@@ -479,6 +482,9 @@ func newProgress(w io.Writer, cfg Config, want map[string]bool) *progress {
 	}
 	if want["ssh"] {
 		total += 2
+		if cfg.AgentSigns > 0 {
+			total++
+		}
 	}
 	if want["utpm"] {
 		total += 4

@@ -83,5 +83,8 @@ func benchSSH(ctx context.Context, d *apps.Daemon, imgs palImages, cfg Config, p
 		p.step("SSH: " + t.name)
 	}
 	r.Notes = append(r.Notes, "SSH: a login is a new TCP connection, key exchange (curve25519), ed25519 host key, password auth, one exec channel and its output, then close; the Go SSH client, so the timing excludes process start-up of ssh(1). The password check is Argon2id t=1, m=2 MiB, p=1 in both cases.")
-	return benchOpenSSH(ctx, d, cfg, p, r)
+	if err := benchOpenSSH(ctx, d, cfg, p, r); err != nil {
+		return err
+	}
+	return benchAgent(ctx, cfg, p, r)
 }

@@ -90,6 +90,7 @@ func (e *Env) StartTPM2(ctx context.Context, name, keyFile, alg string) (_ *TPM2
   <policy context="default">
     <allow user="*"/>
     <allow send_destination="*" eavesdrop="true"/>
+    <allow eavesdrop="true"/>
     <allow own="*"/>
   </policy>
 </busconfig>
