@@ -310,7 +310,7 @@ func demoSSH(ctx context.Context, args []string) error {
 			out, err := cmd.CombinedOutput()
 			return string(out), err
 		}
-		return goSSH(l.Addr().String(), *user, pw, command)
+		return sshpass.Login(l.Addr().String(), *user, pw, command)
 	}
 	tool := "sshpass -e ssh"
 	if _, err := exec.LookPath("sshpass"); err != nil {
@@ -349,20 +349,4 @@ func errText(err error) string {
 		return "ok"
 	}
 	return "refused (" + strings.TrimSpace(err.Error()) + ")"
-}
-
-func goSSH(addr, user, pw, command string) (string, error) {
-	cc, err := ssh.Dial("tcp", addr, &ssh.ClientConfig{User: user, Auth: []ssh.AuthMethod{ssh.Password(pw)},
-		HostKeyCallback: ssh.InsecureIgnoreHostKey(), Timeout: 10 * time.Second})
-	if err != nil {
-		return "", err
-	}
-	defer cc.Close()
-	s, err := cc.NewSession()
-	if err != nil {
-		return "", err
-	}
-	defer s.Close()
-	out, err := s.CombinedOutput(command)
-	return string(out), err
 }

@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"bufio"
@@ -40,7 +40,7 @@ type httpsServer struct {
 	close     func()
 }
 
-func benchHTTPS(ctx context.Context, d *apps.Daemon, imgs benchPALs, cfg benchConfig, p *progress, r *benchReport) error {
+func benchHTTPS(ctx context.Context, d *apps.Daemon, imgs palImages, cfg Config, p *progress, r *benchReport) error {
 	c, err := d.Dial(ctx)
 	if err != nil {
 		return err
@@ -89,7 +89,7 @@ func benchHTTPS(ctx context.Context, d *apps.Daemon, imgs benchPALs, cfg benchCo
 			mode string
 			s    crypto.Signer
 		}{{"plain (in memory)", plainSignerFor(servers, s.alg)}, {"PAL via palisaded (wasm)", s.signer}} {
-			t, err := timeSign(sg.s, cfg.signIters)
+			t, err := timeSign(sg.s, cfg.SignIters)
 			if err != nil {
 				return fmt.Errorf("%s %s: %w", s.alg, sg.mode, err)
 			}
@@ -101,7 +101,7 @@ func benchHTTPS(ctx context.Context, d *apps.Daemon, imgs benchPALs, cfg benchCo
 		// transport of the same client (its calls go over the lean protocol unless told not to).
 		for _, tr := range []string{"gRPC", "lean protocol"} {
 			c.UseLean(tr != "gRPC")
-			row, err := sign64(s.signer, max(cfg.point, 500*time.Millisecond))
+			row, err := sign64(s.signer, max(cfg.Point, 500*time.Millisecond))
 			c.UseLean(true)
 			if err != nil {
 				return fmt.Errorf("%s, 64 signers over %s: %w", s.alg, tr, err)
@@ -114,9 +114,9 @@ func benchHTTPS(ctx context.Context, d *apps.Daemon, imgs benchPALs, cfg benchCo
 	// These machines are shared and their load varies by the second, so each point is the
 	// median of several rounds, and in each round the plain and PAL servers of a key type run
 	// back to back: the ratio is the median of the per-round ratios (paired samples).
-	rounds := max(int(cfg.point/(400*time.Millisecond)), 2)
-	slice := cfg.point / time.Duration(rounds)
-	for _, level := range cfg.levels {
+	rounds := max(int(cfg.Point/(400*time.Millisecond)), 2)
+	slice := cfg.Point / time.Duration(rounds)
+	for _, level := range cfg.Levels {
 		for _, alg := range []string{"rsa2048", "ecdsa-p256"} {
 			var pair []*httpsServer
 			for _, s := range servers {
@@ -161,11 +161,11 @@ func benchHTTPS(ctx context.Context, d *apps.Daemon, imgs benchPALs, cfg benchCo
 				pts[i].PairedRatio = median(ratios[i])
 				pts[i].CPUPerTxUs = median(cpuBy[i])
 				pts[i].CPURatio = median(cpuRatios[i])
-				if cfg.abRequests > 0 {
+				if cfg.ABRequests > 0 {
 					var err error
-					if pts[i].ABTPS, err = runAB(ctx, s.addr, level, max(cfg.abRequests, level)); err != nil {
+					if pts[i].ABTPS, err = runAB(ctx, s.addr, level, max(cfg.ABRequests, level)); err != nil {
 						r.Notes = append(r.Notes, fmt.Sprintf("ab cross-check failed: %v", err))
-						cfg.abRequests = 0
+						cfg.ABRequests = 0
 					}
 				}
 				r.HTTPS = append(r.HTTPS, pts[i])
@@ -173,7 +173,7 @@ func benchHTTPS(ctx context.Context, d *apps.Daemon, imgs benchPALs, cfg benchCo
 			}
 		}
 	}
-	r.Notes = append(r.Notes, fmt.Sprintf("HTTPS: %v per point in paired rounds (plain and PAL back to back, median of rounds and of per-round ratios) after a warm-up; Go load generator with one http.Client per worker, DisableKeepAlives, no client session cache; server with session tickets disabled, so every transaction is a full handshake (checked: no resumed connection is counted).", cfg.point))
+	r.Notes = append(r.Notes, fmt.Sprintf("HTTPS: %v per point in paired rounds (plain and PAL back to back, median of rounds and of per-round ratios) after a warm-up; Go load generator with one http.Client per worker, DisableKeepAlives, no client session cache; server with session tickets disabled, so every transaction is a full handshake (checked: no resumed connection is counted).", cfg.Point))
 	return nil
 }
 

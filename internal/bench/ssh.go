@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -16,7 +16,7 @@ import (
 
 // benchSSH times password logins against the example server, with the check in the server's
 // memory (plain) and in the checking PAL, alternating logins so both see the same load.
-func benchSSH(ctx context.Context, d *apps.Daemon, imgs benchPALs, cfg benchConfig, p *progress, r *benchReport) error {
+func benchSSH(ctx context.Context, d *apps.Daemon, imgs palImages, cfg Config, p *progress, r *benchReport) error {
 	const user, pw = "bench", "correct horse battery staple"
 	c, err := d.Dial(ctx)
 	if err != nil {
@@ -55,14 +55,14 @@ func benchSSH(ctx context.Context, d *apps.Daemon, imgs benchPALs, cfg benchConf
 		t.addr = l.Addr().String()
 	}
 	p.note("SSH: logins")
-	warm := max(cfg.sshLogins/10, 1)
-	for i := 0; i < cfg.sshLogins+warm; i++ {
+	warm := max(cfg.SSHLogins/10, 1)
+	for i := 0; i < cfg.SSHLogins+warm; i++ {
 		for _, t := range targets {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
 			t0 := time.Now()
-			out, err := goSSH(t.addr, user, pw, "whoami")
+			out, err := sshpass.Login(t.addr, user, pw, "whoami")
 			el := time.Since(t0)
 			if err != nil || out != user+"\n" {
 				return fmt.Errorf("%s login: %v %q", t.name, err, out)
@@ -83,5 +83,8 @@ func benchSSH(ctx context.Context, d *apps.Daemon, imgs benchPALs, cfg benchConf
 		p.step("SSH: " + t.name)
 	}
 	r.Notes = append(r.Notes, "SSH: a login is a new TCP connection, key exchange (curve25519), ed25519 host key, password auth, one exec channel and its output, then close; the Go SSH client, so the timing excludes process start-up of ssh(1). The password check is Argon2id t=1, m=2 MiB, p=1 in both cases.")
-	return benchOpenSSH(ctx, d, cfg, p, r)
+	if err := benchOpenSSH(ctx, d, cfg, p, r); err != nil {
+		return err
+	}
+	return benchAgent(ctx, cfg, p, r)
 }

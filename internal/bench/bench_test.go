@@ -1,6 +1,7 @@
-package main
+package bench
 
 import (
+	"context"
 	"encoding/json"
 	"image/png"
 	"os"
@@ -10,7 +11,7 @@ import (
 	"testing"
 )
 
-// TestBenchQuick runs the whole `palisade bench --quick` (every section, real daemon, PALs,
+// TestBenchQuick runs the whole harness as `palisade bench --quick` does (every section, real daemon, PALs,
 // swtpm, HTTPS and SSH clients, ab if installed) and checks what it writes: counts are tiny,
 // so only the shape and the sanity of the numbers are checked, never their size.
 func TestBenchQuick(t *testing.T) {
@@ -18,24 +19,33 @@ func TestBenchQuick(t *testing.T) {
 		t.Skip("runs the whole benchmark (about 40 s)")
 	}
 	out := t.TempDir()
-	args := []string{"bench", "--out", out, "--quick"}
+	cfg := Quick
 	_, abErr := exec.LookPath("ab")
 	if abErr == nil {
-		args = append(args, "--ab", "20")
+		cfg.ABRequests = 20
 	}
-	code, stdout, stderr := capture(t, args...)
-	if code != 0 {
-		t.Fatalf("palisade bench: status %d\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
+	all := map[string]bool{}
+	for _, s := range Sections {
+		all[s] = true
 	}
-	if !strings.Contains(stderr, "100%") {
-		t.Errorf("no progress bar on stderr:\n%s", stderr)
+	var stdout, stderr strings.Builder
+	err := Run(context.Background(), Options{Out: out, Quick: true, Config: cfg, Sections: all, Stdout: &stdout, Stderr: &stderr})
+	if err != nil {
+		t.Fatalf("bench: %v\nstdout:\n%s\nstderr:\n%s", err, stdout.String(), stderr.String())
+	}
+	if !strings.Contains(stdout.String(), "## HTTPS") {
+		t.Errorf("no report on stdout:\n%s", stdout.String())
+	}
+	if !strings.Contains(stderr.String(), "100%") {
+		t.Errorf("no progress bar on stderr:\n%s", stderr.String())
 	}
 	md, err := os.ReadFile(filepath.Join(out, "results.md"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"## HTTPS", "rsa2048 pal-wasm", "ecdsa-p256 pal-wasm", "Where the time goes",
-		"## SSH", "## µTPM operations", "## PAL registration", "XMHF64-TrustVisor, bare metal"} {
+		"## SSH", "## µTPM operations", "## PAL registration", "XMHF64-TrustVisor, bare metal",
+		"Web servers: skipped (--quick", "SSH agents: skipped (--quick"} {
 		if !strings.Contains(string(md), want) {
 			t.Errorf("results.md lacks %q", want)
 		}
@@ -51,8 +61,8 @@ func TestBenchQuick(t *testing.T) {
 	if len(r.Errors) > 0 {
 		t.Errorf("errors: %v", r.Errors)
 	}
-	if len(r.HTTPS) != 2*2*len(quickBench.levels) {
-		t.Errorf("%d HTTPS points, want %d", len(r.HTTPS), 2*2*len(quickBench.levels))
+	if len(r.HTTPS) != 2*2*len(Quick.Levels) {
+		t.Errorf("%d HTTPS points, want %d", len(r.HTTPS), 2*2*len(Quick.Levels))
 	}
 	for _, p := range r.HTTPS {
 		if p.TPS <= 0 || p.Requests == 0 || p.Errors != 0 || p.PairedRatio <= 0 {
@@ -87,13 +97,5 @@ func TestBenchQuick(t *testing.T) {
 	}
 	if b := img.Bounds(); b.Dx() < 400 || b.Dy() < 300 {
 		t.Errorf("chart.png is %v", b)
-	}
-}
-
-func TestBenchUsage(t *testing.T) {
-	for _, args := range [][]string{{"bench"}, {"bench", "--out", t.TempDir(), "--sections", "nope"}, {"bench", "--out", t.TempDir(), "--levels", "0"}} {
-		if code, _, _ := capture(t, args...); code != 2 {
-			t.Errorf("%v: status %d, want 2", args, code)
-		}
 	}
 }

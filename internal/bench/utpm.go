@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -22,7 +22,7 @@ import (
 // reached over a Unix socket as rot/tpm reaches it), alternating so both see the same load.
 // The TPM side pays what any use of it pays: unseal includes TPM2_Load, a policy session with
 // PolicyPCR and the flushes (as rot/tpm's BenchmarkUTPMvsTPM).
-func benchUTPM(ctx context.Context, d *apps.Daemon, cfg benchConfig, p *progress, r *benchReport) error {
+func benchUTPM(ctx context.Context, d *apps.Daemon, cfg Config, p *progress, r *benchReport) error {
 	p.note("µTPM vs swtpm: starting swtpm")
 	sw, err := startSWTPM(ctx)
 	if err != nil {
@@ -150,7 +150,7 @@ func benchUTPM(ctx context.Context, d *apps.Daemon, cfg benchConfig, p *progress
 			defer done()
 		}
 		var u, s []float64
-		for i := 0; i <= cfg.tpmIters; i++ {
+		for i := 0; i <= cfg.TPMIters; i++ {
 			t0 := time.Now()
 			if err := op.utpm(); err != nil {
 				return fmt.Errorf("µTPM %s: %w", op.name, err)

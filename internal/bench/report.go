@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"fmt"
@@ -39,7 +39,12 @@ type benchReport struct {
 	OpenSSHNativeArgon2Ms float64     `json:",omitempty"`
 	UTPM                  []tpmOp
 	Lifecycle             []lifeRow
-	Notes                 []string
+	// Web: nginx with its key in a file and behind PKCS#11 modules (web.go).
+	Web []webPoint `json:",omitempty"`
+	// Agents: ssh-agent signatures, Palisade vs a key file (agent.go).
+	Agents  []agentResult `json:",omitempty"`
+	WebSign []webSign     `json:",omitempty"`
+	Notes   []string
 }
 
 type httpsPoint struct {
@@ -325,6 +330,8 @@ func (r *benchReport) markdown() string {
 		}
 		w("\n")
 	}
+	r.agentMarkdown(w)
+	r.webMarkdown(w)
 	for _, n := range r.Notes {
 		w("- %s\n", n)
 	}
@@ -468,19 +475,25 @@ type progress struct {
 	ended bool
 }
 
-func newProgress(w io.Writer, cfg benchConfig, want map[string]bool) *progress {
+func newProgress(w io.Writer, cfg Config, want map[string]bool) *progress {
 	total := 0
 	if want["https"] {
-		total += 2*2*len(cfg.levels) + 2 // points, plus the serial signature timings
+		total += 2*2*len(cfg.Levels) + 2 // points, plus the serial signature timings
 	}
 	if want["ssh"] {
 		total += 2
+		if cfg.AgentSigns > 0 {
+			total++
+		}
 	}
 	if want["utpm"] {
 		total += 4
 	}
 	if want["lifecycle"] {
 		total += 4
+	}
+	if want["web"] && cfg.WebRequests > 0 {
+		total += 2 * 4 * len(cfg.WebLevels) // (key, backend, level) points
 	}
 	return &progress{w: w, total: max(total, 1), start: time.Now()}
 }

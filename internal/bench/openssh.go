@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -30,7 +30,7 @@ const pamWrapperLib = "/usr/lib/x86_64-linux-gnu/libpam_wrapper.so"
 // the same parameters is measured in the same run. It needs root, sshd, ssh, sshpass,
 // ssh-keygen, make, a C compiler, libpam0g-dev, libpam-wrapper and the source tree (for
 // pam_palisade.so); without them it records why it did not run.
-func benchOpenSSH(ctx context.Context, d *apps.Daemon, cfg benchConfig, p *progress, r *benchReport) error {
+func benchOpenSSH(ctx context.Context, d *apps.Daemon, cfg Config, p *progress, r *benchReport) error {
 	if why := openSSHMissing(); why != "" {
 		r.Notes = append(r.Notes, "OpenSSH logins not measured: "+why)
 		return nil
@@ -113,8 +113,8 @@ func benchOpenSSH(ctx context.Context, d *apps.Daemon, cfg benchConfig, p *progr
 		return err
 	}
 	p.note("SSH: OpenSSH logins")
-	warm := max(cfg.sshLogins/10, 1)
-	for i := 0; i < cfg.sshLogins+warm; i++ {
+	warm := max(cfg.SSHLogins/10, 1)
+	for i := 0; i < cfg.SSHLogins+warm; i++ {
 		for _, t := range targets {
 			if ctx.Err() != nil {
 				return ctx.Err()
@@ -135,7 +135,7 @@ func benchOpenSSH(ctx context.Context, d *apps.Daemon, cfg benchConfig, p *progr
 	}
 	var native []float64
 	dp := pam.DefaultParams
-	for i := 0; i < cfg.sshLogins; i++ {
+	for i := 0; i < cfg.SSHLogins; i++ {
 		t0 := time.Now()
 		argon2.IDKey([]byte(pw), []byte("0123456789abcdef"), dp.Time, dp.Memory, uint8(dp.Threads), 32)
 		native = append(native, float64(time.Since(t0).Microseconds())/1e3)

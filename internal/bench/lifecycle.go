@@ -1,4 +1,4 @@
-package main
+package bench
 
 import (
 	"context"
@@ -18,7 +18,7 @@ import (
 // benchLifecycle measures register, a null call and unregister for each engine: at the visor
 // (in process, the layer TrustVisor's hypercalls correspond to) and through palisaded (what
 // an application pays: gRPC over the Unix socket on top).
-func benchLifecycle(ctx context.Context, d *apps.Daemon, imgs benchPALs, cfg benchConfig, p *progress, r *benchReport) error {
+func benchLifecycle(ctx context.Context, d *apps.Daemon, imgs palImages, cfg Config, p *progress, r *benchReport) error {
 	type palCase struct {
 		engine, name string
 		img          []byte
@@ -59,7 +59,7 @@ func benchLifecycle(ctx context.Context, d *apps.Daemon, imgs benchPALs, cfg ben
 			// Calls go over the lean protocol in its layer only (registrations are gRPC's).
 			c.UseLean(strings.Contains(layer, "lean"))
 			var reg, call, unreg []float64
-			for i := 0; i < cfg.lifeIters; i++ {
+			for i := 0; i < cfg.LifeIters; i++ {
 				t0 := time.Now()
 				var h string
 				var vh visor.Handle
@@ -78,7 +78,7 @@ func benchLifecycle(ctx context.Context, d *apps.Daemon, imgs benchPALs, cfg ben
 				}
 				reg = append(reg, us(time.Since(t0)))
 				// Null calls: many per registration, after one warm-up call.
-				n := max(cfg.callIters/cfg.lifeIters, 1)
+				n := max(cfg.CallIters/cfg.LifeIters, 1)
 				for j := 0; j <= n; j++ {
 					t1 := time.Now()
 					if layer[0] == 'v' {
@@ -113,7 +113,7 @@ func benchLifecycle(ctx context.Context, d *apps.Daemon, imgs benchPALs, cfg ben
 	// The floor under a daemon call: a 32-byte echo over a Unix socket, between two goroutines
 	// of this process as the daemon here is (palisaded is another process: see cmd/palisaded's
 	// BenchmarkSocketRoundTrip).
-	rt, err := socketRoundTrip(max(cfg.callIters, 10))
+	rt, err := socketRoundTrip(max(cfg.CallIters, 10))
 	if err != nil {
 		return fmt.Errorf("socket round trip: %w", err)
 	}
