@@ -1,6 +1,7 @@
 package pkcs11_test
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -15,12 +16,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/palisade-project/palisade/internal/p11web"
 )
 
 // TestBenchNginx measures nginx doing full TLS 1.2 handshakes (ab -f TLS1.2, a new connection
@@ -67,13 +69,13 @@ func TestBenchNginx(t *testing.T) {
 		hsmEnv := softHSM(t, e, alg, fileKeyPath)
 		modes := []struct {
 			name string
-			host vhost
+			host p11web.VHost
 			env  []string
 			daem bool
 		}{
-			{"file", vhost{freePort(t), fileCert, fileKeyPath}, noLog, false},
-			{"palisade", vhost{freePort(t), e.path(pkey + ".crt"), "pkcs11:token=palisade;object=" + pkey + ";type=private"}, noLog, true},
-			{"softhsm2", vhost{freePort(t), fileCert, "pkcs11:token=bench;object=k;type=private;pin-value=1234"}, append(hsmEnv, noLog...), false},
+			{"file", p11web.VHost{Port: freePort(t), Cert: fileCert, Key: fileKeyPath}, noLog, false},
+			{"palisade", p11web.VHost{Port: freePort(t), Cert: e.path(pkey + ".crt"), Key: "pkcs11:token=palisade;object=" + pkey + ";type=private"}, noLog, true},
+			{"softhsm2", p11web.VHost{Port: freePort(t), Cert: fileCert, Key: "pkcs11:token=bench;object=k;type=private;pin-value=1234"}, append(hsmEnv, noLog...), false},
 		}
 		kind := map[string]string{"ecdsa-p256": "ecdsa", "rsa-2048": "rsa"}[alg]
 		for _, l := range []struct {
@@ -81,7 +83,7 @@ func TestBenchNginx(t *testing.T) {
 			env, args           []string
 		}{
 			{"palisade", e.module, pkey, noLog, nil},
-			{"softhsm2", "/usr/lib/softhsm/libsofthsm2.so", "k", append(hsmEnv, noLog...), []string{"1234"}},
+			{"softhsm2", p11web.SoftHSMModule, "k", append(hsmEnv, noLog...), []string{"1234"}},
 		} {
 			out := strings.Fields(e.run(t, l.env, latencyBin, append([]string{l.module, l.label, kind, "200"}, l.args...)...))
 			if len(out) != 2 {
@@ -91,7 +93,7 @@ func TestBenchNginx(t *testing.T) {
 		}
 		servers := make([]*webServer, len(modes))
 		for i, m := range modes {
-			servers[i] = startWebServer(t, e, "nginx-bench-"+alg+"-"+m.name, []vhost{m.host}, m.env...)
+			servers[i] = startWebServer(t, e, "nginx-bench-"+alg+"-"+m.name, []p11web.VHost{m.host}, m.env...)
 		}
 		for r := 0; r < rounds; r++ {
 			for _, c := range levels {
@@ -103,7 +105,7 @@ func TestBenchNginx(t *testing.T) {
 						pids = append(pids, e.d.cmd.Process.Pid)
 					}
 					cpu0 := cpuOf(t, pids)
-					rps, err := runAB(m.host.port, c, n)
+					rps, err := p11web.AB(context.Background(), m.host.Port, c, n)
 					if err != nil {
 						t.Fatalf("%s %s c=%d: %v\n%s", alg, m.name, c, err, servers[i])
 					}
@@ -140,42 +142,14 @@ func medianOf(xs []float64) float64 {
 	return s[len(s)/2]
 }
 
-var abRate = regexp.MustCompile(`Requests per second:\s+([0-9.]+)`)
-
-// runAB runs ab with full TLS 1.2 handshakes and returns its requests per second; every
-// request must succeed.
-func runAB(port string, c, n int) (float64, error) {
-	out, err := exec.Command("ab", "-q", "-f", "TLS1.2", "-n", strconv.Itoa(n), "-c", strconv.Itoa(c),
-		"https://127.0.0.1:"+port+"/").CombinedOutput()
-	if err != nil {
-		return 0, fmt.Errorf("ab: %v\n%s", err, out)
-	}
-	if m := regexp.MustCompile(`Failed requests:\s+([0-9]+)`).FindSubmatch(out); m == nil || string(m[1]) != "0" {
-		return 0, fmt.Errorf("ab: failed requests\n%s", out)
-	}
-	m := abRate.FindSubmatch(out)
-	if m == nil {
-		return 0, fmt.Errorf("ab: no rate in\n%s", out)
-	}
-	return strconv.ParseFloat(string(m[1]), 64)
-}
-
 // cpuOf is the user and system CPU time the processes pids have used.
 func cpuOf(t *testing.T, pids []int) time.Duration {
 	t.Helper()
-	var ticks int64
-	for _, pid := range pids {
-		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-		if err != nil {
-			t.Fatal(err)
-		}
-		f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
-		for _, i := range []int{11, 12} { // utime, stime (fields 14 and 15 of stat)
-			v, _ := strconv.ParseInt(f[i], 10, 64)
-			ticks += v
-		}
+	d, err := p11web.CPUOf(pids)
+	if err != nil {
+		t.Fatal(err)
 	}
-	return time.Duration(ticks) * (time.Second / 100) // USER_HZ
+	return d
 }
 
 func genKey(t *testing.T, alg string) crypto.Signer {
@@ -232,12 +206,7 @@ func softHSM(t *testing.T, e *env, alg, keyFile string) []string {
 		t.Fatalf("chown: %v\n%s", err, out)
 	}
 	sslConf := filepath.Join(dir, "openssl.cnf")
-	b, err := os.ReadFile(e.opensslConf)
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := strings.Replace(string(b), "MODULE_PATH = "+e.module, "MODULE_PATH = /usr/lib/softhsm/libsofthsm2.so", 1)
-	if err := os.WriteFile(sslConf, []byte(c), 0o644); err != nil {
+	if err := os.WriteFile(sslConf, []byte(p11web.OpenSSLConf(p11web.SoftHSMModule)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return append(env, "OPENSSL_CONF="+sslConf)

@@ -29,6 +29,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/palisade-project/palisade/internal/p11web"
 )
 
 // Keys the tests make. The token the web servers see is scoped to the "tls-" prefix
@@ -39,7 +41,7 @@ const (
 	keyEd    = "ed"      // Ed25519
 	keyPIN   = "pinned"  // ECDSA P-256 with the PIN pinValue
 	pinValue = "4321"
-	nobody   = 65534 // the uid of the web servers' workers
+	nobody   = p11web.Nobody // the uid of the web servers' workers
 )
 
 type env struct {
@@ -175,7 +177,7 @@ func setup(t *testing.T) *env {
 		t.Skip("the web servers' workers run as uid 65534: run as root")
 	}
 	need(t, "pkcs11-tool", "p11tool", "openssl", "curl")
-	if _, err := os.Stat(engineSO); err != nil {
+	if _, err := os.Stat(p11web.EngineSO); err != nil {
 		t.Skip("libengine-pkcs11-openssl not installed (scripts/setup.sh installs it)")
 	}
 	bin, module := build(t)
@@ -208,27 +210,11 @@ func setup(t *testing.T) *env {
 	e.cli(t, "key", "create", keyPIN, "--alg", "ecdsa-p256", "--pin-file", e.path("pin"))
 	e.cli(t, "key", "public", keyPIN, "--der", "-o", e.path(keyPIN+".pub"))
 	e.opensslConf = e.path("openssl.cnf")
-	conf := fmt.Sprintf(`openssl_conf = openssl_init
-[openssl_init]
-engines = engine_section
-[engine_section]
-pkcs11 = pkcs11_section
-[pkcs11_section]
-engine_id = pkcs11
-dynamic_path = %s
-MODULE_PATH = %s
-init = 1
-[req]
-distinguished_name = dn
-[dn]
-`, engineSO, module)
-	if err := os.WriteFile(e.opensslConf, []byte(conf), 0o644); err != nil {
+	if err := os.WriteFile(e.opensslConf, []byte(p11web.OpenSSLConf(module)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return e
 }
-
-const engineSO = "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so"
 
 func (e *env) path(name string) string { return filepath.Join(e.dir, name) }
 
@@ -577,12 +563,11 @@ func testOpenSSLEngine(t *testing.T, e *env) {
 
 func freePort(t *testing.T) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := p11web.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return fmt.Sprint(l.Addr().(*net.TCPAddr).Port)
+	return port
 }
 
 func waitPort(t *testing.T, port string, log fmt.Stringer) {

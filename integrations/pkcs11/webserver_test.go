@@ -17,13 +17,9 @@ import (
 	"syscall"
 	"testing"
 	"time"
-)
 
-// vhost is one HTTPS server of a web server: a port, a certificate and a key, given as the
-// server's configuration wants it (a file, or a PKCS#11 URI).
-type vhost struct {
-	port, cert, key string
-}
+	"github.com/palisade-project/palisade/internal/p11web"
+)
 
 // webServer is a local, unprivileged-style nginx or Apache instance with its configuration
 // in its own directory (the system's /etc/nginx and /etc/apache2 are not read).
@@ -40,56 +36,9 @@ func (w *webServer) String() string {
 	return w.out.String() + string(b)
 }
 
-// nginxConf: workers run as nobody; ssl_engine initialises the OpenSSL engine (nginx loads
-// an engine key without initialising the engine itself); the variables the module and
-// libpalisade read are passed to the workers with env (nginx clears the environment).
-func nginxConf(dir string, hosts []vhost) string {
-	var b strings.Builder
-	engine := ""
-	for _, h := range hosts {
-		if strings.HasPrefix(h.key, "pkcs11:") {
-			engine = "ssl_engine pkcs11;"
-		}
-	}
-	fmt.Fprintf(&b, `daemon off;
-master_process on;
-worker_processes 2;
-user nobody nogroup;
-pid %[1]s/nginx.pid;
-error_log %[1]s/error.log info;
-%[2]s
-env PALISADE_SOCKET;
-env PALISADE_PKCS11_KEYS;
-env PALISADE_PKCS11_LOG;
-env SOFTHSM2_CONF;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path %[1]s/body; proxy_temp_path %[1]s/proxy; fastcgi_temp_path %[1]s/fastcgi;
-  uwsgi_temp_path %[1]s/uwsgi; scgi_temp_path %[1]s/scgi;
-`, dir, engine)
-	for _, h := range hosts {
-		key := h.key
-		if strings.HasPrefix(key, "pkcs11:") {
-			key = "engine:pkcs11:" + key
-		}
-		fmt.Fprintf(&b, `  server {
-    listen 127.0.0.1:%s ssl;
-    server_name localhost;
-    ssl_certificate %s;
-    ssl_certificate_key "%s";
-    ssl_protocols TLSv1.2 TLSv1.3; # nginx 1.22 offers no TLS 1.3 by default
-    location / { return 200 "palisade\n"; }
-  }
-`, h.port, h.cert, key)
-	}
-	b.WriteString("}\n")
-	return b.String()
-}
-
 // apacheConf: mod_ssl with SSLCryptoDevice pkcs11 and a pkcs11 URI as the key file; the
 // event MPM's children run as nobody.
-func apacheConf(dir string, hosts []vhost) string {
+func apacheConf(dir string, hosts []p11web.VHost) string {
 	var b strings.Builder
 	m := "/usr/lib/apache2/modules/"
 	fmt.Fprintf(&b, `ServerRoot %[1]s
@@ -117,12 +66,12 @@ SSLSessionCache none
   SSLCertificateFile %[2]s
   SSLCertificateKeyFile "%[3]s"
 </VirtualHost>
-`, h.port, h.cert, h.key)
+`, h.Port, h.Cert, h.Key)
 	}
 	return b.String()
 }
 
-func startWebServer(t *testing.T, e *env, name string, hosts []vhost, extraEnv ...string) *webServer {
+func startWebServer(t *testing.T, e *env, name string, hosts []p11web.VHost, extraEnv ...string) *webServer {
 	t.Helper()
 	dir := filepath.Join(e.dir, name)
 	if err := os.MkdirAll(filepath.Join(dir, "htdocs"), 0o755); err != nil {
@@ -137,7 +86,7 @@ func startWebServer(t *testing.T, e *env, name string, hosts []vhost, extraEnv .
 	case strings.HasPrefix(name, "nginx"):
 		conf = filepath.Join(dir, "nginx.conf")
 		w.cmd = exec.Command("nginx", "-p", dir, "-c", conf, "-e", filepath.Join(dir, "error.log"))
-		if err := os.WriteFile(conf, []byte(nginxConf(dir, hosts)), 0o644); err != nil {
+		if err := os.WriteFile(conf, []byte(p11web.NginxConf(dir, hosts)), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	default:
@@ -155,7 +104,7 @@ func startWebServer(t *testing.T, e *env, name string, hosts []vhost, extraEnv .
 	go func() { w.cmd.Wait(); close(w.done) }()
 	t.Cleanup(w.stop)
 	for _, h := range hosts {
-		waitPort(t, h.port, w)
+		waitPort(t, h.Port, w)
 	}
 	return w
 }
@@ -205,25 +154,25 @@ func (w *webServer) pids(t *testing.T) []int {
 	return pids
 }
 
-func (e *env) tlsHosts(t *testing.T) []vhost {
-	return []vhost{
-		{freePort(t), e.path(keyEC + ".crt"), "pkcs11:token=palisade;object=" + keyEC + ";type=private"},
-		{freePort(t), e.path(keyRSA + ".crt"), "pkcs11:token=palisade;object=" + keyRSA + ";type=private"},
+func (e *env) tlsHosts(t *testing.T) []p11web.VHost {
+	return []p11web.VHost{
+		{Port: freePort(t), Cert: e.path(keyEC + ".crt"), Key: "pkcs11:token=palisade;object=" + keyEC + ";type=private"},
+		{Port: freePort(t), Cert: e.path(keyRSA + ".crt"), Key: "pkcs11:token=palisade;object=" + keyRSA + ";type=private"},
 	}
 }
 
 // serves checks that every host answers curl (TLS 1.2 and 1.3) and openssl s_client.
-func serves(t *testing.T, hosts []vhost, w fmt.Stringer) {
+func serves(t *testing.T, hosts []p11web.VHost, w fmt.Stringer) {
 	t.Helper()
 	for _, h := range hosts {
 		for _, v := range []string{"1.2", "1.3"} {
-			if out, err := curl(h.port, h.cert, v); err != nil || out != "palisade\n" {
-				t.Fatalf("curl TLS %s on %s: %v %q\n%s", v, h.port, err, out, w)
+			if out, err := curl(h.Port, h.Cert, v); err != nil || out != "palisade\n" {
+				t.Fatalf("curl TLS %s on %s: %v %q\n%s", v, h.Port, err, out, w)
 			}
 		}
-		out := sClient(t, h.port, h.cert)
+		out := sClient(t, h.Port, h.Cert)
 		if !strings.Contains(out, "Verification: OK") || !strings.Contains(out, "Protocol version: TLSv1.3") {
-			t.Fatalf("openssl s_client on %s:\n%s", h.port, out)
+			t.Fatalf("openssl s_client on %s:\n%s", h.Port, out)
 		}
 	}
 }
@@ -302,9 +251,9 @@ func testMemorySearchControl(t *testing.T, e *env) {
 	keyFile := e.path("control.key")
 	pemKey(t, keyFile, key)
 	certFile := selfSigned(t, e, key)
-	hosts := []vhost{{freePort(t), certFile, keyFile}}
+	hosts := []p11web.VHost{{Port: freePort(t), Cert: certFile, Key: keyFile}}
 	w := startWebServer(t, e, "nginx-control", hosts)
-	if out, err := curl(hosts[0].port, certFile, "1.3"); err != nil || out != "palisade\n" {
+	if out, err := curl(hosts[0].Port, certFile, "1.3"); err != nil || out != "palisade\n" {
 		t.Fatalf("control server: %v %q\n%s", err, out, w)
 	}
 	found := false

@@ -127,14 +127,15 @@ func Start(ctx context.Context, dir string) (e *Env, err error) {
 		return nil, fmt.Errorf("palisaded: %v\n%s", err, e.stderr.String())
 	}
 	e.OpenSSLConf = filepath.Join(dir, "openssl.cnf")
-	if err := os.WriteFile(e.OpenSSLConf, []byte(opensslConf(e.Module)), 0o644); err != nil {
+	if err := os.WriteFile(e.OpenSSLConf, []byte(OpenSSLConf(e.Module)), 0o644); err != nil {
 		return nil, err
 	}
 	return e, nil
 }
 
-// opensslConf loads OpenSSL's pkcs11 engine with module.
-func opensslConf(module string) string {
+// OpenSSLConf is an OpenSSL configuration loading OpenSSL's pkcs11 engine with module (and an
+// empty [req] distinguished name, so that openssl req takes -subj alone).
+func OpenSSLConf(module string) string {
 	return fmt.Sprintf(`openssl_conf = openssl_init
 [openssl_init]
 engines = engine_section
@@ -264,7 +265,7 @@ func (e *Env) SoftHSM(ctx context.Context, name, keyFile string) ([]string, erro
 		return nil, fmt.Errorf("chown: %v\n%s", err, out)
 	}
 	sslConf := filepath.Join(dir, "openssl.cnf")
-	if err := os.WriteFile(sslConf, []byte(opensslConf(SoftHSMModule)), 0o644); err != nil {
+	if err := os.WriteFile(sslConf, []byte(OpenSSLConf(SoftHSMModule)), 0o644); err != nil {
 		return nil, err
 	}
 	return append(env, "OPENSSL_CONF="+sslConf), nil

@@ -149,7 +149,7 @@ func (e *Env) StartTPM2(ctx context.Context, name, keyFile, alg string) (_ *TPM2
 		return nil, fmt.Errorf("chown: %v\n%s", err, out)
 	}
 	sslConf := filepath.Join(dir, "openssl.cnf")
-	if err := os.WriteFile(sslConf, []byte(opensslConf(TPM2Module)), 0o644); err != nil {
+	if err := os.WriteFile(sslConf, []byte(OpenSSLConf(TPM2Module)), 0o644); err != nil {
 		return nil, err
 	}
 	t.Env = []string{"DBUS_SESSION_BUS_ADDRESS=unix:path=" + bus, "TPM2_PKCS11_TCTI=tabrmd:bus_type=session",
