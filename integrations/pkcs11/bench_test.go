@@ -2,17 +2,7 @@ package pkcs11_test
 
 import (
 	"context"
-	"crypto"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/rsa"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
-	"math/big"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -62,10 +52,10 @@ func TestBenchNginx(t *testing.T) {
 		if alg == "rsa-2048" {
 			pkey = keyRSA
 		}
-		fileKey := genKey(t, alg)
-		fileKeyPath := e.path("bench-" + alg + ".key")
-		pemKey(t, fileKeyPath, fileKey)
-		fileCert := selfSignedAny(t, e, fileKey, "bench-"+alg+".crt")
+		fileKeyPath, fileCert, err := p11web.FileKey(e.dir, "bench-"+alg, alg)
+		if err != nil {
+			t.Fatal(err)
+		}
 		hsmEnv := softHSM(t, e, alg, fileKeyPath)
 		modes := []struct {
 			name string
@@ -150,39 +140,6 @@ func cpuOf(t *testing.T, pids []int) time.Duration {
 		t.Fatal(err)
 	}
 	return d
-}
-
-func genKey(t *testing.T, alg string) crypto.Signer {
-	t.Helper()
-	var k crypto.Signer
-	var err error
-	if alg == "rsa-2048" {
-		k, err = rsa.GenerateKey(rand.Reader, 2048)
-	} else {
-		k, err = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	}
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
-}
-
-func selfSignedAny(t *testing.T, e *env, key crypto.Signer, name string) string {
-	t.Helper()
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "localhost"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(24 * time.Hour),
-		DNSNames: []string{"localhost"}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	path := e.path(name)
-	if err := os.WriteFile(path, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return path
 }
 
 // softHSM makes a SoftHSM2 token "bench" holding the key of keyFile (PKCS#8 PEM) and returns

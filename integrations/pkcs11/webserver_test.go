@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -127,26 +126,9 @@ func (w *webServer) stop() {
 // pids are the server's master and its children.
 func (w *webServer) pids(t *testing.T) []int {
 	t.Helper()
-	master := w.cmd.Process.Pid
-	pids := []int{master}
-	ents, err := os.ReadDir("/proc")
+	pids, err := p11web.ProcessTree(w.cmd.Process.Pid)
 	if err != nil {
 		t.Fatal(err)
-	}
-	for _, ent := range ents {
-		pid, err := strconv.Atoi(ent.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile(filepath.Join("/proc", ent.Name(), "stat"))
-		if err != nil {
-			continue
-		}
-		// pid (comm) state ppid ...: comm may hold spaces, so split after the last ')'.
-		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
-		if len(f) > 1 && f[1] == strconv.Itoa(master) {
-			pids = append(pids, pid)
-		}
 	}
 	if len(pids) < 2 {
 		t.Fatalf("%s: no worker processes", w.name)

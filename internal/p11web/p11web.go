@@ -210,8 +210,15 @@ func (e *Env) CreateKey(ctx context.Context, name, alg string) (cert string, err
 }
 
 // FileKey makes a key of alg ("ecdsa-p256", "rsa-2048") in memory and writes it to name.key
-// (PKCS#8 PEM) with a self-signed certificate name.crt.
+// (PKCS#8 PEM) with a self-signed certificate name.crt, in the environment's directory.
 func (e *Env) FileKey(name, alg string) (keyFile, cert string, err error) {
+	return FileKey(e.Dir, name, alg)
+}
+
+// FileKey makes a key of alg ("ecdsa-p256", "rsa-2048") in memory and writes it to
+// dir/name.key (PKCS#8 PEM, readable by all: nginx's workers) with a self-signed certificate
+// for localhost and 127.0.0.1, dir/name.crt.
+func FileKey(dir, name, alg string) (keyFile, cert string, err error) {
 	var k crypto.Signer
 	if alg == "rsa-2048" {
 		k, err = rsa.GenerateKey(rand.Reader, 2048)
@@ -225,7 +232,7 @@ func (e *Env) FileKey(name, alg string) (keyFile, cert string, err error) {
 	if err != nil {
 		return "", "", err
 	}
-	keyFile, cert = e.Path(name+".key"), e.Path(name+".crt")
+	keyFile, cert = filepath.Join(dir, name+".key"), filepath.Join(dir, name+".crt")
 	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: der}), 0o644); err != nil {
 		return "", "", err
 	}
@@ -391,7 +398,18 @@ func (w *Nginx) Stop() {
 
 // PIDs are nginx's master and its workers.
 func (w *Nginx) PIDs() ([]int, error) {
-	master := w.cmd.Process.Pid
+	pids, err := ProcessTree(w.cmd.Process.Pid)
+	if err != nil {
+		return nil, err
+	}
+	if len(pids) < 2 {
+		return nil, fmt.Errorf("%s: no worker processes\n%s", w.Name, w.Log())
+	}
+	return pids, nil
+}
+
+// ProcessTree is master and its direct children (a web server's workers), master first.
+func ProcessTree(master int) ([]int, error) {
 	pids := []int{master}
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
@@ -411,9 +429,6 @@ func (w *Nginx) PIDs() ([]int, error) {
 		if len(f) > 1 && f[1] == strconv.Itoa(master) {
 			pids = append(pids, pid)
 		}
-	}
-	if len(pids) < 2 {
-		return nil, fmt.Errorf("%s: no worker processes\n%s", w.Name, w.Log())
 	}
 	return pids, nil
 }
