@@ -142,29 +142,19 @@ func cpuOf(t *testing.T, pids []int) time.Duration {
 	return d
 }
 
-// softHSM makes a SoftHSM2 token "bench" holding the key of keyFile (PKCS#8 PEM) and returns
-// the environment a web server needs to use it through OpenSSL's engine. The token's files
-// belong to the workers' uid: SoftHSM2 reads them again in each forked worker.
+// softHSM makes a SoftHSM2 token "bench" holding the key of keyFile (PKCS#8 PEM), running
+// softhsm2-util in the test's environment, and returns the environment a web server needs to
+// use it through OpenSSL's engine (p11web.SoftHSM).
 func softHSM(t *testing.T, e *env, alg, keyFile string) []string {
 	t.Helper()
-	dir := e.path("softhsm-" + alg)
-	tokens := filepath.Join(dir, "tokens")
-	if err := os.MkdirAll(tokens, 0o755); err != nil {
+	env, err := p11web.SoftHSM(e.path("softhsm-"+alg), keyFile, func(env []string, prog string, args ...string) error {
+		if out, err := e.try(env, prog, args...); err != nil {
+			return fmt.Errorf("%s %s: %v\n%s", prog, strings.Join(args, " "), err, out)
+		}
+		return nil
+	})
+	if err != nil {
 		t.Fatal(err)
 	}
-	conf := filepath.Join(dir, "softhsm2.conf")
-	if err := os.WriteFile(conf, []byte("directories.tokendir = "+tokens+"\nobjectstore.backend = file\nlog.level = ERROR\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	env := []string{"SOFTHSM2_CONF=" + conf}
-	e.run(t, env, "softhsm2-util", "--init-token", "--free", "--label", "bench", "--pin", "1234", "--so-pin", "1234")
-	e.run(t, env, "softhsm2-util", "--import", keyFile, "--token", "bench", "--label", "k", "--id", "01", "--pin", "1234")
-	if out, err := exec.Command("chown", "-R", fmt.Sprintf("%d:%d", nobody, nobody), tokens).CombinedOutput(); err != nil {
-		t.Fatalf("chown: %v\n%s", err, out)
-	}
-	sslConf := filepath.Join(dir, "openssl.cnf")
-	if err := os.WriteFile(sslConf, []byte(p11web.OpenSSLConf(p11web.SoftHSMModule)), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return append(env, "OPENSSL_CONF="+sslConf)
+	return env
 }

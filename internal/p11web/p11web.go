@@ -252,7 +252,15 @@ func FileKey(dir, name, alg string) (keyFile, cert string, err error) {
 // labelled "k", and returns the environment nginx needs to use it through OpenSSL's engine. The
 // token's files belong to the workers' uid: SoftHSM2 reads them again in each forked worker.
 func (e *Env) SoftHSM(ctx context.Context, name, keyFile string) ([]string, error) {
-	dir := e.Path("softhsm-" + name)
+	return SoftHSM(e.Path("softhsm-"+name), keyFile, func(env []string, prog string, args ...string) error {
+		_, err := e.Run(ctx, env, prog, args...)
+		return err
+	})
+}
+
+// SoftHSM is Env.SoftHSM with the token's files in dir, running softhsm2-util with run, which
+// adds env (the token's configuration) to the environment of its choice.
+func SoftHSM(dir, keyFile string, run func(env []string, prog string, args ...string) error) ([]string, error) {
 	tokens := filepath.Join(dir, "tokens")
 	if err := os.MkdirAll(tokens, 0o755); err != nil {
 		return nil, err
@@ -262,10 +270,10 @@ func (e *Env) SoftHSM(ctx context.Context, name, keyFile string) ([]string, erro
 		return nil, err
 	}
 	env := []string{"SOFTHSM2_CONF=" + conf}
-	if _, err := e.Run(ctx, env, "softhsm2-util", "--init-token", "--free", "--label", "bench", "--pin", "1234", "--so-pin", "1234"); err != nil {
+	if err := run(env, "softhsm2-util", "--init-token", "--free", "--label", "bench", "--pin", "1234", "--so-pin", "1234"); err != nil {
 		return nil, err
 	}
-	if _, err := e.Run(ctx, env, "softhsm2-util", "--import", keyFile, "--token", "bench", "--label", "k", "--id", "01", "--pin", "1234"); err != nil {
+	if err := run(env, "softhsm2-util", "--import", keyFile, "--token", "bench", "--label", "k", "--id", "01", "--pin", "1234"); err != nil {
 		return nil, err
 	}
 	if out, err := exec.Command("chown", "-R", fmt.Sprintf("%d:%d", Nobody, Nobody), tokens).CombinedOutput(); err != nil {
