@@ -13,9 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
-	"syscall"
 	"testing"
-	"time"
 
 	"github.com/palisade-project/palisade/internal/p11web"
 )
@@ -108,20 +106,8 @@ func startWebServer(t *testing.T, e *env, name string, hosts []p11web.VHost, ext
 	return w
 }
 
-func (w *webServer) stop() {
-	select {
-	case <-w.done:
-		return
-	default:
-	}
-	w.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case <-w.done:
-	case <-time.After(10 * time.Second):
-		w.cmd.Process.Kill()
-		<-w.done
-	}
-}
+// stop stops the server (SIGTERM, then SIGKILL after 10 s); it may be called again.
+func (w *webServer) stop() { p11web.Terminate(w.cmd.Process, w.done) }
 
 // pids are the server's master and its children.
 func (w *webServer) pids(t *testing.T) []int {

@@ -389,18 +389,23 @@ func (e *Env) StartNginx(name string, hosts []VHost, extraEnv ...string) (*Nginx
 }
 
 // Stop stops nginx (SIGTERM, then SIGKILL after 10 s); it may be called again.
-func (w *Nginx) Stop() {
+func (w *Nginx) Stop() { Terminate(w.cmd.Process, w.done) }
+
+// Terminate sends p SIGTERM, then SIGKILL if it has not exited after 10 s, and returns once
+// done (closed when p's Wait has returned) is closed. It does nothing if done already is, so
+// it may be called again.
+func Terminate(p *os.Process, done <-chan struct{}) {
 	select {
-	case <-w.done:
+	case <-done:
 		return
 	default:
 	}
-	w.cmd.Process.Signal(syscall.SIGTERM)
+	p.Signal(syscall.SIGTERM)
 	select {
-	case <-w.done:
+	case <-done:
 	case <-time.After(10 * time.Second):
-		w.cmd.Process.Kill()
-		<-w.done
+		p.Kill()
+		<-done
 	}
 }
 
