@@ -164,7 +164,7 @@ func (c *Client) KeyAttest(ctx context.Context, name string, nonce []byte) ([]by
 }
 
 // KeySign signs digest with the key name. scheme and hash are the ids of package signreq.
-// The call waits for the daemon to come back (a restart) until ctx ends.
+// Like every call, it waits for a restarting daemon up to ReconnectWait, never past ctx.
 func (c *Client) KeySign(ctx context.Context, name string, scheme, hash uint16, digest, pin []byte) ([]byte, error) {
 	if sig, ok, err := c.leanKeySign(ctx, name, scheme, hash, digest, pin); ok { // the hot path (lean_keys.go)
 		return sig, err
@@ -180,15 +180,15 @@ func (c *Client) KeySign(ctx context.Context, name string, scheme, hash uint16, 
 
 // KeySigner is a crypto.Signer backed by a named key of the daemon: it plugs into crypto/tls
 // (tls.Certificate{PrivateKey: s}), crypto/x509 (CreateCertificate, CreateCertificateRequest)
-// and x/crypto/ssh. It survives daemon restarts: a signature waits up to Timeout for the
-// daemon to come back.
+// and x/crypto/ssh. It survives daemon restarts: a signature waits for the daemon to come
+// back up to ReconnectWait, or Timeout if that is shorter.
 type KeySigner struct {
 	c    *Client
 	own  bool // c was dialled by NewKeySigner and is closed by Close
 	info KeyInfo
 	// PIN is sent with every signature, for a key that has one.
 	PIN []byte
-	// Timeout bounds each Sign, including waiting for a restarting daemon (default 30 s).
+	// Timeout bounds each Sign, including any wait for a restarting daemon (default 30 s).
 	Timeout time.Duration
 }
 
