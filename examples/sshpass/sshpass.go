@@ -28,17 +28,12 @@ import (
 	"golang.org/x/crypto/ssh"
 )
 
-var (
-	// ErrWrongPassword means the user is unknown or the password is wrong (deliberately not
-	// told apart).
-	ErrWrongPassword = errors.New("sshpass: wrong password")
-	// ErrRateLimited means the Go checking PAL (PAL, gopal.go) refused to check: too many
-	// recent failures for the user. PassDB returns ErrLocked instead.
-	ErrRateLimited = errors.New("sshpass: too many failed attempts, try later")
-)
+// ErrWrongPassword means the user is unknown or the password is wrong (deliberately not told
+// apart).
+var ErrWrongPassword = errors.New("sshpass: wrong password")
 
-// Checker checks passwords. Check returns nil, ErrWrongPassword, ErrLocked (PassDB),
-// ErrRateLimited (wrapped; PAL) or another error.
+// Checker checks passwords. Check returns nil, ErrWrongPassword, ErrLocked (PassDB) or another
+// error.
 type Checker interface {
 	Check(ctx context.Context, user string, password []byte) error
 }

@@ -2,26 +2,17 @@ package pam_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
-	"sort"
-	"strconv"
 	"strings"
 	"testing"
-	"time"
-
-	"golang.org/x/crypto/argon2"
 
 	"github.com/palisade-project/palisade/client"
 	"github.com/palisade-project/palisade/examples/sshpass"
 	"github.com/palisade-project/palisade/integrations/internal/ossh"
-	"github.com/palisade-project/palisade/integrations/pam"
 )
 
 func TestMain(m *testing.M) { ossh.Main(m) }
@@ -273,173 +264,4 @@ func TestDemoSharesPasswdState(t *testing.T) {
 			t.Fatalf("%s: %v, want %v", step.what, err, step.want)
 		}
 	}
-}
-
-// tempUser creates a system user with a random name and password pw (set through chpasswd
-// from stdin, hashed with crypt method method: YESCRYPT, SHA512, ...) for a measurement, and
-// removes it in t.Cleanup, which runs even when the test fails. It skips unless root with
-// useradd, chpasswd and userdel.
-func tempUser(t *testing.T, pw, method string) string {
-	t.Helper()
-	if os.Getuid() != 0 {
-		t.Skip("creating a temporary system user needs root")
-	}
-	ossh.NeedTools(t, "useradd", "chpasswd", "userdel")
-	var r [5]byte
-	if _, err := rand.Read(r[:]); err != nil {
-		t.Fatal(err)
-	}
-	name := "pptest" + hex.EncodeToString(r[:])
-	// Registered before useradd: a useradd that fails half-way still gets cleaned up.
-	t.Cleanup(func() {
-		if out, err := exec.Command("userdel", "-f", name).CombinedOutput(); err != nil && !strings.Contains(string(out), "does not exist") {
-			t.Errorf("userdel %s: %v %s", name, err, out)
-		}
-		if _, err := user.Lookup(name); err == nil {
-			t.Errorf("temporary user %s still exists after userdel", name)
-		}
-	})
-	if out, err := exec.Command("useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/bin/sh", "--comment", "palisade test, removed by the test", name).CombinedOutput(); err != nil {
-		t.Fatalf("useradd %s: %v %s", name, err, out)
-	}
-	cmd := exec.Command("chpasswd", "--crypt-method", method)
-	cmd.Stdin = strings.NewReader(name + ":" + pw + "\n")
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("chpasswd: %v %s", err, out)
-	}
-	return name
-}
-
-// TestSSHDLoginCost measures OpenSSH password logins (new connections: sshpass + ssh against
-// the real sshd, UsePAM yes) against three sshd whose PAM stacks differ only in the auth line:
-// pam_permit (no check), pam_unix (the system's check: a temporary user in /etc/shadow, its
-// password hashed with PALISADE_BENCH_SSH_CRYPT, default YESCRYPT, Debian 12's default for
-// passwd) and pam_palisade (DefaultParams), alternating so all see the same load; then the same
-// stacks under pamtester, and the native Argon2id time (x/crypto) in the same run. It logs the
-// medians, the raw difference pam_palisade − pam_unix and the isolation cost
-// pam_palisade − pam_unix − native Argon2id. It runs only with PALISADE_BENCH_SSH=N (N logins
-// each), as root (it creates, and removes, a system user).
-func TestSSHDLoginCost(t *testing.T) {
-	n, _ := strconv.Atoi(os.Getenv("PALISADE_BENCH_SSH"))
-	if n <= 0 {
-		t.Skip("set PALISADE_BENCH_SSH=N to measure N logins per stack")
-	}
-	method := os.Getenv("PALISADE_BENCH_SSH_CRYPT")
-	if method == "" {
-		method = "YESCRYPT"
-	}
-	ossh.NeedTools(t, "ssh", "sshpass", "ssh-keygen", "/usr/sbin/sshd", "pamtester")
-	const pw = "the measured user's password"
-	name := tempUser(t, pw, method)
-	shadow, err := exec.Command("getent", "shadow", name).Output()
-	if err != nil {
-		t.Fatalf("getent shadow %s: %v", name, err)
-	}
-	// The hash's method and parameters ("$y$j9T$": yescrypt; "$6$": SHA-512 crypt), not its
-	// salt: "$id$salt$hash" or "$id$params$salt$hash".
-	f := strings.Split(strings.Split(string(shadow), ":")[1], "$")
-	hashPrefix := "$" + f[1] + "$"
-	if len(f) >= 5 {
-		hashPrefix += f[2] + "$"
-	}
-	e := ossh.NewEnv(t)
-	s := newPAMSetup(t, e, "sshd")
-	s.passwd(t, name, pw)
-	const lib = "/lib/x86_64-linux-gnu/security/"
-	stackDir := func(label, auth string) string {
-		dir := filepath.Join(e.Dir, "pam.d-"+label)
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			t.Fatal(err)
-		}
-		rest := "account required " + lib + "pam_permit.so\nsession required " + lib + "pam_permit.so\n"
-		if err := os.WriteFile(filepath.Join(dir, "sshd"), []byte(auth+"\n"+rest), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		return dir
-	}
-	hostKey := filepath.Join(e.Dir, "ssh_host_ed25519_key")
-	if out, errs, code := e.Run(nil, "", "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostKey); code != 0 {
-		t.Fatalf("ssh-keygen: %s%s", out, errs)
-	}
-	hostPub, _ := os.ReadFile(hostKey + ".pub")
-	cfg := fmt.Sprintf("HostKey %s\nUsePAM yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\nPubkeyAuthentication no\n", hostKey)
-	type stack struct {
-		name      string
-		dir       string
-		port      int
-		ssh, pamt []float64
-	}
-	stacks := []*stack{
-		{name: "pam_permit", dir: stackDir("permit", "auth required "+lib+"pam_permit.so")},
-		// nodelay on both checking modules: the failure delay is not what is measured.
-		{name: "pam_unix", dir: stackDir("unix", "auth required "+lib+"pam_unix.so nodelay")},
-		{name: "pam_palisade", dir: s.svcDir},
-	}
-	knownHosts := filepath.Join(e.Dir, "known_hosts")
-	var kh strings.Builder
-	for _, st := range stacks {
-		st.port = e.SSHDWithEnv([]string{"LD_PRELOAD=" + pamWrapper, "PAM_WRAPPER=1", "PAM_WRAPPER_SERVICE_DIR=" + st.dir}, cfg)
-		fmt.Fprintf(&kh, "[127.0.0.1]:%d %s\n", st.port, strings.Join(strings.Fields(string(hostPub))[:2], " "))
-	}
-	if err := os.WriteFile(knownHosts, []byte(kh.String()), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	// A wrong password must fail on both checking stacks, or the measurement measures nothing.
-	for _, st := range stacks[1:] {
-		if _, _, code := e.Run([]string{"LD_PRELOAD=" + pamWrapper, "PAM_WRAPPER=1", "PAM_WRAPPER_SERVICE_DIR=" + st.dir}, "not "+pw+"\n", "pamtester", "sshd", name, "authenticate"); code == 0 {
-			t.Fatalf("%s accepted a wrong password", st.name)
-		}
-	}
-	s.passwd(t, name, "", "--unlock") // the failure above counts in pam_palisade's lockout
-	for i := 0; i < n+2; i++ {        // two warm-up rounds
-		for _, st := range stacks {
-			start := time.Now()
-			args := ossh.SSHArgs(st.port, knownHosts, "-o", "BatchMode=no", "-o", "PreferredAuthentications=password", "-o", "PubkeyAuthentication=no", "true")
-			args[len(args)-2] = name + "@127.0.0.1" // SSHArgs logs in as root
-			out, errs, code := e.Run([]string{"SSHPASS=" + pw}, "", "sshpass", append([]string{"-e", "ssh"}, args...)...)
-			if code != 0 {
-				t.Fatalf("%s login: exit %d %s%s", st.name, code, out, errs)
-			}
-			if i >= 2 {
-				st.ssh = append(st.ssh, float64(time.Since(start).Microseconds())/1000)
-			}
-		}
-	}
-	// The same stacks under pamtester (pam_authenticate alone, a new process each): the part of
-	// a login that differs between them, without sshd's and ssh's own noise.
-	for i := 0; i < n+2; i++ {
-		for _, st := range stacks {
-			start := time.Now()
-			out, errs, code := e.Run([]string{"LD_PRELOAD=" + pamWrapper, "PAM_WRAPPER=1", "PAM_WRAPPER_SERVICE_DIR=" + st.dir}, pw+"\n", "pamtester", "sshd", name, "authenticate")
-			if code != 0 {
-				t.Fatalf("pamtester %s: %d %s%s", st.name, code, out, errs)
-			}
-			if i >= 2 {
-				st.pamt = append(st.pamt, float64(time.Since(start).Microseconds())/1000)
-			}
-		}
-	}
-	var native []float64
-	p := pam.DefaultParams
-	for i := 0; i < n; i++ {
-		start := time.Now()
-		argon2.IDKey([]byte(pw), []byte("0123456789abcdef"), p.Time, p.Memory, uint8(p.Threads), 32)
-		native = append(native, float64(time.Since(start).Microseconds())/1000)
-	}
-	nat := median(native)
-	t.Logf("%d runs each; pam_unix hash %s… (%s); native Argon2id (m=%d KiB, t=%d, p=%d) median %.1f ms", n, hashPrefix, method, p.Memory, p.Time, p.Threads, nat)
-	for _, m := range []struct {
-		what string
-		v    func(*stack) []float64
-	}{{"ssh login (new connection)", func(s *stack) []float64 { return s.ssh }}, {"pamtester authenticate", func(s *stack) []float64 { return s.pamt }}} {
-		permit, unix, pal := median(m.v(stacks[0])), median(m.v(stacks[1])), median(m.v(stacks[2]))
-		t.Logf("%s medians: pam_permit %.1f ms, pam_unix %.1f ms, pam_palisade %.1f ms; palisade − unix = %.1f ms; palisade − unix − native Argon2id = %.1f ms; palisade − permit − native Argon2id = %.1f ms; unix − permit = %.1f ms",
-			m.what, permit, unix, pal, pal-unix, pal-unix-nat, pal-permit-nat, unix-permit)
-	}
-}
-
-func median(v []float64) float64 {
-	s := append([]float64(nil), v...)
-	sort.Float64s(s)
-	return s[len(s)/2]
 }

@@ -21,14 +21,17 @@ import (
 
 // Config sizes a run.
 type Config struct {
-	Levels     []int         // HTTPS concurrency levels
-	Point      time.Duration // HTTPS measuring time per (mode, alg, level)
-	SSHLogins  int
-	TPMIters   int
-	LifeIters  int // registrations per engine
-	CallIters  int // invocations per engine
-	SignIters  int // serial signatures for the where-the-time-goes table
-	ABRequests int // per ab cross-check run; 0 disables
+	Levels    []int         // HTTPS concurrency levels
+	Point     time.Duration // HTTPS measuring time per (mode, alg, level)
+	SSHLogins int           // logins per checker on the example SSH server
+	// OpenSSHLogins are logins per PAM stack with the real sshd (and as many pamtester runs);
+	// 0 skips them.
+	OpenSSHLogins int
+	TPMIters      int
+	LifeIters     int // registrations per engine
+	CallIters     int // invocations per engine
+	SignIters     int // serial signatures for the where-the-time-goes table
+	ABRequests    int // per ab cross-check run; 0 disables
 
 	// The web-server section.
 	WebRequests int   // ab requests per (key, backend, level, round); 0 skips the section
@@ -44,13 +47,13 @@ type Config struct {
 var (
 	Full = Config{
 		Levels: []int{1, 2, 4, 8, 16, 32, 64}, Point: 2 * time.Second,
-		SSHLogins: 100, TPMIters: 50, LifeIters: 30, CallIters: 2000, SignIters: 300,
+		SSHLogins: 100, OpenSSHLogins: 31, TPMIters: 50, LifeIters: 30, CallIters: 2000, SignIters: 300,
 		WebRequests: 400, WebLevels: []int{1, 4, 16}, WebRounds: 3, WebSigns: 200,
 		AgentSigns: 300,
 	}
 	Quick = Config{
 		Levels: []int{1, 4}, Point: 150 * time.Millisecond,
-		SSHLogins: 5, TPMIters: 3, LifeIters: 3, CallIters: 50, SignIters: 10,
+		SSHLogins: 5, OpenSSHLogins: 1, TPMIters: 3, LifeIters: 3, CallIters: 50, SignIters: 10,
 	}
 )
 
@@ -115,7 +118,7 @@ func Run(ctx context.Context, o Options) error {
 	}
 	run("lifecycle", func() error { return benchLifecycle(ctx, d, imgs, cfg, p, r) })
 	run("utpm", func() error { return benchUTPM(ctx, d, cfg, p, r) })
-	run("ssh", func() error { return benchSSH(ctx, d, imgs, cfg, p, r) })
+	run("ssh", func() error { return benchSSH(ctx, d, cfg, p, r) })
 	run("https", func() error { return benchHTTPS(ctx, d, imgs, cfg, p, r) })
 	run("web", func() error { return benchWeb(ctx, cfg, p, r) })
 	if err := ctx.Err(); err != nil {
@@ -173,7 +176,7 @@ func machineName() string {
 
 // palImages are the PAL images a run needs.
 type palImages struct {
-	keygen, signer, checker, goNull []byte
+	keygen, signer, goNull []byte
 }
 
 func benchImages(ctx context.Context, want map[string]bool) (palImages, error) {
@@ -187,9 +190,6 @@ func benchImages(ctx context.Context, want map[string]bool) (palImages, error) {
 	if want["https"] {
 		get(&b.keygen, "examples/tlskey/keygen")
 		get(&b.signer, "examples/tlskey/signer")
-	}
-	if want["ssh"] {
-		get(&b.checker, "examples/sshpass/checker")
 	}
 	if want["lifecycle"] {
 		get(&b.goNull, "internal/e2e/apps/nullpal")

@@ -4,40 +4,75 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/crypto/argon2"
 
 	"github.com/palisade-project/palisade/integrations/pam"
 	"github.com/palisade-project/palisade/internal/e2e/apps"
+	"github.com/palisade-project/palisade/internal/e2e/openssh"
 )
 
-// pamWrapperLib is libpam_wrapper (Debian libpam-wrapper): preloaded into sshd it makes libpam
-// read the service files of PAM_WRAPPER_SERVICE_DIR, so the benchmark never touches /etc/pam.d.
-const pamWrapperLib = "/usr/lib/x86_64-linux-gnu/libpam_wrapper.so"
+// pamLib is where Debian installs the PAM modules the baseline stacks use.
+const pamLib = "/lib/x86_64-linux-gnu/security/"
+
+// tempUserPrefix starts the names of the temporary users the bench creates for pam_unix
+// (TestSSHSectionQuick checks none is left).
+const tempUserPrefix = "ppbench"
+
+// unixHashes are the crypt methods pam_unix is measured with: Debian 12's default for passwd
+// (yescrypt, a deliberately slow hash) and SHA-512 crypt (what many systems' login.defs
+// ENCRYPT_METHOD still says; cheap next to Argon2id, which the issue's formula assumes of
+// pam_unix).
+var unixHashes = []struct{ method, label string }{{"SHA512", "SHA-512 crypt"}, {"YESCRYPT", "yescrypt"}}
+
+// Stack kinds (sshResult.Stack).
+const (
+	stackPermit   = "pam_permit"
+	stackUnix     = "pam_unix"
+	stackPalisade = "pam_palisade"
+)
+
+// pamStack is one sshd and the PAM stack it authenticates with.
+type pamStack struct {
+	sshResult
+	auth   string // the pam.d auth line
+	user   string // who logs in
+	svcDir string // its PAM service directory (pam_wrapper)
+	sshd   *openssh.SSHD
+	ssh    []float64
+	pamt   []float64
+}
 
 // benchOpenSSH times password logins with the real OpenSSH (docs/ssh.md): sshpass + ssh, a new
-// connection each, against two sshd with UsePAM yes, one whose PAM stack is pam_permit (no
-// password check: the baseline) and one with pam_palisade checking in the wasm PAL
-// (pam.DefaultParams), alternating so both see the same load; the native Argon2id time with
-// the same parameters is measured in the same run. It needs root, sshd, ssh, sshpass,
-// ssh-keygen, make, a C compiler, libpam0g-dev, libpam-wrapper and the source tree (for
-// pam_palisade.so); without them it records why it did not run.
-func benchOpenSSH(ctx context.Context, d *apps.Daemon, cfg Config, p *progress, r *benchReport) error {
+// connection each, against one sshd with UsePAM yes per PAM stack, the stacks differing only in
+// the auth line: pam_permit (no check), pam_unix for a temporary system user whose password is
+// hashed with each of unixHashes, and pam_palisade (pam.DefaultParams) with the checking PAL on
+// each engine the daemon offers; the stacks alternate so all see the same load. Then the same
+// stacks under pamtester (pam_authenticate alone, without ssh's and sshd's noise) if it is
+// installed, and native Argon2id (x/crypto, the same parameters) in the same run. The report
+// gives the issue's isolation cost, pam_palisade − pam_unix − native Argon2id. It needs root
+// (sshd, useradd), the OpenSSH programs, sshpass, make, a C compiler, libpam0g-dev,
+// libpam-wrapper and the source tree (for pam_palisade.so); without them it records why it did
+// not run. The temporary users are removed before it returns, on failure too.
+func benchOpenSSH(ctx context.Context, d *apps.Daemon, cfg Config, p *progress, r *benchReport) (err error) {
+	dp := pam.DefaultParams
+	r.OpenSSHArgon2 = fmt.Sprintf("m=%d KiB, t=%d, p=%d", dp.Memory, dp.Time, dp.Threads)
+	if cfg.OpenSSHLogins <= 0 {
+		r.OpenSSHNotMeasured = append(r.OpenSSHNotMeasured, "OpenSSH logins: not measured (0 logins asked)")
+		return nil
+	}
 	if why := openSSHMissing(); why != "" {
-		r.Notes = append(r.Notes, "OpenSSH logins not measured: "+why)
+		r.OpenSSHNotMeasured = append(r.OpenSSHNotMeasured, "OpenSSH logins (pam_unix, pam_palisade): not measured: "+why)
 		return nil
 	}
 	root, err := apps.SourceRoot()
 	if err != nil {
-		r.Notes = append(r.Notes, "OpenSSH logins not measured: "+err.Error())
+		r.OpenSSHNotMeasured = append(r.OpenSSHNotMeasured, "OpenSSH logins: not measured: "+err.Error())
 		return nil
 	}
 	dir, err := os.MkdirTemp("", "palisade-bench-openssh-")
@@ -49,190 +84,213 @@ func benchOpenSSH(ctx context.Context, d *apps.Daemon, cfg Config, p *progress, 
 	if out, err := exec.CommandContext(ctx, "make", "-C", filepath.Join(root, "integrations", "pam", "module"), "BUILD="+dir).CombinedOutput(); err != nil {
 		return fmt.Errorf("make pam_palisade.so: %v\n%s", err, out)
 	}
-	const user, pw = "root", "correct horse battery staple"
+
+	const pw = "correct horse battery staple"
+	var stacks []*pamStack
+	add := func(s *pamStack) { stacks = append(stacks, s) }
+	p.note("SSH: temporary users for pam_unix")
+	for _, h := range unixHashes {
+		u, remove, uerr := openssh.TempUser(ctx, tempUserPrefix, pw, h.method)
+		if uerr != nil {
+			r.OpenSSHNotMeasured = append(r.OpenSSHNotMeasured, fmt.Sprintf("pam_unix with %s: not measured: %v", h.label, uerr))
+			continue
+		}
+		defer func() { err = errors.Join(err, remove()) }()
+		add(&pamStack{sshResult: sshResult{Mode: "pam_unix, " + h.label, Stack: stackUnix, Hash: u.Hash},
+			auth: "auth required " + pamLib + "pam_unix.so nodelay", user: u.Name})
+	}
+	// pam_permit and pam_palisade log in as the first temporary user (root if there is none:
+	// the sshd allow root logins), pam_palisade with the password enrolled for that name.
+	user := "root"
+	if len(stacks) > 0 {
+		user = stacks[0].user
+	}
+	add(&pamStack{sshResult: sshResult{Mode: "pam_permit (no check)", Stack: stackPermit},
+		auth: "auth required " + pamLib + "pam_permit.so", user: user})
 	c, err := d.Dial(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	st := pam.State{Dir: filepath.Join(dir, "state")}
-	k, err := st.Ensure(ctx, c, nil, "wasm")
-	if err != nil {
-		return err
-	}
-	db, err := k.Enrol(ctx, nil, user, []byte(pw), pam.DefaultParams, 1<<20)
-	if err != nil {
-		return err
-	}
-	if err := st.Write("passwd.db", db); err != nil {
-		return err
-	}
-	permit := "/lib/x86_64-linux-gnu/security/pam_permit.so"
-	rest := "account required " + permit + "\nsession required " + permit + "\n"
-	stacks := []struct{ name, auth string }{
-		{"pam_permit (no check)", "auth required " + permit},
-		{"pam_palisade (wasm PAL)", fmt.Sprintf("auth required %s socket=%s dir=%s daemon_uid=%d nodelay",
-			filepath.Join(dir, "pam_palisade.so"), filepath.Join(d.Dir, "run", "lean.sock"), st.Dir, os.Getuid())},
-	}
-	hostKey := filepath.Join(dir, "host_key")
-	if out, err := exec.CommandContext(ctx, "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", hostKey).CombinedOutput(); err != nil {
-		return fmt.Errorf("ssh-keygen: %v\n%s", err, out)
-	}
-	hostPub, err := os.ReadFile(hostKey + ".pub")
-	if err != nil {
-		return err
-	}
-	if err := os.MkdirAll("/run/sshd", 0o755); err != nil { // sshd's privilege-separation directory
-		return err
-	}
-	type target struct {
-		name  string
-		port  int
-		times []float64
-	}
-	var targets []*target
-	var known strings.Builder
-	for i, s := range stacks {
-		svc := filepath.Join(dir, fmt.Sprintf("pam.d-%d", i))
-		if err := os.MkdirAll(svc, 0o755); err != nil {
-			return err
+	for _, engine := range []string{"wasm", "kvm"} {
+		if !d.HasEngine(engine) {
+			why := "palisaded does not offer it"
+			if _, err := os.Stat("/dev/kvm"); engine == "kvm" && err != nil {
+				why = "no /dev/kvm"
+			}
+			r.OpenSSHNotMeasured = append(r.OpenSSHNotMeasured, fmt.Sprintf("pam_palisade (%s PAL): not measured: %s", engine, why))
+			continue
 		}
-		if err := os.WriteFile(filepath.Join(svc, "sshd"), []byte(s.auth+"\n"+rest), 0o644); err != nil {
-			return err
+		st := pam.State{Dir: filepath.Join(dir, "state-"+engine)}
+		k, err := st.Ensure(ctx, c, nil, engine)
+		if err != nil {
+			return fmt.Errorf("checking PAL on %s: %w", engine, err)
 		}
-		port, stop, err := startBenchSSHD(ctx, dir, hostKey, svc)
+		db, err := k.Enrol(ctx, nil, user, []byte(pw), dp, 0)
 		if err != nil {
 			return err
 		}
-		defer stop()
-		targets = append(targets, &target{name: s.name, port: port})
-		fmt.Fprintf(&known, "[127.0.0.1]:%d %s\n", port, strings.Join(strings.Fields(string(hostPub))[:2], " "))
+		if err := st.Write("passwd.db", db); err != nil {
+			return err
+		}
+		// nodelay, as for pam_unix: the failure delay is not what is measured.
+		add(&pamStack{sshResult: sshResult{Mode: fmt.Sprintf("pam_palisade (%s PAL)", engine), Stack: stackPalisade, Engine: engine},
+			auth: fmt.Sprintf("auth required %s socket=%s dir=%s daemon_uid=%d nodelay", filepath.Join(dir, "pam_palisade.so"),
+				filepath.Join(d.Dir, "run", "lean.sock"), st.Dir, os.Getuid()), user: user})
+	}
+
+	p.note("SSH: starting sshd")
+	hostKey := filepath.Join(dir, "host_key")
+	hostPub, err := openssh.HostKey(ctx, hostKey)
+	if err != nil {
+		return err
+	}
+	var known strings.Builder
+	rest := "account required " + pamLib + "pam_permit.so\nsession required " + pamLib + "pam_permit.so\n"
+	for i, s := range stacks {
+		s.svcDir = filepath.Join(dir, fmt.Sprintf("pam.d-%d", i))
+		if err := os.MkdirAll(s.svcDir, 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(s.svcDir, "sshd"), []byte(s.auth+"\n"+rest), 0o644); err != nil {
+			return err
+		}
+		s.sshd, err = openssh.StartSSHD(ctx, dir, openssh.PAMWrapperEnv(s.svcDir), "HostKey "+hostKey+"\n"+
+			"UsePAM yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\nPubkeyAuthentication no\nPermitRootLogin yes\n")
+		if err != nil {
+			return fmt.Errorf("sshd for %s: %w", s.Mode, err)
+		}
+		defer s.sshd.Stop()
+		known.WriteString(openssh.KnownHostsLine(s.sshd.Port, hostPub))
 	}
 	knownHosts := filepath.Join(dir, "known_hosts")
 	if err := os.WriteFile(knownHosts, []byte(known.String()), 0o600); err != nil {
 		return err
 	}
+	// A wrong password must be refused by every checking stack, or the measurement measures
+	// nothing. (pam_palisade counts the failure; the next right password resets the count.)
+	for _, s := range stacks {
+		if s.Stack == stackPermit {
+			continue
+		}
+		if out, err := openssh.PasswordLogin(ctx, s.sshd.Port, knownHosts, s.user, "not "+pw, "true"); err == nil {
+			return fmt.Errorf("%s accepted a wrong password: %s", s.Mode, out)
+		}
+	}
+
 	p.note("SSH: OpenSSH logins")
-	warm := max(cfg.SSHLogins/10, 1)
-	for i := 0; i < cfg.SSHLogins+warm; i++ {
-		for _, t := range targets {
+	warm := max(cfg.OpenSSHLogins/10, 1)
+	for i := 0; i < cfg.OpenSSHLogins+warm; i++ {
+		// Each round starts at the next stack, so no stack always follows the same one.
+		for j := range stacks {
+			s := stacks[(i+j)%len(stacks)]
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
-			cmd := exec.CommandContext(ctx, "sshpass", "-e", "ssh", "-F", "/dev/null", "-p", fmt.Sprint(t.port),
-				"-o", "UserKnownHostsFile="+knownHosts, "-o", "GlobalKnownHostsFile=/dev/null",
-				"-o", "StrictHostKeyChecking=yes", "-o", "PreferredAuthentications=password",
-				"-o", "PubkeyAuthentication=no", "-o", "LogLevel=ERROR", user+"@127.0.0.1", "true")
-			cmd.Env = append(os.Environ(), "SSHPASS="+pw)
 			t0 := time.Now()
-			if out, err := cmd.CombinedOutput(); err != nil {
-				return fmt.Errorf("%s login: %v\n%s", t.name, err, out)
+			if out, err := openssh.PasswordLogin(ctx, s.sshd.Port, knownHosts, s.user, pw, "true"); err != nil {
+				return fmt.Errorf("%s login: %v\n%s\nsshd:\n%s", s.Mode, err, out, s.sshd.Log.String())
 			}
 			if i >= warm {
-				t.times = append(t.times, float64(time.Since(t0).Microseconds())/1e3)
+				s.ssh = append(s.ssh, ms(time.Since(t0)))
+			}
+		}
+	}
+	if _, err := exec.LookPath("pamtester"); err != nil {
+		r.OpenSSHNotMeasured = append(r.OpenSSHNotMeasured, "pamtester (pam_authenticate alone): not measured: pamtester is not installed (scripts/setup.sh)")
+	} else {
+		p.note("SSH: pamtester")
+		for i := 0; i < cfg.OpenSSHLogins+warm; i++ {
+			for j := range stacks {
+				s := stacks[(i+j)%len(stacks)]
+				if ctx.Err() != nil {
+					return ctx.Err()
+				}
+				cmd := exec.CommandContext(ctx, "pamtester", "sshd", s.user, "authenticate")
+				cmd.Env = append(os.Environ(), openssh.PAMWrapperEnv(s.svcDir)...)
+				cmd.Stdin = strings.NewReader(pw + "\n")
+				t0 := time.Now()
+				if out, err := cmd.CombinedOutput(); err != nil {
+					return fmt.Errorf("pamtester %s: %v\n%s", s.Mode, err, out)
+				}
+				if i >= warm {
+					s.pamt = append(s.pamt, ms(time.Since(t0)))
+				}
 			}
 		}
 	}
 	var native []float64
-	dp := pam.DefaultParams
-	for i := 0; i < cfg.SSHLogins; i++ {
+	for i := 0; i < max(cfg.OpenSSHLogins, 5); i++ {
 		t0 := time.Now()
 		argon2.IDKey([]byte(pw), []byte("0123456789abcdef"), dp.Time, dp.Memory, uint8(dp.Threads), 32)
-		native = append(native, float64(time.Since(t0).Microseconds())/1e3)
-	}
-	for _, t := range targets {
-		r.OpenSSH = append(r.OpenSSH, sshResult{Mode: t.name, Logins: len(t.times), MedianMs: median(t.times), P90Ms: quantile(t.times, 0.9)})
+		native = append(native, ms(time.Since(t0)))
 	}
 	r.OpenSSHNativeArgon2Ms = median(native)
+	for _, s := range stacks {
+		row := s.sshResult
+		row.Logins, row.MedianMs, row.P90Ms = len(s.ssh), median(s.ssh), quantile(s.ssh, 0.9)
+		r.OpenSSH = append(r.OpenSSH, row)
+		if len(s.pamt) > 0 {
+			row.Logins, row.MedianMs, row.P90Ms = len(s.pamt), median(s.pamt), quantile(s.pamt, 0.9)
+			r.OpenSSHPamtester = append(r.OpenSSHPamtester, row)
+		}
+	}
+	r.OpenSSHIsolation = append(isolationCosts("ssh login", r.OpenSSH, r.OpenSSHNativeArgon2Ms),
+		isolationCosts("pamtester", r.OpenSSHPamtester, r.OpenSSHNativeArgon2Ms)...)
 	p.step("SSH: OpenSSH")
 	return nil
+}
+
+// ms is d in milliseconds.
+func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1e3 }
+
+// isolationCosts applies the issue's formula, pam_palisade − pam_unix − native Argon2id (all
+// medians), to every (pam_unix hash, pam_palisade engine) pair of rows, and gives beside it
+// pam_palisade − pam_permit − native Argon2id, which does not assume pam_unix's check is free.
+func isolationCosts(measure string, rows []sshResult, nativeMs float64) []isolationCost {
+	permit := 0.0
+	for _, r := range rows {
+		if r.Stack == stackPermit {
+			permit = r.MedianMs
+		}
+	}
+	var out []isolationCost
+	for _, u := range rows {
+		if u.Stack != stackUnix {
+			continue
+		}
+		for _, pal := range rows {
+			if pal.Stack != stackPalisade {
+				continue
+			}
+			c := isolationCost{Measure: measure, UnixMode: u.Mode, UnixHash: u.Hash, Engine: pal.Engine,
+				PalisadeMs: pal.MedianMs, UnixMs: u.MedianMs, NativeMs: nativeMs,
+				CostMs: pal.MedianMs - u.MedianMs - nativeMs, GoalMs: isolationGoalMs}
+			c.Met = c.CostMs <= c.GoalMs
+			if permit > 0 {
+				c.PermitMs = permit
+				c.VsPermitMs = pal.MedianMs - permit - nativeMs
+			}
+			out = append(out, c)
+		}
+	}
+	return out
 }
 
 // openSSHMissing names what the OpenSSH measurement lacks on this machine, or returns "".
 func openSSHMissing() string {
 	if os.Geteuid() != 0 {
-		return "sshd needs root"
+		return "not root (sshd and the temporary pam_unix users need root; run `palisade bench` as root)"
 	}
-	for _, tool := range []string{"/usr/sbin/sshd", "ssh", "sshpass", "ssh-keygen", "make", "cc"} {
+	for _, tool := range []string{openssh.SSHDPath, "ssh", "sshpass", "ssh-keygen", "make", "cc"} {
 		if _, err := exec.LookPath(tool); err != nil {
 			return tool + " is not installed (scripts/setup.sh)"
 		}
 	}
-	for _, f := range []string{pamWrapperLib, "/usr/include/security/pam_modules.h"} {
+	for _, f := range []string{openssh.PAMWrapper, "/usr/include/security/pam_modules.h", pamLib + "pam_unix.so", pamLib + "pam_permit.so"} {
 		if _, err := os.Stat(f); err != nil {
 			return f + " is missing (scripts/setup.sh: libpam-wrapper, libpam0g-dev)"
 		}
 	}
 	return ""
 }
-
-// startBenchSSHD starts sshd in the foreground on a free loopback port with UsePAM yes and
-// password authentication, its PAM stack read from svcDir through pam_wrapper.
-func startBenchSSHD(ctx context.Context, dir, hostKey, svcDir string) (port int, stop func(), err error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, nil, err
-	}
-	port = l.Addr().(*net.TCPAddr).Port
-	l.Close()
-	conf := filepath.Join(dir, fmt.Sprintf("sshd_config.%d", port))
-	if err := os.WriteFile(conf, []byte(fmt.Sprintf("Port %d\nListenAddress 127.0.0.1\nPidFile none\nHostKey %s\n"+
-		"UsePAM yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\nPubkeyAuthentication no\nPermitRootLogin yes\n", port, hostKey)), 0o600); err != nil {
-		return 0, nil, err
-	}
-	cmd := exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", conf)
-	cmd.Env = append(os.Environ(), "LD_PRELOAD="+pamWrapperLib, "PAM_WRAPPER=1", "PAM_WRAPPER_SERVICE_DIR="+svcDir)
-	stderr := &strings.Builder{}
-	var mu sync.Mutex
-	cmd.Stderr = writerFunc(func(b []byte) (int, error) {
-		mu.Lock()
-		defer mu.Unlock()
-		return stderr.Write(b)
-	})
-	logs := func() string {
-		mu.Lock()
-		defer mu.Unlock()
-		return stderr.String()
-	}
-	if err := cmd.Start(); err != nil {
-		return 0, nil, err
-	}
-	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
-	stop = func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		select {
-		case <-exited:
-		case <-time.After(5 * time.Second):
-			cmd.Process.Kill()
-			<-exited
-		}
-	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			c.Close()
-			return port, stop, nil
-		}
-		select {
-		case err := <-exited:
-			exited <- err
-			return 0, nil, fmt.Errorf("sshd exited: %v\n%s", err, logs())
-		case <-ctx.Done():
-			stop()
-			return 0, nil, ctx.Err()
-		default:
-		}
-		if time.Now().After(deadline) {
-			stop()
-			return 0, nil, errors.New("sshd did not listen within 10 s\n" + logs())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
-// writerFunc is an io.Writer made of a function.
-type writerFunc func([]byte) (int, error)
-
-func (f writerFunc) Write(b []byte) (int, error) { return f(b) }

@@ -6,29 +6,39 @@ import (
 	"crypto/rand"
 	"fmt"
 	"net"
+	"os"
 	"time"
 
 	"golang.org/x/crypto/ssh"
 
 	"github.com/palisade-project/palisade/examples/sshpass"
+	"github.com/palisade-project/palisade/integrations/pam"
 	"github.com/palisade-project/palisade/internal/e2e/apps"
 )
 
-// benchSSH times password logins against the example server, with the check in the server's
-// memory (plain) and in the checking PAL, alternating logins so both see the same load.
-func benchSSH(ctx context.Context, d *apps.Daemon, imgs palImages, cfg Config, p *progress, r *benchReport) error {
+// benchSSH times password logins against the example server (examples/sshpass), with the
+// check in the server's memory (plain, native Argon2id) and in pam_palisade's checking PAL
+// through sshpass.PassDB (the wasm build, the C PAL pam_palisade.so uses), both with
+// pam.DefaultParams, alternating logins so both see the same load; then the real OpenSSH
+// (benchOpenSSH) and the SSH agents (benchAgent).
+func benchSSH(ctx context.Context, d *apps.Daemon, cfg Config, p *progress, r *benchReport) error {
 	const user, pw = "bench", "correct horse battery staple"
 	c, err := d.Dial(ctx)
 	if err != nil {
 		return err
 	}
 	defer c.Close()
-	palCheck, err := sshpass.NewPAL(ctx, c, imgs.checker, "wasm")
+	dir, err := os.MkdirTemp("", "palisade-bench-passdb-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	palCheck, err := sshpass.OpenPassDB(ctx, c, dir, nil, "wasm")
 	if err != nil {
 		return err
 	}
 	defer palCheck.Close(context.Background())
-	if err := palCheck.Enrol(ctx, user, []byte(pw)); err != nil {
+	if err := palCheck.Enrol(ctx, user, []byte(pw), pam.DefaultParams, 0); err != nil {
 		return err
 	}
 	var plain sshpass.Plain
@@ -43,7 +53,7 @@ func benchSSH(ctx context.Context, d *apps.Daemon, imgs palImages, cfg Config, p
 		login  []float64
 		checks []float64
 	}
-	targets := []*target{{name: "plain", check: &plain}, {name: "PAL (wasm)", check: palCheck}}
+	targets := []*target{{name: "plain", check: &plain}, {name: "PAL (wasm, C checking PAL)", check: palCheck}}
 	for _, t := range targets {
 		srv := sshpass.NewServer(hk, t.check)
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -73,8 +83,8 @@ func benchSSH(ctx context.Context, d *apps.Daemon, imgs palImages, cfg Config, p
 			}
 			ch := time.Since(t1)
 			if i >= warm {
-				t.login = append(t.login, float64(el.Microseconds())/1e3)
-				t.checks = append(t.checks, float64(ch.Microseconds())/1e3)
+				t.login = append(t.login, ms(el))
+				t.checks = append(t.checks, ms(ch))
 			}
 		}
 	}
@@ -82,7 +92,8 @@ func benchSSH(ctx context.Context, d *apps.Daemon, imgs palImages, cfg Config, p
 		r.SSH = append(r.SSH, sshResult{Mode: t.name, Logins: len(t.login), MedianMs: median(t.login), P90Ms: quantile(t.login, 0.9), CheckMedianMs: median(t.checks)})
 		p.step("SSH: " + t.name)
 	}
-	r.Notes = append(r.Notes, "SSH: a login is a new TCP connection, key exchange (curve25519), ed25519 host key, password auth, one exec channel and its output, then close; the Go SSH client, so the timing excludes process start-up of ssh(1). The password check is Argon2id t=1, m=2 MiB, p=1 in both cases.")
+	dp := pam.DefaultParams
+	r.Notes = append(r.Notes, fmt.Sprintf("SSH (example server): a login is a new TCP connection, key exchange (curve25519), ed25519 host key, password auth, one exec channel and its output, then close; the Go SSH client, so the timing excludes process start-up of ssh(1). The password check is Argon2id m=%d KiB, t=%d, p=%d in both cases: natively (x/crypto) in plain, in pam_palisade's C checking PAL (wasm) through sshpass.PassDB in PAL.", dp.Memory, dp.Time, dp.Threads))
 	if err := benchOpenSSH(ctx, d, cfg, p, r); err != nil {
 		return err
 	}

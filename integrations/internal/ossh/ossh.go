@@ -24,6 +24,7 @@ import (
 
 	"github.com/palisade-project/palisade/client"
 	"github.com/palisade-project/palisade/internal/e2e/apps"
+	"github.com/palisade-project/palisade/internal/e2e/openssh"
 )
 
 var (
@@ -259,58 +260,30 @@ func FreePort(t *testing.T) int {
 // are added) and waits until it accepts connections. It needs root.
 func (e *Env) SSHD(config string) (port int) { return e.SSHDWithEnv(nil, config) }
 
-// SSHDWithEnv is SSHD with extra environment variables (pam_wrapper's, for instance).
+// SSHDWithEnv is SSHD with extra environment variables (pam_wrapper's, for instance). It
+// skips the test unless root; sshd is stopped at cleanup.
 func (e *Env) SSHDWithEnv(env []string, config string) (port int) {
 	e.T.Helper()
 	if os.Geteuid() != 0 {
 		e.T.Skip("sshd needs root")
 	}
-	// sshd refuses to start without its privilege-separation directory, which Debian's
-	// service unit makes at boot (RuntimeDirectory=sshd).
-	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
+	s, err := openssh.StartSSHD(context.Background(), e.Dir, env, config)
+	if err != nil {
 		e.T.Fatal(err)
 	}
-	port = FreePort(e.T)
-	path := filepath.Join(e.Dir, fmt.Sprintf("sshd_config.%d", port))
-	config = fmt.Sprintf("Port %d\nListenAddress 127.0.0.1\nPidFile none\n", port) + config
-	if err := os.WriteFile(path, []byte(config), 0o600); err != nil {
-		e.T.Fatal(err)
-	}
-	if out, errs, code := e.Run(nil, "", "/usr/sbin/sshd", "-t", "-f", path); code != 0 {
-		e.T.Fatalf("sshd -t: %d\n%s%s\n%s", code, out, errs, config)
-	}
-	cmd := exec.Command("/usr/sbin/sshd", "-D", "-e", "-f", path)
-	cmd.Env = append(os.Environ(), env...)
-	p := Start(e.T, "sshd", cmd)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
-		if err == nil {
-			c.Close()
-			return port
+	e.T.Cleanup(func() {
+		s.Stop()
+		if e.T.Failed() {
+			e.T.Logf("sshd log:\n%s", s.Log.String())
 		}
-		select {
-		case <-p.Exited:
-			e.T.Fatalf("sshd exited: %v\n%s", p.Err, p.Stderr.String())
-		default:
-		}
-		if time.Now().After(deadline) {
-			e.T.Fatalf("sshd did not listen: %v\n%s", err, p.Stderr.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	})
+	return s.Port
 }
 
 // SSHArgs are ssh's arguments for root@127.0.0.1:port with no user configuration, the
 // known_hosts file given (checked strictly), then opts and the remote command.
 func SSHArgs(port int, knownHosts string, optsAndCommand ...string) []string {
-	args := []string{"-F", "/dev/null", "-p", fmt.Sprint(port),
-		"-o", "UserKnownHostsFile=" + knownHosts, "-o", "GlobalKnownHostsFile=/dev/null",
-		"-o", "StrictHostKeyChecking=yes", "-o", "ConnectTimeout=10", "-o", "LogLevel=ERROR"}
-	// The remote command is the last argument; the destination goes before it.
-	n := len(optsAndCommand)
-	args = append(args, optsAndCommand[:n-1]...)
-	return append(args, "root@127.0.0.1", optsAndCommand[n-1])
+	return openssh.SSHArgs(port, knownHosts, "root", optsAndCommand...)
 }
 
 // SSH runs OpenSSH's ssh to root@127.0.0.1:port with no user configuration, the known_hosts
