@@ -32,6 +32,7 @@ func runBench(ctx context.Context, args []string) error {
 	point := fs.Duration("point", 0, "HTTPS measuring time per point (default 2s; quick: 150ms)")
 	ab := fs.Int("ab", 0, "also run ab (apache2-utils) with this many requests per concurrency level as a cross-check of the Go load generator")
 	webRequests := fs.Int("web-requests", -1, "ab requests per point of the web-server section (default 400; quick: 0, which skips the section)")
+	opensshLogins := fs.Int("openssh-logins", -1, "logins per PAM stack with the real sshd in the SSH section, and as many pamtester runs (default 31; quick: 1; 0 skips them)")
 	agentSigns := fs.Int("agent-signs", -1, "ssh-agent signatures per agent in the SSH section (default 300; quick: 0, which skips them)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file (where the time goes)")
 	pos, err := parseArgs(fs, args)
@@ -73,6 +74,9 @@ func runBench(ctx context.Context, args []string) error {
 		cfg.Point = *point
 	}
 	cfg.ABRequests = *ab
+	if *opensshLogins >= 0 {
+		cfg.OpenSSHLogins = *opensshLogins
+	}
 	if *agentSigns >= 0 {
 		cfg.AgentSigns = *agentSigns
 	}

@@ -1,8 +1,8 @@
 // Package ossh is the test harness of the OpenSSH integrations (integrations/sshagent,
 // integrations/pam). Their tests run the real programs: palisaded and the palisade CLI (built
 // once per test binary), OpenSSH's ssh, ssh-add, ssh-agent and sshd (openssh-server, started by
-// the test on a loopback port with its own sshd_config; the system's sshd service is never
-// touched), pamtester.
+// the test on a loopback port with its own sshd_config through internal/e2e/openssh, which
+// `palisade bench` shares; the system's sshd service is never touched), pamtester.
 package ossh
 
 import (
@@ -12,7 +12,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -243,17 +242,6 @@ func (e *Env) Agent(name string, args ...string) (sock string, p *Proc) {
 		e.T.Fatalf("ssh-agent printed %q (%v), want %q\n%s", line, err, want, p.Stderr.String())
 	}
 	return sock, p
-}
-
-// FreePort returns a loopback TCP port that was free a moment ago.
-func FreePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // SSHD starts OpenSSH's sshd in the foreground (-D -e) with config (Port and ListenAddress

@@ -182,17 +182,19 @@ func SSHArgs(port int, knownHosts, user string, optsAndCommand ...string) []stri
 
 // PasswordLogin logs in to 127.0.0.1:port as user with OpenSSH's ssh driven by sshpass (the
 // password in SSHPASS, never in argv; one password prompt, no public keys), runs command and
-// returns its combined output; a refused login or a failed command is an error.
+// returns its standard output; a refused login or a failed command is an error that quotes
+// ssh's standard error.
 func PasswordLogin(ctx context.Context, port int, knownHosts, user, password, command string) (string, error) {
 	args := SSHArgs(port, knownHosts, user, "-o", "BatchMode=no", "-o", "PreferredAuthentications=password",
 		"-o", "NumberOfPasswordPrompts=1", "-o", "PubkeyAuthentication=no", command)
 	cmd := exec.CommandContext(ctx, "sshpass", append([]string{"-e", "ssh"}, args...)...)
 	cmd.Env = append(os.Environ(), "SSHPASS="+password)
-	out, err := cmd.CombinedOutput()
-	if err != nil {
-		return string(out), fmt.Errorf("ssh %s@127.0.0.1:%d: %w", user, port, err)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	if err := cmd.Run(); err != nil {
+		return stdout.String(), fmt.Errorf("ssh %s@127.0.0.1:%d: %w: %s", user, port, err, strings.TrimSpace(stderr.String()))
 	}
-	return string(out), nil
+	return stdout.String(), nil
 }
 
 // User is a temporary system user (TempUser).
