@@ -60,6 +60,7 @@ type pamStack struct {
 // libpam-wrapper and the source tree (for pam_palisade.so); without them it records why it did
 // not run. The temporary users are removed before it returns, on failure too.
 func benchOpenSSH(ctx context.Context, d *apps.Daemon, cfg Config, p *progress, r *benchReport) (err error) {
+	defer p.step("SSH: OpenSSH") // measured or not, the progress bar's step is done
 	dp := pam.DefaultParams
 	r.OpenSSHArgon2 = fmt.Sprintf("m=%d KiB, t=%d, p=%d", dp.Memory, dp.Time, dp.Threads)
 	if cfg.OpenSSHLogins <= 0 {
@@ -237,7 +238,6 @@ func benchOpenSSH(ctx context.Context, d *apps.Daemon, cfg Config, p *progress, 
 	}
 	r.OpenSSHIsolation = append(isolationCosts("ssh login", r.OpenSSH, r.OpenSSHNativeArgon2Ms),
 		isolationCosts("pamtester", r.OpenSSHPamtester, r.OpenSSHNativeArgon2Ms)...)
-	p.step("SSH: OpenSSH")
 	return nil
 }
 

@@ -496,7 +496,7 @@ func newProgress(w io.Writer, cfg Config, want map[string]bool) *progress {
 		total += 2*2*len(cfg.Levels) + 2 // points, plus the serial signature timings
 	}
 	if want["ssh"] {
-		total += 2
+		total += 3 // the example server's two checkers, then the OpenSSH logins
 		if cfg.AgentSigns > 0 {
 			total++
 		}
