@@ -52,9 +52,9 @@ type pamStack struct {
 // connection each, against one sshd with UsePAM yes per PAM stack, the stacks differing only in
 // the auth line: pam_permit (no check), pam_unix for a temporary system user whose password is
 // hashed with each of unixHashes, and pam_palisade (pam.DefaultParams) with the checking PAL on
-// each engine the daemon offers; the stacks alternate so all see the same load. Then the same
-// stacks under pamtester (pam_authenticate alone, without ssh's and sshd's noise) if it is
-// installed, and native Argon2id (x/crypto, the same parameters) in the same run. The report
+// each engine the daemon offers; the stacks alternate so all see the same load. Each round
+// also runs the same stacks under pamtester (pam_authenticate alone, without ssh's and sshd's
+// noise) if it is installed, and native Argon2id (x/crypto, the same parameters). The report
 // gives the isolation cost, pam_palisade − pam_unix − native Argon2id. It needs root
 // (sshd, useradd), the OpenSSH programs, sshpass, make, a C compiler, libpam0g-dev,
 // libpam-wrapper and the source tree (for pam_palisade.so); without them it records why it did
@@ -179,10 +179,18 @@ func benchOpenSSH(ctx context.Context, d *apps.Daemon, cfg Config, p *progress, 
 		}
 	}
 
-	p.note("SSH: OpenSSH logins")
+	_, pamtesterErr := exec.LookPath("pamtester")
+	if pamtesterErr != nil {
+		r.OpenSSHNotMeasured = append(r.OpenSSHNotMeasured, "pamtester (pam_authenticate alone): not measured: pamtester is not installed (scripts/setup.sh)")
+	}
+	// Every round holds one of each measurement: an ssh login per stack, a pamtester run per
+	// stack, and a native Argon2id, so that the figures the formula combines all see the same
+	// load (this machine's load changes by the minute). Each round starts at the next stack, so
+	// no stack always follows the same one.
+	p.note("SSH: OpenSSH logins and pamtester")
 	warm := max(cfg.OpenSSHLogins/10, 1)
+	var native []float64
 	for i := 0; i < cfg.OpenSSHLogins+warm; i++ {
-		// Each round starts at the next stack, so no stack always follows the same one.
 		for j := range stacks {
 			s := stacks[(i+j)%len(stacks)]
 			if ctx.Err() != nil {
@@ -196,35 +204,27 @@ func benchOpenSSH(ctx context.Context, d *apps.Daemon, cfg Config, p *progress, 
 				s.ssh = append(s.ssh, ms(time.Since(t0)))
 			}
 		}
-	}
-	if _, err := exec.LookPath("pamtester"); err != nil {
-		r.OpenSSHNotMeasured = append(r.OpenSSHNotMeasured, "pamtester (pam_authenticate alone): not measured: pamtester is not installed (scripts/setup.sh)")
-	} else {
-		p.note("SSH: pamtester")
-		for i := 0; i < cfg.OpenSSHLogins+warm; i++ {
-			for j := range stacks {
-				s := stacks[(i+j)%len(stacks)]
-				if ctx.Err() != nil {
-					return ctx.Err()
-				}
-				cmd := exec.CommandContext(ctx, "pamtester", "sshd", s.user, "authenticate")
-				cmd.Env = append(os.Environ(), openssh.PAMWrapperEnv(s.svcDir)...)
-				cmd.Stdin = strings.NewReader(pw + "\n")
-				t0 := time.Now()
-				if out, err := cmd.CombinedOutput(); err != nil {
-					return fmt.Errorf("pamtester %s: %v\n%s", s.Mode, err, out)
-				}
-				if i >= warm {
-					s.pamt = append(s.pamt, ms(time.Since(t0)))
-				}
+		for j := range stacks {
+			if pamtesterErr != nil {
+				break
+			}
+			s := stacks[(i+j)%len(stacks)]
+			cmd := exec.CommandContext(ctx, "pamtester", "sshd", s.user, "authenticate")
+			cmd.Env = append(os.Environ(), openssh.PAMWrapperEnv(s.svcDir)...)
+			cmd.Stdin = strings.NewReader(pw + "\n")
+			t0 := time.Now()
+			if out, err := cmd.CombinedOutput(); err != nil {
+				return fmt.Errorf("pamtester %s: %v\n%s", s.Mode, err, out)
+			}
+			if i >= warm {
+				s.pamt = append(s.pamt, ms(time.Since(t0)))
 			}
 		}
-	}
-	var native []float64
-	for i := 0; i < max(cfg.OpenSSHLogins, 5); i++ {
 		t0 := time.Now()
 		argon2.IDKey([]byte(pw), []byte("0123456789abcdef"), dp.Time, dp.Memory, uint8(dp.Threads), 32)
-		native = append(native, ms(time.Since(t0)))
+		if i >= warm {
+			native = append(native, ms(time.Since(t0)))
+		}
 	}
 	r.OpenSSHNativeArgon2Ms = median(native)
 	for _, s := range stacks {

@@ -7,7 +7,7 @@ import "fmt"
 func (r *benchReport) openSSHMarkdown(w func(format string, a ...any)) {
 	w("## OpenSSH password login: the real sshd (UsePAM yes) and ssh via sshpass (docs/ssh.md)\n\n")
 	if len(r.OpenSSH) > 0 {
-		w("A new connection per login (`sshpass -e ssh`, the password in the environment), `true` as the command, one sshd per PAM stack on a loopback port, the stacks differing only in the auth line and alternating. pam_permit checks nothing; pam_unix checks /etc/shadow for a temporary user (created for the run, removed at its end) whose password is hashed with the method shown; pam_palisade checks Argon2id (%s) in pam_palisade's checking PAL. pamtester: pam_authenticate alone on the same stacks, a new process each, without ssh's and sshd's work. Medians, ms.\n\n", r.OpenSSHArgon2)
+		w("A new connection per login (`sshpass -e ssh`, the password in the environment), `true` as the command, one sshd per PAM stack on a loopback port, the stacks differing only in the auth line and alternating. pam_permit checks nothing; pam_unix checks /etc/shadow for a temporary user (created for the run, removed at its end) whose password is hashed with the method shown; pam_palisade checks Argon2id (%s) in pam_palisade's checking PAL. pamtester: pam_authenticate alone on the same stacks, a new process each, without ssh's and sshd's work. Every round holds one ssh login and one pamtester run per stack (starting at the next stack each round) and one native Argon2id, so all figures see the same load. Medians, ms.\n\n", r.OpenSSHArgon2)
 		pamt := map[string]sshResult{}
 		for _, s := range r.OpenSSHPamtester {
 			pamt[s.Mode] = s
@@ -25,7 +25,7 @@ func (r *benchReport) openSSHMarkdown(w func(format string, a ...any)) {
 				w(" – | – | – |\n")
 			}
 		}
-		w("\nNative Argon2id (golang.org/x/crypto/argon2, %s, same run): %.1f ms (median).\n\n", r.OpenSSHArgon2, r.OpenSSHNativeArgon2Ms)
+		w("\nNative Argon2id (golang.org/x/crypto/argon2, %s, one per round): %.1f ms (median).\n\n", r.OpenSSHArgon2, r.OpenSSHNativeArgon2Ms)
 	}
 	if len(r.OpenSSHIsolation) > 0 {
 		w("**Isolation cost** (the issue's formula) = pam_palisade login − pam_unix login − native Argon2id, medians; goal ≤ %.0f ms. The last column uses pam_permit (no check) as the baseline instead of pam_unix, which does not assume pam_unix's own hash costs nothing.\n\n", isolationGoalMs)
