@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -77,6 +78,15 @@ type Options struct {
 	// PIN returns the PIN of a key that has one (an askpass program, for instance); nil: such
 	// keys are listed but cannot sign.
 	PIN func(k client.KeyInfo) ([]byte, error)
+	// Confirm, if not nil, is asked before every signature with a Palisade key, as OpenSSH's
+	// agent asks for a key added with `ssh-add -c`; an error refuses the signature.
+	Confirm func(k client.KeyInfo) error
+	// Certs are files of OpenSSH certificates (ssh-keygen -s … key.pub makes key-cert.pub) of
+	// Palisade keys. Each is read at every listing, so a renewed certificate is served without
+	// a restart; a certificate is listed after its key, and signing with it is signing with
+	// the key. A file that does not hold a certificate of a key the agent serves is logged and
+	// skipped (CheckCerts reports it at start).
+	Certs []string
 	// SignTimeout bounds each signature, waiting for a restarting daemon included (default 30 s).
 	SignTimeout time.Duration
 	// UnlockDelay is slept after an incorrect unlock passphrase, as OpenSSH's agent does, to
@@ -118,10 +128,13 @@ func New(o Options) (*Agent, error) {
 
 var _ agent.ExtendedAgent = (*Agent)(nil)
 
-// held is a Palisade key as the agent offers it.
+// held is a Palisade key as the agent offers it: its plain public key, or a certificate of it
+// (pub is then the *ssh.Certificate).
 type held struct {
 	info client.KeyInfo
 	pub  ssh.PublicKey
+	// cert is the certificate's file, "" for the plain key.
+	cert string
 }
 
 // keys asks the daemon for the keys on every call, so keys created or deleted while the agent
@@ -156,7 +169,71 @@ func (a *Agent) keys(ctx context.Context) ([]held, error) {
 		out = append(out, held{info: k, pub: pub})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].info.Name < out[j].info.Name })
-	return out, nil
+	return a.withCerts(out), nil
+}
+
+// withCerts returns hs with each certificate of Options.Certs placed after its key.
+func (a *Agent) withCerts(hs []held) []held {
+	if len(a.o.Certs) == 0 {
+		return hs
+	}
+	out := make([]held, 0, len(hs)+len(a.o.Certs))
+	for _, h := range hs {
+		out = append(out, h)
+		for _, path := range a.o.Certs {
+			cert, err := ReadCert(path)
+			if err != nil {
+				a.log.Warn("certificate not offered", "file", path, "err", err)
+				continue
+			}
+			if bytes.Equal(cert.Key.Marshal(), h.pub.Marshal()) {
+				out = append(out, held{info: h.info, pub: cert, cert: path})
+			}
+		}
+	}
+	return out
+}
+
+// ReadCert reads an OpenSSH certificate file (the one line of key-cert.pub).
+func ReadCert(path string) (*ssh.Certificate, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	cert, ok := pub.(*ssh.Certificate)
+	if !ok {
+		return nil, fmt.Errorf("%s holds a plain %s key, not a certificate", path, pub.Type())
+	}
+	return cert, nil
+}
+
+// CheckCerts reports a file of Options.Certs that is not a certificate of a key the agent
+// serves now, so that a mistake shows when the agent starts rather than at the first ssh.
+func (a *Agent) CheckCerts() error {
+	ctx, cancel := a.ctx()
+	defer cancel()
+	hs, err := a.keys(ctx)
+	if err != nil {
+		return err
+	}
+	for _, path := range a.o.Certs {
+		cert, err := ReadCert(path)
+		if err != nil {
+			return fmt.Errorf("sshagent: certificate %w", err)
+		}
+		found := false
+		for _, h := range hs {
+			found = found || h.cert == path
+		}
+		if !found {
+			return fmt.Errorf("sshagent: certificate %s (%s) certifies none of the keys this agent serves", path, cert.KeyId)
+		}
+	}
+	return nil
 }
 
 func (a *Agent) isLocked() bool {
@@ -248,6 +325,9 @@ func (a *Agent) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.Signat
 		a.log.Debug("signed", "key", h.info.Name, "type", sig.Format)
 		return sig, nil
 	}
+	if _, ok := key.(*ssh.Certificate); ok && a.o.Forward == nil {
+		return nil, fmt.Errorf("%w: a certificate not among the agent's --cert files", ErrUnknownKey)
+	}
 	var sig *ssh.Signature
 	err = a.forward(func(f agent.ExtendedAgent) error {
 		var err error
@@ -258,15 +338,21 @@ func (a *Agent) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.Signat
 }
 
 func (a *Agent) sign(ctx context.Context, h held, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
+	if a.o.Confirm != nil {
+		if err := a.o.Confirm(h.info); err != nil {
+			return nil, fmt.Errorf("sshagent: use of key %q not confirmed: %w", h.info.Name, err)
+		}
+	}
 	ks, err := a.signer(ctx, h.info)
 	if err != nil {
 		return nil, err
 	}
+	// A certificate's signature is its key's: the signer is the plain key's.
 	s, err := ssh.NewSignerFromSigner(ks)
 	if err != nil {
 		return nil, err
 	}
-	if h.pub.Type() != ssh.KeyAlgoRSA {
+	if s.PublicKey().Type() != ssh.KeyAlgoRSA {
 		return s.Sign(rand.Reader, data)
 	}
 	as, ok := s.(ssh.AlgorithmSigner)
@@ -414,6 +500,11 @@ func (a *Agent) Signers() ([]ssh.Signer, error) {
 		s, err := ssh.NewSignerFromSigner(ks)
 		if err != nil {
 			return nil, err
+		}
+		if cert, ok := h.pub.(*ssh.Certificate); ok {
+			if s, err = ssh.NewCertSigner(cert, s); err != nil {
+				return nil, err
+			}
 		}
 		out = append(out, s)
 	}
