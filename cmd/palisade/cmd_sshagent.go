@@ -20,7 +20,7 @@ func init() {
 	register(&command{
 		name:    "ssh-agent",
 		summary: "an SSH agent serving palisaded's keys, signing in their PALs (docs/ssh.md)",
-		usage:   "[-a SOCKET] [--keys NAME,..] [--cert FILE,..] [--confirm] [--forward AGENT_SOCKET] [--askpass PROGRAM] [--allow-uid UID,..] [--socket PATH] [--log-level L]",
+		usage:   "[-a SOCKET] [--keys NAME,..] [--cert FILE,..] [--confirm] [--pin-cache DURATION] [--forward AGENT_SOCKET] [--askpass PROGRAM] [--allow-uid UID,..] [--socket PATH] [--log-level L]",
 		run:     runSSHAgent,
 	})
 }
@@ -43,6 +43,7 @@ func runSSHAgent(ctx context.Context, args []string) error {
 	askpass := fs.String("askpass", os.Getenv("SSH_ASKPASS"), "askpass program (an executable file) run for the PIN of a key that has one: the prompt is its argument, it prints the PIN")
 	allowUIDs := fs.String("allow-uid", "", "users besides yourself and root that may use the agent (names or uids)")
 	certs := fs.String("cert", "", "OpenSSH certificates of served keys (key-cert.pub files, comma-separated): listed after their key, re-read at each listing")
+	pinCache := fs.Duration("pin-cache", 0, "keep a key's PIN this long after askpass gave it (e.g. 5m); 0: ask at every signature")
 	confirm := fs.Bool("confirm", false, "ask for confirmation before every signature, through the askpass program (as ssh-add -c does)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error (to stderr)")
 	pos, err := parseInterspersed(fs, args)
@@ -66,7 +67,10 @@ func runSSHAgent(ctx context.Context, args []string) error {
 		return err
 	}
 	defer c.Close()
-	o := sshagent.Options{Client: c, Logger: log}
+	if *pinCache < 0 {
+		return usageErrorf("--pin-cache %v: want a duration ≥ 0", *pinCache)
+	}
+	o := sshagent.Options{Client: c, Logger: log, PINCache: *pinCache}
 	if *keyNames != "" {
 		for _, n := range strings.Split(*keyNames, ",") {
 			if n = strings.TrimSpace(n); n != "" {

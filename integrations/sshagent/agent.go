@@ -78,6 +78,11 @@ type Options struct {
 	// PIN returns the PIN of a key that has one (an askpass program, for instance); nil: such
 	// keys are listed but cannot sign.
 	PIN func(k client.KeyInfo) ([]byte, error)
+	// PINCache, if positive, keeps a PIN that PIN returned for this long after it was asked,
+	// as ssh-tpm-agent caches PINs by default, so that a burst of signatures (an ssh
+	// connection, a git fetch) asks once. A PIN the signing PAL refuses is dropped at once,
+	// and every PIN when the agent is locked. Zero: ask at every signature and keep no PIN.
+	PINCache time.Duration
 	// Confirm, if not nil, is asked before every signature with a Palisade key, as OpenSSH's
 	// agent asks for a key added with `ssh-add -c`; an error refuses the signature.
 	Confirm func(k client.KeyInfo) error
@@ -106,6 +111,13 @@ type Agent struct {
 	lockSum [sha256.Size]byte // SHA-256(salt ‖ passphrase) while locked
 	salt    [16]byte
 	signers map[string]*client.KeySigner // by key name, made on first use
+	pins    map[string]cachedPIN            // by key name, with Options.PINCache
+}
+
+type cachedPIN struct {
+	pub     []byte // the key's public DER: a key made again under the name needs its own PIN
+	pin     []byte
+	expires time.Time
 }
 
 // New returns an agent on o.Client.
@@ -123,7 +135,7 @@ func New(o Options) (*Agent, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Agent{o: o, log: log, signers: map[string]*client.KeySigner{}}, nil
+	return &Agent{o: o, log: log, signers: map[string]*client.KeySigner{}, pins: map[string]cachedPIN{}}, nil
 }
 
 var _ agent.ExtendedAgent = (*Agent)(nil)
@@ -319,6 +331,11 @@ func (a *Agent) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.Signat
 		}
 		sig, err := a.sign(ctx, h, data, flags)
 		if err != nil {
+			if errors.Is(err, client.ErrPINIncorrect) || errors.Is(err, client.ErrLocked) {
+				a.mu.Lock()
+				a.forgetPINLocked(h.info.Name)
+				a.mu.Unlock()
+			}
 			a.log.Error("sign", "key", h.info.Name, "err", err)
 			return nil, err
 		}
@@ -390,14 +407,45 @@ func (a *Agent) signer(ctx context.Context, k client.KeyInfo) (*client.KeySigner
 	if a.o.PIN == nil {
 		return nil, fmt.Errorf("sshagent: key %q needs a PIN and the agent has no way to ask for one (--askpass)", k.Name)
 	}
-	pin, err := a.o.PIN(k)
-	if err != nil {
-		return nil, fmt.Errorf("sshagent: PIN for key %q: %w", k.Name, err)
+	pin := a.cachedPIN(k)
+	if pin == nil {
+		var err error
+		if pin, err = a.o.PIN(k); err != nil {
+			return nil, fmt.Errorf("sshagent: PIN for key %q: %w", k.Name, err)
+		}
+		if a.o.PINCache > 0 {
+			a.mu.Lock()
+			a.pins[k.Name] = cachedPIN{pub: k.PublicDER, pin: pin, expires: time.Now().Add(a.o.PINCache)}
+			a.mu.Unlock()
+		}
 	}
 	// A copy per signature: the PIN is not kept in the shared signer.
 	c := *s
 	c.PIN = pin
 	return &c, nil
+}
+
+// cachedPIN returns k's PIN from the cache, or nil; an expired one is cleared and dropped.
+func (a *Agent) cachedPIN(k client.KeyInfo) []byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c, ok := a.pins[k.Name]
+	if !ok {
+		return nil
+	}
+	if time.Now().After(c.expires) || !bytes.Equal(c.pub, k.PublicDER) {
+		a.forgetPINLocked(k.Name)
+		return nil
+	}
+	return c.pin
+}
+
+// forgetPINLocked drops name's cached PIN, overwriting its bytes. a.mu is held.
+func (a *Agent) forgetPINLocked(name string) {
+	if c, ok := a.pins[name]; ok {
+		clear(c.pin)
+		delete(a.pins, name)
+	}
 }
 
 // Add implements agent.Agent: private keys go to the forwarded agent, never into this one.
@@ -444,6 +492,9 @@ func (a *Agent) Lock(passphrase []byte) error {
 	}
 	a.lockSum = a.passSum(passphrase)
 	a.locked = true
+	for name := range a.pins {
+		a.forgetPINLocked(name)
+	}
 	a.log.Info("agent locked")
 	return nil
 }
