@@ -425,7 +425,8 @@ func (a *Agent) signer(ctx context.Context, k client.KeyInfo) (*client.KeySigner
 	return &c, nil
 }
 
-// cachedPIN returns k's PIN from the cache, or nil; an expired one is cleared and dropped.
+// cachedPIN returns a copy of k's PIN from the cache, or nil; an expired one is cleared and
+// dropped.
 func (a *Agent) cachedPIN(k client.KeyInfo) []byte {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -437,7 +438,8 @@ func (a *Agent) cachedPIN(k client.KeyInfo) []byte {
 		a.forgetPINLocked(k.Name)
 		return nil
 	}
-	return c.pin
+	// A copy: forgetPINLocked overwrites the cached bytes, maybe while this one is in use.
+	return bytes.Clone(c.pin)
 }
 
 // forgetPINLocked drops name's cached PIN, overwriting its bytes. a.mu is held.
