@@ -111,7 +111,7 @@ type Agent struct {
 	lockSum [sha256.Size]byte // SHA-256(salt ‖ passphrase) while locked
 	salt    [16]byte
 	signers map[string]*client.KeySigner // by key name, made on first use
-	pins    map[string]cachedPIN            // by key name, with Options.PINCache
+	pins    map[string]cachedPIN         // by key name, with Options.PINCache
 }
 
 type cachedPIN struct {
