@@ -18,6 +18,13 @@ func TestWebVerdicts(t *testing.T) {
 			{Alg: "rsa-2048", Backend: "softhsm2", Concurrency: 4, PairedRatio: hsm4},
 		}
 	}
+	withTPM2 := func(p []webPoint, t1, t4 float64) []webPoint {
+		return append(p, webPoint{Alg: "rsa-2048", Backend: "tpm2-pkcs11", Concurrency: 1, PairedRatio: t1},
+			webPoint{Alg: "rsa-2048", Backend: "tpm2-pkcs11", Concurrency: 4, PairedRatio: t4})
+	}
+	sign := func(pal, tpm float64) []webSign {
+		return []webSign{{Alg: "rsa-2048", Backend: "palisade", MedianUs: pal}, {Alg: "rsa-2048", Backend: "tpm2-pkcs11", MedianUs: tpm}}
+	}
 	tests := []struct {
 		name      string
 		web       []webPoint
@@ -25,14 +32,20 @@ func TestWebVerdicts(t *testing.T) {
 		want, not []string
 	}{
 		{"all met", pts(0.95, 0.97, 1, 1), nil,
-			[]string{"at worst 95.0% of key-in-file", "goal ≥ 93% at every level: **met**", "goal ≥ 0.9×: **met**", "against tpm2-pkcs11: not measured"}, []string{"not met"}},
+			[]string{"at worst 95.0% of key-in-file", "goal ≥ 93% at every level: **met**", "goal ≥ 0.9×: **met**", "throughput against tpm2-pkcs11 not measured"}, []string{"at every level: **not met**", "0.9×: **not met**"}},
 		{"one level below", pts(0.99, 0.92, 1, 1), nil,
 			[]string{"at worst 92.0%", "goal ≥ 93% at every level: **not met**"}, nil},
 		{"below SoftHSM2", pts(0.95, 0.95, 1.2, 1), nil,
 			[]string{"at worst 0.79× SoftHSM2", "goal ≥ 0.9×: **not met**"}, nil},
-		{"tpm2-pkcs11 latency", pts(0.95, 0.95, 1, 1),
-			[]webSign{{Alg: "rsa-2048", Backend: "palisade", MedianUs: 1000}, {Alg: "rsa-2048", Backend: "tpm2-pkcs11", MedianUs: 4000}},
-			[]string{"tpm2-pkcs11 (swtpm) ÷ Palisade = 4.0×; goal ≥ 5×: **not met**", "tens of ms"}, nil},
+		{"tpm2-pkcs11 latency only", pts(0.95, 0.95, 1, 1), sign(1000, 6000),
+			[]string{"throughput against tpm2-pkcs11 not measured", "tpm2-pkcs11 (swtpm) ÷ Palisade = 6.0× (≥ 5×: true)", "latency ≥ 5× lower: **not met**", "tens of ms"}, nil},
+		{"tpm2-pkcs11 met", withTPM2(pts(0.95, 0.95, 1, 1), 0.2, 0.3), sign(1000, 6000),
+			[]string{"Palisade ÷ tpm2-pkcs11 (swtpm) at worst 3.17× over 2 concurrency levels (above at every level: true)", "latency ≥ 5× lower: **met**",
+				"far faster than a TPM chip (tens of ms a signature)"}, nil},
+		{"tpm2-pkcs11 above at one level", withTPM2(pts(0.95, 0.5, 1, 1), 0.2, 0.6), sign(1000, 6000),
+			[]string{"at worst 0.83× over 2 concurrency levels (above at every level: false)", "latency ≥ 5× lower: **not met**"}, nil},
+		{"tpm2-pkcs11 latency too close", withTPM2(pts(0.95, 0.95, 1, 1), 0.2, 0.3), sign(1000, 4000),
+			[]string{"= 4.0× (≥ 5×: false)", "latency ≥ 5× lower: **not met**"}, nil},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
