@@ -1,6 +1,9 @@
 package bench
 
 import (
+	"image/png"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -62,5 +65,34 @@ func TestWebVerdicts(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestWebChart draws the chart of points with every backend, tpm2-pkcs11 included, and checks
+// that the file is a PNG image of the chart's size.
+func TestWebChart(t *testing.T) {
+	var web []webPoint
+	for _, alg := range []string{"rsa-2048", "ecdsa-p256"} {
+		for i, b := range []string{"file", "palisade", "softhsm2", "tpm2-pkcs11"} {
+			for _, c := range []int{1, 4, 16} {
+				web = append(web, webPoint{Alg: alg, Backend: b, Concurrency: c, RPS: float64(100 * (4 - i) * c)})
+			}
+		}
+	}
+	path := filepath.Join(t.TempDir(), "web.png")
+	if err := (&benchReport{Web: web}).webChart(path); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	cfg, err := png.DecodeConfig(f)
+	if err != nil {
+		t.Fatalf("web.png: %v", err)
+	}
+	if cfg.Width < 1000 || cfg.Height < 400 {
+		t.Errorf("web.png is %dx%d", cfg.Width, cfg.Height)
 	}
 }
