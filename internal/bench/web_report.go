@@ -171,7 +171,7 @@ func (r *benchReport) webChart(path string) error {
 			if backend == "tpm2-pkcs11" {
 				label = "tpm2-pkcs11 (swtpm, 1 worker)"
 				// The caveat goes with the figures it qualifies.
-				p.X.Label.Text += "; tpm2-pkcs11 on swtpm: far faster than a TPM chip (tens of ms a signature)"
+				p.Title.Text += "\ntpm2-pkcs11 on swtpm: far faster than a TPM chip (tens of ms a signature)"
 			}
 			p.Legend.Add(label, l, s)
 		}
