@@ -19,7 +19,7 @@ const TPM2Module = "/usr/lib/x86_64-linux-gnu/pkcs11/libtpm2_pkcs11.so"
 // TPM2Missing names what TPM2 needs and this machine lacks, or is "" when nothing is missing.
 func TPM2Missing() string {
 	var miss []string
-	for _, f := range []string{TPM2Module, "/usr/lib/x86_64-linux-gnu/libtss2-tcti-tabrmd.so.0"} {
+	for _, f := range []string{TPM2Module, "/usr/lib/x86_64-linux-gnu/libtss2-tcti-tabrmd.so.0", "/usr/lib/x86_64-linux-gnu/libtss2-tcti-swtpm.so.0"} {
 		if _, err := os.Stat(f); err != nil {
 			miss = append(miss, f)
 		}
