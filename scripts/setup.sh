@@ -16,8 +16,9 @@ pkgs+=(openssh-server pamtester libpam0g-dev libpam-wrapper)
 pkgs+=(libp11-kit-dev opensc gnutls-bin libengine-pkcs11-openssl nginx apache2)
 # palisade bench's web-server section (internal/bench): the same nginx with its key in the other
 # PKCS#11 modules, SoftHSM2 and tpm2-pkcs11 (on swtpm, through the tpm2-abrmd resource manager
-# the bench starts itself; the package's system service is not used).
-pkgs+=(softhsm2 libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-abrmd libtss2-tcti-tabrmd0)
+# the bench starts itself on a private D-Bus bus, dbus-daemon, and on swtpm's TCTI; the package's
+# system service is not used).
+pkgs+=(softhsm2 libtpm2-pkcs11-1 libtpm2-pkcs11-tools tpm2-abrmd libtss2-tcti-tabrmd0 dbus-daemon libtss2-tcti-swtpm0)
 # libFuzzer and the sanitizers' runtimes for clang: libpalisade's fuzz target (clients/c/fuzz).
 pkgs+=(libclang-rt-14-dev)
 # Without /dev/kvm the kvm engine's tests run under a real KVM nested in QEMU

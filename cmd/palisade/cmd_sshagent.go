@@ -20,7 +20,7 @@ func init() {
 	register(&command{
 		name:    "ssh-agent",
 		summary: "an SSH agent serving palisaded's keys, signing in their PALs (docs/ssh.md)",
-		usage:   "[-a SOCKET] [--keys NAME,..] [--forward AGENT_SOCKET] [--askpass PROGRAM] [--allow-uid UID,..] [--socket PATH] [--log-level L]",
+		usage:   "[-a SOCKET] [--keys NAME,..] [--cert FILE,..] [--confirm] [--pin-cache DURATION] [--forward AGENT_SOCKET] [--askpass PROGRAM] [--allow-uid UID,..] [--socket PATH] [--log-level L]",
 		run:     runSSHAgent,
 	})
 }
@@ -42,6 +42,9 @@ func runSSHAgent(ctx context.Context, args []string) error {
 	forward := fs.String("forward", "", "another agent's socket: gets requests for keys this agent does not hold, and ssh-add of private keys")
 	askpass := fs.String("askpass", os.Getenv("SSH_ASKPASS"), "askpass program (an executable file) run for the PIN of a key that has one: the prompt is its argument, it prints the PIN")
 	allowUIDs := fs.String("allow-uid", "", "users besides yourself and root that may use the agent (names or uids)")
+	certs := fs.String("cert", "", "OpenSSH certificates of served keys (key-cert.pub files, comma-separated): listed after their key, re-read at each listing")
+	pinCache := fs.Duration("pin-cache", 0, "keep a key's PIN this long after askpass gave it (e.g. 5m); 0: ask at every signature")
+	confirm := fs.Bool("confirm", false, "ask for confirmation before every signature, through the askpass program (as ssh-add -c does)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error (to stderr)")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -64,7 +67,10 @@ func runSSHAgent(ctx context.Context, args []string) error {
 		return err
 	}
 	defer c.Close()
-	o := sshagent.Options{Client: c, Logger: log}
+	if *pinCache < 0 {
+		return usageErrorf("--pin-cache %v: want a duration ≥ 0", *pinCache)
+	}
+	o := sshagent.Options{Client: c, Logger: log, PINCache: *pinCache}
 	if *keyNames != "" {
 		for _, n := range strings.Split(*keyNames, ",") {
 			if n = strings.TrimSpace(n); n != "" {
@@ -78,9 +84,21 @@ func runSSHAgent(ctx context.Context, args []string) error {
 		}
 		o.Forward = sshagent.DialForward(*forward)
 	}
+	for _, f := range strings.Split(*certs, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			o.Certs = append(o.Certs, f)
+		}
+	}
 	if *askpass != "" {
 		prog := *askpass
 		o.PIN = func(k client.KeyInfo) ([]byte, error) { return askPIN(prog, k.Name) }
+	}
+	if *confirm {
+		if *askpass == "" {
+			return usageErrorf("--confirm needs an askpass program (--askpass or $SSH_ASKPASS) to ask with")
+		}
+		prog := *askpass
+		o.Confirm = func(k client.KeyInfo) error { return askConfirm(prog, k.Name) }
 	}
 	a, err := sshagent.New(o)
 	if err != nil {
@@ -92,16 +110,27 @@ func runSSHAgent(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	l, err := sshagent.Listen(*listen)
+	if err := a.CheckCerts(); err != nil {
+		return err
+	}
+	// Started by systemd through a socket unit (dist/systemd): serve the socket it passes.
+	l, err := sshagent.ActivationListener()
 	if err != nil {
 		return err
 	}
-	defer os.Remove(*listen)
+	if l != nil {
+		*listen = l.Addr().String()
+	} else {
+		if l, err = sshagent.Listen(*listen); err != nil {
+			return err
+		}
+		defer os.Remove(*listen)
+	}
 	srv := &sshagent.Server{Agent: a, AllowUIDs: uids}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
 	fmt.Printf("SSH_AUTH_SOCK=%s; export SSH_AUTH_SOCK;\n", *listen)
-	log.Info("ssh-agent serving", "socket", *listen, "keys", len(ks), "forward", *forward)
+	log.Info("ssh-agent serving", "socket", *listen, "keys", len(ks), "forward", *forward, "certs", len(o.Certs))
 	select {
 	case <-ctx.Done():
 		srv.Close()
@@ -119,6 +148,18 @@ func mustAbs(p string) string {
 		return p
 	}
 	return a
+}
+
+// askConfirm runs the askpass program as OpenSSH's ssh-agent does for a key added with
+// `ssh-add -c`: SSH_ASKPASS_PROMPT=confirm, the question as argument, exit status 0 allows.
+func askConfirm(prog, key string) error {
+	cmd := exec.Command(prog, fmt.Sprintf("Allow use of Palisade key %s?", key))
+	cmd.Env = append(os.Environ(), "SSH_ASKPASS_PROMPT=confirm")
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		return fmt.Errorf("askpass %s: %w", prog, err)
+	}
+	return nil
 }
 
 // askPIN runs the askpass program as ssh-add runs $SSH_ASKPASS: the prompt as its argument, the

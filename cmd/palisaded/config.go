@@ -18,6 +18,7 @@ import (
 
 	"github.com/palisade-project/palisade/internal/api/server"
 	"github.com/palisade-project/palisade/internal/config"
+	"github.com/palisade-project/palisade/internal/keys"
 )
 
 // Config is the daemon's configuration file (JSON; docs/daemon.md). Flags override the fields
@@ -27,16 +28,19 @@ type Config struct {
 	Socket   string `json:"socket,omitempty"`
 	// LeanSocket is where the lean protocol is served (docs/protocol.md), with the mode and
 	// group of Socket. Default: lean.sock beside Socket; "none" turns it off.
-	LeanSocket      string        `json:"lean_socket,omitempty"`
-	SocketMode      string        `json:"socket_mode,omitempty"`  // octal, default "0660"
-	SocketGroup     string        `json:"socket_group,omitempty"` // group name or gid
-	Rot             string        `json:"rot,omitempty"`          // tpm:/dev/tpmrm0 | swtpm:PATH | none
-	Metrics         string        `json:"metrics,omitempty"`      // loopback host:port
-	LogLevel        string        `json:"log_level,omitempty"`    // debug, info, warn, error
-	LogFormat       string        `json:"log_format,omitempty"`   // json (default) or text
-	Engines         []string      `json:"engines,omitempty"`      // default: every engine this machine supports
-	ImageDirs       []string      `json:"image_dirs,omitempty"`   // where register-by-path may read
-	ShutdownTimeout string        `json:"shutdown_timeout,omitempty"`
+	LeanSocket      string   `json:"lean_socket,omitempty"`
+	SocketMode      string   `json:"socket_mode,omitempty"`  // octal, default "0660"
+	SocketGroup     string   `json:"socket_group,omitempty"` // group name or gid
+	Rot             string   `json:"rot,omitempty"`          // tpm:/dev/tpmrm0 | swtpm:PATH | none
+	Metrics         string   `json:"metrics,omitempty"`      // loopback host:port
+	LogLevel        string   `json:"log_level,omitempty"`    // debug, info, warn, error
+	LogFormat       string   `json:"log_format,omitempty"`   // json (default) or text
+	Engines         []string `json:"engines,omitempty"`      // default: every engine this machine supports
+	ImageDirs       []string `json:"image_dirs,omitempty"`   // where register-by-path may read
+	ShutdownTimeout string   `json:"shutdown_timeout,omitempty"`
+	// MaxKeysPerOwner bounds the named keys one uid may own, so that one user cannot fill
+	// the daemon's state; 0: keys.DefaultMaxKeysPerOwner (1024).
+	MaxKeysPerOwner int           `json:"max_keys_per_owner,omitempty"`
 	Access          server.Policy `json:"access"`
 	// ConfigState is the trusted-configuration state directory (docs/configurations.md §4),
 	// default STATE_DIR/config. The daemon runs under a trusted configuration only if the
@@ -188,6 +192,17 @@ func (c *Config) socketGID() (int, error) {
 	}
 	return strconv.Atoi(g.Gid)
 }
+
+// maxKeysPerOwner checks MaxKeysPerOwner.
+func (c *Config) maxKeysPerOwner() (int, error) {
+	if c.MaxKeysPerOwner < 0 || c.MaxKeysPerOwner > maxKeysPerOwnerLimit {
+		return 0, fmt.Errorf("max_keys_per_owner %d: want 0 (the default, %d) to %d", c.MaxKeysPerOwner, keys.DefaultMaxKeysPerOwner, maxKeysPerOwnerLimit)
+	}
+	return c.MaxKeysPerOwner, nil
+}
+
+// maxKeysPerOwnerLimit keeps the key store's size (loaded whole at start) reasonable.
+const maxKeysPerOwnerLimit = 1 << 20
 
 func (c *Config) shutdownTimeout() (time.Duration, error) {
 	d, err := time.ParseDuration(c.ShutdownTimeout)

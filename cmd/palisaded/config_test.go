@@ -11,6 +11,7 @@ import (
 	"math/big"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -67,6 +68,13 @@ func TestConfigErrors(t *testing.T) {
 		}
 	}
 	c := defaultConfig()
+	for _, n := range []int{-1, maxKeysPerOwnerLimit + 1} {
+		c.MaxKeysPerOwner = n
+		if _, err := c.maxKeysPerOwner(); err == nil || !strings.Contains(err.Error(), "max_keys_per_owner") {
+			t.Errorf("max_keys_per_owner %d: %v", n, err)
+		}
+	}
+	c.MaxKeysPerOwner = 0
 	for _, m := range []string{"999", "rw", "01777"} {
 		c.SocketMode = m
 		if _, err := c.socketMode(); err == nil {
@@ -94,6 +102,7 @@ func FuzzLoadConfig(f *testing.F) {
 		_ = c.Access.Check()
 		_, _ = c.socketMode()
 		_, _ = c.shutdownTimeout()
+		_, _ = c.maxKeysPerOwner()
 		_ = checkMetricsAddr(c.Metrics)
 	})
 }

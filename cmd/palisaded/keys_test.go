@@ -379,3 +379,25 @@ func TestKeysImportCLI(t *testing.T) {
 		t.Fatalf("openssl req -verify of the imported key's CSR: %v\n%s", err, out)
 	}
 }
+
+// TestMaxKeysPerOwner: max_keys_per_owner bounds the keys one uid may own, and the refusal
+// names the setting.
+func TestMaxKeysPerOwner(t *testing.T) {
+	d := startDaemon(t, newDaemonDir(t), Config{MaxKeysPerOwner: 2}, false)
+	c, ctx := d.dial(), context.Background()
+	for _, name := range []string{"a", "b"} {
+		if _, err := c.KeyCreate(ctx, client.KeyCreateOptions{Name: name, Alg: client.AlgEd25519}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	_, err := c.KeyCreate(ctx, client.KeyCreateOptions{Name: "c", Alg: client.AlgEd25519})
+	if err == nil || !strings.Contains(err.Error(), "max_keys_per_owner") {
+		t.Fatalf("third key: %v, want a refusal naming max_keys_per_owner", err)
+	}
+	if err := c.KeyDelete(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := c.KeyCreate(ctx, client.KeyCreateOptions{Name: "c", Alg: client.AlgEd25519}); err != nil {
+		t.Fatalf("after a delete: %v", err)
+	}
+}

@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -257,6 +258,10 @@ func TestLibpalisade(t *testing.T) {
 					d.stop()
 				case "START":
 					d = startDaemon(top, dir, cfg, false)
+				case "FREEZE": // a daemon that hangs: stopped, its sockets still open
+					d.cmd.Process.Signal(syscall.SIGSTOP)
+				case "THAW":
+					d.cmd.Process.Signal(syscall.SIGCONT)
 				default:
 					if strings.HasPrefix(line, "SIG ") {
 						sigs = append(sigs, line)
@@ -270,6 +275,7 @@ func TestLibpalisade(t *testing.T) {
 				fmt.Fprintln(stdin, "OK")
 			}
 			err = cmd.Wait()
+			d.cmd.Process.Signal(syscall.SIGCONT) // never leave the daemon stopped
 			t.Logf("%s stderr:\n%s", prog, stderr.String())
 			if err != nil {
 				t.Fatalf("%s: %v", prog, err)

@@ -107,6 +107,10 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 	if err != nil {
 		return err
 	}
+	maxKeys, err := cfg.maxKeysPerOwner()
+	if err != nil {
+		return err
+	}
 	grace, err := cfg.shutdownTimeout()
 	if err != nil {
 		return err
@@ -203,6 +207,7 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 
 	ks, err := keys.Open(keys.Config{
 		Visor: v, DB: store.DB(), Audit: server.KeyAudit(audit), Admins: cfg.Access.Admins, Logger: log,
+		MaxKeysPerOwner: maxKeys,
 	})
 	if err != nil {
 		return err

@@ -453,6 +453,39 @@ func testPKCS11Tool(t *testing.T, e *env) {
 			}
 		}
 	})
+
+	// A daemon that hangs (stopped with SIGSTOP, its sockets open): the module gives up after
+	// the handle's timeout ($PALISADE_TIMEOUT_MS here; 30 s by default in the module) with
+	// CKR_DEVICE_ERROR instead of hanging the caller, and works again once the daemon runs.
+	t.Run("sign/hung-daemon", func(t *testing.T) {
+		sign := func(timeout string) (string, error) {
+			return e.try([]string{"PALISADE_PKCS11_KEYS=" + keyEC, "PALISADE_TIMEOUT_MS=" + timeout}, "pkcs11-tool",
+				append(mod, "--sign", "--id", fmt.Sprintf("%x", keyEC), "-m", "ECDSA", "-i", e.path("data.sha256"), "-o", e.path("sig-hung"))...)
+		}
+		// pkcs11-tool looks the key up before it signs, so it is the lookup (C_FindObjectsInit)
+		// that meets the stopped daemon first; both go through the same handle timeout.
+		e.d.cmd.Process.Signal(syscall.SIGSTOP)
+		defer e.d.cmd.Process.Signal(syscall.SIGCONT)
+		done := make(chan struct{})
+		var out string
+		var err error
+		go func() { out, err = sign("700"); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(60 * time.Second):
+			e.d.cmd.Process.Signal(syscall.SIGCONT)
+			<-done
+			t.Fatal("pkcs11-tool still waiting for a stopped daemon after 60 s")
+		}
+		t.Logf("with the daemon stopped: %v\n%s", err, out)
+		if err == nil || !strings.Contains(out, "CKR_DEVICE_ERROR") {
+			t.Errorf("sign with the daemon stopped: %v\n%s", err, out)
+		}
+		e.d.cmd.Process.Signal(syscall.SIGCONT)
+		if out, err := sign("5000"); err != nil {
+			t.Errorf("sign after the daemon runs again: %v\n%s", err, out)
+		}
+	})
 }
 
 type verifier func(pub crypto.PublicKey, msg string, sig []byte) error

@@ -16,6 +16,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
 	"sort"
 	"sync"
 	"time"
@@ -77,6 +78,20 @@ type Options struct {
 	// PIN returns the PIN of a key that has one (an askpass program, for instance); nil: such
 	// keys are listed but cannot sign.
 	PIN func(k client.KeyInfo) ([]byte, error)
+	// PINCache, if positive, keeps a PIN that PIN returned for this long after it was asked,
+	// as ssh-tpm-agent caches PINs by default, so that a burst of signatures (an ssh
+	// connection, a git fetch) asks once. A PIN the signing PAL refuses is dropped at once,
+	// and every PIN when the agent is locked. Zero: ask at every signature and keep no PIN.
+	PINCache time.Duration
+	// Confirm, if not nil, is asked before every signature with a Palisade key, as OpenSSH's
+	// agent asks for a key added with `ssh-add -c`; an error refuses the signature.
+	Confirm func(k client.KeyInfo) error
+	// Certs are files of OpenSSH certificates (ssh-keygen -s … key.pub makes key-cert.pub) of
+	// Palisade keys. Each is read at every listing, so a renewed certificate is served without
+	// a restart; a certificate is listed after its key, and signing with it is signing with
+	// the key. A file that does not hold a certificate of a key the agent serves is logged and
+	// skipped (CheckCerts reports it at start).
+	Certs []string
 	// SignTimeout bounds each signature, waiting for a restarting daemon included (default 30 s).
 	SignTimeout time.Duration
 	// UnlockDelay is slept after an incorrect unlock passphrase, as OpenSSH's agent does, to
@@ -96,6 +111,13 @@ type Agent struct {
 	lockSum [sha256.Size]byte // SHA-256(salt ‖ passphrase) while locked
 	salt    [16]byte
 	signers map[string]*client.KeySigner // by key name, made on first use
+	pins    map[string]cachedPIN         // by key name, with Options.PINCache
+}
+
+type cachedPIN struct {
+	pub     []byte // the key's public DER: a key made again under the name needs its own PIN
+	pin     []byte
+	expires time.Time
 }
 
 // New returns an agent on o.Client.
@@ -113,15 +135,18 @@ func New(o Options) (*Agent, error) {
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
 	}
-	return &Agent{o: o, log: log, signers: map[string]*client.KeySigner{}}, nil
+	return &Agent{o: o, log: log, signers: map[string]*client.KeySigner{}, pins: map[string]cachedPIN{}}, nil
 }
 
 var _ agent.ExtendedAgent = (*Agent)(nil)
 
-// held is a Palisade key as the agent offers it.
+// held is a Palisade key as the agent offers it: its plain public key, or a certificate of it
+// (pub is then the *ssh.Certificate).
 type held struct {
 	info client.KeyInfo
 	pub  ssh.PublicKey
+	// cert is the certificate's file, "" for the plain key.
+	cert string
 }
 
 // keys asks the daemon for the keys on every call, so keys created or deleted while the agent
@@ -156,7 +181,71 @@ func (a *Agent) keys(ctx context.Context) ([]held, error) {
 		out = append(out, held{info: k, pub: pub})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].info.Name < out[j].info.Name })
-	return out, nil
+	return a.withCerts(out), nil
+}
+
+// withCerts returns hs with each certificate of Options.Certs placed after its key.
+func (a *Agent) withCerts(hs []held) []held {
+	if len(a.o.Certs) == 0 {
+		return hs
+	}
+	out := make([]held, 0, len(hs)+len(a.o.Certs))
+	for _, h := range hs {
+		out = append(out, h)
+		for _, path := range a.o.Certs {
+			cert, err := ReadCert(path)
+			if err != nil {
+				a.log.Warn("certificate not offered", "file", path, "err", err)
+				continue
+			}
+			if bytes.Equal(cert.Key.Marshal(), h.pub.Marshal()) {
+				out = append(out, held{info: h.info, pub: cert, cert: path})
+			}
+		}
+	}
+	return out
+}
+
+// ReadCert reads an OpenSSH certificate file (the one line of key-cert.pub).
+func ReadCert(path string) (*ssh.Certificate, error) {
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	pub, _, _, _, err := ssh.ParseAuthorizedKey(raw)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	cert, ok := pub.(*ssh.Certificate)
+	if !ok {
+		return nil, fmt.Errorf("%s holds a plain %s key, not a certificate", path, pub.Type())
+	}
+	return cert, nil
+}
+
+// CheckCerts reports a file of Options.Certs that is not a certificate of a key the agent
+// serves now, so that a mistake shows when the agent starts rather than at the first ssh.
+func (a *Agent) CheckCerts() error {
+	ctx, cancel := a.ctx()
+	defer cancel()
+	hs, err := a.keys(ctx)
+	if err != nil {
+		return err
+	}
+	for _, path := range a.o.Certs {
+		cert, err := ReadCert(path)
+		if err != nil {
+			return fmt.Errorf("sshagent: certificate %w", err)
+		}
+		found := false
+		for _, h := range hs {
+			found = found || h.cert == path
+		}
+		if !found {
+			return fmt.Errorf("sshagent: certificate %s (%s) certifies none of the keys this agent serves", path, cert.KeyId)
+		}
+	}
+	return nil
 }
 
 func (a *Agent) isLocked() bool {
@@ -242,11 +331,19 @@ func (a *Agent) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.Signat
 		}
 		sig, err := a.sign(ctx, h, data, flags)
 		if err != nil {
+			if errors.Is(err, client.ErrPINIncorrect) || errors.Is(err, client.ErrLocked) {
+				a.mu.Lock()
+				a.forgetPINLocked(h.info.Name)
+				a.mu.Unlock()
+			}
 			a.log.Error("sign", "key", h.info.Name, "err", err)
 			return nil, err
 		}
 		a.log.Debug("signed", "key", h.info.Name, "type", sig.Format)
 		return sig, nil
+	}
+	if _, ok := key.(*ssh.Certificate); ok && a.o.Forward == nil {
+		return nil, fmt.Errorf("%w: a certificate not among the agent's --cert files", ErrUnknownKey)
 	}
 	var sig *ssh.Signature
 	err = a.forward(func(f agent.ExtendedAgent) error {
@@ -258,15 +355,21 @@ func (a *Agent) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.Signat
 }
 
 func (a *Agent) sign(ctx context.Context, h held, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
+	if a.o.Confirm != nil {
+		if err := a.o.Confirm(h.info); err != nil {
+			return nil, fmt.Errorf("sshagent: use of key %q not confirmed: %w", h.info.Name, err)
+		}
+	}
 	ks, err := a.signer(ctx, h.info)
 	if err != nil {
 		return nil, err
 	}
+	// A certificate's signature is its key's: the signer is the plain key's.
 	s, err := ssh.NewSignerFromSigner(ks)
 	if err != nil {
 		return nil, err
 	}
-	if h.pub.Type() != ssh.KeyAlgoRSA {
+	if s.PublicKey().Type() != ssh.KeyAlgoRSA {
 		return s.Sign(rand.Reader, data)
 	}
 	as, ok := s.(ssh.AlgorithmSigner)
@@ -304,14 +407,47 @@ func (a *Agent) signer(ctx context.Context, k client.KeyInfo) (*client.KeySigner
 	if a.o.PIN == nil {
 		return nil, fmt.Errorf("sshagent: key %q needs a PIN and the agent has no way to ask for one (--askpass)", k.Name)
 	}
-	pin, err := a.o.PIN(k)
-	if err != nil {
-		return nil, fmt.Errorf("sshagent: PIN for key %q: %w", k.Name, err)
+	pin := a.cachedPIN(k)
+	if pin == nil {
+		var err error
+		if pin, err = a.o.PIN(k); err != nil {
+			return nil, fmt.Errorf("sshagent: PIN for key %q: %w", k.Name, err)
+		}
+		if a.o.PINCache > 0 {
+			a.mu.Lock()
+			a.pins[k.Name] = cachedPIN{pub: k.PublicDER, pin: pin, expires: time.Now().Add(a.o.PINCache)}
+			a.mu.Unlock()
+		}
 	}
 	// A copy per signature: the PIN is not kept in the shared signer.
 	c := *s
 	c.PIN = pin
 	return &c, nil
+}
+
+// cachedPIN returns a copy of k's PIN from the cache, or nil; an expired one is cleared and
+// dropped.
+func (a *Agent) cachedPIN(k client.KeyInfo) []byte {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	c, ok := a.pins[k.Name]
+	if !ok {
+		return nil
+	}
+	if time.Now().After(c.expires) || !bytes.Equal(c.pub, k.PublicDER) {
+		a.forgetPINLocked(k.Name)
+		return nil
+	}
+	// A copy: forgetPINLocked overwrites the cached bytes, maybe while this one is in use.
+	return bytes.Clone(c.pin)
+}
+
+// forgetPINLocked drops name's cached PIN, overwriting its bytes. a.mu is held.
+func (a *Agent) forgetPINLocked(name string) {
+	if c, ok := a.pins[name]; ok {
+		clear(c.pin)
+		delete(a.pins, name)
+	}
 }
 
 // Add implements agent.Agent: private keys go to the forwarded agent, never into this one.
@@ -358,6 +494,9 @@ func (a *Agent) Lock(passphrase []byte) error {
 	}
 	a.lockSum = a.passSum(passphrase)
 	a.locked = true
+	for name := range a.pins {
+		a.forgetPINLocked(name)
+	}
 	a.log.Info("agent locked")
 	return nil
 }
@@ -414,6 +553,11 @@ func (a *Agent) Signers() ([]ssh.Signer, error) {
 		s, err := ssh.NewSignerFromSigner(ks)
 		if err != nil {
 			return nil, err
+		}
+		if cert, ok := h.pub.(*ssh.Certificate); ok {
+			if s, err = ssh.NewCertSigner(cert, s); err != nil {
+				return nil, err
+			}
 		}
 		out = append(out, s)
 	}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
@@ -166,5 +167,66 @@ func TestAskpassPIN(t *testing.T) {
 			t.Errorf("PIN %s: signed", tc.pin)
 		}
 		conn.Close()
+	}
+}
+
+// TestPINCache: with Options.PINCache the PIN source is asked once for a burst of signatures;
+// a PIN the signing PAL refuses is dropped at once (the next signature asks again), as is
+// every cached PIN when the agent is locked; without PINCache every signature asks.
+func TestPINCache(t *testing.T) {
+	e := ossh.NewEnv(t)
+	pinFile := filepath.Join(e.Dir, "pin")
+	if err := os.WriteFile(pinFile, []byte("1234\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.Palisade("key", "create", "pinned", "--alg", "ed25519", "--pin-file", pinFile)
+	c, err := client.Dial(context.Background(), e.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for _, tc := range []struct {
+		cache time.Duration
+		// answers are the PINs the source gives, in order; wantAsks after each signature.
+		answers  []string
+		wantOK   []bool
+		wantAsks []int
+	}{
+		{0, []string{"1234", "1234", "1234"}, []bool{true, true, true}, []int{1, 2, 3}},
+		{time.Hour, []string{"1234"}, []bool{true, true, true}, []int{1, 1, 1}},
+		{time.Hour, []string{"9999", "1234"}, []bool{false, true, true}, []int{1, 2, 2}},
+	} {
+		asks := 0
+		a, err := sshagent.New(sshagent.Options{Client: c, UnlockDelay: -1, PINCache: tc.cache,
+			PIN: func(client.KeyInfo) ([]byte, error) {
+				p := tc.answers[min(asks, len(tc.answers)-1)]
+				asks++
+				return []byte(p), nil
+			}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys, err := a.List()
+		if err != nil || len(keys) != 1 {
+			t.Fatalf("List: %v %v", keys, err)
+		}
+		for i := range tc.wantOK {
+			_, err := a.Sign(keys[0], []byte("data"))
+			if (err == nil) != tc.wantOK[i] || asks != tc.wantAsks[i] {
+				t.Errorf("cache %v, signature %d: err %v, asked %d times; want ok=%v, %d asks", tc.cache, i, err, asks, tc.wantOK[i], tc.wantAsks[i])
+			}
+		}
+		if tc.cache > 0 {
+			if err := a.Lock([]byte("p")); err != nil {
+				t.Fatal(err)
+			}
+			if err := a.Unlock([]byte("p")); err != nil {
+				t.Fatal(err)
+			}
+			before := asks
+			if _, err := a.Sign(keys[0], []byte("data")); err != nil || asks != before+1 {
+				t.Errorf("cache %v: after lock/unlock the PIN was not asked again (err %v, asks %d→%d)", tc.cache, err, before, asks)
+			}
+		}
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"sync"
 	"syscall"
 
@@ -172,4 +173,36 @@ func peerUID(c *net.UnixConn) (uint32, error) {
 		return 0, fmt.Errorf("SO_PEERCRED: %w", cerr)
 	}
 	return cred.Uid, nil
+}
+
+// ActivationListener returns the socket systemd passed by socket activation (sd_listen_fds(3):
+// LISTEN_PID is this process, LISTEN_FDS is 1, the socket is descriptor 3), or nil when the
+// agent was not started that way. The variables are removed so that programs the agent runs
+// (askpass) do not take the socket for theirs. More than one socket, or one that is not a
+// listening Unix stream socket, is an error naming the unit's mistake.
+func ActivationListener() (*net.UnixListener, error) {
+	pid, fds := os.Getenv("LISTEN_PID"), os.Getenv("LISTEN_FDS")
+	if pid == "" || fds == "" || pid != strconv.Itoa(os.Getpid()) {
+		return nil, nil
+	}
+	for _, v := range []string{"LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"} {
+		os.Unsetenv(v)
+	}
+	if fds != "1" {
+		return nil, fmt.Errorf("sshagent: socket activation passed LISTEN_FDS=%s sockets; the agent serves exactly one (one ListenStream= in the socket unit)", fds)
+	}
+	const first = 3 // SD_LISTEN_FDS_START
+	syscall.CloseOnExec(first)
+	f := os.NewFile(first, "systemd-socket")
+	defer f.Close()
+	l, err := net.FileListener(f)
+	if err != nil {
+		return nil, fmt.Errorf("sshagent: the socket passed by systemd: %w", err)
+	}
+	ul, ok := l.(*net.UnixListener)
+	if !ok {
+		l.Close()
+		return nil, fmt.Errorf("sshagent: the socket passed by systemd is a %s socket, not a Unix stream one (ListenStream= must be a path)", l.Addr().Network())
+	}
+	return ul, nil
 }

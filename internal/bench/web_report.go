@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"image/color"
 	"os"
+	"strings"
 
 	"gonum.org/v1/plot"
 	"gonum.org/v1/plot/plotter"
@@ -42,6 +43,12 @@ func (r *benchReport) webMarkdown(w func(string, ...any)) {
 	for _, p := range r.Web {
 		w("| %s | %s | %d | %.0f | %.1f%% | %.0f | %.0f |\n", p.Alg, p.Backend, p.Concurrency, p.RPS, 100*p.PairedRatio, p.CPUPerReqUs, p.GoRPS)
 	}
+	for _, p := range r.Web {
+		if p.Backend == "tpm2-pkcs11" {
+			w("\ntpm2-pkcs11 runs on swtpm, which is far faster than a TPM chip (tens of ms a signature): on hardware its rows would be much lower. Its nginx has one worker (tpm2-pkcs11 does not survive fork; see the notes), and its CPU includes tpm2-abrmd's.\n")
+			break
+		}
+	}
 	if len(r.WebSign) > 0 {
 		w("\nOne C_Sign, measured alone (integrations/pkcs11/bench/sign_latency.c), µs:\n\n| key | module | median | mean |\n|---|---|---:|---:|\n")
 		for _, s := range r.WebSign {
@@ -70,14 +77,44 @@ func (r *benchReport) webMarkdown(w func(string, ...any)) {
 		if hasHSM {
 			w("- %s: Palisade at worst %.2f× SoftHSM2 (paired ratios); goal ≥ 0.9×: %s.\n", alg, worstVsHSM, verdict(worstVsHSM >= 0.9))
 		}
-		if t, pal := r.webSignOf(alg, "tpm2-pkcs11"), r.webSignOf(alg, "palisade"); t != nil && pal != nil {
-			w("- %s: signature latency tpm2-pkcs11 (swtpm) ÷ Palisade = %.1f×; goal ≥ 5×: %s. swtpm is far faster than a TPM chip, which takes tens of ms a signature.\n",
-				alg, t.MedianUs/pal.MedianUs, verdict(t.MedianUs >= 5*pal.MedianUs))
-		} else {
-			w("- %s: against tpm2-pkcs11: not measured (see the notes).\n", alg)
-		}
+		w("- %s: %s\n", alg, r.webTPM2Verdict(alg))
 	}
 	w("\n")
+}
+
+// webTPM2Verdict is the goal against tpm2-pkcs11 for alg: Palisade above it at every
+// concurrency (paired ratios, both taken against the key in a file in the same rounds) with a
+// signature latency at least 5× lower. A part not measured is said so, and the goal is then not
+// judged met.
+func (r *benchReport) webTPM2Verdict(alg string) string {
+	const chip = " swtpm is far faster than a TPM chip, which takes tens of ms a signature."
+	var parts []string
+	ok := true
+	worst, levels := 1e9, 0
+	for _, p := range r.Web {
+		if p.Alg != alg || p.Backend != "palisade" {
+			continue
+		}
+		if t := r.webPointOf(alg, "tpm2-pkcs11", p.Concurrency); t != nil && t.PairedRatio > 0 {
+			worst = min(worst, p.PairedRatio/t.PairedRatio)
+			levels++
+		}
+	}
+	if levels > 0 {
+		parts = append(parts, fmt.Sprintf("throughput Palisade ÷ tpm2-pkcs11 (swtpm) at worst %.2f× over %d concurrency levels (above at every level: %v)", worst, levels, worst > 1))
+		ok = ok && worst > 1
+	} else {
+		parts = append(parts, "throughput against tpm2-pkcs11 not measured (see the notes)")
+		ok = false
+	}
+	if t, pal := r.webSignOf(alg, "tpm2-pkcs11"), r.webSignOf(alg, "palisade"); t != nil && pal != nil {
+		parts = append(parts, fmt.Sprintf("signature latency tpm2-pkcs11 (swtpm) ÷ Palisade = %.1f× (≥ 5×: %v)", t.MedianUs/pal.MedianUs, t.MedianUs >= 5*pal.MedianUs))
+		ok = ok && t.MedianUs >= 5*pal.MedianUs
+	} else {
+		parts = append(parts, "signature latency against tpm2-pkcs11 not measured")
+		ok = false
+	}
+	return strings.Join(parts, "; ") + "; goal above tpm2-pkcs11 at every level with a latency ≥ 5× lower: " + verdict(ok) + "." + chip
 }
 
 func verdict(ok bool) string {
@@ -130,7 +167,13 @@ func (r *benchReport) webChart(path string) error {
 			l.Width = vg.Points(1.5)
 			s.Shape, s.Radius = draw.CircleGlyph{}, vg.Points(3)
 			p.Add(l, s)
-			p.Legend.Add(backend, l, s)
+			label := backend
+			if backend == "tpm2-pkcs11" {
+				label = "tpm2-pkcs11 (swtpm, 1 worker)"
+				// The caveat goes with the figures it qualifies.
+				p.Title.Text += "\ntpm2-pkcs11 on swtpm: far faster than a TPM chip (tens of ms a signature)"
+			}
+			p.Legend.Add(label, l, s)
 		}
 		p.X.Tick.Marker = plot.ConstantTicks(ticks)
 		plots = append(plots, p)

@@ -511,7 +511,7 @@ func (s *Service) finish(ctx context.Context, c Caller, r *record, o CreateOptio
 	if s.keys[r.Name] != nil {
 		err = fmt.Errorf("%w: %q", ErrExists, r.Name)
 	} else if owned >= s.maxOwned {
-		err = fmt.Errorf("%w: uid %d owns %d keys, the daemon's limit", ErrBadRequest, r.Owner, owned)
+		err = fmt.Errorf("%w: uid %d owns %d keys, the daemon's limit (max_keys_per_owner in its configuration)", ErrBadRequest, r.Owner, owned)
 	} else if err = s.st.put(r, true, signerImg); err == nil {
 		s.keys[r.Name] = r
 	}

@@ -292,21 +292,42 @@ type VHost struct {
 	Port, Cert, Key string
 }
 
-// NginxConf is nginx's configuration serving hosts from dir: workers run as nobody;
-// ssl_engine initialises the OpenSSL engine (nginx loads an engine key without initialising
-// the engine itself); the variables the PKCS#11 modules read are passed to the workers with
-// env (nginx clears the environment).
-func NginxConf(dir string, hosts []VHost) string {
+// NginxOptions are the changes to nginx's configuration a module needs (TPM2.Nginx); the zero
+// value is the configuration every other backend runs with.
+type NginxOptions struct {
+	// Workers is worker_processes; 0 means 2.
+	Workers int
+	// NoSSLEngine leaves out ssl_engine pkcs11. That directive makes the engine OpenSSL's default
+	// for every method it has, pkey methods included: every RSA or EC EVP_PKEY_CTX the process
+	// makes afterwards goes to the engine's legacy methods, where EVP_PKEY_fromdata is not
+	// supported. A module that itself uses OpenSSL for RSA or EC (tpm2-pkcs11, through tss2-esys,
+	// for the salt of its TPM session) then fails. The engine is initialised by the OpenSSL
+	// configuration (init = 1), which is all nginx's engine: key needs.
+	NoSSLEngine bool
+}
+
+// NginxConf is nginx's configuration serving hosts from dir with the zero NginxOptions.
+func NginxConf(dir string, hosts []VHost) string { return NginxConfWith(dir, hosts, NginxOptions{}) }
+
+// NginxConfWith is nginx's configuration serving hosts from dir: workers run as nobody;
+// ssl_engine initialises the OpenSSL engine when a key is a PKCS#11 URI (unless o.NoSSLEngine);
+// the variables the PKCS#11 modules read are passed to the workers with env (nginx clears the
+// environment).
+func NginxConfWith(dir string, hosts []VHost, o NginxOptions) string {
 	var b strings.Builder
 	engine := ""
 	for _, h := range hosts {
-		if strings.HasPrefix(h.Key, "pkcs11:") {
+		if strings.HasPrefix(h.Key, "pkcs11:") && !o.NoSSLEngine {
 			engine = "ssl_engine pkcs11;"
 		}
 	}
+	workers := o.Workers
+	if workers == 0 {
+		workers = 2
+	}
 	fmt.Fprintf(&b, `daemon off;
 master_process on;
-worker_processes 2;
+worker_processes %[3]d;
 user nobody nogroup;
 pid %[1]s/nginx.pid;
 error_log %[1]s/error.log info;
@@ -324,7 +345,7 @@ http {
   access_log off;
   client_body_temp_path %[1]s/body; proxy_temp_path %[1]s/proxy; fastcgi_temp_path %[1]s/fastcgi;
   uwsgi_temp_path %[1]s/uwsgi; scgi_temp_path %[1]s/scgi;
-`, dir, engine)
+`, dir, engine, workers)
 	for _, h := range hosts {
 		key := h.Key
 		if strings.HasPrefix(key, "pkcs11:") {
@@ -363,12 +384,17 @@ func (w *Nginx) Log() string {
 // Environ(extraEnv...) (the module's PALISADE_PKCS11_KEYS scoped to "tls-" first), and waits
 // until every host's port accepts connections.
 func (e *Env) StartNginx(name string, hosts []VHost, extraEnv ...string) (*Nginx, error) {
+	return e.StartNginxWith(name, hosts, NginxOptions{}, extraEnv...)
+}
+
+// StartNginxWith is StartNginx with the configuration changed by o.
+func (e *Env) StartNginxWith(name string, hosts []VHost, o NginxOptions, extraEnv ...string) (*Nginx, error) {
 	dir := e.Path(name)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
 	conf := filepath.Join(dir, "nginx.conf")
-	if err := os.WriteFile(conf, []byte(NginxConf(dir, hosts)), 0o644); err != nil {
+	if err := os.WriteFile(conf, []byte(NginxConfWith(dir, hosts, o)), 0o644); err != nil {
 		return nil, err
 	}
 	w := &Nginx{Name: name, Dir: dir, done: make(chan struct{})}
@@ -380,7 +406,7 @@ func (e *Env) StartNginx(name string, hosts []VHost, extraEnv ...string) (*Nginx
 	}
 	go func() { w.cmd.Wait(); close(w.done) }()
 	for _, h := range hosts {
-		if err := waitDial("tcp", "127.0.0.1:"+h.Port); err != nil {
+		if err := waitDialWhile("tcp", "127.0.0.1:"+h.Port, w.done); err != nil {
 			w.Stop()
 			return nil, fmt.Errorf("%s: %v\n%s", name, err, w.Log())
 		}
@@ -531,7 +557,10 @@ func (e *Env) SignLatency(ctx context.Context, env []string, module, label, kind
 }
 
 // waitDial waits up to 10 s for addr to accept a connection.
-func waitDial(network, addr string) error {
+func waitDial(network, addr string) error { return waitDialWhile(network, addr, nil) }
+
+// waitDialWhile is waitDial giving up early once exited (the listening process's end) is closed.
+func waitDialWhile(network, addr string, exited <-chan struct{}) error {
 	var err error
 	for i := 0; i < 200; i++ {
 		var c net.Conn
@@ -539,7 +568,11 @@ func waitDial(network, addr string) error {
 			c.Close()
 			return nil
 		}
-		time.Sleep(50 * time.Millisecond)
+		select {
+		case <-exited:
+			return fmt.Errorf("the server exited before accepting connections on %s", addr)
+		case <-time.After(50 * time.Millisecond):
+		}
 	}
 	return errors.Join(fmt.Errorf("nothing accepts connections on %s", addr), err)
 }

@@ -28,7 +28,7 @@
 extern "C" {
 #endif
 
-#define PALISADE_CLIENT_VERSION "0.1.0"
+#define PALISADE_CLIENT_VERSION "0.3.0"
 /* The lean protocol version this library speaks. */
 #define PALISADE_PROTOCOL_VERSION 1
 /* Where palisaded serves the lean protocol by default. */
@@ -73,6 +73,7 @@ enum palisade_error {
 	PALISADE_E_PROTOCOL = 104,         /* the daemon's answer does not decode */
 	PALISADE_E_NOMEM = 105,            /* out of memory */
 	PALISADE_E_BUFFER_TOO_SMALL = 106, /* *out_len was set to the size needed */
+	PALISADE_E_NO_ANSWER = 107,        /* no answer within the handle's timeout (it may have been done) */
 };
 
 /* Signature schemes and hashes: the TPM 2.0 algorithm ids (as Go's client/signreq). */
@@ -98,6 +99,19 @@ typedef struct palisade_key palisade_key;
  * PALISADE_E_PATH for a path of 108 bytes or more, PALISADE_E_CONNECT if nothing serves it.
  */
 int palisade_open(palisade **out, const char *socket_path);
+
+/*
+ * palisade_set_timeout bounds how long each request on p waits for palisaded, in milliseconds,
+ * from when the request has the handle's connection until its whole answer is read; 0 (the
+ * default, unless $PALISADE_TIMEOUT_MS says otherwise at palisade_open) waits as long as it
+ * takes. A request that runs out of time fails with PALISADE_E_NO_ANSWER and drops the
+ * connection (a late answer is never taken for the next request's); the next request
+ * reconnects. The daemon may still have done it. Set it above the timeouts of the PALs you
+ * call: it is meant for a daemon that hangs, not for a PAL that runs long (the daemon's own
+ * limits stop those and answer PALISADE_E_TIMEOUT). A server signing with a key (the PKCS#11
+ * module) would rather fail one handshake than hang a worker.
+ */
+int palisade_set_timeout(palisade *p, unsigned ms);
 
 /* palisade_close closes p's connection and frees it. NULL is allowed. */
 void palisade_close(palisade *p);

@@ -16,6 +16,7 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -23,6 +24,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -64,6 +66,7 @@ struct conn_state {
 struct palisade {
 	char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
 	_Atomic(struct conn_state *) st;
+	atomic_uint timeout_ms; /* 0: wait as long as it takes */
 };
 
 struct palisade_key {
@@ -141,6 +144,7 @@ static const char *const messages[] = {
 	[PALISADE_E_PROTOCOL] = "malformed answer from palisaded",
 	[PALISADE_E_NOMEM] = "out of memory",
 	[PALISADE_E_BUFFER_TOO_SMALL] = "buffer too small",
+	[PALISADE_E_NO_ANSWER] = "no answer from palisaded within the handle's timeout (the request may have been done)",
 };
 
 API const char *palisade_strerror(int err)
@@ -385,8 +389,51 @@ static void disconnect(struct conn_state *s)
 	s->fd = -1;
 }
 
+/* deadline_after returns now + ms on the monotonic clock; ms 0 means no deadline (tv_sec -1). */
+static struct timespec deadline_after(unsigned ms)
+{
+	struct timespec t = {.tv_sec = -1};
+
+	if (ms == 0)
+		return t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	t.tv_sec += ms / 1000;
+	t.tv_nsec += (long)(ms % 1000) * 1000000L;
+	if (t.tv_nsec >= 1000000000L) {
+		t.tv_sec++;
+		t.tv_nsec -= 1000000000L;
+	}
+	return t;
+}
+
+/* wait_fd waits until fd is ready for events or the deadline passes: 0, -ETIMEDOUT or -errno.
+ * The socket stays blocking; only a deadline makes the wait a poll. */
+static int wait_fd(int fd, short events, const struct timespec *deadline)
+{
+	struct pollfd pfd = {.fd = fd, .events = events};
+	struct timespec now;
+	long long ms;
+	int n;
+
+	if (deadline->tv_sec < 0)
+		return 0;
+	for (;;) {
+		clock_gettime(CLOCK_MONOTONIC, &now);
+		ms = (long long)(deadline->tv_sec - now.tv_sec) * 1000 +
+		     (deadline->tv_nsec - now.tv_nsec) / 1000000;
+		if (ms <= 0)
+			return -ETIMEDOUT;
+		n = poll(&pfd, 1, ms > INT_MAX ? INT_MAX : (int)ms);
+		if (n > 0)
+			return 0; /* readable, writable, or an error the next call reports */
+		if (n < 0 && errno != EINTR)
+			return -errno;
+	}
+}
+
 /* send_all writes the header and the body; *sent says whether any byte went out. */
-static int send_all(int fd, const uint8_t *hdr, const uint8_t *body, size_t body_len, int *sent)
+static int send_all(int fd, const uint8_t *hdr, const uint8_t *body, size_t body_len, int *sent,
+		    const struct timespec *deadline)
 {
 	struct iovec iov[2] = {{(void *)hdr, HEADER_SIZE}, {(void *)body, body_len}};
 	struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
@@ -394,6 +441,10 @@ static int send_all(int fd, const uint8_t *hdr, const uint8_t *body, size_t body
 
 	*sent = 0;
 	while (iov[0].iov_len + iov[1].iov_len > 0) {
+		int w = wait_fd(fd, POLLOUT, deadline);
+
+		if (w != 0)
+			return w;
 		n = sendmsg(fd, &msg, MSG_NOSIGNAL);
 		if (n < 0 && errno == EINTR)
 			continue;
@@ -415,12 +466,16 @@ static int send_all(int fd, const uint8_t *hdr, const uint8_t *body, size_t body
 	return 0;
 }
 
-/* recv_all reads exactly n bytes: 0, or -errno, or -EPIPE at end of stream. */
-static int recv_all(int fd, uint8_t *b, size_t n)
+/* recv_all reads exactly n bytes: 0, or -errno, or -EPIPE at end of stream, or -ETIMEDOUT. */
+static int recv_all(int fd, uint8_t *b, size_t n, const struct timespec *deadline)
 {
 	ssize_t k;
 
 	while (n > 0) {
+		int w = wait_fd(fd, POLLIN, deadline);
+
+		if (w != 0)
+			return w;
 		k = recv(fd, b, n, 0);
 		if (k < 0 && errno == EINTR)
 			continue;
@@ -432,6 +487,14 @@ static int recv_all(int fd, uint8_t *b, size_t n)
 		n -= (size_t)k;
 	}
 	return 0;
+}
+
+/* no_answer is the error of a request whose answer did not come in time. The connection is
+ * then dropped: a late answer must not be read as the next request's. */
+static int no_answer(palisade *p, unsigned timeout)
+{
+	return fail(PALISADE_E_NO_ANSWER, "no answer from palisaded at %s within %u ms (the request "
+		    "may have been done; the connection is dropped)", p->path, timeout);
 }
 
 /*
@@ -448,6 +511,8 @@ static int round_trip(palisade *p, uint8_t op, const uint8_t *req, size_t req_le
 	uint16_t code;
 	int r, sent, fresh, attempt;
 	uint8_t *b = NULL;
+	unsigned timeout = atomic_load(&p->timeout_ms);
+	struct timespec deadline;
 
 	*body = NULL;
 	*body_len = 0;
@@ -459,6 +524,9 @@ static int round_trip(palisade *p, uint8_t op, const uint8_t *req, size_t req_le
 	if (!s)
 		return fail(PALISADE_E_NOMEM, "cannot allocate a connection");
 	pthread_mutex_lock(&s->mu);
+	/* The timeout counts from when the request has the connection: time queued behind another
+	 * thread's request is not the daemon's. */
+	deadline = deadline_after(timeout);
 	for (attempt = 0;; attempt++) {
 		fresh = s->fd < 0;
 		if (fresh && (r = dial(p->path, &s->fd)) != 0)
@@ -469,10 +537,14 @@ static int round_trip(palisade *p, uint8_t op, const uint8_t *req, size_t req_le
 		put_u16(hdr + 2, 0);
 		put_u32(hdr + 4, id);
 		put_u32(hdr + 8, (uint32_t)req_len);
-		r = send_all(s->fd, hdr, req, req_len, &sent);
+		r = send_all(s->fd, hdr, req, req_len, &sent, &deadline);
 		if (r == 0)
 			break;
 		disconnect(s);
+		if (r == -ETIMEDOUT) {
+			r = fail(PALISADE_E_NO_ANSWER, "palisaded at %s took no request for %u ms", p->path, timeout);
+			goto out;
+		}
 		/* Nothing reached a daemon that closed this connection (a restart): send again once
 		 * on a new connection. */
 		if (!sent && !fresh && attempt == 0)
@@ -480,9 +552,10 @@ static int round_trip(palisade *p, uint8_t op, const uint8_t *req, size_t req_le
 		r = fail(PALISADE_E_IO, "sending to palisaded at %s: %s", p->path, strerror(-r));
 		goto out;
 	}
-	if ((r = recv_all(s->fd, rh, HEADER_SIZE)) != 0) {
-		r = fail(PALISADE_E_IO, "reading from palisaded at %s: %s", p->path,
-			 r == -EPIPE ? "connection closed" : strerror(-r));
+	if ((r = recv_all(s->fd, rh, HEADER_SIZE, &deadline)) != 0) {
+		r = r == -ETIMEDOUT ? no_answer(p, timeout) :
+				      fail(PALISADE_E_IO, "reading from palisaded at %s: %s", p->path,
+					   r == -EPIPE ? "connection closed" : strerror(-r));
 		goto out_disconnect;
 	}
 	code = (uint16_t)(rh[2] | rh[3] << 8);
@@ -505,9 +578,10 @@ static int round_trip(palisade *p, uint8_t op, const uint8_t *req, size_t req_le
 		r = fail(PALISADE_E_NOMEM, "cannot allocate a response of %u bytes", len);
 		goto out_disconnect;
 	}
-	if ((r = recv_all(s->fd, b, len)) != 0) {
-		r = fail(PALISADE_E_IO, "reading from palisaded at %s: %s", p->path,
-			 r == -EPIPE ? "connection closed" : strerror(-r));
+	if ((r = recv_all(s->fd, b, len, &deadline)) != 0) {
+		r = r == -ETIMEDOUT ? no_answer(p, timeout) :
+				      fail(PALISADE_E_IO, "reading from palisaded at %s: %s", p->path,
+					   r == -EPIPE ? "connection closed" : strerror(-r));
 		goto out_disconnect;
 	}
 	if (code != 0) {
@@ -566,6 +640,7 @@ API int palisade_open(palisade **out, const char *socket_path)
 	palisade *p;
 	struct conn_state *s;
 	int r, fd;
+	unsigned timeout = 0;
 
 	if (!out)
 		return fail(PALISADE_E_ARG, "palisade_open: out is NULL");
@@ -592,6 +667,17 @@ API int palisade_open(palisade **out, const char *socket_path)
 	}
 	if ((r = check_path(socket_path)) != 0)
 		return r;
+	if ((env = secure_getenv("PALISADE_TIMEOUT_MS")) && *env) {
+		char *end;
+		unsigned long v;
+
+		errno = 0;
+		v = strtoul(env, &end, 10);
+		if (errno || *end || *env == '-' || v > UINT_MAX)
+			return fail(PALISADE_E_ARG, "$PALISADE_TIMEOUT_MS=%s: want a number of milliseconds "
+				    "(0: no timeout)", env);
+		timeout = (unsigned)v;
+	}
 	if ((r = dial(socket_path, &fd)) != 0)
 		return r;
 	p = calloc(1, sizeof(*p));
@@ -605,7 +691,16 @@ API int palisade_open(palisade **out, const char *socket_path)
 	memcpy(p->path, socket_path, strlen(socket_path) + 1);
 	s->fd = fd;
 	atomic_init(&p->st, s);
+	atomic_init(&p->timeout_ms, timeout);
 	*out = p;
+	return 0;
+}
+
+API int palisade_set_timeout(palisade *p, unsigned ms)
+{
+	if (!p)
+		return fail(PALISADE_E_ARG, "palisade_set_timeout: p is NULL");
+	atomic_store(&p->timeout_ms, ms);
 	return 0;
 }
 

@@ -28,6 +28,7 @@
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "palisade-client.h"
@@ -508,6 +509,59 @@ static void test_restart(palisade *p)
 	EXPECT(sign_ec(p, NULL), 0);
 }
 
+/* ---- a daemon that hangs ---- */
+
+static long long now_ms(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return (long long)t.tv_sec * 1000 + t.tv_nsec / 1000000;
+}
+
+/*
+ * The real daemon stopped with SIGSTOP (FREEZE): a handle with a timeout, set by
+ * palisade_set_timeout or by $PALISADE_TIMEOUT_MS, gives up with PALISADE_E_NO_ANSWER after
+ * about that long, and works again once the daemon runs (THAW). A malformed
+ * $PALISADE_TIMEOUT_MS is refused by palisade_open.
+ */
+static void test_timeout(void)
+{
+	palisade *a = NULL, *b = NULL, *bad = NULL;
+	long long t0, took;
+
+	EXPECT(palisade_open(&a, NULL), 0);
+	EXPECT(palisade_set_timeout(a, 300), 0);
+	EXPECT(palisade_set_timeout(NULL, 300), -PALISADE_E_ARG);
+	setenv("PALISADE_TIMEOUT_MS", "200", 1);
+	EXPECT(palisade_open(&b, NULL), 0);
+	setenv("PALISADE_TIMEOUT_MS", "12ms", 1);
+	EXPECT(palisade_open(&bad, NULL), -PALISADE_E_ARG);
+	CHECK(strstr(palisade_last_message(), "PALISADE_TIMEOUT_MS=12ms") != NULL, "message: %s",
+	      palisade_last_message());
+	unsetenv("PALISADE_TIMEOUT_MS");
+	if (!a || !b)
+		return;
+	EXPECT(echo(a, "before freeze"), 0);
+	ask("FREEZE");
+	t0 = now_ms();
+	EXPECT(echo(a, "frozen"), -PALISADE_E_NO_ANSWER);
+	took = now_ms() - t0;
+	/* Bounds wide enough for a loaded machine: the point is that it returns, and not at once. */
+	CHECK(took >= 290 && took < 5000, "set_timeout(300): gave up after %lld ms", took);
+	CHECK(strstr(palisade_last_message(), "within 300 ms") != NULL, "message: %s", palisade_last_message());
+	t0 = now_ms();
+	EXPECT(sign_ec(b, NULL), -PALISADE_E_NO_ANSWER);
+	took = now_ms() - t0;
+	CHECK(took >= 190 && took < 5000, "PALISADE_TIMEOUT_MS=200: gave up after %lld ms", took);
+	ask("THAW");
+	/* The connection was dropped: the next request reconnects and gets its own answer. */
+	EXPECT(echo(a, "after thaw"), 0);
+	EXPECT(sign_ec(b, NULL), 0);
+	palisade_close(a);
+	palisade_close(b);
+}
+
 /* ---- a fake daemon for the faults a real one does not make ---- */
 
 enum fault {
@@ -757,6 +811,7 @@ int main(void)
 	test_threads(p);
 	test_fork(p);
 	test_restart(p);
+	test_timeout();
 	test_faults();
 	palisade_close(p);
 	if (failures) {

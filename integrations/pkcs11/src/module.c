@@ -200,10 +200,27 @@ static CK_RV rv_of(int err)
 	case PALISADE_E_UNAVAILABLE:
 	case PALISADE_E_KEY_UNAVAILABLE:
 	case PALISADE_E_PROTOCOL:
+	case PALISADE_E_NO_ANSWER:
 		return CKR_DEVICE_ERROR;
 	default:
 		return CKR_FUNCTION_FAILED;
 	}
+}
+
+/* A daemon that hangs must cost a web server one failed handshake, not a worker stuck for
+ * good: the module's handles give up after this long unless $PALISADE_TIMEOUT_MS (read by
+ * libpalisade) says otherwise. A signature takes milliseconds; 30 s also covers a
+ * palisaded restart (the client reconnects on its own). */
+#define MODULE_TIMEOUT_MS 30000
+
+static int open_handle(palisade **p)
+{
+	int r = palisade_open(p, NULL);
+	const char *env = secure_getenv("PALISADE_TIMEOUT_MS");
+
+	if (r == 0 && !(env && *env))
+		palisade_set_timeout(*p, MODULE_TIMEOUT_MS);
+	return r;
 }
 
 /* ---- library ---- */
@@ -563,7 +580,7 @@ static CK_RV refresh_keys(void)
 	if (!l.names)
 		return CKR_HOST_MEMORY;
 	pthread_mutex_lock(&g.list_mu);
-	r = g.p ? 0 : palisade_open(&g.p, NULL);
+	r = g.p ? 0 : open_handle(&g.p);
 	if (r == 0)
 		r = palisade_keys_find(g.p, key_prefix, collect, &l);
 	if (r != 0) {
@@ -1314,7 +1331,7 @@ static CK_RV sign_now(struct session *s, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len_o
 	s->busy = 1;
 	pthread_mutex_unlock(&g.mu);
 
-	r = s->p ? 0 : palisade_open(&s->p, NULL);
+	r = s->p ? 0 : open_handle(&s->p);
 	if (r == 0)
 		r = palisade_sign(s->p, name, scheme, hash, in, in_len, pin_len ? pin : NULL, pin_len, raw, &out_len);
 	explicit_bzero(pin, sizeof(pin));
