@@ -84,7 +84,7 @@ func TestOpenSSHReport(t *testing.T) {
 			OpenSSHIsolation:   append(isolationCosts("ssh login", rows, native), isolationCosts("pamtester", pamt, native)...),
 			OpenSSHNotMeasured: []string{noKVM}},
 			[]string{"## OpenSSH password login", "| pam_unix, SHA-512 crypt | `$6$` | 31 | 466.2 | 500.0 | 31 | 18.5 | 20.0 |",
-				"| pam_permit (no check) | – | 31 | 453.5 |", "Argon2id (m=19456 KiB, t=2, p=1)", "one per round): 28.8 ms",
+				"| pam_permit (no check) | – | 31 | 453.5 |", "Argon2id (m=19456 KiB, t=2, p=1)", "one per round): 28.8 ms", "ensure_minimum_time_since",
 				"pam_palisade login − pam_unix login − native Argon2id",
 				"| ssh login | pam_unix, SHA-512 crypt (`$6$`) | wasm | 668.7 | 466.2 | 28.8 | 173.7 | **not met** | 186.4 |",
 				"| pamtester | pam_unix, SHA-512 crypt (`$6$`) | wasm | 20.4 | 18.5 | 28.8 | -26.9 | **met** (negative",
