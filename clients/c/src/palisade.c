@@ -16,7 +16,6 @@
 #define _GNU_SOURCE
 #include <errno.h>
 #include <limits.h>
-#include <poll.h>
 #include <pthread.h>
 #include <stdarg.h>
 #include <stdatomic.h>
@@ -24,7 +23,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
-#include <time.h>
+#include <sys/time.h>
 #include <sys/uio.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -58,7 +57,8 @@ enum {
 
 struct conn_state {
 	pthread_mutex_t mu;
-	int fd; /* -1: not connected */
+	int fd;               /* -1: not connected */
+	unsigned timeout_set; /* the fd's SO_RCVTIMEO/SO_SNDTIMEO, ms (apply_timeout) */
 	unsigned generation;
 	uint32_t next_id;
 };
@@ -389,51 +389,27 @@ static void disconnect(struct conn_state *s)
 	s->fd = -1;
 }
 
-/* deadline_after returns now + ms on the monotonic clock; ms 0 means no deadline (tv_sec -1). */
-static struct timespec deadline_after(unsigned ms)
+/* apply_timeout makes each blocking send and receive on s's connection give up after ms
+ * (SO_SNDTIMEO, SO_RCVTIMEO; 0: never), once per connection and value rather than a poll()
+ * per wait: a request is one send and two or three receives, and on these machines every
+ * system call counts. So the bound is on each wait for the daemon, not on the request as a
+ * whole: a daemon that hangs fails the request after ms; one that trickles bytes could take
+ * longer. */
+static int apply_timeout(struct conn_state *s, unsigned ms)
 {
-	struct timespec t = {.tv_sec = -1};
+	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (suseconds_t)(ms % 1000) * 1000};
 
-	if (ms == 0)
-		return t;
-	clock_gettime(CLOCK_MONOTONIC, &t);
-	t.tv_sec += ms / 1000;
-	t.tv_nsec += (long)(ms % 1000) * 1000000L;
-	if (t.tv_nsec >= 1000000000L) {
-		t.tv_sec++;
-		t.tv_nsec -= 1000000000L;
-	}
-	return t;
-}
-
-/* wait_fd waits until fd is ready for events or the deadline passes: 0, -ETIMEDOUT or -errno.
- * The socket stays blocking; only a deadline makes the wait a poll. */
-static int wait_fd(int fd, short events, const struct timespec *deadline)
-{
-	struct pollfd pfd = {.fd = fd, .events = events};
-	struct timespec now;
-	long long ms;
-	int n;
-
-	if (deadline->tv_sec < 0)
+	if (s->timeout_set == ms)
 		return 0;
-	for (;;) {
-		clock_gettime(CLOCK_MONOTONIC, &now);
-		ms = (long long)(deadline->tv_sec - now.tv_sec) * 1000 +
-		     (deadline->tv_nsec - now.tv_nsec) / 1000000;
-		if (ms <= 0)
-			return -ETIMEDOUT;
-		n = poll(&pfd, 1, ms > INT_MAX ? INT_MAX : (int)ms);
-		if (n > 0)
-			return 0; /* readable, writable, or an error the next call reports */
-		if (n < 0 && errno != EINTR)
-			return -errno;
-	}
+	if (setsockopt(s->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0 ||
+	    setsockopt(s->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0)
+		return -errno;
+	s->timeout_set = ms;
+	return 0;
 }
 
 /* send_all writes the header and the body; *sent says whether any byte went out. */
-static int send_all(int fd, const uint8_t *hdr, const uint8_t *body, size_t body_len, int *sent,
-		    const struct timespec *deadline)
+static int send_all(int fd, const uint8_t *hdr, const uint8_t *body, size_t body_len, int *sent)
 {
 	struct iovec iov[2] = {{(void *)hdr, HEADER_SIZE}, {(void *)body, body_len}};
 	struct msghdr msg = {.msg_iov = iov, .msg_iovlen = 2};
@@ -441,15 +417,11 @@ static int send_all(int fd, const uint8_t *hdr, const uint8_t *body, size_t body
 
 	*sent = 0;
 	while (iov[0].iov_len + iov[1].iov_len > 0) {
-		int w = wait_fd(fd, POLLOUT, deadline);
-
-		if (w != 0)
-			return w;
 		n = sendmsg(fd, &msg, MSG_NOSIGNAL);
 		if (n < 0 && errno == EINTR)
 			continue;
 		if (n < 0)
-			return -errno;
+			return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
 		*sent = 1;
 		for (int i = 0; i < 2 && n > 0; i++) {
 			size_t k = (size_t)n < iov[i].iov_len ? (size_t)n : iov[i].iov_len;
@@ -466,21 +438,18 @@ static int send_all(int fd, const uint8_t *hdr, const uint8_t *body, size_t body
 	return 0;
 }
 
-/* recv_all reads exactly n bytes: 0, or -errno, or -EPIPE at end of stream, or -ETIMEDOUT. */
-static int recv_all(int fd, uint8_t *b, size_t n, const struct timespec *deadline)
+/* recv_all reads exactly n bytes: 0, or -errno, or -EPIPE at end of stream, or -ETIMEDOUT
+ * when the connection's timeout (apply_timeout) passed with nothing to read. */
+static int recv_all(int fd, uint8_t *b, size_t n)
 {
 	ssize_t k;
 
 	while (n > 0) {
-		int w = wait_fd(fd, POLLIN, deadline);
-
-		if (w != 0)
-			return w;
 		k = recv(fd, b, n, 0);
 		if (k < 0 && errno == EINTR)
 			continue;
 		if (k < 0)
-			return -errno;
+			return errno == EAGAIN || errno == EWOULDBLOCK ? -ETIMEDOUT : -errno;
 		if (k == 0)
 			return -EPIPE;
 		b += k;
@@ -512,7 +481,6 @@ static int round_trip(palisade *p, uint8_t op, const uint8_t *req, size_t req_le
 	int r, sent, fresh, attempt;
 	uint8_t *b = NULL;
 	unsigned timeout = atomic_load(&p->timeout_ms);
-	struct timespec deadline;
 
 	*body = NULL;
 	*body_len = 0;
@@ -524,20 +492,24 @@ static int round_trip(palisade *p, uint8_t op, const uint8_t *req, size_t req_le
 	if (!s)
 		return fail(PALISADE_E_NOMEM, "cannot allocate a connection");
 	pthread_mutex_lock(&s->mu);
-	/* The timeout counts from when the request has the connection: time queued behind another
-	 * thread's request is not the daemon's. */
-	deadline = deadline_after(timeout);
 	for (attempt = 0;; attempt++) {
 		fresh = s->fd < 0;
 		if (fresh && (r = dial(p->path, &s->fd)) != 0)
 			goto out;
+		if (fresh)
+			s->timeout_set = 0; /* a new socket waits for ever */
+		if ((r = apply_timeout(s, timeout)) != 0) {
+			r = fail(PALISADE_E_IO, "setting the timeout of the connection to palisaded: %s",
+				 strerror(-r));
+			goto out_disconnect;
+		}
 		id = s->next_id++;
 		hdr[0] = PALISADE_PROTOCOL_VERSION;
 		hdr[1] = op;
 		put_u16(hdr + 2, 0);
 		put_u32(hdr + 4, id);
 		put_u32(hdr + 8, (uint32_t)req_len);
-		r = send_all(s->fd, hdr, req, req_len, &sent, &deadline);
+		r = send_all(s->fd, hdr, req, req_len, &sent);
 		if (r == 0)
 			break;
 		disconnect(s);
@@ -552,7 +524,7 @@ static int round_trip(palisade *p, uint8_t op, const uint8_t *req, size_t req_le
 		r = fail(PALISADE_E_IO, "sending to palisaded at %s: %s", p->path, strerror(-r));
 		goto out;
 	}
-	if ((r = recv_all(s->fd, rh, HEADER_SIZE, &deadline)) != 0) {
+	if ((r = recv_all(s->fd, rh, HEADER_SIZE)) != 0) {
 		r = r == -ETIMEDOUT ? no_answer(p, timeout) :
 				      fail(PALISADE_E_IO, "reading from palisaded at %s: %s", p->path,
 					   r == -EPIPE ? "connection closed" : strerror(-r));
@@ -578,7 +550,7 @@ static int round_trip(palisade *p, uint8_t op, const uint8_t *req, size_t req_le
 		r = fail(PALISADE_E_NOMEM, "cannot allocate a response of %u bytes", len);
 		goto out_disconnect;
 	}
-	if ((r = recv_all(s->fd, b, len, &deadline)) != 0) {
+	if ((r = recv_all(s->fd, b, len)) != 0) {
 		r = r == -ETIMEDOUT ? no_answer(p, timeout) :
 				      fail(PALISADE_E_IO, "reading from palisaded at %s: %s", p->path,
 					   r == -EPIPE ? "connection closed" : strerror(-r));
