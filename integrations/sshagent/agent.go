@@ -112,6 +112,12 @@ type Agent struct {
 	salt    [16]byte
 	signers map[string]*client.KeySigner // by key name, made on first use
 	pins    map[string]cachedPIN         // by key name, with Options.PINCache
+	lockGen uint64                       // incremented by Lock: a request that saw another value stops
+
+	// pinMu serialises PIN prompts (and the first signature with the PIN) while the cache is
+	// cold, so that a burst of requests asks once, and a mistyped PIN costs one try, not one
+	// per request in flight.
+	pinMu sync.Mutex
 }
 
 type cachedPIN struct {
@@ -355,15 +361,68 @@ func (a *Agent) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.Signat
 }
 
 func (a *Agent) sign(ctx context.Context, h held, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
+	a.mu.Lock()
+	gen := a.lockGen
+	a.mu.Unlock()
 	if a.o.Confirm != nil {
 		if err := a.o.Confirm(h.info); err != nil {
 			return nil, fmt.Errorf("sshagent: use of key %q not confirmed: %w", h.info.Name, err)
 		}
 	}
-	ks, err := a.signer(ctx, h.info)
+	var pin []byte
+	cache := h.info.HasPIN && a.o.PINCache > 0
+	if h.info.HasPIN {
+		if a.o.PIN == nil {
+			return nil, fmt.Errorf("sshagent: key %q needs a PIN and the agent has no way to ask for one (--askpass)", h.info.Name)
+		}
+		if cache {
+			if pin = a.cachedPIN(h.info); pin != nil {
+				cache = false // already there
+			} else {
+				a.pinMu.Lock()
+				defer a.pinMu.Unlock()
+				if pin = a.cachedPIN(h.info); pin != nil { // cached while this one waited
+					cache = false
+				}
+			}
+		}
+		if pin == nil {
+			var err error
+			if pin, err = a.o.PIN(h.info); err != nil {
+				return nil, fmt.Errorf("sshagent: PIN for key %q: %w", h.info.Name, err)
+			}
+		}
+		defer clear(pin)
+	}
+	// Locked while askpass asked for a confirmation or a PIN: the request ends here.
+	if !a.sameLock(gen) {
+		return nil, ErrLocked
+	}
+	ks, err := a.signer(ctx, h.info, pin)
 	if err != nil {
 		return nil, err
 	}
+	sig, err := a.signWith(ks, data, flags)
+	if err == nil && cache {
+		// Only a PIN the signing PAL took is kept, and not if the agent was locked meanwhile.
+		a.mu.Lock()
+		if a.lockGen == gen && !a.locked {
+			a.pins[h.info.Name] = cachedPIN{pub: h.info.PublicDER, pin: bytes.Clone(pin), expires: time.Now().Add(a.o.PINCache)}
+		}
+		a.mu.Unlock()
+	}
+	return sig, err
+}
+
+// sameLock reports whether the agent is unlocked and has not been locked since generation gen.
+func (a *Agent) sameLock(gen uint64) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return !a.locked && a.lockGen == gen
+}
+
+// signWith signs data with ks as the agent protocol asks: for RSA, flags choose the hash.
+func (a *Agent) signWith(ks *client.KeySigner, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
 	// A certificate's signature is its key's: the signer is the plain key's.
 	s, err := ssh.NewSignerFromSigner(ks)
 	if err != nil {
@@ -386,8 +445,8 @@ func (a *Agent) sign(ctx context.Context, h held, data []byte, flags agent.Signa
 }
 
 // signer returns the KeySigner of k, made once per key and refreshed if the key changed (a
-// key deleted and created again under the same name).
-func (a *Agent) signer(ctx context.Context, k client.KeyInfo) (*client.KeySigner, error) {
+// key deleted and created again under the same name), with pin for a key that has one.
+func (a *Agent) signer(ctx context.Context, k client.KeyInfo, pin []byte) (*client.KeySigner, error) {
 	a.mu.Lock()
 	s := a.signers[k.Name]
 	a.mu.Unlock()
@@ -403,21 +462,6 @@ func (a *Agent) signer(ctx context.Context, k client.KeyInfo) (*client.KeySigner
 	}
 	if !k.HasPIN {
 		return s, nil
-	}
-	if a.o.PIN == nil {
-		return nil, fmt.Errorf("sshagent: key %q needs a PIN and the agent has no way to ask for one (--askpass)", k.Name)
-	}
-	pin := a.cachedPIN(k)
-	if pin == nil {
-		var err error
-		if pin, err = a.o.PIN(k); err != nil {
-			return nil, fmt.Errorf("sshagent: PIN for key %q: %w", k.Name, err)
-		}
-		if a.o.PINCache > 0 {
-			a.mu.Lock()
-			a.pins[k.Name] = cachedPIN{pub: k.PublicDER, pin: pin, expires: time.Now().Add(a.o.PINCache)}
-			a.mu.Unlock()
-		}
 	}
 	// A copy per signature: the PIN is not kept in the shared signer.
 	c := *s
@@ -494,6 +538,7 @@ func (a *Agent) Lock(passphrase []byte) error {
 	}
 	a.lockSum = a.passSum(passphrase)
 	a.locked = true
+	a.lockGen++
 	for name := range a.pins {
 		a.forgetPINLocked(name)
 	}
@@ -533,7 +578,8 @@ func (a *Agent) Unlock(passphrase []byte) error {
 }
 
 // Signers implements agent.Agent for Go callers: signers of the Palisade keys (the forwarded
-// agent's are not included).
+// agent's are not included). They are the keys' own signers: a PIN is asked here, once per
+// key, and kept in the returned signer; Options.Confirm and a later Lock do not apply to them.
 func (a *Agent) Signers() ([]ssh.Signer, error) {
 	if a.isLocked() {
 		return nil, ErrLocked
@@ -546,7 +592,16 @@ func (a *Agent) Signers() ([]ssh.Signer, error) {
 	}
 	out := make([]ssh.Signer, 0, len(hs))
 	for _, h := range hs {
-		ks, err := a.signer(ctx, h.info)
+		var pin []byte
+		if h.info.HasPIN {
+			if a.o.PIN == nil {
+				return nil, fmt.Errorf("sshagent: key %q needs a PIN and the agent has no way to ask for one (--askpass)", h.info.Name)
+			}
+			if pin, err = a.o.PIN(h.info); err != nil {
+				return nil, fmt.Errorf("sshagent: PIN for key %q: %w", h.info.Name, err)
+			}
+		}
+		ks, err := a.signer(ctx, h.info, pin)
 		if err != nil {
 			return nil, err
 		}

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -228,5 +229,101 @@ func TestPINCache(t *testing.T) {
 				t.Errorf("cache %v: after lock/unlock the PIN was not asked again (err %v, asks %d→%d)", tc.cache, err, before, asks)
 			}
 		}
+	}
+}
+
+// TestPINCacheConcurrent: with a cold cache, a burst of signatures asks for the PIN once at a
+// time, so a mistyped PIN costs the key one try (not one per request in flight), and only a
+// PIN the signing PAL took is cached. A Lock while askpass is asking ends that request and
+// caches nothing.
+func TestPINCacheConcurrent(t *testing.T) {
+	e := ossh.NewEnv(t)
+	pinFile := filepath.Join(e.Dir, "pin")
+	if err := os.WriteFile(pinFile, []byte("1234\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.Palisade("key", "create", "pinned", "--alg", "ed25519", "--pin-file", pinFile)
+	c, err := client.Dial(context.Background(), e.Socket)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+
+	var mu sync.Mutex
+	asks := 0
+	answers := []string{"9999", "1234"} // a typo first
+	a, err := sshagent.New(sshagent.Options{Client: c, UnlockDelay: -1, PINCache: time.Hour,
+		PIN: func(client.KeyInfo) ([]byte, error) {
+			mu.Lock()
+			defer mu.Unlock()
+			p := answers[min(asks, len(answers)-1)]
+			asks++
+			return []byte(p), nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := a.List()
+	if err != nil || len(keys) != 1 {
+		t.Fatalf("List: %v %v", keys, err)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 6)
+	for range 6 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := a.Sign(keys[0], []byte("data"))
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	failed := 0
+	for err := range errs {
+		if err != nil {
+			failed++
+			if !errors.Is(err, client.ErrPINIncorrect) {
+				t.Errorf("signature failed with %v, want ErrPINIncorrect", err)
+			}
+		}
+	}
+	if failed != 1 || asks != 2 {
+		t.Errorf("6 concurrent signatures, typo then the right PIN: %d failed, %d asks; want 1 and 2", failed, asks)
+	}
+
+	// Lock while askpass is asking.
+	asked, release := make(chan struct{}), make(chan struct{})
+	n := 0
+	b, err := sshagent.New(sshagent.Options{Client: c, UnlockDelay: -1, PINCache: time.Hour,
+		PIN: func(client.KeyInfo) ([]byte, error) {
+			mu.Lock()
+			n++
+			first := n == 1
+			mu.Unlock()
+			if first {
+				close(asked)
+				<-release
+			}
+			return []byte("1234"), nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { _, err := b.Sign(keys[0], []byte("data")); done <- err }()
+	<-asked
+	if err := b.Lock([]byte("p")); err != nil {
+		t.Fatal(err)
+	}
+	close(release)
+	if err := <-done; !errors.Is(err, sshagent.ErrLocked) {
+		t.Errorf("a signature whose askpass answered after Lock: %v, want ErrLocked", err)
+	}
+	if err := b.Unlock([]byte("p")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Sign(keys[0], []byte("data")); err != nil || n != 2 {
+		t.Errorf("after unlock: err %v, PIN asked %d times; want a signature after a second ask (nothing cached during the lock)", err, n)
 	}
 }
