@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/palisade-project/palisade/client"
 	"github.com/palisade-project/palisade/integrations/sshagent"
@@ -62,7 +63,28 @@ func runSSHAgent(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Started by systemd through a socket unit (dist/): serve the socket it passes. Taken
+	// first, so that the checks below know its path and a daemon that is not up yet does not
+	// make the agent exit (systemd would start it again at each connection).
+	activated, err := sshagent.ActivationListener()
+	if err != nil {
+		return err
+	}
+	if activated != nil {
+		*listen = activated.Addr().String()
+	}
 	c, err := dial(ctx, *socket)
+	// Socket-activated while palisaded is starting (a boot, a restart): connections wait in
+	// the socket's queue, so wait a while for the daemon rather than fail the unit at once.
+	for deadline := time.Now().Add(activationWait); err != nil && activated != nil && time.Now().Before(deadline); {
+		log.Warn("ssh-agent: waiting for palisaded", "err", err)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Second):
+		}
+		c, err = dial(ctx, *socket)
+	}
 	if err != nil {
 		return err
 	}
@@ -107,20 +129,18 @@ func runSSHAgent(ctx context.Context, args []string) error {
 	// A first listing checks that the daemon answers and the named keys exist, so a mistake
 	// shows at start, not at the first ssh.
 	ks, err := a.List()
+	if err == nil {
+		err = a.CheckCerts()
+	}
+	if err != nil && activated == nil {
+		return err
+	}
 	if err != nil {
-		return err
+		// Each request asks the daemon again: report, and serve.
+		log.Warn("ssh-agent: palisaded not usable yet; serving anyway", "err", err)
 	}
-	if err := a.CheckCerts(); err != nil {
-		return err
-	}
-	// Started by systemd through a socket unit (dist/systemd): serve the socket it passes.
-	l, err := sshagent.ActivationListener()
-	if err != nil {
-		return err
-	}
-	if l != nil {
-		*listen = l.Addr().String()
-	} else {
+	l := activated
+	if l == nil {
 		if l, err = sshagent.Listen(*listen); err != nil {
 			return err
 		}
@@ -149,6 +169,9 @@ func mustAbs(p string) string {
 	}
 	return a
 }
+
+// activationWait is how long a socket-activated agent waits for palisaded to come up.
+const activationWait = 15 * time.Second
 
 // askConfirm runs the askpass program as OpenSSH's ssh-agent does for a key added with
 // `ssh-add -c`: SSH_ASKPASS_PROMPT=confirm, the question as argument, exit status 0 allows.

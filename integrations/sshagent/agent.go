@@ -195,17 +195,22 @@ func (a *Agent) withCerts(hs []held) []held {
 	if len(a.o.Certs) == 0 {
 		return hs
 	}
+	// Each file read once per listing (not once per key).
+	certs := make([]*ssh.Certificate, len(a.o.Certs))
+	for i, path := range a.o.Certs {
+		cert, err := ReadCert(path)
+		if err != nil {
+			a.log.Warn("certificate not offered", "file", path, "err", err)
+			continue
+		}
+		certs[i] = cert
+	}
 	out := make([]held, 0, len(hs)+len(a.o.Certs))
 	for _, h := range hs {
 		out = append(out, h)
-		for _, path := range a.o.Certs {
-			cert, err := ReadCert(path)
-			if err != nil {
-				a.log.Warn("certificate not offered", "file", path, "err", err)
-				continue
-			}
-			if bytes.Equal(cert.Key.Marshal(), h.pub.Marshal()) {
-				out = append(out, held{info: h.info, pub: cert, cert: path})
+		for i, cert := range certs {
+			if cert != nil && bytes.Equal(cert.Key.Marshal(), h.pub.Marshal()) {
+				out = append(out, held{info: h.info, pub: cert, cert: a.o.Certs[i]})
 			}
 		}
 	}

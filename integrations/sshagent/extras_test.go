@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
@@ -202,6 +203,29 @@ func TestSocketActivation(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(e.Dir, "ignored.sock")); !os.IsNotExist(err) {
 		t.Errorf("the activated agent made its own socket too: %v", err)
+	}
+
+	// Activated while palisaded is down (a boot, a restart): the agent waits for the daemon
+	// instead of exiting, and the connection that started it is served once the daemon is up.
+	e.StopDaemon()
+	sock2 := filepath.Join(e.Dir, "early.sock")
+	ossh.Start(t, "systemd-socket-activate (early)", exec.Command("systemd-socket-activate", "-l", sock2,
+		e.CLI, "ssh-agent", "--socket", e.Socket, "--keys", "activated"))
+	waitSocket(t, sock2)
+	type result struct {
+		out, errs string
+		code      int
+	}
+	res := make(chan result, 1)
+	go func() {
+		out, errs, code := e.Run([]string{"SSH_AUTH_SOCK=" + sock2}, "", "ssh-add", "-L")
+		res <- result{out, errs, code}
+	}()
+	time.Sleep(2 * time.Second) // the agent has started and found no daemon
+	e.StartDaemon()
+	r := <-res
+	if r.code != 0 || strings.TrimSpace(r.out) != line {
+		t.Errorf("ssh-add -L through an agent activated before palisaded was up: exit %d %q %s", r.code, r.out, r.errs)
 	}
 }
 
