@@ -320,7 +320,21 @@ static int check_path(const char *path)
 	return 0;
 }
 
-static int dial(const char *path, int *fd_out)
+/* set_timeouts gives fd's blocking sends and receives, and connect(), a limit of ms (0: none). */
+static int set_timeouts(int fd, unsigned ms)
+{
+	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+
+	if (setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0 ||
+	    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0)
+		return -errno;
+	return 0;
+}
+
+/* dial connects to path. With a timeout, it is set before connect(): a daemon that hangs
+ * stops accepting, its listen queue fills up, and a Unix socket's connect() then blocks
+ * until SO_SNDTIMEO. */
+static int dial(const char *path, int *fd_out, unsigned timeout)
 {
 	struct sockaddr_un sa;
 	int fd, err;
@@ -331,11 +345,18 @@ static int dial(const char *path, int *fd_out)
 	fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (fd < 0)
 		return fail(PALISADE_E_CONNECT, "socket: %s", strerror(errno));
+	if (timeout && (err = set_timeouts(fd, timeout)) != 0) {
+		close(fd);
+		return fail(PALISADE_E_CONNECT, "socket timeouts: %s", strerror(-err));
+	}
 	while (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
 		if (errno == EINTR)
 			continue;
 		err = errno;
 		close(fd);
+		if (err == EAGAIN || err == EWOULDBLOCK)
+			return fail(PALISADE_E_NO_ANSWER, "palisaded at %s accepted no connection within "
+				    "%u ms (its queue of connections is full: is it hung?)", path, timeout);
 		return fail(PALISADE_E_CONNECT, "cannot reach palisaded at %s: %s (is it running? "
 			    "is the lean protocol on?)", path, strerror(err));
 	}
@@ -397,13 +418,12 @@ static void disconnect(struct conn_state *s)
  * longer. */
 static int apply_timeout(struct conn_state *s, unsigned ms)
 {
-	struct timeval tv = {.tv_sec = ms / 1000, .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+	int r;
 
 	if (s->timeout_set == ms)
 		return 0;
-	if (setsockopt(s->fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv)) != 0 ||
-	    setsockopt(s->fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv)) != 0)
-		return -errno;
+	if ((r = set_timeouts(s->fd, ms)) != 0)
+		return r;
 	s->timeout_set = ms;
 	return 0;
 }
@@ -494,10 +514,10 @@ static int round_trip(palisade *p, uint8_t op, const uint8_t *req, size_t req_le
 	pthread_mutex_lock(&s->mu);
 	for (attempt = 0;; attempt++) {
 		fresh = s->fd < 0;
-		if (fresh && (r = dial(p->path, &s->fd)) != 0)
+		if (fresh && (r = dial(p->path, &s->fd, timeout)) != 0)
 			goto out;
 		if (fresh)
-			s->timeout_set = 0; /* a new socket waits for ever */
+			s->timeout_set = timeout; /* dial set it */
 		if ((r = apply_timeout(s, timeout)) != 0) {
 			r = fail(PALISADE_E_IO, "setting the timeout of the connection to palisaded: %s",
 				 strerror(-r));
@@ -650,7 +670,7 @@ API int palisade_open(palisade **out, const char *socket_path)
 				    "(0: no timeout)", env);
 		timeout = (unsigned)v;
 	}
-	if ((r = dial(socket_path, &fd)) != 0)
+	if ((r = dial(socket_path, &fd, timeout)) != 0)
 		return r;
 	p = calloc(1, sizeof(*p));
 	s = state_new(atomic_load(&fork_generation));
@@ -662,6 +682,7 @@ API int palisade_open(palisade **out, const char *socket_path)
 	}
 	memcpy(p->path, socket_path, strlen(socket_path) + 1);
 	s->fd = fd;
+	s->timeout_set = timeout;
 	atomic_init(&p->st, s);
 	atomic_init(&p->timeout_ms, timeout);
 	*out = p;

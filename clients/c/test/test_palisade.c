@@ -520,6 +520,51 @@ static long long now_ms(void)
 }
 
 /*
+ * A daemon hung long enough that its queue of connections is full: connect() itself would
+ * block. A listener that never accepts stands in for it (filling a real daemon's queue takes
+ * thousands of connections). With a timeout, palisade_open gives up.
+ */
+static void test_connect_timeout(void)
+{
+	char path[108];
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	int lfd, q[4], nq = 0;
+	palisade *p = NULL;
+	long long t0, took;
+
+	snprintf(path, sizeof(path), "%s/full.sock", env("T_FAKE_DIR"));
+	memcpy(sa.sun_path, path, strlen(path) + 1);
+	lfd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(lfd, 0) != 0) {
+		fprintf(stderr, "full listener: %s\n", strerror(errno));
+		failures++;
+		return;
+	}
+	/* Fill the queue without blocking: non-blocking connects until one would wait. */
+	for (; nq < 4; nq++) {
+		q[nq] = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+		if (connect(q[nq], (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+			close(q[nq]);
+			break;
+		}
+	}
+	CHECK(nq < 4, "the listener's queue never filled (%d connections)", nq);
+	setenv("PALISADE_TIMEOUT_MS", "300", 1);
+	t0 = now_ms();
+	EXPECT(palisade_open(&p, path), -PALISADE_E_NO_ANSWER);
+	took = now_ms() - t0;
+	unsetenv("PALISADE_TIMEOUT_MS");
+	CHECK(took >= 290 && took < 5000, "connect to a full queue: gave up after %lld ms", took);
+	CHECK(strstr(palisade_last_message(), "accepted no connection") != NULL, "message: %s",
+	      palisade_last_message());
+	palisade_close(p);
+	while (nq > 0)
+		close(q[--nq]);
+	close(lfd);
+	unlink(path);
+}
+
+/*
  * The real daemon stopped with SIGSTOP (FREEZE): a handle with a timeout, set by
  * palisade_set_timeout or by $PALISADE_TIMEOUT_MS, gives up with PALISADE_E_NO_ANSWER after
  * about that long, and works again once the daemon runs (THAW). A malformed
@@ -560,6 +605,7 @@ static void test_timeout(void)
 	EXPECT(sign_ec(b, NULL), 0);
 	palisade_close(a);
 	palisade_close(b);
+	test_connect_timeout();
 }
 
 /* ---- a fake daemon for the faults a real one does not make ---- */
