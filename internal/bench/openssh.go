@@ -21,14 +21,34 @@ import (
 const pamLib = "/lib/x86_64-linux-gnu/security/"
 
 // tempUserPrefix starts the names of the temporary users the bench creates for pam_unix
-// (TestSSHSectionQuick checks none is left).
+// (TestSSHSectionQuick checks none is left). A leftover of a run that died is removed by the
+// next run only if it also carries the creator's marker (openssh.SweepTempUsers).
 const tempUserPrefix = "ppbench"
+
+// loginCommand is what every bench login runs, and every bench sshd forces (ForceCommand):
+// whatever a client asks, a login to a bench sshd runs this and nothing else.
+const loginCommand = "/bin/true"
+
+// benchSSHDConfig is a bench sshd's configuration (after Port, ListenAddress and PidFile):
+// password logins through PAM for user alone (AllowUsers; never root, PermitRootLogin no),
+// running loginCommand only, with no forwarding, tty or rc file. The pam_permit stack admits
+// any password, so while the bench runs any local user can log in as user: this is all they
+// get.
+func benchSSHDConfig(hostKey, user string) string {
+	return "HostKey " + hostKey + "\n" +
+		"UsePAM yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\nPubkeyAuthentication no\n" +
+		"PermitRootLogin no\nAllowUsers " + user + "\nForceCommand " + loginCommand + "\n" +
+		"DisableForwarding yes\nPermitTunnel no\nPermitTTY no\nPermitUserRC no\n"
+}
 
 // unixHashes are the crypt methods pam_unix is measured with: Debian 12's default for passwd
 // (yescrypt, a deliberately slow hash) and SHA-512 crypt (what many systems' login.defs
 // ENCRYPT_METHOD still says; cheap next to Argon2id, which the formula assumes of
 // pam_unix).
-var unixHashes = []struct{ method, label string }{{"SHA512", "SHA-512 crypt"}, {"YESCRYPT", "yescrypt"}}
+var unixHashes = []unixHash{{"SHA512", "SHA-512 crypt"}, {"YESCRYPT", "yescrypt"}}
+
+// unixHash is a crypt method of chpasswd --crypt-method and its name in results.md.
+type unixHash struct{ method, label string }
 
 // Stack kinds (sshResult.Stack).
 const (
@@ -52,15 +72,32 @@ type pamStack struct {
 // connection each, against one sshd with UsePAM yes per PAM stack, the stacks differing only in
 // the auth line: pam_permit (no check), pam_unix for a temporary system user whose password is
 // hashed with each of unixHashes, and pam_palisade (pam.DefaultParams) with the checking PAL on
-// each engine the daemon offers; the stacks alternate so all see the same load. Each round
+// each engine the daemon offers; the stacks alternate so all see the same load. Every login is
+// a temporary user's (the password random per run), never root's: without a temporary user,
+// pam_permit and pam_palisade are not measured, and results.md says so. Each round
 // also runs the same stacks under pamtester (pam_authenticate alone, without ssh's and sshd's
 // noise) if it is installed, and native Argon2id (x/crypto, the same parameters). The report
 // gives the isolation cost, pam_palisade − pam_unix − native Argon2id. It needs root
 // (sshd, useradd), the OpenSSH programs, sshpass, make, a C compiler, libpam0g-dev,
 // libpam-wrapper and the source tree (for pam_palisade.so); without them it records why it did
-// not run. The temporary users are removed before it returns, on failure too.
-func benchOpenSSH(ctx context.Context, d *apps.Daemon, cfg Config, p *progress, r *benchReport) (err error) {
+// not run. The temporary users are removed before it returns, on failure too; those an earlier
+// run left (it was killed) are removed first.
+func benchOpenSSH(ctx context.Context, d *apps.Daemon, cfg Config, p *progress, r *benchReport) error {
+	return benchOpenSSHWith(ctx, d, cfg, p, r, unixHashes)
+}
+
+// benchOpenSSHWith is benchOpenSSH with pam_unix measured for hashes.
+func benchOpenSSHWith(ctx context.Context, d *apps.Daemon, cfg Config, p *progress, r *benchReport, hashes []unixHash) (err error) {
 	defer p.step("SSH: OpenSSH") // measured or not, the progress bar's step is done
+	if os.Geteuid() == 0 {
+		swept, err := openssh.SweepTempUsers(tempUserPrefix)
+		if len(swept) > 0 {
+			r.Notes = append(r.Notes, fmt.Sprintf("SSH: removed %d temporary users an earlier run left (its process had died): %s", len(swept), strings.Join(swept, ", ")))
+		}
+		if err != nil {
+			r.Errors = append(r.Errors, "SSH: removing an earlier run's temporary users: "+err.Error())
+		}
+	}
 	dp := pam.DefaultParams
 	r.OpenSSHArgon2 = fmt.Sprintf("m=%d KiB, t=%d, p=%d", dp.Memory, dp.Time, dp.Threads)
 	if cfg.OpenSSHLogins <= 0 {
@@ -86,11 +123,15 @@ func benchOpenSSH(ctx context.Context, d *apps.Daemon, cfg Config, p *progress, 
 		return fmt.Errorf("make pam_palisade.so: %v\n%s", err, out)
 	}
 
-	const pw = "correct horse battery staple"
+	// Random per run: a local user who knows the bench's source does not know it.
+	pw, err := openssh.RandomPassword()
+	if err != nil {
+		return err
+	}
 	var stacks []*pamStack
 	add := func(s *pamStack) { stacks = append(stacks, s) }
 	p.note("SSH: temporary users for pam_unix")
-	for _, h := range unixHashes {
+	for _, h := range hashes {
 		u, remove, uerr := openssh.TempUser(ctx, tempUserPrefix, pw, h.method)
 		if uerr != nil {
 			r.OpenSSHNotMeasured = append(r.OpenSSHNotMeasured, fmt.Sprintf("pam_unix with %s: not measured: %v", h.label, uerr))
@@ -100,12 +141,16 @@ func benchOpenSSH(ctx context.Context, d *apps.Daemon, cfg Config, p *progress, 
 		add(&pamStack{sshResult: sshResult{Mode: "pam_unix, " + h.label, Stack: stackUnix, Hash: u.Hash},
 			auth: "auth required " + pamLib + "pam_unix.so nodelay", user: u.Name})
 	}
-	// pam_permit and pam_palisade log in as the first temporary user (root if there is none:
-	// the sshd allow root logins), pam_palisade with the password enrolled for that name.
-	user := "root"
-	if len(stacks) > 0 {
-		user = stacks[0].user
+	// pam_permit and pam_palisade log in as the first temporary user, pam_palisade with the
+	// password enrolled for that name. Without one they are not measured: logging in as root
+	// instead would open a root login to every local user while the bench runs (pam_permit
+	// admits any password).
+	if len(stacks) == 0 {
+		r.OpenSSHNotMeasured = append(r.OpenSSHNotMeasured,
+			"pam_permit and pam_palisade: not measured: no temporary user could be created to log in as (the bench never logs in as root)")
+		return nil
 	}
+	user := stacks[0].user
 	add(&pamStack{sshResult: sshResult{Mode: "pam_permit (no check)", Stack: stackPermit},
 		auth: "auth required " + pamLib + "pam_permit.so", user: user})
 	c, err := d.Dial(ctx)
@@ -156,8 +201,7 @@ func benchOpenSSH(ctx context.Context, d *apps.Daemon, cfg Config, p *progress, 
 		if err := os.WriteFile(filepath.Join(s.svcDir, "sshd"), []byte(s.auth+"\n"+rest), 0o644); err != nil {
 			return err
 		}
-		s.sshd, err = openssh.StartSSHD(ctx, dir, openssh.PAMWrapperEnv(s.svcDir), "HostKey "+hostKey+"\n"+
-			"UsePAM yes\nPasswordAuthentication yes\nKbdInteractiveAuthentication no\nPubkeyAuthentication no\nPermitRootLogin yes\n")
+		s.sshd, err = openssh.StartSSHD(ctx, dir, openssh.PAMWrapperEnv(s.svcDir), benchSSHDConfig(hostKey, s.user))
 		if err != nil {
 			return fmt.Errorf("sshd for %s: %w", s.Mode, err)
 		}
@@ -174,7 +218,7 @@ func benchOpenSSH(ctx context.Context, d *apps.Daemon, cfg Config, p *progress, 
 		if s.Stack == stackPermit {
 			continue
 		}
-		if out, err := openssh.PasswordLogin(ctx, s.sshd.Port, knownHosts, s.user, "not "+pw, "true"); err == nil {
+		if out, err := openssh.PasswordLogin(ctx, s.sshd.Port, knownHosts, s.user, "not "+pw, loginCommand); err == nil {
 			return fmt.Errorf("%s accepted a wrong password: %s", s.Mode, out)
 		}
 	}
@@ -197,7 +241,7 @@ func benchOpenSSH(ctx context.Context, d *apps.Daemon, cfg Config, p *progress, 
 				return ctx.Err()
 			}
 			t0 := time.Now()
-			if out, err := openssh.PasswordLogin(ctx, s.sshd.Port, knownHosts, s.user, pw, "true"); err != nil {
+			if out, err := openssh.PasswordLogin(ctx, s.sshd.Port, knownHosts, s.user, pw, loginCommand); err != nil {
 				return fmt.Errorf("%s login: %v\n%s\nsshd:\n%s", s.Mode, err, out, s.sshd.Log.String())
 			}
 			if i >= warm {

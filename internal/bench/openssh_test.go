@@ -2,13 +2,19 @@ package bench
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"encoding/json"
+	"io"
 	"math"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/palisade-project/palisade/internal/e2e/apps"
+	"github.com/palisade-project/palisade/internal/e2e/openssh"
 )
 
 // TestIsolationCosts checks the issue's formula on hand-made medians: one row per (pam_unix
@@ -117,12 +123,24 @@ func TestOpenSSHReport(t *testing.T) {
 // TestSSHSectionQuick runs the SSH section alone as `palisade bench --quick --sections ssh`
 // does: the example server with both checkers and, where this machine allows it (root,
 // scripts/setup.sh's packages), the real sshd with every PAM stack, one login each. It checks
-// the shape of what is written, the formula's arithmetic, the not-measured notes, and that no
-// temporary user is left; the sizes of the numbers mean nothing at these counts.
+// the shape of what is written, the formula's arithmetic, the not-measured notes, that no
+// temporary user of this run is left, and (as root) that a user a dead run left is removed
+// while a user with the prefix but without the marker is not; the sizes of the numbers mean
+// nothing at these counts.
 func TestSSHSectionQuick(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs the SSH section (about 20 s)")
 	}
+	var leftover, unmarked string
+	if os.Geteuid() == 0 {
+		dead := exec.Command("true")
+		if err := dead.Run(); err != nil {
+			t.Fatal(err)
+		}
+		leftover = addUser(t, openssh.Marker(dead.Process.Pid))
+		unmarked = addUser(t, "an admin's user whose name happens to start with "+tempUserPrefix)
+	}
+	before := prefixedUsers(t)
 	out := t.TempDir()
 	var stdout, stderr strings.Builder
 	err := Run(context.Background(), Options{Out: out, Quick: true, Config: Quick, Sections: map[string]bool{"ssh": true}, Stdout: &stdout, Stderr: &stderr})
@@ -149,12 +167,23 @@ func TestSSHSectionQuick(t *testing.T) {
 			t.Errorf("example-server row %+v", s)
 		}
 	}
-	passwd, err := os.ReadFile("/etc/passwd")
-	if err != nil {
-		t.Fatal(err)
+	// Only this run's users count: another run (another test binary) may be going on.
+	after := prefixedUsers(t)
+	for name := range after {
+		if !before[name] {
+			t.Errorf("this run's temporary user %s is left in /etc/passwd", name)
+		}
 	}
-	if strings.Contains(string(passwd), "\n"+tempUserPrefix) || strings.HasPrefix(string(passwd), tempUserPrefix) {
-		t.Errorf("a temporary user is left in /etc/passwd")
+	if leftover != "" {
+		if after[leftover] {
+			t.Errorf("%s, left by a dead run, was not removed", leftover)
+		}
+		if !after[unmarked] {
+			t.Errorf("%s, which lacks the marker, was removed", unmarked)
+		}
+		if !strings.Contains(string(md), leftover) {
+			t.Errorf("results.md does not name the removed leftover %s", leftover)
+		}
 	}
 	if why := openSSHMissing(); why != "" {
 		if len(r.OpenSSH) != 0 || len(r.OpenSSHNotMeasured) != 1 || !strings.Contains(string(md), "not measured: "+why) {
@@ -209,4 +238,141 @@ func TestSSHSectionQuick(t *testing.T) {
 	if !strings.Contains(string(md), "**Isolation cost**") {
 		t.Errorf("results.md has no isolation cost:\n%s", md)
 	}
+}
+
+// TestBenchSSHDConfig (root): a real sshd with the bench's configuration and its most open
+// stack, pam_permit (any password), admits only its temporary user and runs only
+// loginCommand for it: root and another existing user are refused, whatever the password, and
+// a command the client asks for does not run.
+func TestBenchSSHDConfig(t *testing.T) {
+	if why := openSSHMissing(); why != "" {
+		t.Skip(why)
+	}
+	ctx := context.Background()
+	pw, err := openssh.RandomPassword()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var users []string
+	for range 2 {
+		u, remove, err := openssh.TempUser(ctx, "pptest", pw, "SHA512")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			if err := remove(); err != nil {
+				t.Error(err)
+			}
+		})
+		users = append(users, u.Name)
+	}
+	dir := t.TempDir()
+	svc := filepath.Join(dir, "pam.d")
+	if err := os.MkdirAll(svc, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(svc, "sshd"), []byte("auth required "+pamLib+"pam_permit.so\naccount required "+pamLib+
+		"pam_permit.so\nsession required "+pamLib+"pam_permit.so\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	hostKey := filepath.Join(dir, "host_key")
+	pub, err := openssh.HostKey(ctx, hostKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := openssh.StartSSHD(ctx, dir, openssh.PAMWrapperEnv(svc), benchSSHDConfig(hostKey, users[0]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Stop()
+	kh := filepath.Join(dir, "known_hosts")
+	if err := os.WriteFile(kh, []byte(openssh.KnownHostsLine(s.Port, pub)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name, user, pw, command string
+		in                      bool
+	}{
+		{"root", "root", "anything", "id -un", false},
+		{"root, run's password", "root", pw, "id -un", false},
+		{"another user", users[1], pw, "id -un", false},
+		{"the temporary user, its command", users[0], "anything", loginCommand, true},
+		{"the temporary user, another command", users[0], "anything", "echo escaped", true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			out, err := openssh.PasswordLogin(ctx, s.Port, kh, tt.user, tt.pw, tt.command)
+			if (err == nil) != tt.in {
+				t.Fatalf("logged in %v (%v), want %v; output %q\nsshd:\n%s", err == nil, err, tt.in, out, s.Log.String())
+			}
+			if out != "" {
+				t.Errorf("the login printed %q: %q ran instead of %s", out, tt.command, loginCommand)
+			}
+		})
+	}
+}
+
+// TestOpenSSHNeverRoot (root): when no temporary user can be made (here chpasswd refuses the
+// crypt method, so TempUser fails and removes its user), the stacks that would log in as
+// someone else, pam_permit and pam_palisade, are not measured and results say why; no login
+// as root takes their place.
+func TestOpenSSHNeverRoot(t *testing.T) {
+	if why := openSSHMissing(); why != "" {
+		t.Skip(why)
+	}
+	ctx := context.Background()
+	d, err := apps.StartDaemon(ctx, apps.DaemonOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close(ctx)
+	var r benchReport
+	err = benchOpenSSHWith(ctx, d, Config{OpenSSHLogins: 1}, newProgress(io.Discard, Quick, nil), &r, []unixHash{{"NO-SUCH-METHOD", "bogus"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.OpenSSH) != 0 || len(r.OpenSSHPamtester) != 0 {
+		t.Errorf("rows measured without a temporary user: %+v %+v", r.OpenSSH, r.OpenSSHPamtester)
+	}
+	notes := strings.Join(r.OpenSSHNotMeasured, "\n")
+	for _, want := range []string{"pam_unix with bogus: not measured", "pam_permit and pam_palisade: not measured: no temporary user", "never logs in as root"} {
+		if !strings.Contains(notes, want) {
+			t.Errorf("notes lack %q:\n%s", want, notes)
+		}
+	}
+	if md := r.markdown(); !strings.Contains(md, "pam_permit and pam_palisade: not measured") {
+		t.Errorf("results.md does not say pam_permit and pam_palisade were not measured:\n%s", md)
+	}
+}
+
+// prefixedUsers are the users of /etc/passwd whose names start with tempUserPrefix.
+func prefixedUsers(t *testing.T) map[string]bool {
+	t.Helper()
+	b, err := os.ReadFile("/etc/passwd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]bool{}
+	for _, e := range openssh.ParsePasswd(string(b)) {
+		if strings.HasPrefix(e.Name, tempUserPrefix) {
+			out[e.Name] = true
+		}
+	}
+	return out
+}
+
+// addUser creates a system user named tempUserPrefix and random hex digits with comment, and
+// removes it at cleanup if it is still there.
+func addUser(t *testing.T, comment string) string {
+	t.Helper()
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	name := tempUserPrefix + "t" + hex.EncodeToString(b[:])
+	if out, err := exec.Command("useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin",
+		"--comment", comment, name).CombinedOutput(); err != nil {
+		t.Fatalf("useradd %s: %v %s", name, err, out)
+	}
+	t.Cleanup(func() { exec.Command("userdel", "-f", name).Run() })
+	return name
 }

@@ -27,6 +27,9 @@ type webPoint struct {
 	CPUPerReqUs float64 // CPU of nginx's processes (and palisaded's for palisade) per request, median
 	PairedRatio float64 // median over rounds of RPS ÷ the key-in-file server's RPS in the same round
 	GoRPS       float64 `json:",omitempty"` // the Go load generator's requests per second, one run
+	// Workers is the worker_processes of this backend's nginx (tpm2-pkcs11's differs from the
+	// others', webTPM2Note); 0 in results written before it was recorded.
+	Workers int `json:",omitempty"`
 }
 
 // webSign is one module's C_Sign latency, measured alone (no TLS, no web server).
@@ -228,7 +231,8 @@ func webRounds(ctx context.Context, e *p11web.Env, alg string, backends []*webBa
 			}
 		}
 		for i, b := range backends {
-			pt := webPoint{Alg: alg, Backend: b.name, Concurrency: level, RPS: median(rps[i]), CPUPerReqUs: median(cpu[i]), PairedRatio: median(ratio[i])}
+			pt := webPoint{Alg: alg, Backend: b.name, Concurrency: level, RPS: median(rps[i]), CPUPerReqUs: median(cpu[i]), PairedRatio: median(ratio[i]),
+				Workers: b.opts.WorkerProcesses()}
 			g, err := goLoad(ctx, b.host, level, cfg.WebRequests)
 			if err != nil {
 				return fmt.Errorf("%s %s concurrency %d, Go load generator: %w", alg, b.name, level, err)

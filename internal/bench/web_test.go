@@ -14,16 +14,16 @@ func TestWebVerdicts(t *testing.T) {
 	pts := func(pal1, pal4, hsm1, hsm4 float64) []webPoint {
 		return []webPoint{
 			{Alg: "rsa-2048", Backend: "file", Concurrency: 1, PairedRatio: 1},
-			{Alg: "rsa-2048", Backend: "palisade", Concurrency: 1, PairedRatio: pal1},
+			{Alg: "rsa-2048", Backend: "palisade", Concurrency: 1, PairedRatio: pal1, Workers: 2},
 			{Alg: "rsa-2048", Backend: "softhsm2", Concurrency: 1, PairedRatio: hsm1},
 			{Alg: "rsa-2048", Backend: "file", Concurrency: 4, PairedRatio: 1},
-			{Alg: "rsa-2048", Backend: "palisade", Concurrency: 4, PairedRatio: pal4},
+			{Alg: "rsa-2048", Backend: "palisade", Concurrency: 4, PairedRatio: pal4, Workers: 2},
 			{Alg: "rsa-2048", Backend: "softhsm2", Concurrency: 4, PairedRatio: hsm4},
 		}
 	}
 	withTPM2 := func(p []webPoint, t1, t4 float64) []webPoint {
-		return append(p, webPoint{Alg: "rsa-2048", Backend: "tpm2-pkcs11", Concurrency: 1, PairedRatio: t1},
-			webPoint{Alg: "rsa-2048", Backend: "tpm2-pkcs11", Concurrency: 4, PairedRatio: t4})
+		return append(p, webPoint{Alg: "rsa-2048", Backend: "tpm2-pkcs11", Concurrency: 1, PairedRatio: t1, Workers: 1},
+			webPoint{Alg: "rsa-2048", Backend: "tpm2-pkcs11", Concurrency: 4, PairedRatio: t4, Workers: 1})
 	}
 	sign := func(pal, tpm float64) []webSign {
 		return []webSign{{Alg: "rsa-2048", Backend: "palisade", MedianUs: pal}, {Alg: "rsa-2048", Backend: "tpm2-pkcs11", MedianUs: tpm}}
@@ -43,10 +43,18 @@ func TestWebVerdicts(t *testing.T) {
 		{"tpm2-pkcs11 latency only", pts(0.95, 0.95, 1, 1), sign(1000, 6000),
 			[]string{"throughput against tpm2-pkcs11 not measured", "tpm2-pkcs11 (swtpm) ÷ Palisade = 6.0× (≥ 5×: true)", "latency ≥ 5× lower: **not met**", "tens of ms"}, nil},
 		{"tpm2-pkcs11 met", withTPM2(pts(0.95, 0.95, 1, 1), 0.2, 0.3), sign(1000, 6000),
-			[]string{"Palisade ÷ tpm2-pkcs11 (swtpm) at worst 3.17× over 2 concurrency levels (above at every level: true)", "latency ≥ 5× lower: **met**",
-				"far faster than a TPM chip (tens of ms a signature)"}, nil},
+			[]string{"- rsa-2048: throughput Palisade ÷ tpm2-pkcs11 (swtpm) at worst 3.17× over 2 concurrency levels (tpm2-pkcs11's nginx: 1 worker, Palisade's: 2; above at every level: true)",
+				"latency ≥ 5× lower: **met**", "far faster than a TPM chip (tens of ms a signature)"}, nil},
+		{"worker counts not recorded", func() []webPoint {
+			p := withTPM2(pts(0.95, 0.95, 1, 1), 0.2, 0.3)
+			for i := range p {
+				p[i].Workers = 0
+			}
+			return p
+		}(), sign(1000, 6000),
+			[]string{"at worst 3.17× over 2 concurrency levels (worker counts not recorded; above at every level: true)"}, []string{"1 worker"}},
 		{"tpm2-pkcs11 above at one level", withTPM2(pts(0.95, 0.5, 1, 1), 0.2, 0.6), sign(1000, 6000),
-			[]string{"at worst 0.83× over 2 concurrency levels (above at every level: false)", "latency ≥ 5× lower: **not met**"}, nil},
+			[]string{"at worst 0.83× over 2 concurrency levels (tpm2-pkcs11's nginx: 1 worker, Palisade's: 2; above at every level: false)", "latency ≥ 5× lower: **not met**"}, nil},
 		{"tpm2-pkcs11 latency too close", withTPM2(pts(0.95, 0.95, 1, 1), 0.2, 0.3), sign(1000, 4000),
 			[]string{"= 4.0× (≥ 5×: false)", "latency ≥ 5× lower: **not met**"}, nil},
 	}

@@ -306,6 +306,14 @@ type NginxOptions struct {
 	NoSSLEngine bool
 }
 
+// WorkerProcesses is the worker_processes nginx runs with under o (Workers, or 2 for 0).
+func (o NginxOptions) WorkerProcesses() int {
+	if o.Workers == 0 {
+		return 2
+	}
+	return o.Workers
+}
+
 // NginxConf is nginx's configuration serving hosts from dir with the zero NginxOptions.
 func NginxConf(dir string, hosts []VHost) string { return NginxConfWith(dir, hosts, NginxOptions{}) }
 
@@ -321,10 +329,7 @@ func NginxConfWith(dir string, hosts []VHost, o NginxOptions) string {
 			engine = "ssl_engine pkcs11;"
 		}
 	}
-	workers := o.Workers
-	if workers == 0 {
-		workers = 2
-	}
+	workers := o.WorkerProcesses()
 	fmt.Fprintf(&b, `daemon off;
 master_process on;
 worker_processes %[3]d;

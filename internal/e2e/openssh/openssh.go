@@ -9,14 +9,15 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"encoding/hex"
 	"errors"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -91,13 +92,28 @@ func StartSSHD(ctx context.Context, dir string, env []string, config string) (*S
 	s.Cmd = exec.Command(SSHDPath, "-D", "-e", "-f", path)
 	s.Cmd.Env = append(os.Environ(), env...)
 	s.Cmd.Stdout, s.Cmd.Stderr = s.Log, s.Log
-	if err := s.Cmd.Start(); err != nil {
-		return nil, err
-	}
+	// A root sshd must not outlive its starter: if the caller dies without Stop (SIGKILL, a
+	// crash), the kernel kills sshd (Pdeathsig). Setpgid keeps the terminal's Ctrl-C for the
+	// caller, which stops sshd in order.
+	s.Cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL, Setpgid: true}
+	started := make(chan error, 1)
 	go func() {
+		// Pdeathsig fires when the thread that forked sshd exits, not the process
+		// (golang/go#27505): the fork happens on this locked thread, which lives until sshd
+		// has exited, so no runtime thread exit kills sshd early.
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		if err := s.Cmd.Start(); err != nil {
+			started <- err
+			return
+		}
+		started <- nil
 		s.Err = s.Cmd.Wait()
 		close(s.Exited)
 	}()
+	if err := <-started; err != nil {
+		return nil, err
+	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port))
@@ -205,12 +221,156 @@ type User struct {
 	Hash string
 }
 
+// markerFormat is the comment (GECOS field) of every temporary user: it names the process
+// that created the user, so that removal touches only users this process created, and a sweep
+// only users whose creator has died (SweepTempUsers). No comma: GECOS splits on commas.
+const markerFormat = "palisade temporary user of pid %d (removed by its creator)"
+
+// Marker is the comment TempUser gives the users the process pid creates.
+func Marker(pid int) string { return fmt.Sprintf(markerFormat, pid) }
+
+// markerPID is the creator's pid of a temporary user's comment, false if gecos is not exactly
+// a Marker.
+func markerPID(gecos string) (int, bool) {
+	var pid int
+	if n, err := fmt.Sscanf(gecos, markerFormat, &pid); n != 1 || err != nil || pid <= 0 || Marker(pid) != gecos {
+		return 0, false
+	}
+	return pid, true
+}
+
+// PasswdEntry is the name and comment (GECOS) of one /etc/passwd line.
+type PasswdEntry struct{ Name, Comment string }
+
+// ParsePasswd returns the entries of an /etc/passwd file (name:password:uid:gid:gecos:home:
+// shell); lines without the 7 fields (blank, NIS "+" lines, damage) are skipped.
+func ParsePasswd(data string) []PasswdEntry {
+	var out []PasswdEntry
+	for _, line := range strings.Split(data, "\n") {
+		f := strings.Split(line, ":")
+		if len(f) != 7 || f[0] == "" {
+			continue
+		}
+		out = append(out, PasswdEntry{Name: f[0], Comment: f[4]})
+	}
+	return out
+}
+
+// passwdEntry looks name up in /etc/passwd, where useradd writes (not NSS: a temporary user is
+// always a local one).
+func passwdEntry(name string) (PasswdEntry, bool, error) {
+	b, err := os.ReadFile("/etc/passwd")
+	if err != nil {
+		return PasswdEntry{}, false, err
+	}
+	for _, e := range ParsePasswd(string(b)) {
+		if e.Name == name {
+			return e, true, nil
+		}
+	}
+	return PasswdEntry{}, false, nil
+}
+
+// Leftovers are the users of passwd (an /etc/passwd file) whose name starts with prefix AND
+// whose comment is a Marker of a process for which alive is false: temporary users a process
+// created and did not remove (it was killed, or crashed). A user lacking the marker is never
+// one, whatever its name.
+func Leftovers(passwd, prefix string, alive func(pid int) bool) []string {
+	var out []string
+	for _, e := range ParsePasswd(passwd) {
+		if !strings.HasPrefix(e.Name, prefix) {
+			continue
+		}
+		if pid, ok := markerPID(e.Comment); ok && !alive(pid) {
+			out = append(out, e.Name)
+		}
+	}
+	return out
+}
+
+// processAlive tells whether pid names a process (a zombie counts as gone: it will not remove
+// anything any more).
+func processAlive(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) state ...: comm may hold spaces and parentheses, the state follows the last ")".
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i < 0 || i+2 >= len(s) || s[i+2] != 'Z'
+}
+
+// SweepTempUsers removes the temporary users whose name starts with prefix that a process
+// that has since died left behind (Leftovers), and returns their names. Users of a live
+// process (another run going on) and users lacking the marker are left alone. prefix must be
+// at least 4 characters. It needs root.
+func SweepTempUsers(prefix string) ([]string, error) {
+	if len(prefix) < 4 {
+		return nil, fmt.Errorf("temporary user prefix %q: at least 4 characters", prefix)
+	}
+	b, err := os.ReadFile("/etc/passwd")
+	if err != nil {
+		return nil, err
+	}
+	var removed []string
+	var errs []error
+	for _, name := range Leftovers(string(b), prefix, processAlive) {
+		// removeMarked checks the marker again just before userdel.
+		if err := removeMarked(name, func(c string) bool { pid, ok := markerPID(c); return ok && !processAlive(pid) }); err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		removed = append(removed, name)
+	}
+	return removed, errors.Join(errs...)
+}
+
+// removeMarked deletes the user name if its /etc/passwd comment satisfies ours, and checks it
+// is gone; a user that does not exist is not an error, one whose comment fails ours is (and is
+// not touched).
+func removeMarked(name string, ours func(comment string) bool) error {
+	e, ok, err := passwdEntry(name)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return nil
+	}
+	if !ours(e.Comment) {
+		return fmt.Errorf("user %s: comment %q is not the temporary-user marker of its creator: not removed", name, e.Comment)
+	}
+	// -f: an sshd session may still be closing. Not ctx: removal must happen even when the run
+	// was cancelled.
+	if out, err := exec.Command("userdel", "-f", name).CombinedOutput(); err != nil && !strings.Contains(string(out), "does not exist") {
+		return fmt.Errorf("userdel %s: %v %s", name, err, out)
+	}
+	if _, ok, err := passwdEntry(name); err != nil || ok {
+		return fmt.Errorf("temporary user %s still exists after userdel (%v)", name, err)
+	}
+	return nil
+}
+
+// useraddNameInUse is useradd's exit status for a user or group name already in use
+// (useradd(8)).
+const useraddNameInUse = 9
+
 // TempUser creates a system user whose name is prefix and 10 random hex digits (no home,
-// shell /bin/sh) with password pw, hashed by chpasswd --crypt-method method (YESCRYPT,
-// SHA512, ...; the password on stdin). The caller must call the returned remove, which
-// deletes the user and checks it is gone; on error the user is already removed. It needs
-// root and useradd, chpasswd and userdel (Debian's passwd package).
+// shell /bin/sh, comment Marker(os.Getpid())) with password pw, hashed by chpasswd
+// --crypt-method method (YESCRYPT, SHA512, ...; the password on stdin, never in argv). The
+// caller must call the returned remove, which deletes the user, only if it still carries this
+// process's marker, and checks it is gone; on error the user is already removed. It needs root
+// and useradd, chpasswd and userdel (Debian's passwd package).
 func TempUser(ctx context.Context, prefix, pw, method string) (u User, remove func() error, err error) {
+	var r [5]byte
+	if _, err := rand.Read(r[:]); err != nil {
+		return User{}, nil, err
+	}
+	return tempUser(ctx, prefix+hex.EncodeToString(r[:]), pw, method)
+}
+
+// tempUser is TempUser for the user name.
+func tempUser(ctx context.Context, name, pw, method string) (u User, remove func() error, err error) {
 	if os.Geteuid() != 0 {
 		return User{}, nil, errors.New("creating a system user needs root")
 	}
@@ -219,27 +379,24 @@ func TempUser(ctx context.Context, prefix, pw, method string) (u User, remove fu
 			return User{}, nil, fmt.Errorf("%s is not installed", tool)
 		}
 	}
-	var r [5]byte
-	if _, err := rand.Read(r[:]); err != nil {
-		return User{}, nil, err
-	}
-	u.Name = prefix + hex.EncodeToString(r[:])
-	remove = func() error {
-		// Not ctx: removal must happen even when the run was cancelled.
-		if out, err := exec.Command("userdel", "-f", u.Name).CombinedOutput(); err != nil && !strings.Contains(string(out), "does not exist") {
-			return fmt.Errorf("userdel %s: %v %s", u.Name, err, out)
-		}
-		if _, err := user.Lookup(u.Name); err == nil {
-			return fmt.Errorf("temporary user %s still exists after userdel", u.Name)
-		}
-		return nil
-	}
+	u.Name = name
+	marker := Marker(os.Getpid())
+	remove = func() error { return removeMarked(u.Name, func(c string) bool { return c == marker }) }
 	fail := func(err error) (User, func() error, error) {
 		return User{}, nil, errors.Join(err, remove())
 	}
 	if out, err := exec.CommandContext(ctx, "useradd", "--system", "--no-create-home", "--home-dir", "/nonexistent",
-		"--shell", "/bin/sh", "--comment", "palisade temporary user, removed by its creator", u.Name).CombinedOutput(); err != nil {
-		return fail(fmt.Errorf("useradd %s: %v %s", u.Name, err, out))
+		"--shell", "/bin/sh", "--comment", marker, u.Name).CombinedOutput(); err != nil {
+		var ee *exec.ExitError
+		inUse := errors.As(err, &ee) && ee.ExitCode() == useraddNameInUse
+		err = fmt.Errorf("useradd %s: %v %s", u.Name, err, out)
+		if inUse {
+			// Someone else's user (or group): never ours to remove.
+			return User{}, nil, err
+		}
+		// useradd may have written part of the user before failing: remove removes it only if
+		// it carries this process's marker.
+		return fail(err)
 	}
 	cmd := exec.CommandContext(ctx, "chpasswd", "--crypt-method", method)
 	cmd.Stdin = strings.NewReader(u.Name + ":" + pw + "\n")
@@ -254,6 +411,16 @@ func TempUser(ctx context.Context, prefix, pw, method string) (u User, remove fu
 		return fail(err)
 	}
 	return u, remove, nil
+}
+
+// RandomPassword is a password for this run's temporary users: 128 bits from crypto/rand,
+// base64url (22 characters, no ':' for chpasswd).
+func RandomPassword() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:]), nil
 }
 
 // HashMethod returns the method and parameters of the password hash in an /etc/shadow line
