@@ -199,8 +199,8 @@ static void hprime(uint8_t *out, uint32_t outlen, const uint8_t *in, size_t inle
 /* lo32 is x's low half, zero-extended. In WebAssembly, clang folds (uint64_t)(uint32_t)x into
  * i64.and with 0xffffffff, which wazero compiles to a 64-bit constant load and an and (the
  * constant does not fit an immediate), and folds fblamka's 2·x·y into the masks as well;
- * i32.wrap_i64 then i64.extend_i32_u compiles to one 32-bit move. Together with fill_block's
- * working block in memory this made the hash ≈ 7 % faster in the wasm engine (see fill_block). */
+ * i32.wrap_i64 then i64.extend_i32_u compiles to one 32-bit move. In a bare wazero harness
+ * (m=19 MiB, t=2) this took the hash from 46.5 to 45.6 ms. */
 static inline uint64_t lo32(uint64_t x)
 {
 #if defined(__wasm__)
@@ -254,10 +254,12 @@ static inline uint64_t fblamka(uint64_t x, uint64_t y)
  * this function (the reference's SSE layout; in git history) was slower than this scalar one
  * under wazero 1.12 on amd64 (72.7 ms against 67.6 ms), so the PAL is built without it.
  *
- * The working block r stays in memory, each of the 16 permutations loading its 16 words and
- * storing them back (PASS_BARRIER), and prev ^ ref is xored into next before the permutations
- * rather than kept aside: otherwise clang keeps all 256 words of r and of the copy in wasm
- * locals, and wazero spills most of them across the whole function. */
+ * The working block, work (argon2id's; it wipes it at the end), stays in memory: each of the 16
+ * permutations loads its 16 words and stores them back (PASS_BARRIER), and prev ^ ref is xored
+ * into next before the permutations rather than kept aside. Otherwise clang keeps all 256 words
+ * (the working block and the copy) in wasm locals, and wazero spills most of them across the
+ * whole function: in a bare wazero harness the hash took 46.5 ms against 48.9 ms. (The kvm
+ * build, gcc, runs at the same speed either way: 18–20 ms natively.) */
 #if defined(__clang__)
 #define UNROLL_FULL _Pragma("clang loop unroll(full)")
 #else
@@ -266,16 +268,16 @@ static inline uint64_t fblamka(uint64_t x, uint64_t y)
 #endif
 
 #if defined(__wasm__)
-/* The compiler must assume the asm reads and writes *p: r is stored before it and loaded after. */
+/* The compiler must assume the asm reads and writes *p: the working block is stored before it
+ * and loaded after. */
 #define PASS_BARRIER(p) __asm__ volatile("" : : "r"(p) : "memory")
 #else
 #define PASS_BARRIER(p) ((void)(p))
 #endif
 
-static void fill_block(const block *prev, const block *ref, block *next, int xor_old)
+static void fill_block(const block *prev, const block *ref, block *next, int xor_old, block *work)
 {
-	block r;
-	uint64_t *v = r.v;
+	uint64_t *v = work->v;
 
 	UNROLL_FULL
 	for (int i = 0; i < BLOCK_WORDS; i++)
@@ -311,9 +313,10 @@ static void fill_block(const block *prev, const block *ref, block *next, int xor
 
 /* wipe_blocks zeroes the first n blocks of the arena. In WebAssembly it is one memory.fill
  * (bulk memory, enabled for this function only; the engine accepts WebAssembly 2.0), which
- * wazero runs as a Go memclr: a loop of stores took ≈ 13 ms of the 62 ms of m=19 MiB, t=2, most
- * of it in the termination check on each of its 311 296 back-edges (see fill_block). The SDK's
- * memset is a byte loop. The barrier keeps the stores: nothing reads them before the next hash. */
+ * wazero runs in Go: a loop of word stores took ≈ 13 ms of the 62 ms of m=19 MiB, t=2, most of it
+ * in the termination check on each of its 311 296 back-edges (see fill_block); the fill takes
+ * ≈ 1 ms. The SDK's memset is a byte loop. The barrier keeps the stores, which nothing reads
+ * before the next hash. */
 #if defined(__wasm__)
 __attribute__((target("bulk-memory"))) static void wipe_blocks(uint32_t n)
 {
@@ -336,16 +339,17 @@ struct inst {
 
 /* The address block of Argon2i indexing (§3.4.1.2): G(0, G(0, input)) after bumping the
  * counter. */
-static void next_addresses(block *addr, block *input)
+static void next_addresses(block *addr, block *input, block *work)
 {
 	static const block zero;
 
 	input->v[6]++;
-	fill_block(&zero, input, addr, 0);
-	fill_block(&zero, addr, addr, 0);
+	fill_block(&zero, input, addr, 0, work);
+	fill_block(&zero, addr, addr, 0, work);
 }
 
-static void fill_segment(const struct inst *in, uint32_t pass, uint32_t lane, uint32_t slice)
+static void fill_segment(const struct inst *in, uint32_t pass, uint32_t lane, uint32_t slice,
+			 block *work)
 {
 	block addr, input;
 	int indep = pass == 0 && slice < SYNC_POINTS / 2; /* Argon2id */
@@ -363,7 +367,7 @@ static void fill_segment(const struct inst *in, uint32_t pass, uint32_t lane, ui
 	if (pass == 0 && slice == 0) {
 		start = 2;
 		if (indep)
-			next_addresses(&addr, &input);
+			next_addresses(&addr, &input, work);
 	}
 	uint32_t cur = lane * in->lane_len + slice * in->seg_len + start;
 	uint32_t prev = cur % in->lane_len == 0 ? cur + in->lane_len - 1 : cur - 1;
@@ -374,7 +378,7 @@ static void fill_segment(const struct inst *in, uint32_t pass, uint32_t lane, ui
 		uint64_t rnd;
 		if (indep) {
 			if (i % BLOCK_WORDS == 0)
-				next_addresses(&addr, &input);
+				next_addresses(&addr, &input, work);
 			rnd = addr.v[i % BLOCK_WORDS];
 		} else {
 			rnd = arena[prev].v[0];
@@ -408,7 +412,7 @@ static void fill_segment(const struct inst *in, uint32_t pass, uint32_t lane, ui
 		uint32_t ref = (uint32_t)((startpos + rel) % in->lane_len);
 
 		fill_block(&arena[prev], &arena[ref_lane * in->lane_len + ref], &arena[cur],
-			   pass != 0);
+			   pass != 0, work);
 	}
 	memset(&addr, 0, sizeof(addr));
 }
@@ -419,6 +423,7 @@ int argon2id(uint32_t t, uint32_t m, uint32_t p, const uint8_t *pwd, uint32_t pw
 	blake2b_state s;
 	uint8_t h0[72], w[4], blk[1024];
 	struct inst in;
+	block work;
 
 	if (t < 1 || p < 1 || p > ARGON2_MAX_LANES || m < 8 * p || m > ARGON2_MAX_KIB ||
 	    taglen < 4 || taglen > ARGON2_MAX_TAG)
@@ -460,7 +465,7 @@ int argon2id(uint32_t t, uint32_t m, uint32_t p, const uint8_t *pwd, uint32_t pw
 	for (uint32_t pass = 0; pass < t; pass++)
 		for (uint32_t slice = 0; slice < SYNC_POINTS; slice++)
 			for (uint32_t l = 0; l < p; l++)
-				fill_segment(&in, pass, l, slice);
+				fill_segment(&in, pass, l, slice, &work);
 
 	/* §3.2 step 7: XOR of the lanes' last blocks, hashed to the tag. */
 	block c = arena[in.lane_len - 1];
@@ -472,6 +477,7 @@ int argon2id(uint32_t t, uint32_t m, uint32_t p, const uint8_t *pwd, uint32_t pw
 	hprime(tag, taglen, blk, sizeof(blk));
 
 	wipe_blocks(in.blocks);
+	memset(&work, 0, sizeof(work));
 	memset(blk, 0, sizeof(blk));
 	memset(h0, 0, sizeof(h0));
 	memset(&c, 0, sizeof(c));
