@@ -252,14 +252,15 @@ static inline uint64_t fblamka(uint64_t x, uint64_t y)
  * which puts a termination check on every loop back-edge, and with the loops rolled that made
  * the hash 3× slower (195 ms against 71 ms for m=19 MiB, t=2). A WebAssembly SIMD128 version of
  * this function (the reference's SSE layout; in git history) was slower than this scalar one
- * under wazero 1.12 on amd64 (72.7 ms against 67.6 ms), so the PAL is built without it.
+ * under wazero 1.12 on amd64 (72.7 ms against 67.6 ms), so G's arithmetic is scalar; only the
+ * xors around it use SIMD128 (xor_in, xor_out).
  *
  * The working block, work (argon2id's; it wipes it at the end), stays in memory: each of the 16
  * permutations loads its 16 words and stores them back (PASS_BARRIER), and prev ^ ref is xored
- * into next before the permutations rather than kept aside. Otherwise clang keeps all 256 words
- * (the working block and the copy) in wasm locals, and wazero spills most of them across the
- * whole function: in a bare wazero harness the hash took 46.5 ms against 48.9 ms. (The kvm
- * build, gcc, runs at the same speed either way: 18–20 ms natively.) */
+ * into next before the permutations (xor_in) rather than kept aside. Otherwise clang keeps all
+ * 256 words (the working block and the copy) in wasm locals, and wazero spills most of them
+ * across the whole function: in a bare wazero harness the hash took 46.5 ms against 48.9 ms.
+ * (The kvm build, gcc, runs at the same speed either way: 18–23 ms natively.) */
 #if defined(__clang__)
 #define UNROLL_FULL _Pragma("clang loop unroll(full)")
 #else
@@ -275,22 +276,59 @@ static inline uint64_t fblamka(uint64_t x, uint64_t y)
 #define PASS_BARRIER(p) ((void)(p))
 #endif
 
+/* xor_in sets work = prev ^ ref and next = work, or next ^= work if xor_old; xor_out sets
+ * next ^= work. In WebAssembly they use SIMD128 (enabled for these two functions only; the engine
+ * accepts WebAssembly 2.0), two words an instruction: that took the hash from 41–47 ms to
+ * 34–37 ms in a bare wazero harness (six processes each). G's arithmetic stays scalar (see
+ * above). */
+#if defined(__wasm__)
+typedef uint64_t u64x2 __attribute__((vector_size(16), aligned(8)));
+#define SIMD_XOR __attribute__((target("simd128"), noinline))
+#define XOR_WORDS 2
+#else
+typedef uint64_t u64x2;
+#define SIMD_XOR
+#define XOR_WORDS 1
+#endif
+
+SIMD_XOR static void xor_in(const block *prev, const block *ref, block *next, int xor_old,
+			    block *work)
+{
+	const u64x2 *p = (const u64x2 *)prev->v, *q = (const u64x2 *)ref->v;
+	u64x2 *n = (u64x2 *)next->v, *w = (u64x2 *)work->v;
+
+	if (xor_old) {
+		UNROLL_FULL
+		for (int i = 0; i < BLOCK_WORDS / XOR_WORDS; i++) {
+			u64x2 x = p[i] ^ q[i];
+			w[i] = x;
+			n[i] ^= x;
+		}
+	} else {
+		UNROLL_FULL
+		for (int i = 0; i < BLOCK_WORDS / XOR_WORDS; i++) {
+			u64x2 x = p[i] ^ q[i];
+			w[i] = x;
+			n[i] = x;
+		}
+	}
+}
+
+SIMD_XOR static void xor_out(block *next, const block *work)
+{
+	u64x2 *n = (u64x2 *)next->v;
+	const u64x2 *w = (const u64x2 *)work->v;
+
+	UNROLL_FULL
+	for (int i = 0; i < BLOCK_WORDS / XOR_WORDS; i++)
+		n[i] ^= w[i];
+}
+
 static void fill_block(const block *prev, const block *ref, block *next, int xor_old, block *work)
 {
 	uint64_t *v = work->v;
 
-	UNROLL_FULL
-	for (int i = 0; i < BLOCK_WORDS; i++)
-		v[i] = prev->v[i] ^ ref->v[i];
-	if (xor_old) {
-		UNROLL_FULL
-		for (int i = 0; i < BLOCK_WORDS; i++)
-			next->v[i] ^= v[i];
-	} else {
-		UNROLL_FULL
-		for (int i = 0; i < BLOCK_WORDS; i++)
-			next->v[i] = v[i];
-	}
+	xor_in(prev, ref, next, xor_old, work);
 	PASS_BARRIER(v);
 	UNROLL_FULL
 	for (int i = 0; i < 8; i++) {
@@ -306,9 +344,7 @@ static void fill_block(const block *prev, const block *ref, block *next, int xor
 		     b + 80, b + 81, b + 96, b + 97, b + 112, b + 113);
 		PASS_BARRIER(v);
 	}
-	UNROLL_FULL
-	for (int i = 0; i < BLOCK_WORDS; i++)
-		next->v[i] ^= v[i];
+	xor_out(next, work);
 }
 
 /* wipe_blocks zeroes the first n blocks of the arena. In WebAssembly it is one memory.fill
