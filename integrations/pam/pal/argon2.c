@@ -196,9 +196,28 @@ static void hprime(uint8_t *out, uint32_t outlen, const uint8_t *in, size_t inle
 	memset(v, 0, sizeof(v));
 }
 
+/* lo32 is x's low half, zero-extended. In WebAssembly, clang folds (uint64_t)(uint32_t)x into
+ * i64.and with 0xffffffff, which wazero compiles to a 64-bit constant load and an and (the
+ * constant does not fit an immediate), and folds fblamka's 2·x·y into the masks as well;
+ * i32.wrap_i64 then i64.extend_i32_u compiles to one 32-bit move. In a bare wazero harness
+ * (m=19 MiB, t=2) this took the hash from 46.5 to 45.6 ms. */
+static inline uint64_t lo32(uint64_t x)
+{
+#if defined(__wasm__)
+	uint64_t r;
+
+	__asm__("local.get %1\n\ti32.wrap_i64\n\ti64.extend_i32_u\n\tlocal.set %0" : "=r"(r) : "r"(x));
+	return r;
+#else
+	return (uint32_t)x;
+#endif
+}
+
 static inline uint64_t fblamka(uint64_t x, uint64_t y)
 {
-	return x + y + 2 * (uint64_t)(uint32_t)x * (uint64_t)(uint32_t)y;
+	uint64_t m = lo32(x) * lo32(y);
+
+	return x + y + m + m;
 }
 
 #define GB(a, b, c, d)                       \
@@ -233,7 +252,15 @@ static inline uint64_t fblamka(uint64_t x, uint64_t y)
  * which puts a termination check on every loop back-edge, and with the loops rolled that made
  * the hash 3× slower (195 ms against 71 ms for m=19 MiB, t=2). A WebAssembly SIMD128 version of
  * this function (the reference's SSE layout; in git history) was slower than this scalar one
- * under wazero 1.12 on amd64 (72.7 ms against 67.6 ms), so the PAL is built without it. */
+ * under wazero 1.12 on amd64 (72.7 ms against 67.6 ms), so G's arithmetic is scalar; only the
+ * xors around it use SIMD128 (xor_in, xor_out).
+ *
+ * The working block, work (argon2id's; it wipes it at the end), stays in memory: each of the 16
+ * permutations loads its 16 words and stores them back (PASS_BARRIER), and prev ^ ref is xored
+ * into next before the permutations (xor_in) rather than kept aside. Otherwise clang keeps all
+ * 256 words (the working block and the copy) in wasm locals, and wazero spills most of them
+ * across the whole function: in a bare wazero harness the hash took 46.5 ms against 48.9 ms.
+ * (The kvm build, gcc, runs at the same speed either way: 18–23 ms natively.) */
 #if defined(__clang__)
 #define UNROLL_FULL _Pragma("clang loop unroll(full)")
 #else
@@ -241,37 +268,98 @@ static inline uint64_t fblamka(uint64_t x, uint64_t y)
 #define UNROLL_FULL
 #endif
 
-static void fill_block(const block *prev, const block *ref, block *next, int xor_old)
+#if defined(__wasm__)
+/* The compiler must assume the asm reads and writes *p: the working block is stored before it
+ * and loaded after. */
+#define PASS_BARRIER(p) __asm__ volatile("" : : "r"(p) : "memory")
+#else
+#define PASS_BARRIER(p) ((void)(p))
+#endif
+
+/* xor_in sets work = prev ^ ref and next = work, or next ^= work if xor_old; xor_out sets
+ * next ^= work. In WebAssembly they use SIMD128 (enabled for these two functions only; the engine
+ * accepts WebAssembly 2.0), two words an instruction: that took the hash from 41–47 ms to
+ * 34–37 ms in a bare wazero harness (six processes each). G's arithmetic stays scalar (see
+ * above). */
+#if defined(__wasm__)
+typedef uint64_t u64x2 __attribute__((vector_size(16), aligned(8)));
+#define SIMD_XOR __attribute__((target("simd128"), noinline))
+#define XOR_WORDS 2
+#else
+typedef uint64_t u64x2;
+#define SIMD_XOR
+#define XOR_WORDS 1
+#endif
+
+SIMD_XOR static void xor_in(const block *prev, const block *ref, block *next, int xor_old,
+			    block *work)
 {
-	block r, tmp;
-	uint64_t *v = r.v;
+	const u64x2 *p = (const u64x2 *)prev->v, *q = (const u64x2 *)ref->v;
+	u64x2 *n = (u64x2 *)next->v, *w = (u64x2 *)work->v;
+
+	if (xor_old) {
+		UNROLL_FULL
+		for (int i = 0; i < BLOCK_WORDS / XOR_WORDS; i++) {
+			u64x2 x = p[i] ^ q[i];
+			w[i] = x;
+			n[i] ^= x;
+		}
+	} else {
+		UNROLL_FULL
+		for (int i = 0; i < BLOCK_WORDS / XOR_WORDS; i++) {
+			u64x2 x = p[i] ^ q[i];
+			w[i] = x;
+			n[i] = x;
+		}
+	}
+}
+
+SIMD_XOR static void xor_out(block *next, const block *work)
+{
+	u64x2 *n = (u64x2 *)next->v;
+	const u64x2 *w = (const u64x2 *)work->v;
 
 	UNROLL_FULL
-	for (int i = 0; i < BLOCK_WORDS; i++)
-		r.v[i] = prev->v[i] ^ ref->v[i];
-	UNROLL_FULL
-	for (int i = 0; i < BLOCK_WORDS; i++)
-		tmp.v[i] = xor_old ? r.v[i] ^ next->v[i] : r.v[i];
+	for (int i = 0; i < BLOCK_WORDS / XOR_WORDS; i++)
+		n[i] ^= w[i];
+}
+
+static void fill_block(const block *prev, const block *ref, block *next, int xor_old, block *work)
+{
+	uint64_t *v = work->v;
+
+	xor_in(prev, ref, next, xor_old, work);
+	PASS_BARRIER(v);
 	UNROLL_FULL
 	for (int i = 0; i < 8; i++) {
 		int b = 16 * i;
 		PERM(v, b, b + 1, b + 2, b + 3, b + 4, b + 5, b + 6, b + 7, b + 8, b + 9, b + 10,
 		     b + 11, b + 12, b + 13, b + 14, b + 15);
+		PASS_BARRIER(v);
 	}
 	UNROLL_FULL
 	for (int i = 0; i < 8; i++) {
 		int b = 2 * i;
 		PERM(v, b, b + 1, b + 16, b + 17, b + 32, b + 33, b + 48, b + 49, b + 64, b + 65,
 		     b + 80, b + 81, b + 96, b + 97, b + 112, b + 113);
+		PASS_BARRIER(v);
 	}
-	UNROLL_FULL
-	for (int i = 0; i < BLOCK_WORDS; i++)
-		next->v[i] = tmp.v[i] ^ r.v[i];
+	xor_out(next, work);
 }
 
-
-/* wipe_blocks zeroes the first n blocks of the arena a word at a time: the SDK's memset is a
- * byte loop, which costs tens of milliseconds over 19 MiB in the Wasm engine. */
+/* wipe_blocks zeroes the first n blocks of the arena. In WebAssembly it is one memory.fill
+ * (bulk memory, enabled for this function only; the engine accepts WebAssembly 2.0), which
+ * wazero runs in Go: a loop of word stores took ≈ 13 ms of the 62 ms of m=19 MiB, t=2, most of it
+ * in the termination check on each of its 311 296 back-edges (see fill_block); the fill takes
+ * ≈ 1 ms. The SDK's memset is a byte loop. The barrier keeps the stores, which nothing reads
+ * before the next hash. */
+#if defined(__wasm__)
+__attribute__((target("bulk-memory"))) static void wipe_blocks(uint32_t n)
+{
+	__builtin_memset(arena, 0, (size_t)n * sizeof(block));
+	__asm__ volatile("" : : "r"(arena) : "memory");
+}
+#else
 static void wipe_blocks(uint32_t n)
 {
 	volatile uint64_t *w = &arena[0].v[0];
@@ -279,6 +367,7 @@ static void wipe_blocks(uint32_t n)
 	for (size_t i = 0; i < (size_t)n * BLOCK_WORDS; i++)
 		w[i] = 0;
 }
+#endif
 
 struct inst {
 	uint32_t passes, lanes, lane_len, seg_len, blocks;
@@ -286,16 +375,17 @@ struct inst {
 
 /* The address block of Argon2i indexing (§3.4.1.2): G(0, G(0, input)) after bumping the
  * counter. */
-static void next_addresses(block *addr, block *input)
+static void next_addresses(block *addr, block *input, block *work)
 {
 	static const block zero;
 
 	input->v[6]++;
-	fill_block(&zero, input, addr, 0);
-	fill_block(&zero, addr, addr, 0);
+	fill_block(&zero, input, addr, 0, work);
+	fill_block(&zero, addr, addr, 0, work);
 }
 
-static void fill_segment(const struct inst *in, uint32_t pass, uint32_t lane, uint32_t slice)
+static void fill_segment(const struct inst *in, uint32_t pass, uint32_t lane, uint32_t slice,
+			 block *work)
 {
 	block addr, input;
 	int indep = pass == 0 && slice < SYNC_POINTS / 2; /* Argon2id */
@@ -313,18 +403,23 @@ static void fill_segment(const struct inst *in, uint32_t pass, uint32_t lane, ui
 	if (pass == 0 && slice == 0) {
 		start = 2;
 		if (indep)
-			next_addresses(&addr, &input);
+			next_addresses(&addr, &input, work);
 	}
 	uint32_t cur = lane * in->lane_len + slice * in->seg_len + start;
 	uint32_t prev = cur % in->lane_len == 0 ? cur + in->lane_len - 1 : cur - 1;
 
+	/* Unrolled ×4: a quarter of the back-edges' termination checks (see fill_block), ≈ 0.7 ms
+	 * of ≈ 36 at m=19 MiB, t=2 in a bare wazero harness (medians of twelve processes). */
+#if defined(__clang__)
+	_Pragma("clang loop unroll_count(4)")
+#endif
 	for (uint32_t i = start; i < in->seg_len; i++, cur++, prev++) {
 		if (cur % in->lane_len == 1)
 			prev = cur - 1;
 		uint64_t rnd;
 		if (indep) {
 			if (i % BLOCK_WORDS == 0)
-				next_addresses(&addr, &input);
+				next_addresses(&addr, &input, work);
 			rnd = addr.v[i % BLOCK_WORDS];
 		} else {
 			rnd = arena[prev].v[0];
@@ -358,7 +453,7 @@ static void fill_segment(const struct inst *in, uint32_t pass, uint32_t lane, ui
 		uint32_t ref = (uint32_t)((startpos + rel) % in->lane_len);
 
 		fill_block(&arena[prev], &arena[ref_lane * in->lane_len + ref], &arena[cur],
-			   pass != 0);
+			   pass != 0, work);
 	}
 	memset(&addr, 0, sizeof(addr));
 }
@@ -369,6 +464,7 @@ int argon2id(uint32_t t, uint32_t m, uint32_t p, const uint8_t *pwd, uint32_t pw
 	blake2b_state s;
 	uint8_t h0[72], w[4], blk[1024];
 	struct inst in;
+	block work;
 
 	if (t < 1 || p < 1 || p > ARGON2_MAX_LANES || m < 8 * p || m > ARGON2_MAX_KIB ||
 	    taglen < 4 || taglen > ARGON2_MAX_TAG)
@@ -410,7 +506,7 @@ int argon2id(uint32_t t, uint32_t m, uint32_t p, const uint8_t *pwd, uint32_t pw
 	for (uint32_t pass = 0; pass < t; pass++)
 		for (uint32_t slice = 0; slice < SYNC_POINTS; slice++)
 			for (uint32_t l = 0; l < p; l++)
-				fill_segment(&in, pass, l, slice);
+				fill_segment(&in, pass, l, slice, &work);
 
 	/* §3.2 step 7: XOR of the lanes' last blocks, hashed to the tag. */
 	block c = arena[in.lane_len - 1];
@@ -422,6 +518,7 @@ int argon2id(uint32_t t, uint32_t m, uint32_t p, const uint8_t *pwd, uint32_t pw
 	hprime(tag, taglen, blk, sizeof(blk));
 
 	wipe_blocks(in.blocks);
+	memset(&work, 0, sizeof(work));
 	memset(blk, 0, sizeof(blk));
 	memset(h0, 0, sizeof(h0));
 	memset(&c, 0, sizeof(c));
