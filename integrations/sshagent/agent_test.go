@@ -171,10 +171,10 @@ func TestAskpassPIN(t *testing.T) {
 	}
 }
 
-// TestPINCache: with Options.PINCache the PIN source is asked once for a burst of signatures;
-// a PIN the signing PAL refuses is dropped at once (the next signature asks again), as is
-// every cached PIN when the agent is locked; without PINCache every signature asks.
-func TestPINCache(t *testing.T) {
+// pinnedKey starts a palisaded holding the Ed25519 key "pinned" with PIN 1234 and returns a
+// client of it (closed at cleanup).
+func pinnedKey(t *testing.T) *client.Client {
+	t.Helper()
 	e := ossh.NewEnv(t)
 	pinFile := filepath.Join(e.Dir, "pin")
 	if err := os.WriteFile(pinFile, []byte("1234\n"), 0o600); err != nil {
@@ -185,7 +185,15 @@ func TestPINCache(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer c.Close()
+	t.Cleanup(func() { c.Close() })
+	return c
+}
+
+// TestPINCache: with Options.PINCache the PIN source is asked once for a burst of signatures;
+// a PIN the signing PAL refuses is dropped at once (the next signature asks again), as is
+// every cached PIN when the agent is locked; without PINCache every signature asks.
+func TestPINCache(t *testing.T) {
+	c := pinnedKey(t)
 	for _, tc := range []struct {
 		cache time.Duration
 		// answers are the PINs the source gives, in order; wantAsks after each signature.
@@ -237,17 +245,7 @@ func TestPINCache(t *testing.T) {
 // PIN the signing PAL took is cached. A Lock while askpass is asking ends that request and
 // caches nothing.
 func TestPINCacheConcurrent(t *testing.T) {
-	e := ossh.NewEnv(t)
-	pinFile := filepath.Join(e.Dir, "pin")
-	if err := os.WriteFile(pinFile, []byte("1234\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	e.Palisade("key", "create", "pinned", "--alg", "ed25519", "--pin-file", pinFile)
-	c, err := client.Dial(context.Background(), e.Socket)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
+	c := pinnedKey(t)
 
 	var mu sync.Mutex
 	asks := 0

@@ -78,22 +78,7 @@ func NeedTools(t *testing.T, tools ...string) {
 }
 
 // SyncBuffer is an io.Writer for a child's stderr read while it runs.
-type SyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *SyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *SyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type SyncBuffer = openssh.SyncBuffer
 
 // Proc is a child process the test stops at cleanup.
 type Proc struct {
