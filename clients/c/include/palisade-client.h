@@ -103,7 +103,8 @@ int palisade_open(palisade **out, const char *socket_path);
 /*
  * palisade_set_timeout bounds how long a request on p waits for palisaded, in milliseconds:
  * a request fails when the daemon takes none of it, or sends none of its answer, for that
- * long (each wait is bounded, so a daemon that trickles bytes could take longer); 0 (the
+ * long (each wait is bounded, so a daemon that trickles bytes could take longer, and a signal
+ * that interrupts a wait starts that wait again); connecting is bounded too; 0 (the
  * default, unless $PALISADE_TIMEOUT_MS says otherwise at palisade_open) waits as long as it
  * takes. A request that runs out of time fails with PALISADE_E_NO_ANSWER and drops the
  * connection (a late answer is never taken for the next request's); the next request
