@@ -244,17 +244,19 @@ func (a *Agent) CheckCerts() error {
 		return err
 	}
 	for _, path := range a.o.Certs {
-		cert, err := ReadCert(path)
-		if err != nil {
-			return fmt.Errorf("sshagent: certificate %w", err)
-		}
 		found := false
 		for _, h := range hs {
 			found = found || h.cert == path
 		}
-		if !found {
-			return fmt.Errorf("sshagent: certificate %s (%s) certifies none of the keys this agent serves", path, cert.KeyId)
+		if found {
+			continue
 		}
+		// keys() read it already; read it again only to say why it is not offered.
+		cert, err := ReadCert(path)
+		if err != nil {
+			return fmt.Errorf("sshagent: certificate %w", err)
+		}
+		return fmt.Errorf("sshagent: certificate %s (%s) certifies none of the keys this agent serves", path, cert.KeyId)
 	}
 	return nil
 }
@@ -377,9 +379,6 @@ func (a *Agent) sign(ctx context.Context, h held, data []byte, flags agent.Signa
 	var pin []byte
 	cache := h.info.HasPIN && a.o.PINCache > 0
 	if h.info.HasPIN {
-		if a.o.PIN == nil {
-			return nil, fmt.Errorf("sshagent: key %q needs a PIN and the agent has no way to ask for one (--askpass)", h.info.Name)
-		}
 		if cache {
 			if pin = a.cachedPIN(h.info); pin != nil {
 				cache = false // already there
@@ -393,8 +392,8 @@ func (a *Agent) sign(ctx context.Context, h held, data []byte, flags agent.Signa
 		}
 		if pin == nil {
 			var err error
-			if pin, err = a.o.PIN(h.info); err != nil {
-				return nil, fmt.Errorf("sshagent: PIN for key %q: %w", h.info.Name, err)
+			if pin, err = a.askPIN(h.info); err != nil {
+				return nil, err
 			}
 		}
 		defer clear(pin)
@@ -417,6 +416,18 @@ func (a *Agent) sign(ctx context.Context, h held, data []byte, flags agent.Signa
 		a.mu.Unlock()
 	}
 	return sig, err
+}
+
+// askPIN asks Options.PIN for k's PIN.
+func (a *Agent) askPIN(k client.KeyInfo) ([]byte, error) {
+	if a.o.PIN == nil {
+		return nil, fmt.Errorf("sshagent: key %q needs a PIN and the agent has no way to ask for one (--askpass)", k.Name)
+	}
+	pin, err := a.o.PIN(k)
+	if err != nil {
+		return nil, fmt.Errorf("sshagent: PIN for key %q: %w", k.Name, err)
+	}
+	return pin, nil
 }
 
 // sameLock reports whether the agent is unlocked and has not been locked since generation gen.
@@ -599,11 +610,8 @@ func (a *Agent) Signers() ([]ssh.Signer, error) {
 	for _, h := range hs {
 		var pin []byte
 		if h.info.HasPIN {
-			if a.o.PIN == nil {
-				return nil, fmt.Errorf("sshagent: key %q needs a PIN and the agent has no way to ask for one (--askpass)", h.info.Name)
-			}
-			if pin, err = a.o.PIN(h.info); err != nil {
-				return nil, fmt.Errorf("sshagent: PIN for key %q: %w", h.info.Name, err)
+			if pin, err = a.askPIN(h.info); err != nil {
+				return nil, err
 			}
 		}
 		ks, err := a.signer(ctx, h.info, pin)

@@ -478,12 +478,16 @@ static int recv_all(int fd, uint8_t *b, size_t n)
 	return 0;
 }
 
-/* no_answer is the error of a request whose answer did not come in time. The connection is
- * then dropped: a late answer must not be read as the next request's. */
-static int no_answer(palisade *p, unsigned timeout)
+/* read_failed is the error of a request whose answer could not be read (r from recv_all). An
+ * answer that did not come in time is PALISADE_E_NO_ANSWER; the caller drops the connection
+ * either way, so that a late answer is never read as the next request's. */
+static int read_failed(palisade *p, int r, unsigned timeout)
 {
-	return fail(PALISADE_E_NO_ANSWER, "no answer from palisaded at %s within %u ms (the request "
-		    "may have been done; the connection is dropped)", p->path, timeout);
+	if (r == -ETIMEDOUT)
+		return fail(PALISADE_E_NO_ANSWER, "no answer from palisaded at %s within %u ms (the "
+			    "request may have been done; the connection is dropped)", p->path, timeout);
+	return fail(PALISADE_E_IO, "reading from palisaded at %s: %s", p->path,
+		    r == -EPIPE ? "connection closed" : strerror(-r));
 }
 
 /*
@@ -545,9 +549,7 @@ static int round_trip(palisade *p, uint8_t op, const uint8_t *req, size_t req_le
 		goto out;
 	}
 	if ((r = recv_all(s->fd, rh, HEADER_SIZE)) != 0) {
-		r = r == -ETIMEDOUT ? no_answer(p, timeout) :
-				      fail(PALISADE_E_IO, "reading from palisaded at %s: %s", p->path,
-					   r == -EPIPE ? "connection closed" : strerror(-r));
+		r = read_failed(p, r, timeout);
 		goto out_disconnect;
 	}
 	code = (uint16_t)(rh[2] | rh[3] << 8);
@@ -571,9 +573,7 @@ static int round_trip(palisade *p, uint8_t op, const uint8_t *req, size_t req_le
 		goto out_disconnect;
 	}
 	if ((r = recv_all(s->fd, b, len)) != 0) {
-		r = r == -ETIMEDOUT ? no_answer(p, timeout) :
-				      fail(PALISADE_E_IO, "reading from palisaded at %s: %s", p->path,
-					   r == -EPIPE ? "connection closed" : strerror(-r));
+		r = read_failed(p, r, timeout);
 		goto out_disconnect;
 	}
 	if (code != 0) {
