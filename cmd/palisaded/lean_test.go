@@ -25,6 +25,7 @@ import (
 
 	"github.com/palisade-project/palisade/client"
 	"github.com/palisade-project/palisade/client/signreq"
+	"github.com/palisade-project/palisade/internal/proctest"
 )
 
 func metricsOf(t *testing.T, d *daemon) string {
@@ -259,7 +260,9 @@ func TestLibpalisade(t *testing.T) {
 				case "START":
 					d = startDaemon(top, dir, cfg, false)
 				case "FREEZE": // a daemon that hangs: stopped, its sockets still open
-					d.cmd.Process.Signal(syscall.SIGSTOP)
+					if err := proctest.Freeze(d.cmd.Process.Pid); err != nil {
+						t.Fatal(err)
+					}
 				case "THAW":
 					d.cmd.Process.Signal(syscall.SIGCONT)
 				default:

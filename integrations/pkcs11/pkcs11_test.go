@@ -31,6 +31,7 @@ import (
 	"time"
 
 	"github.com/palisade-project/palisade/internal/p11web"
+	"github.com/palisade-project/palisade/internal/proctest"
 )
 
 // Keys the tests make. The token the web servers see is scoped to the "tls-" prefix
@@ -464,7 +465,9 @@ func testPKCS11Tool(t *testing.T, e *env) {
 		}
 		// pkcs11-tool looks the key up before it signs, so it is the lookup (C_FindObjectsInit)
 		// that meets the stopped daemon first; both go through the same handle timeout.
-		e.d.cmd.Process.Signal(syscall.SIGSTOP)
+		if err := proctest.Freeze(e.d.cmd.Process.Pid); err != nil {
+			t.Fatal(err)
+		}
 		defer e.d.cmd.Process.Signal(syscall.SIGCONT)
 		done := make(chan struct{})
 		var out string
