@@ -127,6 +127,15 @@ func TestEnrolCheckLockout(t *testing.T) {
 	if _, err := k.Check(ctx, db, "bob", []byte("bobs")); err != nil {
 		t.Fatalf("bob while alice is locked: %v", err)
 	}
+	// A user enrolled after failures under unknown names (carol's, above) starts unlocked: the
+	// baseline is read from the new user's own counter, not the unknown names' shared one
+	// (found by running examples/sshpass's tests twice in one process).
+	if db, err = k.Enrol(ctx, db, "dave", []byte("daves"), pam.Params{}, 0); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := k.Check(ctx, db, "dave", []byte("daves")); err != nil {
+		t.Fatalf("dave, enrolled after an unknown name failed: %v", err)
+	}
 
 	// A restart: a new daemon on the same state, the PAL registered again.
 	if err := stop(); err != nil {

@@ -254,8 +254,10 @@ int32_t pal_main(const uint8_t *in, uint32_t in_len)
 	if (load(in + 1 + 4, dblen) != 0)
 		return fail(STATUS_BAD, "checker: the db does not unseal or decode");
 	struct entry *e = find(user, ulen);
-	/* Unknown names share one counter, so guessing names cannot grow the counter store. */
-	uint32_t cid = counter_id(user, e ? ulen : 0);
+	/* Unknown names share one counter, so guessing names cannot grow the counter store. A
+	 * user being enrolled has a counter of their own already: the baseline must be read from
+	 * it, or a new user starts locked out once an unknown name has failed. */
+	uint32_t cid = counter_id(user, e || op == 'E' ? ulen : 0);
 	uint64_t count = 0;
 
 	switch (op) {
