@@ -91,23 +91,25 @@ func runPasswd(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	switch {
-	case *unlock:
-		db, err = k.Unlock(ctx, db, user)
-	case *del:
-		db, err = k.Delete(ctx, db, user)
-	default:
-		var pw []byte
+	var pw []byte
+	if !*unlock && !*del {
+		// Before the lock: a prompt must not hold up logins.
 		if pw, err = readPassword(os.Stdin, os.Stderr); err != nil {
 			return err
 		}
-		db, err = k.Enrol(ctx, db, user, pw, params, uint32(*maxFail))
-		clear(pw)
+		defer clear(pw)
 	}
-	if err != nil {
-		return err
-	}
-	return st.Write("passwd.db", db)
+	return st.Update(func(db []byte) ([]byte, error) {
+		switch {
+		case db == nil && (*unlock || *del):
+			return nil, fmt.Errorf("%s has no password database yet", *dir)
+		case *unlock:
+			return k.Unlock(ctx, db, user)
+		case *del:
+			return k.Delete(ctx, db, user)
+		}
+		return k.Enrol(ctx, db, user, pw, params, uint32(*maxFail))
+	})
 }
 
 // readPassword reads a new password: from a terminal, twice without echo, else one line of in.

@@ -54,10 +54,16 @@ func newPAMSetup(t *testing.T, e *ossh.Env, service string) *pamSetup {
 	if err := os.MkdirAll(s.svcDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(s.svcDir, service), []byte(s.authLine()+"\naccount required /lib/x86_64-linux-gnu/security/pam_permit.so\nsession required /lib/x86_64-linux-gnu/security/pam_permit.so\n"), 0o644); err != nil {
+	s.writeService(t)
+	return s
+}
+
+// writeService writes the PAM service file for the current state directory.
+func (s *pamSetup) writeService(t *testing.T) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(s.svcDir, s.service), []byte(s.authLine()+"\naccount required /lib/x86_64-linux-gnu/security/pam_permit.so\nsession required /lib/x86_64-linux-gnu/security/pam_permit.so\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return s
 }
 
 // authLine is the pam.d line, as docs/ssh.md gives it (with this test's paths).

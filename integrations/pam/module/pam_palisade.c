@@ -13,6 +13,8 @@
  * daemon a user started cannot answer "yes"; copies of the password are wiped with
  * explicit_bzero; PAM_AUTHTOK itself is never freed nor wiped. Unknown users cost a full
  * Argon2id check in the PAL, as known ones do. Only pam_sm_* are exported (pam_palisade.map).
+ * From reading passwd.db to storing the new one it holds an exclusive flock(2) on the state
+ * directory, as `palisade passwd` does, so concurrent writers keep each other's changes.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -22,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -87,19 +90,16 @@ static void parse_opts(pam_handle_t *pamh, int argc, const char **argv, struct o
 	}
 }
 
-/* read_file reads at most max bytes of dir/name into a malloc'd buffer. */
-static int read_file(const char *dir, const char *name, size_t max, uint8_t **out, size_t *len)
+/* read_file reads at most max bytes of name in the directory dirfd into a malloc'd buffer. */
+static int read_file(int dirfd, const char *name, size_t max, uint8_t **out, size_t *len)
 {
-	char path[PATH_MAX];
 	struct stat st;
 	int fd, r = -1;
 	uint8_t *b = NULL;
 
 	*out = NULL;
 	*len = 0;
-	if (snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int)sizeof(path))
-		return -1;
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return -1;
 	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 0 || (size_t)st.st_size > max)
@@ -128,16 +128,15 @@ out_close:
 	return r;
 }
 
-/* write_db replaces dir/passwd.db atomically with data. */
-static int write_db(const char *dir, const uint8_t *data, size_t len)
+/* write_db replaces passwd.db in the directory dirfd with data, atomically (a temporary file
+ * renamed over it) and durably (the file, then the directory, synced). */
+static int write_db(int dirfd, const uint8_t *data, size_t len)
 {
-	char path[PATH_MAX], tmp[PATH_MAX];
+	char tmp[64];
 	int fd;
 
-	if (snprintf(path, sizeof(path), "%s/passwd.db", dir) >= (int)sizeof(path) ||
-	    snprintf(tmp, sizeof(tmp), "%s/.passwd.db.%ld", dir, (long)getpid()) >= (int)sizeof(tmp))
-		return -1;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	snprintf(tmp, sizeof(tmp), ".passwd.db.%ld", (long)getpid());
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return -1;
 	size_t done = 0;
@@ -152,15 +151,39 @@ static int write_db(const char *dir, const uint8_t *data, size_t len)
 	if (fsync(fd) != 0)
 		goto fail;
 	close(fd);
-	if (rename(tmp, path) != 0) {
-		unlink(tmp);
+	if (renameat(dirfd, tmp, dirfd, "passwd.db") != 0) {
+		unlinkat(dirfd, tmp, 0);
 		return -1;
 	}
-	return 0;
+	return fsync(dirfd);
 fail:
 	close(fd);
-	unlink(tmp);
+	unlinkat(dirfd, tmp, 0);
 	return -1;
+}
+
+/*
+ * lock_state opens the state directory and takes an exclusive flock(2) on it, the lock
+ * `palisade passwd` takes too (integrations/pam State.Update); it returns the directory's
+ * descriptor (closing it releases the lock) or -1. The lock is held from reading passwd.db
+ * to storing the database a success after failures returns: without it, a login storing its
+ * moved failure baseline and an enrolment (or another login) each store a database derived
+ * from the same old one, and one change is lost. It waits as long as the holder takes (a
+ * login or a `palisade passwd` run, each one call of the checking PAL), as the call would.
+ */
+static int lock_state(const char *dir)
+{
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -1;
+	while (flock(fd, LOCK_EX) != 0) {
+		if (errno != EINTR) {
+			close(fd);
+			return -1;
+		}
+	}
+	return fd;
 }
 
 /* daemon_is_trusted connects to the socket and checks the peer's uid (SO_PEERCRED). */
@@ -210,7 +233,7 @@ EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const ch
 	size_t handle_len, db_len = 0, req_len = 0, out_len;
 	palisade *p = NULL;
 	int32_t status;
-	int r, ret = PAM_AUTHINFO_UNAVAIL;
+	int r, dirfd = -1, ret = PAM_AUTHINFO_UNAVAIL;
 
 	(void)flags;
 	parse_opts(pamh, argc, argv, &o);
@@ -229,13 +252,18 @@ EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const ch
 	if (!pw)
 		return PAM_AUTH_ERR;
 
-	if (read_file(o.dir, "handle", MAX_HANDLE, &handle, &handle_len) != 0) {
+	dirfd = lock_state(o.dir);
+	if (dirfd < 0) {
+		pam_syslog(pamh, LOG_ERR, "cannot lock the state directory %s: %m (run palisade passwd)", o.dir);
+		goto out;
+	}
+	if (read_file(dirfd, "handle", MAX_HANDLE, &handle, &handle_len) != 0) {
 		pam_syslog(pamh, LOG_ERR, "no checking PAL in %s (run palisade passwd)", o.dir);
 		goto out;
 	}
 	while (handle_len > 0 && (handle[handle_len - 1] == '\n' || handle[handle_len - 1] == '\r'))
 		handle[--handle_len] = 0;
-	if (read_file(o.dir, "passwd.db", MAX_DB, &db, &db_len) != 0) {
+	if (read_file(dirfd, "passwd.db", MAX_DB, &db, &db_len) != 0) {
 		pam_syslog(pamh, LOG_ERR, "no password database in %s (run palisade passwd)", o.dir);
 		goto out;
 	}
@@ -271,7 +299,7 @@ EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const ch
 	case 0:
 		/* A new database: the failure baseline moved. Not fatal if it cannot be stored:
 		 * the old one only locks sooner. */
-		if (out_len > 0 && write_db(o.dir, out, out_len) != 0)
+		if (out_len > 0 && write_db(dirfd, out, out_len) != 0)
 			pam_syslog(pamh, LOG_WARNING, "cannot store the updated database in %s: %m", o.dir);
 		if (o.debug)
 			pam_syslog(pamh, LOG_DEBUG, "password accepted for %s", user);
@@ -307,6 +335,8 @@ out:
 	free(out);
 	free(db);
 	free(handle);
+	if (dirfd >= 0)
+		close(dirfd); /* releases the state's lock */
 	/* pw is PAM_AUTHTOK, owned by libpam: neither freed nor wiped here. */
 	return ret;
 }
