@@ -222,11 +222,17 @@ func (s State) Handle() (string, error) {
 	return strings.TrimSpace(string(b)), err
 }
 
-// DB reads the sealed database (nil if none yet).
+// DB reads the sealed database (nil if none yet). An empty file is an error, not "no
+// database": no sealed database is empty, and the checking PAL takes a database of length 0
+// for a new one, so enrolling into a truncated file would silently start a database holding
+// one user, with the default parameters and threshold.
 func (s State) DB() ([]byte, error) {
 	b, err := os.ReadFile(s.path("passwd.db"))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
+	}
+	if err == nil && len(b) == 0 {
+		return nil, fmt.Errorf("pam: %s is empty, not a sealed database (truncated?): restore it, or remove it to start a new database and enrol every user again", s.path("passwd.db"))
 	}
 	return b, err
 }

@@ -271,3 +271,53 @@ func TestDemoSharesPasswdState(t *testing.T) {
 		}
 	}
 }
+
+// TestDamagedState: a state directory whose database is damaged makes pam_palisade.so answer
+// PAM_AUTHINFO_UNAVAIL with a log line saying what is wrong, and `palisade passwd` refuse with
+// the same reason, rather than the module calling every user's password wrong and passwd
+// starting a new database over the damaged one (the PAL takes an empty database for a new
+// one); once the file is restored, logins work again.
+func TestDamagedState(t *testing.T) {
+	ossh.NeedTools(t, "pamtester")
+	if _, err := os.Stat(pamWrapper); err != nil {
+		t.Skip("libpam-wrapper not installed (scripts/setup.sh)")
+	}
+	e := ossh.NewEnv(t)
+	s := newPAMSetup(t, e, "palisade-test")
+	s.passwd(t, "alice", "correct horse")
+	dbPath := filepath.Join(s.state, "passwd.db")
+	good, err := os.ReadFile(dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		damage func() error
+		passwd []string // the palisade passwd run, refused
+		why    string   // in the module's log and passwd's error
+	}{
+		{"empty database", func() error { return os.WriteFile(dbPath, nil, 0o600) }, []string{"bob"}, "passwd.db is empty"},
+		{"truncated database", func() error { return os.WriteFile(dbPath, good[:len(good)/2], 0o600) }, []string{"bob"}, "does not unseal"},
+		{"no database", func() error { return os.Remove(dbPath) }, []string{"alice", "--unlock"}, "no password database"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.damage(); err != nil {
+				t.Fatal(err)
+			}
+			out, errs, code := e.Run(s.env(), "correct horse\n", "pamtester", "-v", s.service, "alice", "authenticate")
+			if code == 0 || !strings.Contains(out+errs, "cannot retrieve authentication info") || !strings.Contains(errs, tc.why) {
+				t.Errorf("pamtester: exit %d, want PAM_AUTHINFO_UNAVAIL and a log line with %q:\n%s%s", code, tc.why, out, errs)
+			}
+			args := append([]string{"passwd", "--dir", s.state}, tc.passwd...)
+			if out, errs, code := e.Run(nil, "bobs password\n", e.CLI, args...); code != 1 || !strings.Contains(errs, tc.why) {
+				t.Errorf("palisade %v: exit %d, want 1 and %q:\n%s%s", args, code, tc.why, out, errs)
+			}
+			if err := os.WriteFile(dbPath, good, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if !s.pamtester(t, "alice", "correct horse") {
+				t.Error("alice refused once the database was restored")
+			}
+		})
+	}
+}

@@ -267,6 +267,12 @@ EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const ch
 		pam_syslog(pamh, LOG_ERR, "no password database in %s (run palisade passwd)", o.dir);
 		goto out;
 	}
+	if (db_len == 0) {
+		/* The PAL takes a database of length 0 for a new, empty one: every user would be
+		 * "unknown". No sealed database is empty: the file was truncated. */
+		pam_syslog(pamh, LOG_ERR, "%s/passwd.db is empty, not a sealed database (truncated?): restore it", o.dir);
+		goto out;
+	}
 	if (!daemon_is_trusted(pamh, o.socket, o.daemon_uid))
 		goto out;
 
@@ -322,7 +328,10 @@ EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const ch
 		break;
 	}
 	default:
-		pam_syslog(pamh, LOG_ERR, "checking PAL status %d", (int)status);
+		/* The PAL's output says why (its messages are short text): say, a database that
+		 * does not unseal. */
+		pam_syslog(pamh, LOG_ERR, "checking PAL status %d: %.*s", (int)status,
+			   (int)(out_len < 200 ? out_len : 200), (const char *)out);
 		ret = PAM_AUTHINFO_UNAVAIL;
 	}
 out:
