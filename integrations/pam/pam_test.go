@@ -9,10 +9,12 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/palisade-project/palisade/client"
 	"github.com/palisade-project/palisade/examples/sshpass"
 	"github.com/palisade-project/palisade/integrations/internal/ossh"
+	"github.com/palisade-project/palisade/internal/proctest"
 )
 
 func TestMain(m *testing.M) { ossh.Main(m) }
@@ -319,5 +321,47 @@ func TestDamagedState(t *testing.T) {
 				t.Error("alice refused once the database was restored")
 			}
 		})
+	}
+}
+
+// TestUnresponsiveDaemon: with palisaded stopped (SIGSTOP, as a hung daemon) a login fails with
+// PAM_AUTHINFO_UNAVAIL once the module's call timeout passes, rather than holding pamtester
+// (su, login, sudo) forever; once palisaded runs again, the login works.
+func TestUnresponsiveDaemon(t *testing.T) {
+	ossh.NeedTools(t, "pamtester")
+	if _, err := os.Stat(pamWrapper); err != nil {
+		t.Skip("libpam-wrapper not installed (scripts/setup.sh)")
+	}
+	e := ossh.NewEnv(t)
+	s := newPAMSetup(t, e, "palisade-test")
+	s.passwd(t, "alice", "correct horse")
+	pid := e.Daemon.Cmd.Process.Pid
+	if err := proctest.Freeze(pid); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { proctest.Thaw(pid) })
+	const moduleTimeout = 15 * time.Second // CALL_TIMEOUT_MS in pam_palisade.c
+	ctx, cancel := context.WithTimeout(context.Background(), moduleTimeout+15*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "pamtester", "-v", s.service, "alice", "authenticate")
+	cmd.Env = append(os.Environ(), s.env()...)
+	cmd.Stdin = strings.NewReader("correct horse\n")
+	start := time.Now()
+	out, err := cmd.CombinedOutput()
+	took := time.Since(start)
+	if ctx.Err() != nil {
+		t.Fatalf("pamtester still waiting for a stopped palisaded after %v:\n%s", took, out)
+	}
+	if err == nil || !strings.Contains(string(out), "cannot retrieve authentication info") || !strings.Contains(string(out), "no answer") {
+		t.Errorf("pamtester against a stopped palisaded (%v): %v, want PAM_AUTHINFO_UNAVAIL and a log line saying no answer:\n%s", took, err, out)
+	}
+	if took < moduleTimeout {
+		t.Errorf("pamtester gave up after %v, before the module's timeout of %v", took, moduleTimeout)
+	}
+	if err := proctest.Thaw(pid); err != nil {
+		t.Fatal(err)
+	}
+	if !s.pamtester(t, "alice", "correct horse") {
+		t.Error("alice refused once palisaded ran again")
 	}
 }

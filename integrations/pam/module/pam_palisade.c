@@ -45,6 +45,11 @@
 #define STATUS_WRONG 4
 #define STATUS_LOCKED 5
 #define FAIL_DELAY_US 2000000
+/* How long a call may get no answer from palisaded before the login fails with
+ * PAM_AUTHINFO_UNAVAIL: above the checking PAL's time limit (palisaded's default, 10 s, which
+ * `palisade passwd` registers it with), so only a daemon that hangs reaches it. Without a bound
+ * a stopped palisaded held su, login and sudo forever (sshd until its LoginGraceTime). */
+#define CALL_TIMEOUT_MS 15000
 
 /* Built -fvisibility=hidden: the entry points are made visible here, and the version script
  * (pam_palisade.map) keeps everything else local. */
@@ -294,6 +299,8 @@ EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const ch
 	memcpy(req + 6 + db_len + ulen, pw, plen);
 
 	r = palisade_open(&p, o.socket);
+	if (r == 0)
+		r = palisade_set_timeout(p, CALL_TIMEOUT_MS);
 	if (r == 0)
 		r = palisade_call(p, (const char *)handle, req, req_len, &status, out, &out_len);
 	if (r != 0) {
