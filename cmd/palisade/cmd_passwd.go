@@ -5,8 +5,10 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 
 	"golang.org/x/sys/unix"
@@ -17,7 +19,7 @@ import (
 func init() {
 	register(&command{
 		name:    "passwd",
-		summary: "set a user's password in pam_palisade's sealed verifier database (docs/ssh.md)",
+		summary: "set a user's password in pam_palisade's sealed verifier database: read from the terminal (twice) or one line of stdin, never from arguments (docs/ssh.md)",
 		usage:   "USER [--dir DIR] [--image PAL] [--time T --memory KiB --threads P] [--max-failures N] [--unlock | --delete] [--socket PATH]",
 		run:     runPasswd,
 	})
@@ -27,7 +29,7 @@ func runPasswd(ctx context.Context, args []string) error {
 	fs := newFlags(commands["passwd"])
 	dir := fs.String("dir", pam.DefaultDir, "pam_palisade's state directory (its dir= argument)")
 	socket := fs.String("socket", "", "palisaded socket (default $PALISADE_SOCKET or the system's)")
-	image := fs.String("image", "", "checking PAL image to register instead of the shipped wasm one (say the kvm engine's build of integrations/pam/pal); used when none is registered yet")
+	image := fs.String("image", "", "checking PAL image to register instead of a shipped build (wasm, or kvm where palisaded offers it); used only when the state has no registered PAL yet")
 	t := fs.Uint("time", 0, "Argon2id passes t (default: the database's; a new one: 2)")
 	m := fs.Uint("memory", 0, "Argon2id memory m in KiB (default: the database's; a new one: 19456)")
 	p := fs.Uint("threads", 0, "Argon2id lanes p (default: the database's; a new one: 1)")
@@ -47,6 +49,23 @@ func runPasswd(ctx context.Context, args []string) error {
 	}
 	if *unlock && *del {
 		return usageErrorf("--unlock and --delete exclude each other")
+	}
+	// A flag given must mean what it says: 0 (the "keep the database's" default) or a value
+	// that does not fit the PAL's 32-bit field would otherwise be dropped or wrapped silently,
+	// and --unlock and --delete change no parameter.
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	for _, f := range []struct {
+		name string
+		v    uint
+	}{{"time", *t}, {"memory", *m}, {"threads", *p}, {"max-failures", *maxFail}} {
+		switch {
+		case !given[f.name]:
+		case *unlock || *del:
+			return usageErrorf("--%s: --unlock and --delete change no parameter (set it when enrolling a password)", f.name)
+		case f.v == 0 || f.v > math.MaxUint32:
+			return usageErrorf("--%s %d: want 1..%d", f.name, f.v, uint32(math.MaxUint32))
+		}
 	}
 	params := pam.Params{Time: uint32(*t), Memory: uint32(*m), Threads: uint32(*p)}
 	if params != (pam.Params{}) {

@@ -1,0 +1,38 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// TestPasswdFlags: flags whose value the command would drop or wrap are refused with status 2
+// before anything is read or written: an explicit 0 (the "keep the database's" default), a
+// value past the PAL's 32-bit field (4294967298 was t = 2), and parameters given with --unlock
+// or --delete, which change none.
+func TestPasswdFlags(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "state")
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--time", "4294967298"}, "--time 4294967298: want 1..4294967295"},
+		{[]string{"--memory", "4294987264"}, "--memory 4294987264: want 1..4294967295"},
+		{[]string{"--max-failures", "4294967296"}, "--max-failures 4294967296: want 1..4294967295"},
+		{[]string{"--max-failures", "0"}, "--max-failures 0: want 1..4294967295"},
+		{[]string{"--threads", "0", "--memory", "1024"}, "--threads 0: want 1..4294967295"},
+		{[]string{"--unlock", "--max-failures", "3"}, "--max-failures: --unlock and --delete change no parameter"},
+		{[]string{"--delete", "--time", "3"}, "--time: --unlock and --delete change no parameter"},
+		{[]string{"--threads", "17"}, "1 ≤ p ≤ 16"},
+	} {
+		args := append([]string{"passwd", "alice", "--dir", dir, "--socket", filepath.Join(dir, "none.sock")}, tc.args...)
+		code, out, errOut := capture(t, args...)
+		if code != 2 || !strings.Contains(errOut, tc.want) {
+			t.Errorf("palisade %v: status %d, want 2 and %q:\n%s%s", args, code, tc.want, out, errOut)
+		}
+	}
+	if _, err := os.Stat(dir); !os.IsNotExist(err) {
+		t.Errorf("a refused command line touched the state directory: %v", err)
+	}
+}
