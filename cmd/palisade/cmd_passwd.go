@@ -142,8 +142,9 @@ func readPassword(in *os.File, prompt io.Writer) ([]byte, error) {
 		}
 		pw := bytes.Clone(bytes.TrimRight(line, "\r\n"))
 		clear(line)
-		if len(pw) == 0 {
-			return nil, errors.New("empty password")
+		if err := checkPassword(pw); err != nil {
+			clear(pw)
+			return nil, err
 		}
 		return pw, nil
 	}
@@ -170,8 +171,22 @@ func readPassword(in *os.File, prompt io.Writer) ([]byte, error) {
 		clear(pws[0])
 		return nil, errors.New("the passwords do not match")
 	}
-	if len(pws[0]) == 0 {
-		return nil, errors.New("empty password")
+	if err := checkPassword(pws[0]); err != nil {
+		clear(pws[0])
+		return nil, err
 	}
 	return pws[0], nil
+}
+
+// checkPassword refuses a password no login could give: empty, or holding a NUL byte (PAM hands
+// pam_palisade.so the password as a C string, which ends at the first NUL, so the password
+// enrolled would never match).
+func checkPassword(pw []byte) error {
+	switch {
+	case len(pw) == 0:
+		return errors.New("empty password")
+	case bytes.IndexByte(pw, 0) >= 0:
+		return errors.New("the password holds a NUL byte: PAM passes passwords as C strings, so no login could give it")
+	}
+	return nil
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -34,5 +35,37 @@ func TestPasswdFlags(t *testing.T) {
 	}
 	if _, err := os.Stat(dir); !os.IsNotExist(err) {
 		t.Errorf("a refused command line touched the state directory: %v", err)
+	}
+}
+
+// TestPasswdReadPassword: the password from a pipe is one line without its end; an empty one,
+// one longer than its buffer, and one holding a NUL byte (which PAM, passing passwords as C
+// strings, could never give at login) are refused.
+func TestPasswdReadPassword(t *testing.T) {
+	long := strings.Repeat("x", 4096)
+	for _, tc := range []struct {
+		in, want, err string
+	}{
+		{"correct horse\n", "correct horse", ""},
+		{"no newline", "no newline", ""},
+		{"crlf\r\n", "crlf", ""},
+		{long + "\n", long, ""},
+		{long + "xx\n", "", "at most 4096 bytes"}, // 4097 bytes fit the buffer; Enrol refuses them
+		{"\n", "", "empty password"},
+		{"a\x00b\n", "", "NUL byte"},
+	} {
+		r, w, err := os.Pipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		go func() { w.WriteString(tc.in); w.Close() }()
+		pw, err := readPassword(r, io.Discard)
+		r.Close()
+		switch {
+		case tc.err == "" && (err != nil || string(pw) != tc.want):
+			t.Errorf("%.20q: %.20q (%d bytes), %v; want %.20q", tc.in, pw, len(pw), err, tc.want)
+		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
+			t.Errorf("%.20q: %.20q (%d bytes), %v; want an error with %q", tc.in, pw, len(pw), err, tc.err)
+		}
 	}
 }
