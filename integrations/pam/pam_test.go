@@ -8,6 +8,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -324,10 +325,11 @@ func TestDamagedState(t *testing.T) {
 	}
 }
 
-// TestUnresponsiveDaemon: with palisaded stopped (SIGSTOP, as a hung daemon) a login fails with
-// PAM_AUTHINFO_UNAVAIL once the module's call timeout passes, rather than holding pamtester
-// (su, login, sudo) forever; once palisaded runs again, the login works.
-func TestUnresponsiveDaemon(t *testing.T) {
+// TestStuckLogin: with palisaded stopped (SIGSTOP, as a hung daemon), or the state's lock held
+// by a stuck process (a palisade passwd waiting on that daemon, or stopped with ^Z), a login
+// fails with PAM_AUTHINFO_UNAVAIL once the module's timeout passes, saying why, rather than
+// holding pamtester (su, login, sudo) forever; once the cause is gone, the login works.
+func TestStuckLogin(t *testing.T) {
 	ossh.NeedTools(t, "pamtester")
 	if _, err := os.Stat(pamWrapper); err != nil {
 		t.Skip("libpam-wrapper not installed (scripts/setup.sh)")
@@ -336,32 +338,52 @@ func TestUnresponsiveDaemon(t *testing.T) {
 	s := newPAMSetup(t, e, "palisade-test")
 	s.passwd(t, "alice", "correct horse")
 	pid := e.Daemon.Cmd.Process.Pid
-	if err := proctest.Freeze(pid); err != nil {
-		t.Fatal(err)
-	}
 	t.Cleanup(func() { proctest.Thaw(pid) })
-	const moduleTimeout = 15 * time.Second // CALL_TIMEOUT_MS in pam_palisade.c
-	ctx, cancel := context.WithTimeout(context.Background(), moduleTimeout+15*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, "pamtester", "-v", s.service, "alice", "authenticate")
-	cmd.Env = append(os.Environ(), s.env()...)
-	cmd.Stdin = strings.NewReader("correct horse\n")
-	start := time.Now()
-	out, err := cmd.CombinedOutput()
-	took := time.Since(start)
-	if ctx.Err() != nil {
-		t.Fatalf("pamtester still waiting for a stopped palisaded after %v:\n%s", took, out)
-	}
-	if err == nil || !strings.Contains(string(out), "cannot retrieve authentication info") || !strings.Contains(string(out), "no answer") {
-		t.Errorf("pamtester against a stopped palisaded (%v): %v, want PAM_AUTHINFO_UNAVAIL and a log line saying no answer:\n%s", took, err, out)
-	}
-	if took < moduleTimeout {
-		t.Errorf("pamtester gave up after %v, before the module's timeout of %v", took, moduleTimeout)
-	}
-	if err := proctest.Thaw(pid); err != nil {
-		t.Fatal(err)
-	}
-	if !s.pamtester(t, "alice", "correct horse") {
-		t.Error("alice refused once palisaded ran again")
+	const moduleTimeout = 15 * time.Second // CALL_TIMEOUT_MS and LOCK_TIMEOUT_MS in pam_palisade.c
+	for _, tc := range []struct {
+		name  string
+		stick func() (unstick func() error, err error)
+		log   string
+	}{
+		{"palisaded stopped", func() (func() error, error) {
+			return func() error { return proctest.Thaw(pid) }, proctest.Freeze(pid)
+		}, "no answer from palisaded"},
+		{"the state's lock held", func() (func() error, error) {
+			d, err := os.Open(s.state)
+			if err != nil {
+				return nil, err
+			}
+			return d.Close, syscall.Flock(int(d.Fd()), syscall.LOCK_EX)
+		}, "stayed locked for 15 s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			unstick, err := tc.stick()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), moduleTimeout+15*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, "pamtester", "-v", s.service, "alice", "authenticate")
+			cmd.Env = append(os.Environ(), s.env()...)
+			cmd.Stdin = strings.NewReader("correct horse\n")
+			start := time.Now()
+			out, err := cmd.CombinedOutput()
+			took := time.Since(start)
+			if uerr := unstick(); uerr != nil {
+				t.Fatal(uerr)
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("pamtester still waiting after %v:\n%s", took, out)
+			}
+			if err == nil || !strings.Contains(string(out), "cannot retrieve authentication info") || !strings.Contains(string(out), tc.log) {
+				t.Errorf("pamtester (%v): %v, want PAM_AUTHINFO_UNAVAIL and a log line with %q:\n%s", took, err, tc.log, out)
+			}
+			if took < moduleTimeout {
+				t.Errorf("pamtester gave up after %v, before the module's timeout of %v", took, moduleTimeout)
+			}
+			if !s.pamtester(t, "alice", "correct horse") {
+				t.Error("alice refused once the cause was gone")
+			}
+		})
 	}
 }

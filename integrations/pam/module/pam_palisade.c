@@ -29,6 +29,7 @@
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PAM_SM_AUTH
@@ -50,6 +51,8 @@
  * `palisade passwd` registers it with), so only a daemon that hangs reaches it. Without a bound
  * a stopped palisaded held su, login and sudo forever (sshd until its LoginGraceTime). */
 #define CALL_TIMEOUT_MS 15000
+/* How long a login waits for the state's lock (lock_state) before failing the same way. */
+#define LOCK_TIMEOUT_MS CALL_TIMEOUT_MS
 
 /* Built -fvisibility=hidden: the entry points are made visible here, and the version script
  * (pam_palisade.map) keeps everything else local. */
@@ -167,26 +170,49 @@ fail:
 	return -1;
 }
 
+static long ms_since(const struct timespec *t0)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (now.tv_sec - t0->tv_sec) * 1000 + (now.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
 /*
  * lock_state opens the state directory and takes an exclusive flock(2) on it, the lock
  * `palisade passwd` takes too (integrations/pam State.Update); it returns the directory's
- * descriptor (closing it releases the lock) or -1. The lock is held from reading passwd.db
- * to storing the database a success after failures returns: without it, a login storing its
- * moved failure baseline and an enrolment (or another login) each store a database derived
- * from the same old one, and one change is lost. It waits as long as the holder takes (a
- * login or a `palisade passwd` run, each one call of the checking PAL), as the call would.
+ * descriptor (closing it releases the lock), or -1 with errno set (ETIMEDOUT: still locked
+ * after LOCK_TIMEOUT_MS). The lock is held from reading passwd.db to storing the database a
+ * success after failures returns: without it, a login storing its moved failure baseline and
+ * an enrolment (or another login) each store a database derived from the same old one, and
+ * one change is lost. A holder keeps it for one call of the checking PAL, but one can be
+ * stuck (a `palisade passwd` waiting on a hung palisaded, or stopped with ^Z), so the wait is
+ * bounded as the call is: flock has no timeout, hence LOCK_NB polled with a growing sleep.
  */
 static int lock_state(const char *dir)
 {
+	struct timespec t0, pause = { 0, 1000000 };
 	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 
 	if (fd < 0)
 		return -1;
-	while (flock(fd, LOCK_EX) != 0) {
-		if (errno != EINTR) {
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		if (errno != EWOULDBLOCK && errno != EINTR) {
+			int e = errno;
+
 			close(fd);
+			errno = e;
 			return -1;
 		}
+		if (ms_since(&t0) >= LOCK_TIMEOUT_MS) {
+			close(fd);
+			errno = ETIMEDOUT;
+			return -1;
+		}
+		nanosleep(&pause, NULL);
+		if (pause.tv_nsec < 32000000)
+			pause.tv_nsec *= 2;
 	}
 	return fd;
 }
@@ -258,7 +284,11 @@ EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const ch
 		return PAM_AUTH_ERR;
 
 	dirfd = lock_state(o.dir);
-	if (dirfd < 0) {
+	if (dirfd < 0 && errno == ETIMEDOUT) {
+		pam_syslog(pamh, LOG_ERR, "the state directory %s stayed locked for %d s (a palisade passwd or login stuck on palisaded?)",
+			   o.dir, LOCK_TIMEOUT_MS / 1000);
+		goto out;
+	} else if (dirfd < 0) {
 		pam_syslog(pamh, LOG_ERR, "cannot lock the state directory %s: %m (run palisade passwd)", o.dir);
 		goto out;
 	}
