@@ -61,14 +61,17 @@ func (s *pamSetup) start(t *testing.T, a action) (pid int, wait func() (string, 
 }
 
 // waitStuck waits until process pid holds a socket (it has read the state and called the
-// frozen daemon) or waits for a flock(2) (/proc/locks: "N: -> FLOCK ADVISORY WRITE PID ...").
-func waitStuck(t *testing.T, pid int, what action) {
+// frozen daemon), or, if lockDir is not "", waits for the state's lock: blocked in flock(2)
+// (/proc/locks: "N: -> FLOCK ADVISORY WRITE PID ...") or polling it (pam_palisade.so, which
+// holds the directory open meanwhile).
+func waitStuck(t *testing.T, pid int, what action, lockDir string) {
 	t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		fds, _ := os.ReadDir(fmt.Sprintf("/proc/%d/fd", pid))
 		for _, fd := range fds {
-			if l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name())); err == nil && strings.HasPrefix(l, "socket:") {
+			l, err := os.Readlink(fmt.Sprintf("/proc/%d/fd/%s", pid, fd.Name()))
+			if err == nil && (strings.HasPrefix(l, "socket:") || lockDir != "" && l == lockDir) {
 				return
 			}
 		}
@@ -77,7 +80,7 @@ func waitStuck(t *testing.T, pid int, what action) {
 			t.Fatal(err)
 		}
 		for _, line := range strings.Split(string(locks), "\n") {
-			if f := strings.Fields(line); len(f) > 5 && f[1] == "->" && f[5] == strconv.Itoa(pid) {
+			if f := strings.Fields(line); lockDir != "" && len(f) > 5 && f[1] == "->" && f[5] == strconv.Itoa(pid) {
 				return
 			}
 		}
@@ -148,9 +151,9 @@ func TestConcurrentWriters(t *testing.T) {
 			}
 			first := login("alice", "correct horse")
 			pid1, wait1 := s.start(t, first)
-			waitStuck(t, pid1, first)
+			waitStuck(t, pid1, first, "")
 			pid2, wait2 := s.start(t, tc.second)
-			waitStuck(t, pid2, tc.second)
+			waitStuck(t, pid2, tc.second, s.state)
 			if err := proctest.Thaw(pid); err != nil {
 				t.Fatal(err)
 			}
