@@ -21,7 +21,7 @@ var ErrLocked = errors.New("sshpass: too many failed attempts: the user is locke
 // server and sshd with pam_palisade can share one database. Like pam_palisade.so, it reads
 // the database file at every request, so changes made by `palisade passwd` (a new user, an
 // unlock) apply at once, and holds the state's lock (pam.State.Update) from that read to
-// storing a new database, so neither loses the others' changes; the PAL's handle is read
+// storing a new database, so no writer undoes another's change; the PAL's handle is read
 // once, when opened.
 type PassDB struct {
 	st pam.State
