@@ -113,7 +113,7 @@ func runPasswd(ctx context.Context, args []string) error {
 	var pw []byte
 	if !*unlock && !*del {
 		// Before the lock: a prompt must not hold up logins.
-		if pw, err = readPassword(os.Stdin, os.Stderr); err != nil {
+		if pw, err = readPassword(ctx, os.Stdin, os.Stderr); err != nil {
 			return err
 		}
 		defer clear(pw)
@@ -132,35 +132,75 @@ func runPasswd(ctx context.Context, args []string) error {
 }
 
 // readPassword reads a new password: from a terminal, twice without echo, else one line of in.
-func readPassword(in *os.File, prompt io.Writer) ([]byte, error) {
+// A cancelled ctx (^C: main's context is cancelled by SIGINT, which therefore no longer kills
+// the process) abandons the read at once, echo restored; a read cannot be interrupted, so it
+// runs on its own goroutine, left blocked when the command returns.
+func readPassword(ctx context.Context, in *os.File, prompt io.Writer) ([]byte, error) {
 	fd := int(in.Fd())
 	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
-	if err != nil { // not a terminal
-		line, err := bufio.NewReaderSize(in, pam.MaxPassword+2).ReadSlice('\n')
-		if err != nil && !(errors.Is(err, io.EOF) && len(line) > 0) {
-			return nil, fmt.Errorf("password from stdin: %w (want one line, at most %d bytes)", err, pam.MaxPassword)
-		}
-		pw := bytes.Clone(bytes.TrimRight(line, "\r\n"))
-		clear(line)
-		if err := checkPassword(pw); err != nil {
-			clear(pw)
+	terminal := err == nil
+	if terminal {
+		noEcho := *old
+		noEcho.Lflag &^= unix.ECHO
+		noEcho.Lflag |= unix.ICANON | unix.ECHONL
+		if err := unix.IoctlSetTermios(fd, unix.TCSETS, &noEcho); err != nil {
 			return nil, err
 		}
-		return pw, nil
+		defer unix.IoctlSetTermios(fd, unix.TCSETS, old)
 	}
-	noEcho := *old
-	noEcho.Lflag &^= unix.ECHO
-	noEcho.Lflag |= unix.ICANON | unix.ECHONL
-	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &noEcho); err != nil {
-		return nil, err
+	type result struct {
+		pw  []byte
+		err error
 	}
-	defer unix.IoctlSetTermios(fd, unix.TCSETS, old)
+	done := make(chan result, 1)
+	go func() {
+		var r result
+		if terminal {
+			r.pw, r.err = readTwice(in, prompt)
+		} else {
+			r.pw, r.err = readLine(in)
+		}
+		done <- r
+	}()
+	select {
+	case r := <-done:
+		if r.err == nil {
+			if r.err = checkPassword(r.pw); r.err != nil {
+				clear(r.pw)
+				r.pw = nil
+			}
+		}
+		return r.pw, r.err
+	case <-ctx.Done():
+		if terminal {
+			fmt.Fprintln(prompt) // the prompt's line
+		}
+		go func() { clear((<-done).pw) }()
+		return nil, fmt.Errorf("password: %w", ctx.Err())
+	}
+}
+
+// readLine reads one line of in (a pipe or file): the password without its line end.
+func readLine(in io.Reader) ([]byte, error) {
+	line, err := bufio.NewReaderSize(in, pam.MaxPassword+2).ReadSlice('\n')
+	if err != nil && !(errors.Is(err, io.EOF) && len(line) > 0) {
+		return nil, fmt.Errorf("password from stdin: %w (want one line, at most %d bytes)", err, pam.MaxPassword)
+	}
+	pw := bytes.Clone(bytes.TrimRight(line, "\r\n"))
+	clear(line)
+	return pw, nil
+}
+
+// readTwice prompts for the password twice on a terminal (echo already off) and returns it if
+// both agree.
+func readTwice(in io.Reader, prompt io.Writer) ([]byte, error) {
 	r := bufio.NewReaderSize(in, pam.MaxPassword+2)
 	var pws [2][]byte
 	for i, q := range []string{"New password: ", "Retype new password: "} {
 		fmt.Fprint(prompt, q)
 		line, err := r.ReadSlice('\n')
 		if err != nil {
+			clear(pws[0])
 			return nil, fmt.Errorf("password: %w", err)
 		}
 		pws[i] = bytes.Clone(bytes.TrimRight(line, "\r\n"))
@@ -170,10 +210,6 @@ func readPassword(in *os.File, prompt io.Writer) ([]byte, error) {
 	if !bytes.Equal(pws[0], pws[1]) {
 		clear(pws[0])
 		return nil, errors.New("the passwords do not match")
-	}
-	if err := checkPassword(pws[0]); err != nil {
-		clear(pws[0])
-		return nil, err
 	}
 	return pws[0], nil
 }

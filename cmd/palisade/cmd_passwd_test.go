@@ -1,11 +1,17 @@
 package main
 
 import (
+	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // TestPasswdFlags: flags whose value the command would drop or wrap are refused with status 2
@@ -59,7 +65,7 @@ func TestPasswdReadPassword(t *testing.T) {
 			t.Fatal(err)
 		}
 		go func() { w.WriteString(tc.in); w.Close() }()
-		pw, err := readPassword(r, io.Discard)
+		pw, err := readPassword(context.Background(), r, io.Discard)
 		r.Close()
 		switch {
 		case tc.err == "" && (err != nil || string(pw) != tc.want):
@@ -67,5 +73,85 @@ func TestPasswdReadPassword(t *testing.T) {
 		case tc.err != "" && (err == nil || !strings.Contains(err.Error(), tc.err)):
 			t.Errorf("%.20q: %.20q (%d bytes), %v; want an error with %q", tc.in, pw, len(pw), err, tc.err)
 		}
+	}
+}
+
+// openPTY opens a pseudo-terminal pair: what is written to master is typed on slave.
+func openPTY(t *testing.T) (master, slave *os.File) {
+	t.Helper()
+	m, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Skipf("no pseudo-terminal: %v", err)
+	}
+	t.Cleanup(func() { m.Close() })
+	if err := unix.IoctlSetPointerInt(int(m.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(m.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return m, s
+}
+
+// TestPasswdTerminal: on a terminal the password is typed twice without echo, and echo is back
+// afterwards; ^C at the prompt (main's context cancelled by SIGINT) ends the command at once,
+// echo restored. It used to go on waiting for a line with echo off: SIGINT is caught, and a
+// read of the terminal does not see the context.
+func TestPasswdTerminal(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		typed string // "" types nothing and cancels
+		want  string
+		err   string
+	}{
+		{"typed twice", "correct horse\ncorrect horse\n", "correct horse", ""},
+		{"mistyped", "correct horse\ncorrect hose\n", "", "do not match"},
+		{"interrupted", "", "", "context canceled"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			master, slave := openPTY(t)
+			go io.Copy(io.Discard, master) // the terminal's output (the echoed newlines)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			if tc.typed != "" {
+				master.WriteString(tc.typed)
+			} else {
+				time.AfterFunc(100*time.Millisecond, cancel)
+			}
+			type result struct {
+				pw  []byte
+				err error
+			}
+			done := make(chan result, 1)
+			go func() {
+				pw, err := readPassword(ctx, slave, io.Discard)
+				done <- result{pw, err}
+			}()
+			var r result
+			select {
+			case r = <-done:
+			case <-time.After(10 * time.Second):
+				t.Fatal("readPassword still waiting 10 s after the input or the cancellation")
+			}
+			switch {
+			case tc.err == "" && (r.err != nil || string(r.pw) != tc.want):
+				t.Errorf("%q, %v; want %q", r.pw, r.err, tc.want)
+			case tc.err != "" && (r.err == nil || !strings.Contains(r.err.Error(), tc.err)):
+				t.Errorf("%q, %v; want an error with %q", r.pw, r.err, tc.err)
+			}
+			attrs, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if attrs.Lflag&unix.ECHO == 0 {
+				t.Error("echo left off")
+			}
+		})
 	}
 }
