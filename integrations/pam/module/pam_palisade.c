@@ -303,8 +303,8 @@ EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const ch
 		goto out;
 	}
 	if (db_len == 0) {
-		/* The PAL takes a database of length 0 for a new, empty one: every user would be
-		 * "unknown". No sealed database is empty: the file was truncated. */
+		/* No sealed database is empty: the file was truncated. (The PAL refuses to check
+		 * against none, but this says which file and why.) */
 		pam_syslog(pamh, LOG_ERR, "%s/passwd.db is empty, not a sealed database (truncated?): restore it", o.dir);
 		goto out;
 	}
