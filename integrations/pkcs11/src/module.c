@@ -1217,14 +1217,13 @@ out:
 	return rv;
 }
 
-/* DigestInfo prefixes (RFC 8017 §9.2 note 1) of the hashes palisaded signs. SHA-1 is there
- * because TLS 1.2 peers and pkcs11-tool --test still ask for it; the µTPM decides. */
+/* DigestInfo prefixes (RFC 8017 §9.2 note 1) of the SHA-2 hashes: CKM_RSA_PKCS sends their
+ * digest with its hash id, so that a signing PAL's policy sees which hash it signs. */
 static const struct {
 	uint8_t prefix[19];
 	size_t prefix_len, digest_len;
 	uint16_t hash;
 } digest_infos[] = {
-	{{0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14}, 15, 20, 0x0004},
 	{{0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20},
 	 19, 32, PALISADE_HASH_SHA256},
 	{{0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30},
@@ -1232,6 +1231,7 @@ static const struct {
 	{{0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40},
 	 19, 64, PALISADE_HASH_SHA512},
 };
+#define NDIGEST_INFOS (sizeof(digest_infos) / sizeof(digest_infos[0]))
 
 static uint16_t hash_id(int bits)
 {
@@ -1270,19 +1270,23 @@ static CK_RV sign_now(struct session *s, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len_o
 	}
 	switch (s->mech) {
 	case CKM_RSA_PKCS:
-		/* The input is a DigestInfo (OpenSSL's engine and TLS build it): sign its digest. */
-		for (i = 0; i < 4; i++)
+		/* PKCS#11 signs the input as given, padded (block type 1). A SHA-2 DigestInfo (what
+		 * OpenSSL's engine and TLS 1.2 build) goes as its digest and hash; any other input (a
+		 * SHA-1 DigestInfo: pkcs11-tool --test, Java, old peers) as raw data, hash none,
+		 * which the µTPM pads as given (docs/abi.md §3). */
+		for (i = 0; i < (int)NDIGEST_INFOS; i++)
 			if (in_len == digest_infos[i].prefix_len + digest_infos[i].digest_len &&
 			    memcmp(in, digest_infos[i].prefix, digest_infos[i].prefix_len) == 0)
 				break;
-		if (i == 4) {
-			trace("CKM_RSA_PKCS: input of %zu bytes is not a SHA-1/256/384/512 DigestInfo", in_len);
-			rv = CKR_DATA_INVALID;
+		if (i < (int)NDIGEST_INFOS) {
+			hash = digest_infos[i].hash;
+			in += digest_infos[i].prefix_len;
+			in_len -= digest_infos[i].prefix_len;
+		} else if (in_len == 0 || in_len > want - 11) {
+			trace("CKM_RSA_PKCS: input of %zu bytes (1..%zu for this key)", in_len, want - 11);
+			rv = CKR_DATA_LEN_RANGE;
 			goto out;
 		}
-		hash = digest_infos[i].hash;
-		in += digest_infos[i].prefix_len;
-		in_len -= digest_infos[i].prefix_len;
 		/* fallthrough */
 	case CKM_SHA256_RSA_PKCS:
 	case CKM_SHA384_RSA_PKCS:
