@@ -35,13 +35,19 @@
 #define EXPORT __attribute__((visibility("default")))
 
 #define SLOT_ID 1
-#define MAX_KEYS 256
+#ifndef MAX_KEYS
+#define MAX_KEYS 256 /* keys one token shows; -DMAX_KEYS=2 checks index reuse by hand */
+#endif
+_Static_assert(MAX_KEYS < 0x1ff, "object handles keep 9 bits for the key index");
 #define MAX_SESSIONS 1024
 #define MAX_RAW 4096 /* the protocol's digest limit: EdDSA messages and raw inputs */
 #define MAX_PIN 256
 
-/* Object handles: (key index + 1) << 2 | kind. Stable while the key list is. */
+/* Object handles: generation << 11 | (key index + 1) << 2 | kind (MAX_KEYS ≤ 511). An index
+ * is given to another key only once its key is gone (deleted, or renamed by deletion and
+ * creation), with the next generation, so a handle never names two keys. */
 enum obj_kind { OBJ_PRIVATE = 1, OBJ_PUBLIC = 2, OBJ_CERT = 3 };
+#define OBJ_HANDLE(idx, kind) ((CK_OBJECT_HANDLE)g.gen[idx] << 11 | (CK_OBJECT_HANDLE)((idx) + 1) << 2 | (kind))
 
 struct key {
 	char name[257];
@@ -68,6 +74,7 @@ struct session {
 	int signing, multi;
 	CK_MECHANISM_TYPE mech;
 	size_t key;
+	unsigned long key_gen; /* g.gen[key] at C_SignInit */
 	int hash_bits; /* hash-and-sign: the hash computed here (256, 384, 512) */
 	int pss_bits;  /* RSA-PSS: the hash its parameters name */
 	struct sha2 sha;
@@ -84,6 +91,7 @@ static struct {
 	int initialized;
 	unsigned long fork_id; /* fork_id at C_Initialize */
 	struct key *keys[MAX_KEYS];
+	unsigned long gen[MAX_KEYS]; /* generation of each index: see OBJ_HANDLE */
 	size_t nkeys;
 	struct session *sessions[MAX_SESSIONS];
 	size_t nsessions;
@@ -358,8 +366,9 @@ CK_RV C_GetSlotInfo(CK_SLOT_ID slot, CK_SLOT_INFO_PTR info)
 	return CKR_OK;
 }
 
-/* refresh_keys asks the daemon for the caller's keys and updates g.keys: a key keeps its
- * index (so its object handles) for the life of the library. Called without g.mu. */
+/* refresh_keys asks the daemon for the caller's keys and updates g.keys: a key (a name and
+ * its public key) keeps its index (so its object handles) for the life of the library, and
+ * each key listed takes one of MAX_KEYS indexes. Called without g.mu. */
 static CK_RV refresh_keys(void);
 
 CK_RV C_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
@@ -604,17 +613,36 @@ static CK_RV refresh_keys(void)
 	for (i = 0; i < l.n; i++) {
 		if (!loaded[i])
 			continue;
+		/* The same key is the same name with the same public key. A name deleted and created
+		 * again is another key: new handles, while the old ones stay invalid (PKCS#11 objects
+		 * never change their key type or value under a handle an application holds). */
 		for (j = 0; j < g.nkeys; j++)
-			if (strcmp(g.keys[j]->name, loaded[i]->name) == 0)
+			if (strcmp(g.keys[j]->name, loaded[i]->name) == 0 &&
+			    g.keys[j]->pub_len == loaded[i]->pub_len &&
+			    memcmp(g.keys[j]->pub, loaded[i]->pub, loaded[i]->pub_len) == 0)
 				break;
 		if (j < g.nkeys) {
 			key_free(g.keys[j]);
 			g.keys[j] = loaded[i];
-		} else if (g.nkeys < MAX_KEYS) {
-			g.keys[g.nkeys++] = loaded[i];
-		} else {
-			key_free(loaded[i]);
+			loaded[i] = NULL;
 		}
+	}
+	/* New keys, once every known one has found its index: a free index, else that of a key
+	 * that is gone, in its next generation. */
+	for (i = 0; i < l.n; i++) {
+		if (!loaded[i])
+			continue;
+		if (g.nkeys < MAX_KEYS) {
+			j = g.nkeys++;
+		} else {
+			for (j = 0; j < g.nkeys && g.keys[j]->listed; j++)
+				;
+			if (j == g.nkeys)
+				continue; /* more keys than one token shows: not listed */
+			key_free(g.keys[j]);
+			g.gen[j]++;
+		}
+		g.keys[j] = loaded[i];
 		loaded[i] = NULL;
 	}
 	pthread_mutex_unlock(&g.mu);
@@ -628,11 +656,11 @@ out:
 /* obj_key returns the key of object handle h and its kind, or NULL. Under g.mu. */
 static struct key *obj_key(CK_OBJECT_HANDLE h, enum obj_kind *kind)
 {
-	size_t idx = (h >> 2);
+	size_t idx = (h >> 2) & 0x1ff;
 	struct key *k;
 
 	*kind = h & 3;
-	if (idx == 0 || idx > g.nkeys || *kind == 0)
+	if (idx == 0 || idx > g.nkeys || *kind == 0 || h >> 11 != g.gen[idx - 1])
 		return NULL;
 	k = g.keys[idx - 1];
 	if (!k->listed || (*kind == OBJ_CERT && !k->cert))
@@ -1061,7 +1089,7 @@ CK_RV C_FindObjectsInit(CK_SESSION_HANDLE sh, CK_ATTRIBUTE_PTR tmpl, CK_ULONG co
 		goto fail; /* no daemon, and nothing known from before */
 	for (i = 0; i < g.nkeys; i++)
 		for (kind = OBJ_PRIVATE; kind <= OBJ_CERT; kind++) {
-			CK_OBJECT_HANDLE h = (CK_OBJECT_HANDLE)(i + 1) << 2 | kind;
+			CK_OBJECT_HANDLE h = OBJ_HANDLE(i, kind);
 			struct key *k = obj_key(h, &kind);
 
 			if (k && matches(k, kind, tmpl, count))
@@ -1204,7 +1232,8 @@ CK_RV C_SignInit(CK_SESSION_HANDLE sh, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE o
 		goto out;
 	}
 	s->mech = m->type;
-	s->key = (oh >> 2) - 1;
+	s->key = ((oh >> 2) & 0x1ff) - 1;
+	s->key_gen = g.gen[s->key];
 	s->hash_bits = m->hash_bits;
 	s->pss_bits = pss_bits;
 	s->buf_len = 0;
@@ -1377,7 +1406,7 @@ static CK_RV begin_sign(struct session *s, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len
 		return CKR_SESSION_HANDLE_INVALID;
 	if (!s->signing || s->busy)
 		return s->busy ? CKR_OPERATION_ACTIVE : CKR_OPERATION_NOT_INITIALIZED;
-	if (!g.keys[s->key]->listed) {
+	if (!g.keys[s->key]->listed || g.gen[s->key] != s->key_gen) {
 		s->signing = 0;
 		return CKR_KEY_HANDLE_INVALID;
 	}
