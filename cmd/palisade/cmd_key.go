@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -135,9 +136,11 @@ func ids(list string, group bool) ([]uint32, error) {
 	return out, nil
 }
 
-// readPIN reads a PIN from path ("-": standard input), without its trailing newline. An empty
-// path yields $PALISADE_KEY_PIN, or nil.
-func readPIN(path string) ([]byte, error) {
+// readPIN reads a PIN from path ("-": standard input, where a terminal is prompted with
+// prompt, echo off, as for every secret: docs/cli.md; a new PIN is asked twice there, since a
+// mistyped one would lock the key), without its trailing newlines. An empty path yields
+// $PALISADE_KEY_PIN, or nil.
+func readPIN(path, prompt string, isNew bool) ([]byte, error) {
 	if path == "" {
 		if p := os.Getenv("PALISADE_KEY_PIN"); p != "" {
 			return []byte(p), nil
@@ -148,9 +151,18 @@ func readPIN(path string) ([]byte, error) {
 		b   []byte
 		err error
 	)
-	if path == "-" {
+	switch {
+	case path == "-" && isTerminal(os.Stdin):
+		b, err = readNoEcho(os.Stdin, prompt)
+		if err == nil && isNew {
+			var again []byte
+			if again, err = readNoEcho(os.Stdin, "again: "); err == nil && !bytes.Equal(again, b) {
+				err = errors.New("the two PINs typed differ")
+			}
+		}
+	case path == "-":
 		b, err = io.ReadAll(io.LimitReader(os.Stdin, keys.MaxPIN+2))
-	} else {
+	default:
 		b, err = os.ReadFile(path)
 	}
 	if err != nil {
@@ -183,7 +195,7 @@ func newKeyOptions(fs *flag.FlagSet) (opts func(name string) (client.KeyCreateOp
 			return o, err
 		}
 		if *pinFile != "" {
-			if o.PIN, err = readPIN(*pinFile); err != nil {
+			if o.PIN, err = readPIN(*pinFile, "PIN for key "+name+": ", true); err != nil {
 				return o, err
 			}
 		}
@@ -469,13 +481,13 @@ func keyPIN(ctx context.Context, args []string) error {
 	if *oldFile == "-" && *newFile == "-" {
 		return usageErrorf("key pin: only one of the PINs can come from stdin")
 	}
-	oldPIN, err := readPIN(*oldFile)
+	oldPIN, err := readPIN(*oldFile, "current PIN of key "+pos[0]+": ", false)
 	if err != nil {
 		return err
 	}
 	var newPIN []byte
 	if *newFile != "" {
-		if newPIN, err = readPIN(*newFile); err != nil {
+		if newPIN, err = readPIN(*newFile, "new PIN for key "+pos[0]+": ", true); err != nil {
 			return err
 		}
 	}
@@ -502,7 +514,7 @@ func newCertFlags(sub, usage string) (*flag.FlagSet, *certFlags) {
 
 // signer connects and returns a KeySigner for name with the PIN of cf.
 func (cf *certFlags) signer(ctx context.Context, name string) (*client.KeySigner, func(), error) {
-	pin, err := readPIN(*cf.pinFile)
+	pin, err := readPIN(*cf.pinFile, "PIN of key "+name+": ", false)
 	if err != nil {
 		return nil, nil, err
 	}
