@@ -335,6 +335,8 @@ func testPKCS11Tool(t *testing.T, e *env) {
 		inputs[name+".sha256info"] = append(digestInfo(crypto.SHA256), h[:]...)
 		h1 := sha1.Sum(b)
 		inputs[name+".sha1info"] = append(digestInfo(crypto.SHA1), h1[:]...)
+		inputs[name+".sha1"] = h1[:]
+		inputs[name+".long"] = bytes.Repeat(h[:], 4)[:100] // CKM_ECDSA: longer than any hash
 	}
 	for name, b := range inputs {
 		if err := os.WriteFile(e.path(name), b, 0o644); err != nil {
@@ -364,6 +366,16 @@ func testPKCS11Tool(t *testing.T, e *env) {
 			return nil
 		}
 	}
+	// ecdsaOver verifies a CKM_ECDSA signature of the file signed itself (msg+suffix), as a
+	// hash of its length: the verifier uses its leftmost 256 bits, as the signer must.
+	ecdsaOver := func(suffix string) verifier {
+		return func(pub crypto.PublicKey, msg string, sig []byte) error {
+			if !ecdsa.VerifyASN1(pub.(*ecdsa.PublicKey), inputs[msg+suffix], sig) {
+				return fmt.Errorf("ECDSA signature of %s does not verify", msg+suffix)
+			}
+			return nil
+		}
+	}
 	eddsaV := func(pub crypto.PublicKey, msg string, sig []byte) error {
 		if !ed25519.Verify(pub.(ed25519.PublicKey), inputs[msg], sig) {
 			return fmt.Errorf("Ed25519 signature does not verify")
@@ -378,6 +390,9 @@ func testPKCS11Tool(t *testing.T, e *env) {
 		verify    verifier
 	}{
 		{keyEC, "ECDSA", nil, "data", ".sha256", ecdsaV(crypto.SHA256)},
+		// CKM_ECDSA signs a hash of any length: SHA-1's, or longer than SHA-512's.
+		{keyEC, "ECDSA", nil, "data", ".sha1", ecdsaOver(".sha1")},
+		{keyEC, "ECDSA", nil, "data", ".long", ecdsaOver(".long")},
 		{keyEC, "ECDSA-SHA256", nil, "data", "", ecdsaV(crypto.SHA256)},
 		{keyEC, "ECDSA-SHA256", nil, "big", "", ecdsaV(crypto.SHA256)},
 		{keyEC, "ECDSA-SHA384", nil, "data", "", ecdsaV(crypto.SHA384)},

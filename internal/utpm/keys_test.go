@@ -190,6 +190,27 @@ func TestKeySignRSARaw(t *testing.T) {
 	}
 }
 
+// TestKeySignECDSARaw: ECDSA with HashNone signs a digest of any length up to 64 bytes as the
+// standard library's verifier reads it (SHA-1's 20, SHA-224's 28, 64 truncated to the order).
+func TestKeySignECDSARaw(t *testing.T) {
+	e := keys(t)
+	k := e.keys[utpm.KeyECDSAP256]
+	pub := k.pub.(*ecdsa.PublicKey)
+	h1 := sha1.Sum([]byte("m"))
+	h224 := sha256.Sum224([]byte("m"))
+	for _, d := range [][]byte{h1[:], h224[:], {1}, bytes.Repeat([]byte{0xff}, 64)} {
+		t.Run(fmt.Sprintf("%d bytes", len(d)), func(t *testing.T) {
+			sig, err := e.a.KeySign(k.blob, utpm.SchemeECDSA, utpm.HashNone, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !ecdsa.VerifyASN1(pub, d, sig) {
+				t.Fatal("signature does not verify")
+			}
+		})
+	}
+}
+
 func TestKeySignRejects(t *testing.T) {
 	e := keys(t)
 	d32, d48, d64 := make([]byte, 32), make([]byte, 48), make([]byte, 64)
@@ -206,7 +227,8 @@ func TestKeySignRejects(t *testing.T) {
 		{"other PAL", e.b, ec, utpm.SchemeECDSA, utpm.HashSHA256, d32, utpm.ErrWrongPAL},
 		{"ECDSA with RSASSA", e.a, ec, utpm.SchemeRSASSA, utpm.HashSHA256, d32, utpm.ErrUnsupported},
 		{"ECDSA with EdDSA", e.a, ec, utpm.SchemeEdDSA, utpm.HashNone, d32, utpm.ErrUnsupported},
-		{"ECDSA hash none", e.a, ec, utpm.SchemeECDSA, utpm.HashNone, d32, utpm.ErrUnsupported},
+		{"ECDSA hash none, empty", e.a, ec, utpm.SchemeECDSA, utpm.HashNone, nil, utpm.ErrInvalid},
+		{"ECDSA hash none, 65 bytes", e.a, ec, utpm.SchemeECDSA, utpm.HashNone, make([]byte, 65), utpm.ErrInvalid},
 		{"ECDSA SHA-1 id", e.a, ec, utpm.SchemeECDSA, 0x0004, make([]byte, 20), utpm.ErrUnsupported},
 		{"ECDSA short digest", e.a, ec, utpm.SchemeECDSA, utpm.HashSHA256, d48[:31], utpm.ErrInvalid},
 		{"ECDSA SHA-384 with 32 bytes", e.a, ec, utpm.SchemeECDSA, utpm.HashSHA384, d32, utpm.ErrInvalid},

@@ -1335,13 +1335,19 @@ static CK_RV sign_now(struct session *s, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len_o
 		scheme = PALISADE_SCHEME_RSAPSS;
 		break;
 	case CKM_ECDSA:
+		/* The input is a hash of any length. A SHA-2 one goes with its hash id, so that a
+		 * signing PAL's policy sees it; another (SHA-1, SHA-224…) with hash none. ECDSA uses
+		 * the hash's leftmost bits, as many as the curve's order has (FIPS 186-5 §6.4.1), so a
+		 * longer input loses nothing cut to 64 bytes, palisaded's limit for hash none. */
 		bits = hash_of_len(in_len);
-		if (!bits) {
-			trace("CKM_ECDSA: input of %zu bytes is no SHA-2 digest", in_len);
+		if (bits) {
+			hash = hash_id(bits);
+		} else if (in_len == 0) {
 			rv = CKR_DATA_LEN_RANGE;
 			goto out;
+		} else if (in_len > 64) {
+			in_len = 64;
 		}
-		hash = hash_id(bits);
 		/* fallthrough */
 	case CKM_ECDSA_SHA256:
 	case CKM_ECDSA_SHA384:
