@@ -450,6 +450,15 @@ func testPKCS11Tool(t *testing.T, e *env) {
 		if out, err := sign("--login", "--pin", "0000"); err == nil || !strings.Contains(out, "CKR_PIN_INCORRECT") {
 			t.Errorf("wrong PIN: %v, want CKR_PIN_INCORRECT\n%s", err, out)
 		}
+		// The token says what a PIN may be (the key service's 1..64 bytes), and C_Login
+		// refuses a longer one, rather than a C_Sign failing later for its data.
+		if out := e.run(t, pinScope, "pkcs11-tool", append(mod, "--list-token-slots")...); !strings.Contains(out, "pin min/max        : 0/64") {
+			t.Errorf("token's PIN lengths, want 0/64:\n%s", out)
+		}
+		if out, err := sign("--login", "--pin", strings.Repeat("1", 65)); err == nil || !strings.Contains(out, "C_Login") ||
+			!strings.Contains(out, "CKR_PIN_LEN_RANGE") {
+			t.Errorf("65-byte PIN: %v, want C_Login's CKR_PIN_LEN_RANGE\n%s", err, out)
+		}
 		os.Remove(e.path("sig-pinned"))
 		if out, err := sign("--login", "--pin", pinValue); err != nil {
 			t.Fatalf("right PIN: %v\n%s", err, out)

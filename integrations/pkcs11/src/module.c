@@ -41,7 +41,7 @@
 _Static_assert(MAX_KEYS < 0x1ff, "object handles keep 9 bits for the key index");
 #define MAX_SESSIONS 1024
 #define MAX_RAW 4096 /* the protocol's digest limit: EdDSA messages and raw inputs */
-#define MAX_PIN 256
+#define MAX_PIN 64 /* the key service's limit (docs/keys.md §7): C_Login refuses a longer PIN */
 
 /* Object handles: generation << 11 | (key index + 1) << 2 | kind (MAX_KEYS ≤ 511). An index
  * is given to another key only once its key is gone (deleted, or renamed by deletion and
