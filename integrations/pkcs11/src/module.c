@@ -670,6 +670,19 @@ static struct key *obj_key(CK_OBJECT_HANDLE h, enum obj_kind *kind)
 	return k;
 }
 
+/* obj_key_hidden tells whether h is the private object of a key with a PIN, which obj_key
+ * hides until C_Login. Under g.mu. */
+static int obj_key_hidden(CK_OBJECT_HANDLE h)
+{
+	size_t idx = (h >> 2) & 0x1ff;
+	const struct key *k;
+
+	if ((h & 3) != OBJ_PRIVATE || idx == 0 || idx > g.nkeys || h >> 11 != g.gen[idx - 1])
+		return 0;
+	k = g.keys[idx - 1];
+	return k->listed && k->has_pin && !g.logged_in;
+}
+
 static CK_KEY_TYPE key_type(const struct key *k)
 {
 	switch (k->spki.kind) {
@@ -1198,7 +1211,8 @@ CK_RV C_SignInit(CK_SESSION_HANDLE sh, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE o
 	}
 	k = obj_key(oh, &kind);
 	if (!k || kind != OBJ_PRIVATE) {
-		rv = k ? CKR_KEY_FUNCTION_NOT_PERMITTED : CKR_KEY_HANDLE_INVALID;
+		rv = k ? CKR_KEY_FUNCTION_NOT_PERMITTED :
+		     obj_key_hidden(oh) ? CKR_USER_NOT_LOGGED_IN : CKR_KEY_HANDLE_INVALID;
 		goto out;
 	}
 	m = mech_find(mech->mechanism);
@@ -1373,7 +1387,6 @@ static CK_RV sign_now(struct session *s, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len_o
 	r = s->p ? 0 : open_handle(&s->p);
 	if (r == 0)
 		r = palisade_sign(s->p, name, scheme, hash, in, in_len, pin_len ? pin : NULL, pin_len, raw, &out_len);
-	explicit_bzero(pin, sizeof(pin));
 	if (r != 0) {
 		trace("sign with %s: %s: %s", name, palisade_strerror(r), palisade_last_message());
 		rv = rv_of(r);
@@ -1390,7 +1403,18 @@ static CK_RV sign_now(struct session *s, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len_o
 	s->busy = 0;
 	if (rv == CKR_OK)
 		*sig_len_out = want;
+	/* A PIN the signing PAL found incorrect is forgotten (the user is logged out, unless a
+	 * C_Login gave another PIN meanwhile): each signature with it would cost one of the key's
+	 * tries, and a server handshaking with a mistyped PIN would lock the key for good in
+	 * seconds. The next signature answers CKR_USER_NOT_LOGGED_IN until C_Login. */
+	if (rv == CKR_PIN_INCORRECT && g.logged_in && g.pin_len == pin_len && memcmp(g.pin, pin, pin_len) == 0) {
+		trace("PIN incorrect for %s: logged out", name);
+		explicit_bzero(g.pin, sizeof(g.pin));
+		g.pin_len = 0;
+		g.logged_in = 0;
+	}
 out:
+	explicit_bzero(pin, sizeof(pin));
 	explicit_bzero(digest, sizeof(digest));
 	explicit_bzero(s->buf, s->buf_len);
 	s->buf_len = 0;
