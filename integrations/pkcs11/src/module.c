@@ -38,14 +38,14 @@
 #ifndef MAX_KEYS
 #define MAX_KEYS 256 /* keys one token shows; -DMAX_KEYS=2 checks index reuse by hand */
 #endif
-_Static_assert(MAX_KEYS < 0x1ff, "object handles keep 9 bits for the key index");
+_Static_assert(MAX_KEYS <= 0x1ff, "object handles keep 9 bits for the key index");
 #define MAX_SESSIONS 1024
 #define MAX_RAW 4096 /* the protocol's digest limit: EdDSA messages and raw inputs */
 #define MAX_PIN 64 /* the key service's limit (docs/keys.md §7): C_Login refuses a longer PIN */
 
 /* Object handles: generation << 11 | (key index + 1) << 2 | kind (MAX_KEYS ≤ 511). An index
- * is given to another key only once its key is gone (deleted, or renamed by deletion and
- * creation), with the next generation, so a handle never names two keys. */
+ * is given to another key only once its key is gone (deleted, or deleted and created again
+ * under its name), with the next generation, so a handle never names two keys. */
 enum obj_kind { OBJ_PRIVATE = 1, OBJ_PUBLIC = 2, OBJ_CERT = 3 };
 #define OBJ_HANDLE(idx, kind) ((CK_OBJECT_HANDLE)g.gen[idx] << 11 | (CK_OBJECT_HANDLE)((idx) + 1) << 2 | (kind))
 
