@@ -1,11 +1,16 @@
 package pkcs11_test
 
 import (
+	"context"
+	"crypto/sha1"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+
+	"github.com/palisade-project/palisade/internal/csdk"
 )
 
 // TestRotatedKeyHandles runs test/rotate.c: a key deleted and created again under its name
@@ -46,5 +51,40 @@ func TestWrongPINLogsOut(t *testing.T) {
 	e.cli(t, "key", "create", name, "--alg", "ecdsa-p256", "--pin-file", pinFile, "--max-tries", "2")
 	if out, err := e.try([]string{"PALISADE_PKCS11_KEYS=" + name}, prog, e.module, name, right, "1357"); err != nil {
 		t.Fatalf("pin: %v\n%s\nmodule log:\n%s", err, out, e.logText(t))
+	}
+}
+
+// TestRefusedBySigningPAL: a key bound to a signing PAL of the user's own whose policy signs
+// SHA-384 digests only (internal/keys/testdata/sha384only.c): what the policy refuses is
+// CKR_FUNCTION_REJECTED, a SHA-1 hash (sent with hash none) included; what it allows signs.
+func TestRefusedBySigningPAL(t *testing.T) {
+	e := setup(t)
+	if _, err := exec.LookPath("clang"); err != nil {
+		t.Skip("clang not installed")
+	}
+	pal := filepath.Join(t.TempDir(), "sha384only.wasm")
+	if err := csdk.BuildWasm(context.Background(), pal, nil, "../../internal/keys/testdata/sha384only.c"); err != nil {
+		t.Fatal(err)
+	}
+	const name = "p384only"
+	e.cli(t, "key", "create", name, "--alg", "ecdsa-p256", "--signer", pal)
+	h1 := sha1.Sum([]byte("m"))
+	for file, b := range map[string][]byte{"m": []byte("m"), "m.sha1": h1[:]} {
+		if err := os.WriteFile(e.path(file), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		mech, in, want string // want: "" to sign
+	}{
+		{"ECDSA-SHA384", "m", ""},
+		{"ECDSA-SHA256", "m", "(0x200)"}, // CKR_FUNCTION_REJECTED, which pkcs11-tool 0.23 does not name
+		{"ECDSA", "m.sha1", "(0x200)"},
+	} {
+		out, err := e.try([]string{"PALISADE_PKCS11_KEYS=" + name}, "pkcs11-tool", "--module", e.module, "--sign",
+			"--id", fmt.Sprintf("%x", name), "-m", c.mech, "-i", e.path(c.in), "-o", e.path("sig-p384only"))
+		if c.want == "" && err != nil || c.want != "" && (err == nil || !strings.Contains(out, c.want)) {
+			t.Errorf("%s of %s: %v, want %q\n%s", c.mech, c.in, err, c.want, out)
+		}
 	}
 }

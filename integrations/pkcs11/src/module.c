@@ -201,6 +201,8 @@ static CK_RV rv_of(int err)
 		return CKR_KEY_HANDLE_INVALID;
 	case PALISADE_E_INVALID:
 		return CKR_DATA_LEN_RANGE;
+	case PALISADE_E_REFUSED:
+		return CKR_FUNCTION_REJECTED; /* the key's signing PAL's policy (docs/keys.md §3) */
 	case PALISADE_E_NOMEM:
 		return CKR_HOST_MEMORY;
 	case PALISADE_E_CONNECT:
