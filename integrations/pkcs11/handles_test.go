@@ -92,39 +92,50 @@ func TestRefusedBySigningPAL(t *testing.T) {
 	}
 }
 
-// TestNginxReloadAfterRotation: nginx serves a key held by palisaded; the key is rotated
-// (deleted, created again under its name, a new certificate written over the old one) and
-// nginx reloaded (SIGHUP): the new workers, whose module reads the key list afresh, serve the
-// new key and certificate. Before rotated keys got new object handles, the reload failed:
-// the master's libp11 matched the old handle to the public key it had read for it, so nginx
-// refused the new certificate ("key values mismatch") and kept serving the old one.
-func TestNginxReloadAfterRotation(t *testing.T) {
+// TestReloadAfterRotation: nginx and Apache serve a key held by palisaded; the key is rotated
+// (deleted, created again under its name, a new certificate written over the old one) and the
+// server reloaded (nginx: SIGHUP; Apache: SIGUSR1, graceful): the new workers, whose module
+// reads the key list afresh, serve the new key and certificate. Before rotated keys got new
+// object handles, nginx's reload failed: the master's libp11 matched the old handle to the
+// public key it had read for it, so nginx refused the new certificate ("key values mismatch")
+// and kept serving the old one.
+func TestReloadAfterRotation(t *testing.T) {
 	e := setup(t)
-	need(t, "nginx")
-	const name = "tls-rotated" // the web servers' token shows the keys named tls-*
-	cert := e.path(name + ".crt")
-	create := func() {
-		e.cli(t, "key", "create", name, "--alg", "ecdsa-p256", "--allow-user", fmt.Sprint(nobody))
-		e.cli(t, "key", "selfsign", name, "--subject", "CN=localhost", "--san", "DNS:localhost,IP:127.0.0.1", "-o", cert)
-	}
-	create()
-	hosts := []p11web.VHost{{Port: freePort(t), Cert: cert, Key: "pkcs11:token=palisade;object=" + name + ";type=private"}}
-	w := startWebServer(t, e, "nginx-rotation", hosts)
-	serves(t, hosts, w)
+	for _, srv := range []struct {
+		name, bin string
+		reload    syscall.Signal
+	}{
+		{"nginx", "nginx", syscall.SIGHUP},
+		{"apache", "apache2", syscall.SIGUSR1},
+	} {
+		t.Run(srv.name, func(t *testing.T) {
+			need(t, srv.bin)
+			name := "tls-rotated-" + srv.name // the web servers' token shows the keys named tls-*
+			cert := e.path(name + ".crt")
+			create := func() {
+				e.cli(t, "key", "create", name, "--alg", "ecdsa-p256", "--allow-user", fmt.Sprint(nobody))
+				e.cli(t, "key", "selfsign", name, "--subject", "CN=localhost", "--san", "DNS:localhost,IP:127.0.0.1", "-o", cert)
+			}
+			create()
+			hosts := []p11web.VHost{{Port: freePort(t), Cert: cert, Key: "pkcs11:token=palisade;object=" + name + ";type=private"}}
+			w := startWebServer(t, e, srv.name+"-rotation", hosts)
+			serves(t, hosts, w)
 
-	e.cli(t, "key", "delete", name)
-	create()
-	if err := w.cmd.Process.Signal(syscall.SIGHUP); err != nil {
-		t.Fatal(err)
+			e.cli(t, "key", "delete", name)
+			create()
+			if err := w.cmd.Process.Signal(srv.reload); err != nil {
+				t.Fatal(err)
+			}
+			// The reload is done when a handshake verifies with the new certificate.
+			for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+				if out, err := curl(hosts[0].Port, cert, "1.3"); err == nil && out == "palisade\n" {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%s does not serve the rotated key after its reload\n%s\nmodule log:\n%s", srv.name, w, e.logText(t))
+				}
+			}
+			serves(t, hosts, w)
+		})
 	}
-	// The reload is done when a handshake verifies with the new certificate.
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		if out, err := curl(hosts[0].Port, cert, "1.3"); err == nil && out == "palisade\n" {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("nginx does not serve the rotated key after its reload\n%s\nmodule log:\n%s", w, e.logText(t))
-		}
-	}
-	serves(t, hosts, w)
 }
