@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"os"
 	"strings"
@@ -37,7 +38,8 @@ func openPTY(t *testing.T) (master, slave *os.File) {
 
 // TestReadPINTerminal: a PIN read from standard input that is a terminal is asked for with a
 // prompt, read up to the end of the line (not of the input), with echo off; a new PIN is asked
-// twice, and two that differ are refused. (Before, the PIN was echoed and only the end of the
+// twice, and two that differ are refused; ^C (a cancelled context) ends the prompt at once;
+// echo is on again afterwards. (Before, the PIN was echoed and only the end of the
 // input — ^D — ended it, against docs/cli.md's rule for secrets.)
 func TestReadPINTerminal(t *testing.T) {
 	for _, tc := range []struct {
@@ -50,6 +52,8 @@ func TestReadPINTerminal(t *testing.T) {
 		{"current PIN", false, []string{"1234"}, "1234", false},
 		{"new PIN", true, []string{"s3cret", "s3cret"}, "s3cret", false},
 		{"new PIN mistyped", true, []string{"s3cret", "s3cert"}, "differ", true},
+		{"interrupted", false, nil, "context canceled", true}, // ^C at the prompt: nothing typed
+
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			master, slave := openPTY(t)
@@ -60,9 +64,11 @@ func TestReadPINTerminal(t *testing.T) {
 				pin []byte
 				err error
 			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
 			done := make(chan result, 1)
 			go func() {
-				pin, err := readPIN("-", "PIN for key k: ", tc.isNew)
+				pin, err := readPIN(ctx, "-", "PIN for key k: ", tc.isNew)
 				done <- result{pin, err}
 			}()
 			// What the terminal shows, chunk by chunk.
@@ -102,11 +108,15 @@ func TestReadPINTerminal(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
+			if tc.typed == nil { // ^C: main's context is cancelled
+				waitShown(1)
+				cancel()
+			}
 			var r result
 			select {
 			case r = <-done:
 			case <-time.After(5 * time.Second):
-				t.Fatal("readPIN did not return at the end of the line (it waits for the end of the input)")
+				t.Fatal("readPIN did not return at the end of the line or at ^C (a read to the end of the input, or not cancellable)")
 			}
 			for end := time.After(200 * time.Millisecond); ; {
 				select {
@@ -126,6 +136,9 @@ func TestReadPINTerminal(t *testing.T) {
 				if bytes.Contains(screen, []byte(line)) {
 					t.Errorf("terminal shows %q: the PIN was echoed", screen)
 				}
+			}
+			if tio, err := unix.IoctlGetTermios(int(slave.Fd()), unix.TCGETS); err != nil || tio.Lflag&unix.ECHO == 0 {
+				t.Errorf("echo not restored: %v", err)
 			}
 			if tc.wantErr {
 				if r.err == nil || !strings.Contains(r.err.Error(), tc.want) {
