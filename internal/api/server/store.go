@@ -42,8 +42,12 @@ type Record struct {
 }
 
 // OpenStore opens (creating) the database at path. It fails after a second if another process
-// holds it, which is how a second daemon on the same state directory is refused.
+// holds it, which is how a second daemon on the same state directory is refused, and at once
+// if the file is truncated (checkStateFile).
 func OpenStore(path string) (*Store, error) {
+	if err := checkStateFile(path); err != nil {
+		return nil, err
+	}
 	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
 	if err != nil {
 		return nil, fmt.Errorf("state db %s: %w", path, err)
