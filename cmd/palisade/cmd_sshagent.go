@@ -130,6 +130,9 @@ func runSSHAgent(ctx context.Context, args []string) error {
 	// shows at start, not at the first ssh.
 	ks, err := a.List()
 	if err == nil {
+		err = a.CheckKeys()
+	}
+	if err == nil {
 		err = a.CheckCerts()
 	}
 	if err != nil && activated == nil {

@@ -168,6 +168,12 @@ func (a *Agent) keys(ctx context.Context) ([]held, error) {
 	} else {
 		for _, name := range a.o.Keys {
 			k, err := a.o.Client.KeyGet(ctx, name)
+			if errors.Is(err, client.ErrNotFound) || errors.Is(err, client.ErrPermission) {
+				// Deleted, or the caller's access taken away, since the agent started: that
+				// key goes, as it would from KeyList's answer; the other keys stay served.
+				a.log.Warn("key not served", "key", name, "err", err)
+				continue
+			}
 			if err != nil {
 				return nil, fmt.Errorf("key %q: %w", name, err)
 			}
@@ -232,6 +238,21 @@ func ReadCert(path string) (*ssh.Certificate, error) {
 		return nil, fmt.Errorf("%s holds a plain %s key, not a certificate", path, pub.Type())
 	}
 	return cert, nil
+}
+
+// CheckKeys reports a name of Options.Keys that the daemon does not let the caller use (no
+// such key, or no access), so that a mistyped --keys shows when the agent starts. While the
+// agent runs, such a key is only left out of the listing (a key deleted, or the caller's access
+// taken away, goes; the others stay).
+func (a *Agent) CheckKeys() error {
+	ctx, cancel := a.ctx()
+	defer cancel()
+	for _, name := range a.o.Keys {
+		if _, err := a.o.Client.KeyGet(ctx, name); err != nil {
+			return fmt.Errorf("sshagent: key %q: %w", name, err)
+		}
+	}
+	return nil
 }
 
 // CheckCerts reports a file of Options.Certs that is not a certificate of a key the agent
