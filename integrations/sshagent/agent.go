@@ -292,9 +292,15 @@ func (a *Agent) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), a.o.SignTimeout)
 }
 
+// forwardFunc runs f on a connection to the forwarded agent (Options.Forward): a new one per
+// call for Agent's methods, the Session's own for a Session's.
+type forwardFunc func(f func(agent.ExtendedAgent) error) error
+
 // List implements agent.Agent: Palisade keys first, then the forwarded agent's. A locked
 // agent lists nothing.
-func (a *Agent) List() ([]*agent.Key, error) {
+func (a *Agent) List() ([]*agent.Key, error) { return a.list(a.forward) }
+
+func (a *Agent) list(forward forwardFunc) ([]*agent.Key, error) {
 	if a.isLocked() {
 		return nil, nil
 	}
@@ -313,7 +319,7 @@ func (a *Agent) List() ([]*agent.Key, error) {
 		out = append(out, &agent.Key{Format: h.pub.Type(), Blob: blob, Comment: Comment(h.info.Name)})
 	}
 	if a.o.Forward != nil {
-		err := a.forward(func(f agent.ExtendedAgent) error {
+		err := forward(func(f agent.ExtendedAgent) error {
 			fks, err := f.List()
 			for _, k := range fks {
 				if !seen[string(k.Blob)] {
@@ -329,6 +335,7 @@ func (a *Agent) List() ([]*agent.Key, error) {
 	return out, nil
 }
 
+// forward runs f on a new connection to the forwarded agent, closed when f returns.
 func (a *Agent) forward(f func(agent.ExtendedAgent) error) error {
 	if a.o.Forward == nil {
 		return ErrUnknownKey
@@ -349,6 +356,10 @@ func (a *Agent) Sign(key ssh.PublicKey, data []byte) (*ssh.Signature, error) {
 // SignWithFlags implements agent.ExtendedAgent: the key's signing PAL signs; for RSA, flags
 // choose rsa-sha2-256 or rsa-sha2-512 (ssh-rsa with SHA-1 is refused, as OpenSSH 8.8+ does).
 func (a *Agent) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
+	return a.signWithFlags(a.forward, key, data, flags)
+}
+
+func (a *Agent) signWithFlags(forward forwardFunc, key ssh.PublicKey, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
 	if a.isLocked() {
 		return nil, ErrLocked
 	}
@@ -380,7 +391,7 @@ func (a *Agent) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.Signat
 		return nil, fmt.Errorf("%w: a certificate not among the agent's --cert files", ErrUnknownKey)
 	}
 	var sig *ssh.Signature
-	err = a.forward(func(f agent.ExtendedAgent) error {
+	err = forward(func(f agent.ExtendedAgent) error {
 		var err error
 		sig, err = f.SignWithFlags(key, data, flags)
 		return err
@@ -532,34 +543,40 @@ func (a *Agent) forgetPINLocked(name string) {
 }
 
 // Add implements agent.Agent: private keys go to the forwarded agent, never into this one.
-func (a *Agent) Add(key agent.AddedKey) error {
+func (a *Agent) Add(key agent.AddedKey) error { return a.add(a.forward, key) }
+
+func (a *Agent) add(forward forwardFunc, key agent.AddedKey) error {
 	if a.isLocked() {
 		return ErrLocked
 	}
 	if a.o.Forward == nil {
 		return ErrNoPrivateKeys
 	}
-	return a.forward(func(f agent.ExtendedAgent) error { return f.Add(key) })
+	return forward(func(f agent.ExtendedAgent) error { return f.Add(key) })
 }
 
 // Remove implements agent.Agent. Palisade keys are deleted with `palisade key delete`, not by
 // ssh-add -d; a key of the forwarded agent is removed there.
-func (a *Agent) Remove(key ssh.PublicKey) error {
+func (a *Agent) Remove(key ssh.PublicKey) error { return a.remove(a.forward, key) }
+
+func (a *Agent) remove(forward forwardFunc, key ssh.PublicKey) error {
 	if a.isLocked() {
 		return ErrLocked
 	}
-	return a.forward(func(f agent.ExtendedAgent) error { return f.Remove(key) })
+	return forward(func(f agent.ExtendedAgent) error { return f.Remove(key) })
 }
 
 // RemoveAll implements agent.Agent: it empties the forwarded agent; Palisade keys stay.
-func (a *Agent) RemoveAll() error {
+func (a *Agent) RemoveAll() error { return a.removeAll(a.forward) }
+
+func (a *Agent) removeAll(forward forwardFunc) error {
 	if a.isLocked() {
 		return ErrLocked
 	}
 	if a.o.Forward == nil {
 		return nil
 	}
-	return a.forward(func(f agent.ExtendedAgent) error { return f.RemoveAll() })
+	return forward(func(f agent.ExtendedAgent) error { return f.RemoveAll() })
 }
 
 // Lock implements agent.Agent: until Unlock with the same passphrase, the agent lists no keys
@@ -654,7 +671,106 @@ func (a *Agent) Signers() ([]ssh.Signer, error) {
 }
 
 // Extension implements agent.ExtendedAgent: none are supported (session-bind@openssh.com is
-// answered as unsupported, which OpenSSH's ssh tolerates).
+// answered as unsupported, which OpenSSH's ssh tolerates). A Session passes them on to the
+// forwarded agent.
 func (a *Agent) Extension(string, []byte) ([]byte, error) {
 	return nil, agent.ErrExtensionUnsupported
+}
+
+// Session is the agent as one client connection sees it: Server serves each connection with
+// a Session of its own. With Options.Forward, a Session keeps one connection to the other
+// agent, made at its first forwarded request and kept until Close, and passes the client's
+// extension requests on it. That is what ssh-add -h needs: ssh sends session-bind@openssh.com
+// to bind its agent connection to the host it authenticates to (or forwards the agent to), and
+// OpenSSH's agent refuses a destination-constrained key on a connection that is not bound, and
+// checks the constraint against that connection's bindings; so the signature request must go
+// on the connection that carried the bindings. If that connection breaks, the Session's
+// forwarded requests fail (the bindings are gone with it) until the client connects again.
+//
+// Palisade keys are served as by Agent (they have no destination constraints). A Session is
+// used by one goroutine at a time, as agent.ServeAgent does.
+type Session struct {
+	a       *Agent
+	fa      agent.ExtendedAgent
+	closeFn func() error
+}
+
+var _ agent.ExtendedAgent = (*Session)(nil)
+
+// Session returns a new Session of a; Close it when its client is gone.
+func (a *Agent) Session() *Session { return &Session{a: a} }
+
+func (s *Session) forward(f func(agent.ExtendedAgent) error) error {
+	if s.a.o.Forward == nil {
+		return ErrUnknownKey
+	}
+	if s.fa == nil {
+		fa, closeFn, err := s.a.o.Forward()
+		if err != nil {
+			return fmt.Errorf("forwarded agent: %w", err)
+		}
+		s.fa, s.closeFn = fa, closeFn
+	}
+	return f(s.fa)
+}
+
+// Close closes the Session's connection to the forwarded agent, if it made one.
+func (s *Session) Close() error {
+	if s.closeFn == nil {
+		return nil
+	}
+	err := s.closeFn()
+	s.fa, s.closeFn = nil, nil
+	return err
+}
+
+// List implements agent.Agent as Agent.List does.
+func (s *Session) List() ([]*agent.Key, error) { return s.a.list(s.forward) }
+
+// Sign implements agent.Agent as Agent.Sign does.
+func (s *Session) Sign(key ssh.PublicKey, data []byte) (*ssh.Signature, error) {
+	return s.a.signWithFlags(s.forward, key, data, 0)
+}
+
+// SignWithFlags implements agent.ExtendedAgent as Agent.SignWithFlags does.
+func (s *Session) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
+	return s.a.signWithFlags(s.forward, key, data, flags)
+}
+
+// Add implements agent.Agent as Agent.Add does.
+func (s *Session) Add(key agent.AddedKey) error { return s.a.add(s.forward, key) }
+
+// Remove implements agent.Agent as Agent.Remove does.
+func (s *Session) Remove(key ssh.PublicKey) error { return s.a.remove(s.forward, key) }
+
+// RemoveAll implements agent.Agent as Agent.RemoveAll does.
+func (s *Session) RemoveAll() error { return s.a.removeAll(s.forward) }
+
+// Lock implements agent.Agent: it locks the whole agent (Agent.Lock).
+func (s *Session) Lock(passphrase []byte) error { return s.a.Lock(passphrase) }
+
+// Unlock implements agent.Agent: it unlocks the whole agent (Agent.Unlock).
+func (s *Session) Unlock(passphrase []byte) error { return s.a.Unlock(passphrase) }
+
+// Signers implements agent.Agent as Agent.Signers does.
+func (s *Session) Signers() ([]ssh.Signer, error) { return s.a.Signers() }
+
+// Extension implements agent.ExtendedAgent: with Options.Forward, the request goes to the
+// forwarded agent on the Session's connection and its answer comes back as it is; without,
+// or while the agent is locked, extensions are unsupported.
+func (s *Session) Extension(typ string, contents []byte) ([]byte, error) {
+	if s.a.o.Forward == nil || s.a.isLocked() {
+		return nil, agent.ErrExtensionUnsupported
+	}
+	var res []byte
+	err := s.forward(func(f agent.ExtendedAgent) error {
+		var err error
+		res, err = f.Extension(typ, contents)
+		return err
+	})
+	if errors.Is(err, agent.ErrExtensionUnsupported) {
+		// agent.ServeAgent answers SSH_AGENT_FAILURE only for this very value.
+		return nil, agent.ErrExtensionUnsupported
+	}
+	return res, err
 }

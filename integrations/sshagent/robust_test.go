@@ -3,6 +3,11 @@ package sshagent_test
 import (
 	"context"
 	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
 	"testing"
 
 	"golang.org/x/crypto/ssh"
@@ -78,3 +83,67 @@ func TestNamedKeyDeletedWhileServing(t *testing.T) {
 		t.Errorf("CheckKeys with b deleted: %v, want b's not-found error", err)
 	}
 }
+
+// TestDestinationConstraint: a key added with `ssh-add -h DEST` through `palisade ssh-agent
+// --forward` (it is stored in OpenSSH's ssh-agent, with its constraint) logs in to DEST, and
+// the constraint holds: through `ssh -A` to DEST, the hop onward from DEST is refused. OpenSSH's
+// agent judges both by the session-bind@openssh.com messages ssh sends on the connection that
+// then asks for the signature, so the forwarding agent must pass them on that connection.
+func TestDestinationConstraint(t *testing.T) {
+	ossh.NeedTools(t, "ssh", "ssh-add", "ssh-agent", "ssh-keygen", "/usr/sbin/sshd")
+	e := ossh.NewEnv(t)
+	e.Palisade("key", "create", "pal", "--alg", "ed25519")
+	hostKey := filepath.Join(e.Dir, "host_ed25519")
+	userKey := filepath.Join(e.Dir, "user_ed25519")
+	for _, k := range []string{hostKey, userKey} {
+		if out, errs, code := e.Run(nil, "", "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", filepath.Base(k), "-f", k); code != 0 {
+			t.Fatalf("ssh-keygen: %d %s%s", code, out, errs)
+		}
+	}
+	userPub, err := os.ReadFile(userKey + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	authKeys := filepath.Join(e.Dir, "authorized_keys")
+	if err := os.WriteFile(authKeys, userPub, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	port := e.SSHD(fmt.Sprintf(`HostKey %s
+AuthorizedKeysFile %s
+StrictModes no
+PermitRootLogin prohibit-password
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+UsePAM no
+AllowAgentForwarding yes
+`, hostKey, authKeys))
+	hostPub, err := os.ReadFile(hostKey + ".pub")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// "dest" is the name ssh-add -h looks the host key up under; ssh finds it as [127.0.0.1]:port.
+	knownHosts := filepath.Join(e.Dir, "known_hosts")
+	kh := fmt.Sprintf("dest,[127.0.0.1]:%d %s\n", port, strings.Join(strings.Fields(string(hostPub))[:2], " "))
+	if err := os.WriteFile(knownHosts, []byte(kh), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	osshSock := filepath.Join(e.Dir, "openssh-agent.sock")
+	ossh.Start(t, "ssh-agent", exec.Command("ssh-agent", "-D", "-a", osshSock))
+	waitSocket(t, osshSock)
+	fwdSock, _ := e.Agent("fwd", "--forward", osshSock)
+	env := []string{"SSH_AUTH_SOCK=" + fwdSock}
+	if _, errs, code := e.Run(env, "", "ssh-add", "-q", "-H", knownHosts, "-h", "dest", userKey); code != 0 {
+		t.Fatalf("ssh-add -h dest: %d %s", code, errs)
+	}
+	opts := []string{"-o", "IdentitiesOnly=yes", "-o", "IdentityFile=" + userKey + ".pub"}
+	if out, errs, code := e.SSH(port, knownHosts, env, opts, "echo at-dest"); code != 0 || out != "at-dest\n" {
+		t.Fatalf("ssh to the key's destination through the forwarding agent: exit %d %q %s", code, out, errs)
+	}
+	onward := strings.Join(ossh.SSHArgs(port, knownHosts, append(append([]string{"-o", "BatchMode=yes"}, opts...), "echo onward")...), " ")
+	out, errs, code := e.SSH(port, knownHosts, env, append([]string{"-A"}, opts...), "ssh "+onward+"; echo onward-exit=$?")
+	if code != 0 || !strings.Contains(out, "onward-exit=255") || strings.Contains(out, "onward\n") {
+		t.Errorf("the hop onward from dest with a key restricted to dest: exit %d %q %s", code, out, errs)
+	}
+}
+

@@ -116,9 +116,13 @@ func (s *Server) Serve(l *net.UnixListener) error {
 			defer s.wg.Done()
 			// ServeAgent returns at EOF or on a malformed request (it bounds a message at
 			// 16 KiB, as OpenSSH's agent bounds its frames at 256 KiB).
-			if err := agent.ServeAgent(s.Agent, c); !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+			// A Session per connection: its forwarded requests share one connection to the
+			// other agent, as session-bind@openssh.com needs (Session).
+			sess := s.Agent.Session()
+			if err := agent.ServeAgent(sess, c); !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
 				s.Agent.log.Debug("connection ended", "err", err)
 			}
+			sess.Close()
 			c.Close()
 			s.mu.Lock()
 			delete(s.conns, c)
