@@ -240,13 +240,18 @@ func ReadCert(path string) (*ssh.Certificate, error) {
 	return cert, nil
 }
 
-// CheckKeys reports a name of Options.Keys that the daemon does not let the caller use (no
-// such key, or no access), so that a mistyped --keys shows when the agent starts. While the
-// agent runs, such a key is only left out of the listing (a key deleted, or the caller's access
-// taken away, goes; the others stay).
+// CheckKeys reports a daemon that does not answer, or a name of Options.Keys that it does not
+// let the caller use (no such key, or no access), so that a mistake shows when the agent
+// starts. While the agent runs, such a key is only left out of the listing (a key deleted, or
+// the caller's access taken away, goes; the others stay), and a daemon that does not answer
+// leaves the forwarded agent's keys listed.
 func (a *Agent) CheckKeys() error {
 	ctx, cancel := a.ctx()
 	defer cancel()
+	if len(a.o.Keys) == 0 {
+		_, err := a.o.Client.KeyList(ctx)
+		return err
+	}
 	for _, name := range a.o.Keys {
 		if _, err := a.o.Client.KeyGet(ctx, name); err != nil {
 			return fmt.Errorf("sshagent: key %q: %w", name, err)
@@ -306,10 +311,14 @@ func (a *Agent) list(forward forwardFunc) ([]*agent.Key, error) {
 	}
 	ctx, cancel := a.ctx()
 	defer cancel()
-	hs, err := a.keys(ctx)
-	if err != nil {
-		a.log.Error("list keys", "err", err)
-		return nil, err
+	hs, kerr := a.keys(ctx)
+	if kerr != nil {
+		a.log.Error("list keys", "err", kerr)
+		// With a forwarded agent, its keys are still listed: palisaded being down (or
+		// restarting) takes the Palisade keys away, not the user's other keys.
+		if a.o.Forward == nil {
+			return nil, kerr
+		}
 	}
 	out := make([]*agent.Key, 0, len(hs))
 	seen := map[string]bool{}
@@ -330,6 +339,9 @@ func (a *Agent) list(forward forwardFunc) ([]*agent.Key, error) {
 		})
 		if err != nil {
 			a.log.Warn("forwarded agent: list", "err", err)
+			if kerr != nil {
+				return nil, kerr
+			}
 		}
 	}
 	return out, nil
@@ -365,9 +377,24 @@ func (a *Agent) signWithFlags(forward forwardFunc, key ssh.PublicKey, data []byt
 	}
 	ctx, cancel := a.ctx()
 	defer cancel()
-	hs, err := a.keys(ctx)
-	if err != nil {
-		return nil, err
+	hs, kerr := a.keys(ctx)
+	if kerr != nil {
+		if a.o.Forward == nil {
+			return nil, kerr
+		}
+		// palisaded is not answering: the key may be the forwarded agent's, which still
+		// signs; if that agent refuses too, the daemon's error is the one that explains.
+		a.log.Error("list keys", "err", kerr)
+		var sig *ssh.Signature
+		err := forward(func(f agent.ExtendedAgent) error {
+			var err error
+			sig, err = f.SignWithFlags(key, data, flags)
+			return err
+		})
+		if err != nil {
+			return nil, kerr
+		}
+		return sig, nil
 	}
 	blob := key.Marshal()
 	for _, h := range hs {
@@ -391,7 +418,7 @@ func (a *Agent) signWithFlags(forward forwardFunc, key ssh.PublicKey, data []byt
 		return nil, fmt.Errorf("%w: a certificate not among the agent's --cert files", ErrUnknownKey)
 	}
 	var sig *ssh.Signature
-	err = forward(func(f agent.ExtendedAgent) error {
+	err := forward(func(f agent.ExtendedAgent) error {
 		var err error
 		sig, err = f.SignWithFlags(key, data, flags)
 		return err

@@ -2,6 +2,8 @@ package sshagent_test
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"os"
@@ -9,6 +11,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"golang.org/x/crypto/ssh"
 	"golang.org/x/crypto/ssh/agent"
@@ -147,3 +150,59 @@ AllowAgentForwarding yes
 	}
 }
 
+// TestForwardedKeysWithoutDaemon: while palisaded is down, the forwarded agent's keys are still
+// listed and still sign (only the Palisade keys are missing), and the Palisade keys are back
+// when the daemon is.
+func TestForwardedKeysWithoutDaemon(t *testing.T) {
+	ossh.NeedTools(t, "ssh-agent")
+	e := ossh.NewEnv(t)
+	e.Palisade("key", "create", "pal", "--alg", "ed25519")
+	osshSock := filepath.Join(e.Dir, "openssh-agent.sock")
+	ossh.Start(t, "ssh-agent", exec.Command("ssh-agent", "-D", "-a", osshSock))
+	waitSocket(t, osshSock)
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	fileSigner, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The forwarded agent's key, added through the Palisade agent as ssh-add would.
+	a, err := sshagent.New(sshagent.Options{Client: dialDaemon(t, e), Forward: sshagent.DialForward(osshSock),
+		SignTimeout: 2 * time.Second}) // how long a request waits for the stopped daemon
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Add(agent.AddedKey{PrivateKey: priv, Comment: "file-key"}); err != nil {
+		t.Fatal(err)
+	}
+	comments := func(ks []*agent.Key) (out []string) {
+		for _, k := range ks {
+			out = append(out, k.Comment)
+		}
+		return out
+	}
+	if ks, err := a.List(); err != nil || len(ks) != 2 {
+		t.Fatalf("List with the daemon up: %v %v", comments(ks), err)
+	}
+
+	e.StopDaemon()
+	if err := a.CheckKeys(); !errors.Is(err, client.ErrUnavailable) {
+		t.Errorf("CheckKeys with palisaded down: %v, want ErrUnavailable (the command's check at start)", err)
+	}
+	ks, err := a.List()
+	if err != nil || len(ks) != 1 || ks[0].Comment != "file-key" {
+		t.Fatalf("List with palisaded down: %v %v, want the forwarded agent's key", comments(ks), err)
+	}
+	data := []byte("session")
+	sig, err := a.Sign(fileSigner.PublicKey(), data)
+	if err != nil {
+		t.Fatalf("signing with the forwarded agent's key while palisaded is down: %v", err)
+	}
+	if err := fileSigner.PublicKey().Verify(data, sig); err != nil {
+		t.Fatal(err)
+	}
+
+	e.StartDaemon()
+	if ks, err := a.List(); err != nil || len(ks) != 2 {
+		t.Errorf("List with the daemon back: %v %v", comments(ks), err)
+	}
+}
