@@ -1,11 +1,15 @@
 package sshagent_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -205,4 +209,79 @@ func TestForwardedKeysWithoutDaemon(t *testing.T) {
 	if ks, err := a.List(); err != nil || len(ks) != 2 {
 		t.Errorf("List with the daemon back: %v %v", comments(ks), err)
 	}
+}
+
+// TestHostileClients: on a served socket, a request announcing more than MaxRequest bytes
+// ends its connection at once (the agent does not wait for, nor allocate, the body), one of
+// MaxRequest bytes is read and answered, garbage and a client leaving mid-request end only
+// their own connection, and the agent goes on serving every other client.
+func TestHostileClients(t *testing.T) {
+	e := ossh.NewEnv(t)
+	e.Palisade("key", "create", "k", "--alg", "ed25519")
+	a, err := sshagent.New(sshagent.Options{Client: dialDaemon(t, e)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sock := filepath.Join(e.Dir, "agent.sock")
+	l, err := sshagent.Listen(sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &sshagent.Server{Agent: a}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	dial := func() net.Conn {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		return c
+	}
+	prefix := func(n uint32) []byte { return binary.BigEndian.AppendUint32(nil, n) }
+	listed := func() {
+		t.Helper()
+		ks, err := agent.NewClient(dial()).List()
+		if err != nil || len(ks) != 1 {
+			t.Fatalf("a well-behaved client: %v %v", ks, err)
+		}
+	}
+
+	for _, tc := range []struct {
+		name string
+		send []byte
+		// reply: the answer expected before the connection ends (nil: it ends unanswered).
+		reply []byte
+	}{
+		{"length over MaxRequest", append(prefix(sshagent.MaxRequest+1), 11), nil},
+		{"length 4 GiB", prefix(0xffffffff), nil},
+		{"MaxRequest bytes of an unknown request", append(prefix(sshagent.MaxRequest), make([]byte, sshagent.MaxRequest)...), []byte{0, 0, 0, 1, 5}},
+		{"garbage", []byte("hello, agent\r\n"), nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := dial()
+			if _, err := c.Write(tc.send); err != nil {
+				t.Fatal(err)
+			}
+			got := make([]byte, len(tc.reply))
+			if _, err := io.ReadFull(c, got); err != nil || !bytes.Equal(got, tc.reply) {
+				t.Fatalf("reply %x %v, want %x", got, err, tc.reply)
+			}
+			if tc.reply != nil {
+				return
+			}
+			// Unanswered: the agent closes the connection rather than wait for more (EOF, or
+			// a reset when it closed with bytes of ours unread), before the 5 s deadline.
+			var ne net.Error
+			if n, err := c.Read(make([]byte, 1)); err == nil || errors.As(err, &ne) && ne.Timeout() {
+				t.Errorf("after %q: read %d %v, want the connection closed", tc.name, n, err)
+			}
+		})
+	}
+	// A client that leaves in the middle of a request.
+	c := dial()
+	c.Write(append(prefix(100), 11))
+	c.Close()
+	listed()
 }

@@ -114,12 +114,20 @@ func (s *Server) Serve(l *net.UnixListener) error {
 		s.mu.Unlock()
 		go func() {
 			defer s.wg.Done()
-			// ServeAgent returns at EOF or on a malformed request (it bounds a message at
-			// 16 KiB, as OpenSSH's agent bounds its frames at 256 KiB).
+			// ServeAgent returns at EOF or on a malformed request.
 			// A Session per connection: its forwarded requests share one connection to the
-			// other agent, as session-bind@openssh.com needs (Session).
+			// other agent, as session-bind@openssh.com needs (Session). Requests are bounded
+			// at MaxRequest before ServeAgent reads them.
 			sess := s.Agent.Session()
-			if err := agent.ServeAgent(sess, c); !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+			rw := struct {
+				io.Reader
+				io.Writer
+			}{&frameReader{r: c, max: MaxRequest}, c}
+			err := agent.ServeAgent(sess, rw)
+			switch {
+			case errors.Is(err, ErrRequestTooLarge):
+				s.Agent.log.Warn("connection closed", "err", err)
+			case !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed):
 				s.Agent.log.Debug("connection ended", "err", err)
 			}
 			sess.Close()
