@@ -114,6 +114,11 @@ type Agent struct {
 	pins    map[string]cachedPIN         // by key name, with Options.PINCache
 	lockGen uint64                       // incremented by Lock: a request that saw another value stops
 
+	// unlockMu serialises unlock attempts, the delay after a wrong one included: guesses sent
+	// on many connections at once are then as slow as on one (OpenSSH's agent, single-threaded,
+	// gets this for free).
+	unlockMu sync.Mutex
+
 	// pinMu serialises PIN prompts (and the first signature with the PIN) while the cache is
 	// cold, so that a burst of requests asks once, and a mistyped PIN costs one try, not one
 	// per request in flight.
@@ -638,6 +643,8 @@ func (a *Agent) passSum(p []byte) [sha256.Size]byte {
 
 // Unlock implements agent.Agent.
 func (a *Agent) Unlock(passphrase []byte) error {
+	a.unlockMu.Lock()
+	defer a.unlockMu.Unlock()
 	a.mu.Lock()
 	if !a.locked {
 		a.mu.Unlock()

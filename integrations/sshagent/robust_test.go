@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -284,4 +285,38 @@ func TestHostileClients(t *testing.T) {
 	c.Write(append(prefix(100), 11))
 	c.Close()
 	listed()
+}
+
+// TestUnlockGuessesOneAtATime: wrong unlock passphrases sent at once on several connections
+// cost the delay each, one after the other, as in OpenSSH's single-threaded agent; otherwise
+// a client guessing on N connections would guess N times as fast.
+func TestUnlockGuessesOneAtATime(t *testing.T) {
+	e := ossh.NewEnv(t)
+	const delay = 300 * time.Millisecond
+	a, err := sshagent.New(sshagent.Options{Client: dialDaemon(t, e), UnlockDelay: delay})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Lock([]byte("right")); err != nil {
+		t.Fatal(err)
+	}
+	const guesses = 4
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := 0; i < guesses; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := a.Session().Unlock([]byte("wrong")); !errors.Is(err, sshagent.ErrBadUnlock) {
+				t.Errorf("wrong passphrase: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if took := time.Since(start); took < guesses*delay {
+		t.Errorf("%d concurrent wrong guesses took %v, want at least %v (one delay each, in turn)", guesses, took, guesses*delay)
+	}
+	if err := a.Unlock([]byte("right")); err != nil {
+		t.Fatal(err)
+	}
 }
