@@ -320,3 +320,61 @@ func TestUnlockGuessesOneAtATime(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestListenLeftSocket: Listen takes over a socket nobody listens on (left by an agent killed
+// with SIGKILL or SIGHUP), and refuses, untouched, a socket an agent serves and a path that is
+// not a socket.
+func TestListenLeftSocket(t *testing.T) {
+	dir := t.TempDir()
+	left := filepath.Join(dir, "left.sock")
+	l, err := net.ListenUnix("unix", &net.UnixAddr{Name: left, Net: "unix"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l.SetUnlinkOnClose(false) // as a killed process leaves it
+	l.Close()
+	live := filepath.Join(dir, "live.sock")
+	ll, err := net.Listen("unix", live)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ll.Close()
+	file := filepath.Join(dir, "file")
+	if err := os.WriteFile(file, []byte("data"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	for _, tc := range []struct {
+		name, path, err string // err: "" = Listen succeeds
+	}{
+		{"socket left behind", left, ""},
+		{"socket in use", live, "another agent"},
+		{"not a socket", file, "not a socket"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l, err := sshagent.Listen(tc.path)
+			if tc.err == "" {
+				if err != nil {
+					t.Fatalf("Listen: %v", err)
+				}
+				l.Close()
+				return
+			}
+			if err == nil {
+				l.Close()
+				t.Fatalf("Listen succeeded, want an error saying %q", tc.err)
+			}
+			if !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("Listen: %v, want it to say %q", err, tc.err)
+			}
+		})
+	}
+	if c, err := net.Dial("unix", live); err != nil {
+		t.Errorf("the live socket after Listen refused it: %v", err)
+	} else {
+		c.Close()
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "data" {
+		t.Errorf("the file after Listen refused it: %q %v", b, err)
+	}
+}

@@ -15,13 +15,18 @@ import (
 )
 
 // Listen makes the agent's Unix socket at path, as OpenSSH's ssh-agent does: the socket is
-// 0600 and, if its directory does not exist, the directory is made 0700. An existing file at
-// path is an error (another agent may be using it).
+// 0600 and, if its directory does not exist, the directory is made 0700. A socket at path that
+// an agent serves is an error, and so is a file that is not a socket; a socket nobody listens
+// on (left by an agent killed by SIGKILL or SIGHUP, which cannot remove it) is replaced, as
+// gpg-agent does, so that the agent starts again without the user removing it.
 func Listen(path string) (*net.UnixListener, error) {
 	if len(path) >= 108 {
 		return nil, fmt.Errorf("sshagent: socket path %q is %d bytes (a Unix socket path has at most 107)", path, len(path))
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	if err := removeLeftSocket(path); err != nil {
 		return nil, err
 	}
 	// The umask keeps the socket private between bind and chmod.
@@ -36,6 +41,33 @@ func Listen(path string) (*net.UnixListener, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// removeLeftSocket removes path if it is a socket that nobody listens on, and reports an error
+// if it is one that somebody does or a file of another kind.
+func removeLeftSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Type() != os.ModeSocket {
+		return fmt.Errorf("sshagent: %s exists and is not a socket (a %v)", path, fi.Mode().Type())
+	}
+	c, err := net.Dial("unix", path)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("sshagent: %s is in use: another agent serves it (stop it, or give -a another path)", path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("sshagent: socket %s exists and cannot be checked: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("sshagent: removing the socket left at %s: %w", path, err)
+	}
+	return nil
 }
 
 // DialForward returns an Options.Forward that connects to the agent at path for each request.
