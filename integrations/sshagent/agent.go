@@ -37,6 +37,9 @@ var (
 	// ErrNoPrivateKeys refuses ssh-add of a private key with no agent to forward it to: this
 	// agent's point is that no private key is in its memory (`palisade key import` moves an
 	// existing key into palisaded instead).
+	// ErrKeysStay refuses ssh-add -d of a Palisade key, and answers ssh-add -D while Palisade
+	// keys are served: the agent cannot forget a key that lives in palisaded.
+	ErrKeysStay      = errors.New("sshagent: Palisade keys stay served (palisade key delete deletes one, --keys serves fewer, ssh-add -x locks the agent)")
 	ErrNoPrivateKeys = errors.New("sshagent: this agent holds no private keys; import the key into palisaded (palisade key import) or give the agent --forward")
 )
 
@@ -587,28 +590,60 @@ func (a *Agent) add(forward forwardFunc, key agent.AddedKey) error {
 	return forward(func(f agent.ExtendedAgent) error { return f.Add(key) })
 }
 
-// Remove implements agent.Agent. Palisade keys are deleted with `palisade key delete`, not by
-// ssh-add -d; a key of the forwarded agent is removed there.
+// Remove implements agent.Agent. A Palisade key is not removed (ErrKeysStay: it is deleted
+// with `palisade key delete`), only its cached PIN forgotten; a key of the forwarded agent is
+// removed there.
 func (a *Agent) Remove(key ssh.PublicKey) error { return a.remove(a.forward, key) }
 
 func (a *Agent) remove(forward forwardFunc, key ssh.PublicKey) error {
 	if a.isLocked() {
 		return ErrLocked
 	}
+	ctx, cancel := a.ctx()
+	defer cancel()
+	// A daemon that does not answer cannot say the key is its: the forwarded agent is asked.
+	hs, _ := a.keys(ctx)
+	blob := key.Marshal()
+	for _, h := range hs {
+		if bytes.Equal(h.pub.Marshal(), blob) {
+			a.mu.Lock()
+			a.forgetPINLocked(h.info.Name)
+			a.mu.Unlock()
+			return fmt.Errorf("%w: %q", ErrKeysStay, h.info.Name)
+		}
+	}
 	return forward(func(f agent.ExtendedAgent) error { return f.Remove(key) })
 }
 
-// RemoveAll implements agent.Agent: it empties the forwarded agent; Palisade keys stay.
+// RemoveAll implements agent.Agent: it empties the forwarded agent and forgets every cached
+// PIN; while Palisade keys are served, it then fails with ErrKeysStay, so that ssh-add -D does
+// not say "All identities removed." with keys still listed and signing.
 func (a *Agent) RemoveAll() error { return a.removeAll(a.forward) }
 
 func (a *Agent) removeAll(forward forwardFunc) error {
 	if a.isLocked() {
 		return ErrLocked
 	}
-	if a.o.Forward == nil {
-		return nil
+	a.mu.Lock()
+	for name := range a.pins {
+		a.forgetPINLocked(name)
 	}
-	return forward(func(f agent.ExtendedAgent) error { return f.RemoveAll() })
+	a.mu.Unlock()
+	if a.o.Forward != nil {
+		if err := forward(func(f agent.ExtendedAgent) error { return f.RemoveAll() }); err != nil {
+			return err
+		}
+	}
+	ctx, cancel := a.ctx()
+	defer cancel()
+	hs, err := a.keys(ctx)
+	if err != nil {
+		return err
+	}
+	if len(hs) > 0 {
+		return ErrKeysStay
+	}
+	return nil
 }
 
 // Lock implements agent.Agent: until Unlock with the same passphrase, the agent lists no keys

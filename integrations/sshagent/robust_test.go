@@ -378,3 +378,82 @@ func TestListenLeftSocket(t *testing.T) {
 		t.Errorf("the file after Listen refused it: %q %v", b, err)
 	}
 }
+
+// TestRemovePalisadeKeys: ssh-add -d of a Palisade key and ssh-add -D fail, saying so, since
+// Palisade keys stay listed and usable (ssh-add printed "All identities removed." with every
+// Palisade key still served); -D still empties the forwarded agent, and both forget cached
+// PINs, so the next signature asks again.
+func TestRemovePalisadeKeys(t *testing.T) {
+	ossh.NeedTools(t, "ssh-add", "ssh-agent", "ssh-keygen")
+	e := ossh.NewEnv(t)
+	pinFile := filepath.Join(e.Dir, "pin")
+	if err := os.WriteFile(pinFile, []byte("1234\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	e.Palisade("key", "create", "pinned", "--alg", "ed25519", "--pin-file", pinFile)
+	palPub := filepath.Join(e.Dir, "pinned.pub")
+	if err := os.WriteFile(palPub, []byte(e.Palisade("key", "public", "pinned", "--ssh")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	fileKey := filepath.Join(e.Dir, "file_ed25519")
+	if out, errs, code := e.Run(nil, "", "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "file-key", "-f", fileKey); code != 0 {
+		t.Fatalf("ssh-keygen: %d %s%s", code, out, errs)
+	}
+	osshSock := filepath.Join(e.Dir, "openssh-agent.sock")
+	ossh.Start(t, "ssh-agent", exec.Command("ssh-agent", "-D", "-a", osshSock))
+	waitSocket(t, osshSock)
+
+	// With ssh-add, through `palisade ssh-agent --forward`.
+	sock, _ := e.Agent("agent", "--forward", osshSock)
+	env := []string{"SSH_AUTH_SOCK=" + sock}
+	if _, errs, code := e.Run(env, "", "ssh-add", "-q", fileKey); code != 0 {
+		t.Fatalf("ssh-add: %d %s", code, errs)
+	}
+	if _, errs, code := e.Run(env, "", "ssh-add", "-d", palPub); code != 1 || !strings.Contains(errs, "Could not remove identity") {
+		t.Errorf("ssh-add -d of a Palisade key: exit %d %s, want a refusal", code, errs)
+	}
+	if _, errs, code := e.Run(env, "", "ssh-add", "-D"); code != 1 || !strings.Contains(errs, "Failed to remove all identities") {
+		t.Errorf("ssh-add -D: exit %d %s, want a failure (the Palisade key stays)", code, errs)
+	}
+	out, _, _ := e.Run(env, "", "ssh-add", "-l")
+	if !strings.Contains(out, "palisade:pinned") || strings.Contains(out, "file-key") {
+		t.Errorf("after ssh-add -D: %s, want the Palisade key alone", out)
+	}
+
+	// The cached PIN is forgotten by both.
+	asks := 0
+	a, err := sshagent.New(sshagent.Options{Client: dialDaemon(t, e), PINCache: time.Hour,
+		PIN: func(client.KeyInfo) ([]byte, error) { asks++; return []byte("1234"), nil }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ks, err := a.List()
+	if err != nil || len(ks) != 1 {
+		t.Fatalf("List: %v %v", ks, err)
+	}
+	pub, err := ssh.ParsePublicKey(ks[0].Blob)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		remove func() error
+	}{
+		{"Remove", func() error { return a.Remove(pub) }},
+		{"RemoveAll", a.RemoveAll},
+	} {
+		if _, err := a.Sign(pub, []byte("data")); err != nil {
+			t.Fatal(err)
+		}
+		before := asks
+		if _, err := a.Sign(pub, []byte("data")); err != nil || asks != before {
+			t.Fatalf("%s: the cached PIN was asked again before the removal (err %v)", tc.name, err)
+		}
+		if err := tc.remove(); !errors.Is(err, sshagent.ErrKeysStay) {
+			t.Errorf("%s: %v, want ErrKeysStay", tc.name, err)
+		}
+		if _, err := a.Sign(pub, []byte("data")); err != nil || asks != before+1 {
+			t.Errorf("%s: the PIN was not asked again after the removal (err %v, asks %d→%d)", tc.name, err, before, asks)
+		}
+	}
+}
