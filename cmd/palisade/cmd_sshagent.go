@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -59,6 +60,11 @@ func runSSHAgent(ctx context.Context, args []string) error {
 		return usageErrorf("--log-level %q: want debug, info, warn or error", *logLevel)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	// agent.ServeAgent reports every refused request through the standard logger, in a
+	// format of its own ("2026/12/01 17:35:50 agent 17: …", 17 being the request's type);
+	// the agent logs refusals itself (Session), so those lines go to its log at debug level.
+	stdlog.SetFlags(0)
+	stdlog.SetOutput(slog.NewLogLogger(log.Handler(), slog.LevelDebug).Writer())
 	uids, err := ids(*allowUIDs, false)
 	if err != nil {
 		return err

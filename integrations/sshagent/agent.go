@@ -793,30 +793,58 @@ func (s *Session) Close() error {
 	return err
 }
 
+// refused logs why a client's request was refused: the protocol answers only
+// SSH_AGENT_FAILURE, which ssh-add shows as "agent refused operation". Failures of the
+// daemon or of a signature are logged where they happen, at error level.
+func (s *Session) refused(request string, err error) {
+	if err != nil && (errors.Is(err, ErrUnknownKey) || errors.Is(err, ErrNoPrivateKeys) ||
+		errors.Is(err, ErrKeysStay) || errors.Is(err, ErrLocked) || errors.Is(err, ErrNotLocked)) {
+		s.a.log.Info("request refused", "request", request, "err", err)
+	}
+}
+
 // List implements agent.Agent as Agent.List does.
 func (s *Session) List() ([]*agent.Key, error) { return s.a.list(s.forward) }
 
 // Sign implements agent.Agent as Agent.Sign does.
 func (s *Session) Sign(key ssh.PublicKey, data []byte) (*ssh.Signature, error) {
-	return s.a.signWithFlags(s.forward, key, data, 0)
+	return s.SignWithFlags(key, data, 0)
 }
 
 // SignWithFlags implements agent.ExtendedAgent as Agent.SignWithFlags does.
 func (s *Session) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
-	return s.a.signWithFlags(s.forward, key, data, flags)
+	sig, err := s.a.signWithFlags(s.forward, key, data, flags)
+	s.refused("sign", err)
+	return sig, err
 }
 
 // Add implements agent.Agent as Agent.Add does.
-func (s *Session) Add(key agent.AddedKey) error { return s.a.add(s.forward, key) }
+func (s *Session) Add(key agent.AddedKey) error {
+	err := s.a.add(s.forward, key)
+	s.refused("add", err)
+	return err
+}
 
 // Remove implements agent.Agent as Agent.Remove does.
-func (s *Session) Remove(key ssh.PublicKey) error { return s.a.remove(s.forward, key) }
+func (s *Session) Remove(key ssh.PublicKey) error {
+	err := s.a.remove(s.forward, key)
+	s.refused("remove", err)
+	return err
+}
 
 // RemoveAll implements agent.Agent as Agent.RemoveAll does.
-func (s *Session) RemoveAll() error { return s.a.removeAll(s.forward) }
+func (s *Session) RemoveAll() error {
+	err := s.a.removeAll(s.forward)
+	s.refused("remove all", err)
+	return err
+}
 
 // Lock implements agent.Agent: it locks the whole agent (Agent.Lock).
-func (s *Session) Lock(passphrase []byte) error { return s.a.Lock(passphrase) }
+func (s *Session) Lock(passphrase []byte) error {
+	err := s.a.Lock(passphrase)
+	s.refused("lock", err)
+	return err
+}
 
 // Unlock implements agent.Agent: it unlocks the whole agent (Agent.Unlock).
 func (s *Session) Unlock(passphrase []byte) error { return s.a.Unlock(passphrase) }

@@ -457,3 +457,49 @@ func TestRemovePalisadeKeys(t *testing.T) {
 		}
 	}
 }
+
+// TestRefusalsLogged: what the agent refuses, the client only sees as "agent refused
+// operation"; the agent's log (stderr) says why, in its own format. The protocol library's
+// unstructured lines ("2026/12/01 17:35:50 agent 17: …") appear only at debug level.
+func TestRefusalsLogged(t *testing.T) {
+	ossh.NeedTools(t, "ssh-add", "ssh-keygen")
+	e := ossh.NewEnv(t)
+	e.Palisade("key", "create", "k", "--alg", "ed25519")
+	fileKey := filepath.Join(e.Dir, "file_ed25519")
+	if out, errs, code := e.Run(nil, "", "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", fileKey); code != 0 {
+		t.Fatalf("ssh-keygen: %d %s%s", code, out, errs)
+	}
+	sock := filepath.Join(e.Dir, "agent.sock")
+	cmd := exec.Command(e.CLI, "ssh-agent", "-a", sock, "--socket", e.Socket) // --log-level info
+	p := ossh.Start(t, "palisade ssh-agent", cmd)
+	waitSocket(t, sock)
+	env := []string{"SSH_AUTH_SOCK=" + sock}
+	for _, tc := range []struct {
+		args []string
+		log  string // what the agent's log must say
+	}{
+		{[]string{fileKey}, "holds no private keys"},
+		{[]string{"-d", fileKey + ".pub"}, "no such key in this agent"},
+		{[]string{"-D"}, "Palisade keys stay served"},
+	} {
+		if _, _, code := e.Run(env, "", "ssh-add", tc.args...); code == 0 {
+			t.Errorf("ssh-add %v succeeded", tc.args)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for !strings.Contains(p.Stderr.String(), tc.log) && time.Now().Before(deadline) {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	p.Stop()
+	logged := p.Stderr.String()
+	for _, line := range strings.Split(strings.TrimSpace(logged), "\n") {
+		if !strings.HasPrefix(line, "time=") {
+			t.Errorf("a log line not in the agent's format: %q", line)
+		}
+	}
+	for _, want := range []string{"holds no private keys", "no such key in this agent", "Palisade keys stay served"} {
+		if !strings.Contains(logged, want) {
+			t.Errorf("the agent's log does not say %q:\n%s", want, logged)
+		}
+	}
+}
