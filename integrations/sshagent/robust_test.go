@@ -460,11 +460,18 @@ func TestRemovePalisadeKeys(t *testing.T) {
 
 // TestRefusalsLogged: what the agent refuses, the client only sees as "agent refused
 // operation"; the agent's log (stderr) says why, in its own format. The protocol library's
-// unstructured lines ("2026/12/01 17:35:50 agent 17: …") appear only at debug level.
+// unstructured lines ("2026/12/01 17:35:50 agent 17: …") appear only at debug level. Among
+// the refusals: `ssh-add -T` of an RSA key, since ssh-add 9.2 asks for an ssh-rsa (SHA-1)
+// signature to test it (docs/ssh.md says so); an Ed25519 key tests fine.
 func TestRefusalsLogged(t *testing.T) {
 	ossh.NeedTools(t, "ssh-add", "ssh-keygen")
 	e := ossh.NewEnv(t)
-	e.Palisade("key", "create", "k", "--alg", "ed25519")
+	for _, k := range []struct{ name, alg string }{{"k", "ed25519"}, {"rsa", "rsa-2048"}} {
+		line := e.Palisade("key", "create", k.name, "--alg", k.alg, "--ssh")
+		if err := os.WriteFile(filepath.Join(e.Dir, k.name+".pub"), []byte(line), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
 	fileKey := filepath.Join(e.Dir, "file_ed25519")
 	if out, errs, code := e.Run(nil, "", "ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", fileKey); code != 0 {
 		t.Fatalf("ssh-keygen: %d %s%s", code, out, errs)
@@ -474,6 +481,9 @@ func TestRefusalsLogged(t *testing.T) {
 	p := ossh.Start(t, "palisade ssh-agent", cmd)
 	waitSocket(t, sock)
 	env := []string{"SSH_AUTH_SOCK=" + sock}
+	if _, errs, code := e.Run(env, "", "ssh-add", "-T", filepath.Join(e.Dir, "k.pub")); code != 0 {
+		t.Errorf("ssh-add -T of the Ed25519 key: exit %d %s", code, errs)
+	}
 	for _, tc := range []struct {
 		args []string
 		log  string // what the agent's log must say
@@ -481,6 +491,7 @@ func TestRefusalsLogged(t *testing.T) {
 		{[]string{fileKey}, "holds no private keys"},
 		{[]string{"-d", fileKey + ".pub"}, "no such key in this agent"},
 		{[]string{"-D"}, "Palisade keys stay served"},
+		{[]string{"-T", filepath.Join(e.Dir, "rsa.pub")}, "ssh-rsa (SHA-1) signatures are refused"},
 	} {
 		if _, _, code := e.Run(env, "", "ssh-add", tc.args...); code == 0 {
 			t.Errorf("ssh-add %v succeeded", tc.args)
@@ -497,7 +508,7 @@ func TestRefusalsLogged(t *testing.T) {
 			t.Errorf("a log line not in the agent's format: %q", line)
 		}
 	}
-	for _, want := range []string{"holds no private keys", "no such key in this agent", "Palisade keys stay served"} {
+	for _, want := range []string{"holds no private keys", "no such key in this agent", "Palisade keys stay served", "ssh-rsa (SHA-1) signatures are refused"} {
 		if !strings.Contains(logged, want) {
 			t.Errorf("the agent's log does not say %q:\n%s", want, logged)
 		}
