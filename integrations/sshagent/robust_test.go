@@ -514,3 +514,37 @@ func TestRefusalsLogged(t *testing.T) {
 		}
 	}
 }
+
+// TestOutOfDescriptors: a client opening more connections than the agent has file descriptors
+// (a host the agent is forwarded to can) does not stop the agent: it waits for descriptors and
+// serves again once the connections are gone (accept's EMFILE made it exit).
+func TestOutOfDescriptors(t *testing.T) {
+	ossh.NeedTools(t, "ssh-add", "sh")
+	e := ossh.NewEnv(t)
+	e.Palisade("key", "create", "k", "--alg", "ed25519")
+	sock := filepath.Join(e.Dir, "agent.sock")
+	// ulimit sets the hard limit too, so the Go runtime cannot raise it back.
+	p := ossh.Start(t, "palisade ssh-agent", exec.Command("sh", "-c", `ulimit -n 64 && exec "$0" ssh-agent -a "$1" --socket "$2"`, e.CLI, sock, e.Socket))
+	waitSocket(t, sock)
+	var conns []net.Conn
+	for i := 0; i < 100; i++ {
+		c, err := net.Dial("unix", sock)
+		if err != nil {
+			break
+		}
+		conns = append(conns, c)
+	}
+	time.Sleep(200 * time.Millisecond) // for the agent to accept what it can
+	for _, c := range conns {
+		c.Close()
+	}
+	select {
+	case <-p.Exited:
+		t.Fatalf("the agent exited after %d connections: %v\n%s", len(conns), p.Err, p.Stderr.String())
+	case <-time.After(500 * time.Millisecond):
+	}
+	env := []string{"SSH_AUTH_SOCK=" + sock}
+	if out, errs, code := e.Run(env, "", "ssh-add", "-l"); code != 0 || !strings.Contains(out, "palisade:k") {
+		t.Errorf("ssh-add -l after the flood: exit %d %s%s", code, out, errs)
+	}
+}

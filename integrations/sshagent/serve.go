@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/crypto/ssh/agent"
 )
@@ -111,6 +112,7 @@ func (s *Server) Serve(l *net.UnixListener) error {
 		s.conns = map[net.Conn]struct{}{}
 	}
 	s.mu.Unlock()
+	var wait time.Duration // after a failed accept that may succeed later
 	for {
 		c, err := l.AcceptUnix()
 		if err != nil {
@@ -120,12 +122,22 @@ func (s *Server) Serve(l *net.UnixListener) error {
 			if done {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if !retryAccept(err) {
+				return err
 			}
-			return err
+			// Out of descriptors or memory (a client holding many connections, which a host
+			// the agent is forwarded to can open): wait for some to close, as net/http does,
+			// rather than exit.
+			if wait == 0 {
+				wait = 5 * time.Millisecond
+				s.Agent.log.Warn("accept failed; retrying", "err", err)
+			} else {
+				wait = min(2*wait, time.Second)
+			}
+			time.Sleep(wait)
+			continue
 		}
+		wait = 0
 		uid, err := peerUID(c)
 		if err == nil && !s.allowed(uid) {
 			err = fmt.Errorf("peer uid %d is not allowed", uid)
@@ -169,6 +181,21 @@ func (s *Server) Serve(l *net.UnixListener) error {
 			s.mu.Unlock()
 		}()
 	}
+}
+
+// retryAccept reports whether a failed accept may succeed later: a timeout, or a lack of
+// descriptors, buffers or memory, or a connection that died in the queue.
+func retryAccept(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) allowed(uid uint32) bool {
