@@ -155,6 +155,16 @@ func runSSHAgent(ctx context.Context, args []string) error {
 		}
 		defer os.Remove(*listen)
 	}
+	if *forward != "" {
+		// The same socket by another name (a symlink, a bind mount): every request would
+		// forward to the agent itself, each forwarded one again, thousands of connections deep.
+		fi, ferr := os.Stat(*forward)
+		li, lerr := os.Stat(*listen)
+		if ferr == nil && lerr == nil && os.SameFile(fi, li) {
+			l.Close()
+			return usageErrorf("--forward %s is the agent's own socket %s", *forward, *listen)
+		}
+	}
 	srv := &sshagent.Server{Agent: a, AllowUIDs: uids}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()

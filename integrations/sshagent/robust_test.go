@@ -548,3 +548,30 @@ func TestOutOfDescriptors(t *testing.T) {
 		t.Errorf("ssh-add -l after the flood: exit %d %s%s", code, out, errs)
 	}
 }
+
+// TestForwardToItself: --forward naming the agent's own socket by another path (a symlink)
+// is refused at start; it made every request forward to the agent itself, recursively (one
+// ssh-add -l: 7 s and some 2000 connections).
+func TestForwardToItself(t *testing.T) {
+	e := ossh.NewEnv(t)
+	sock := filepath.Join(e.Dir, "agent.sock")
+	link := filepath.Join(e.Dir, "link.sock")
+	if err := os.Symlink(sock, link); err != nil {
+		t.Fatal(err)
+	}
+	for _, fwd := range []string{sock, link} {
+		// An agent that starts serving is killed after 10 s (it would serve until stopped).
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		cmd := exec.CommandContext(ctx, e.CLI, "ssh-agent", "-a", sock, "--socket", e.Socket, "--forward", fwd)
+		var errs bytes.Buffer
+		cmd.Stderr = &errs
+		err := cmd.Run()
+		cancel()
+		if exitCode(err) != 2 || !strings.Contains(errs.String(), "is the agent's own socket") {
+			t.Errorf("--forward %s: %v %s, want a usage error (exit 2)", filepath.Base(fwd), err, errs.String())
+		}
+	}
+	if _, err := os.Lstat(sock); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("the refused agent left its socket: %v", err)
+	}
+}
