@@ -116,6 +116,10 @@ type Agent struct {
 	signers map[string]*client.KeySigner // by key name, made on first use
 	pins    map[string]cachedPIN         // by key name, with Options.PINCache
 	lockGen uint64                       // incremented by Lock: a request that saw another value stops
+	// listed holds the key blobs (certificates' too) of the last listing the daemon answered,
+	// nil before the first: a signature request for another key goes to the forwarded agent
+	// first, without waiting for a daemon that may be down.
+	listed map[string]bool
 
 	// unlockMu serialises unlock attempts, the delay after a wrong one included: guesses sent
 	// on many connections at once are then as slow as on one (OpenSSH's agent, single-threaded,
@@ -201,7 +205,15 @@ func (a *Agent) keys(ctx context.Context) ([]held, error) {
 		out = append(out, held{info: k, pub: pub})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].info.Name < out[j].info.Name })
-	return a.withCerts(out), nil
+	hs := a.withCerts(out)
+	listed := make(map[string]bool, len(hs))
+	for _, h := range hs {
+		listed[string(h.pub.Marshal())] = true
+	}
+	a.mu.Lock()
+	a.listed = listed
+	a.mu.Unlock()
+	return hs, nil
 }
 
 // withCerts returns hs with each certificate of Options.Certs placed after its key.
@@ -383,6 +395,23 @@ func (a *Agent) signWithFlags(forward forwardFunc, key ssh.PublicKey, data []byt
 	if a.isLocked() {
 		return nil, ErrLocked
 	}
+	blob := key.Marshal()
+	a.mu.Lock()
+	notOurs := a.listed != nil && !a.listed[string(blob)]
+	a.mu.Unlock()
+	if notOurs && a.o.Forward != nil {
+		// Not a key the daemon listed last: most likely the forwarded agent's, which then
+		// signs without a daemon round trip (and without waiting for a daemon that is
+		// down). If it refuses, the key may be a Palisade key made since: asked below.
+		var sig *ssh.Signature
+		if err := forward(func(f agent.ExtendedAgent) error {
+			var err error
+			sig, err = f.SignWithFlags(key, data, flags)
+			return err
+		}); err == nil {
+			return sig, nil
+		}
+	}
 	ctx, cancel := a.ctx()
 	defer cancel()
 	hs, kerr := a.keys(ctx)
@@ -404,7 +433,6 @@ func (a *Agent) signWithFlags(forward forwardFunc, key ssh.PublicKey, data []byt
 		}
 		return sig, nil
 	}
-	blob := key.Marshal()
 	for _, h := range hs {
 		if !bytes.Equal(h.pub.Marshal(), blob) {
 			continue
