@@ -395,6 +395,22 @@ func (a *Agent) signWithFlags(forward forwardFunc, key ssh.PublicKey, data []byt
 	if a.isLocked() {
 		return nil, ErrLocked
 	}
+	// The forwarded agent is asked at most once per request: a key added with ssh-add -c
+	// would otherwise have its user asked twice.
+	var (
+		fwdAsked bool
+		fwdErr   error
+	)
+	fwdSign := func() (*ssh.Signature, error) {
+		fwdAsked = true
+		var sig *ssh.Signature
+		fwdErr = forward(func(f agent.ExtendedAgent) error {
+			var err error
+			sig, err = f.SignWithFlags(key, data, flags)
+			return err
+		})
+		return sig, fwdErr
+	}
 	blob := key.Marshal()
 	a.mu.Lock()
 	notOurs := a.listed != nil && !a.listed[string(blob)]
@@ -403,12 +419,7 @@ func (a *Agent) signWithFlags(forward forwardFunc, key ssh.PublicKey, data []byt
 		// Not a key the daemon listed last: most likely the forwarded agent's, which then
 		// signs without a daemon round trip (and without waiting for a daemon that is
 		// down). If it refuses, the key may be a Palisade key made since: asked below.
-		var sig *ssh.Signature
-		if err := forward(func(f agent.ExtendedAgent) error {
-			var err error
-			sig, err = f.SignWithFlags(key, data, flags)
-			return err
-		}); err == nil {
+		if sig, err := fwdSign(); err == nil {
 			return sig, nil
 		}
 	}
@@ -422,16 +433,12 @@ func (a *Agent) signWithFlags(forward forwardFunc, key ssh.PublicKey, data []byt
 		// palisaded is not answering: the key may be the forwarded agent's, which still
 		// signs; if that agent refuses too, the daemon's error is the one that explains.
 		a.log.Error("list keys", "err", kerr)
-		var sig *ssh.Signature
-		err := forward(func(f agent.ExtendedAgent) error {
-			var err error
-			sig, err = f.SignWithFlags(key, data, flags)
-			return err
-		})
-		if err != nil {
-			return nil, kerr
+		if !fwdAsked {
+			if sig, err := fwdSign(); err == nil {
+				return sig, nil
+			}
 		}
-		return sig, nil
+		return nil, kerr
 	}
 	for _, h := range hs {
 		if !bytes.Equal(h.pub.Marshal(), blob) {
@@ -453,13 +460,10 @@ func (a *Agent) signWithFlags(forward forwardFunc, key ssh.PublicKey, data []byt
 	if _, ok := key.(*ssh.Certificate); ok && a.o.Forward == nil {
 		return nil, fmt.Errorf("%w: a certificate not among the agent's --cert files", ErrUnknownKey)
 	}
-	var sig *ssh.Signature
-	err := forward(func(f agent.ExtendedAgent) error {
-		var err error
-		sig, err = f.SignWithFlags(key, data, flags)
-		return err
-	})
-	return sig, err
+	if fwdAsked {
+		return nil, fwdErr
+	}
+	return fwdSign()
 }
 
 func (a *Agent) sign(ctx context.Context, h held, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {

@@ -580,3 +580,44 @@ func TestForwardToItself(t *testing.T) {
 		t.Errorf("the refused agent left its socket: %v", err)
 	}
 }
+
+// TestForwardedConfirmAskedOnce: a key added with `ssh-add -c` to the forwarded agent, whose
+// user denies its use, is refused after one question, not two (the agent asks the forwarded
+// agent once per request, whichever way it looks for the key).
+func TestForwardedConfirmAskedOnce(t *testing.T) {
+	ossh.NeedTools(t, "ssh-agent")
+	e := ossh.NewEnv(t)
+	e.Palisade("key", "create", "pal", "--alg", "ed25519")
+	asked := filepath.Join(e.Dir, "asked")
+	askpass := filepath.Join(e.Dir, "deny")
+	if err := os.WriteFile(askpass, []byte("#!/bin/sh\necho asked >> "+asked+"\nexit 1\n"), 0o700); err != nil {
+		t.Fatal(err)
+	}
+	osshSock := filepath.Join(e.Dir, "openssh-agent.sock")
+	cmd := exec.Command("ssh-agent", "-D", "-a", osshSock)
+	cmd.Env = append(os.Environ(), "SSH_ASKPASS="+askpass, "SSH_ASKPASS_REQUIRE=force", "DISPLAY=:0")
+	ossh.Start(t, "ssh-agent", cmd)
+	waitSocket(t, osshSock)
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	fileSigner, err := ssh.NewSignerFromKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := sshagent.New(sshagent.Options{Client: dialDaemon(t, e), Forward: sshagent.DialForward(osshSock)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Add(agent.AddedKey{PrivateKey: priv, ConfirmBeforeUse: true}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.List(); err != nil { // as ssh does before it signs
+		t.Fatal(err)
+	}
+	if _, err := a.Sign(fileSigner.PublicKey(), []byte("data")); err == nil {
+		t.Fatal("signed with a key whose use was denied")
+	}
+	b, err := os.ReadFile(asked)
+	if n := strings.Count(string(b), "asked"); n != 1 {
+		t.Errorf("the user was asked %d times (%v), want once", n, err)
+	}
+}
