@@ -178,7 +178,12 @@ func (a *Agent) keys(ctx context.Context) ([]held, error) {
 		}
 		infos = all
 	} else {
+		seen := map[string]bool{}
 		for _, name := range a.o.Keys {
+			if seen[name] {
+				continue // listed once: ssh spends an authentication attempt on each entry
+			}
+			seen[name] = true
 			k, err := a.o.Client.KeyGet(ctx, name)
 			if errors.Is(err, client.ErrNotFound) || errors.Is(err, client.ErrPermission) {
 				// Deleted, or the caller's access taken away, since the agent started: that

@@ -53,12 +53,13 @@ func byComment(t *testing.T, ks []*agent.Key) map[string]ssh.PublicKey {
 
 // TestNamedKeyDeletedWhileServing: an agent serving --keys a,b goes on serving a when b is
 // deleted while it runs (b goes from the listing and its signatures fail as an unknown key's);
-// CheckKeys, which the command runs at start, still names a key that does not exist.
+// CheckKeys, which the command runs at start, still names a key that does not exist. A name
+// given twice is listed once (ssh would spend an authentication attempt on each copy).
 func TestNamedKeyDeletedWhileServing(t *testing.T) {
 	e := ossh.NewEnv(t)
 	e.Palisade("key", "create", "a", "--alg", "ed25519")
 	e.Palisade("key", "create", "b", "--alg", "ed25519")
-	a, err := sshagent.New(sshagent.Options{Client: dialDaemon(t, e), Keys: []string{"a", "b"}})
+	a, err := sshagent.New(sshagent.Options{Client: dialDaemon(t, e), Keys: []string{"a", "b", "a"}})
 	if err != nil {
 		t.Fatal(err)
 	}
