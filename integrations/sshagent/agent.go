@@ -237,12 +237,15 @@ func (a *Agent) withCerts(hs []held) []held {
 		certs[i] = cert
 	}
 	out := make([]held, 0, len(hs)+len(a.o.Certs))
+	seen := map[string]bool{} // a certificate in two files (or one file named twice) is listed once
 	for _, h := range hs {
 		out = append(out, h)
 		for i, cert := range certs {
-			if cert != nil && bytes.Equal(cert.Key.Marshal(), h.pub.Marshal()) {
-				out = append(out, held{info: h.info, pub: cert, cert: a.o.Certs[i]})
+			if cert == nil || !bytes.Equal(cert.Key.Marshal(), h.pub.Marshal()) || seen[string(cert.Marshal())] {
+				continue
 			}
+			seen[string(cert.Marshal())] = true
+			out = append(out, held{info: h.info, pub: cert, cert: a.o.Certs[i]})
 		}
 	}
 	return out
@@ -302,10 +305,17 @@ func (a *Agent) CheckCerts() error {
 		if found {
 			continue
 		}
-		// keys() read it already; read it again only to say why it is not offered.
+		// keys() read it already; read it again to see whether it is the copy of a listed
+		// certificate (listed once, under the other file), or to say why it is not offered.
 		cert, err := ReadCert(path)
 		if err != nil {
 			return fmt.Errorf("sshagent: certificate %w", err)
+		}
+		for _, h := range hs {
+			found = found || bytes.Equal(h.pub.Marshal(), cert.Marshal())
+		}
+		if found {
+			continue
 		}
 		return fmt.Errorf("sshagent: certificate %s (%s) certifies none of the keys this agent serves", path, cert.KeyId)
 	}
