@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	stdlog "log"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -59,6 +60,11 @@ func runSSHAgent(ctx context.Context, args []string) error {
 		return usageErrorf("--log-level %q: want debug, info, warn or error", *logLevel)
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
+	// agent.ServeAgent reports every refused request through the standard logger, in a
+	// format of its own ("2026/12/01 17:35:50 agent 17: …", 17 being the request's type);
+	// the agent logs refusals itself (Session), so those lines go to its log at debug level.
+	stdlog.SetFlags(0)
+	stdlog.SetOutput(slog.NewLogLogger(log.Handler(), slog.LevelDebug).Writer())
 	uids, err := ids(*allowUIDs, false)
 	if err != nil {
 		return err
@@ -130,6 +136,9 @@ func runSSHAgent(ctx context.Context, args []string) error {
 	// shows at start, not at the first ssh.
 	ks, err := a.List()
 	if err == nil {
+		err = a.CheckKeys()
+	}
+	if err == nil {
 		err = a.CheckCerts()
 	}
 	if err != nil && activated == nil {
@@ -145,6 +154,16 @@ func runSSHAgent(ctx context.Context, args []string) error {
 			return err
 		}
 		defer os.Remove(*listen)
+	}
+	if *forward != "" {
+		// The same socket by another name (a symlink, a bind mount): every request would
+		// forward to the agent itself, each forwarded one again, thousands of connections deep.
+		fi, ferr := os.Stat(*forward)
+		li, lerr := os.Stat(*listen)
+		if ferr == nil && lerr == nil && os.SameFile(fi, li) {
+			l.Close()
+			return usageErrorf("--forward %s is the agent's own socket %s", *forward, *listen)
+		}
 	}
 	srv := &sshagent.Server{Agent: a, AllowUIDs: uids}
 	served := make(chan error, 1)

@@ -37,6 +37,9 @@ var (
 	// ErrNoPrivateKeys refuses ssh-add of a private key with no agent to forward it to: this
 	// agent's point is that no private key is in its memory (`palisade key import` moves an
 	// existing key into palisaded instead).
+	// ErrKeysStay refuses ssh-add -d of a Palisade key, and answers ssh-add -D while Palisade
+	// keys are served: the agent cannot forget a key that lives in palisaded.
+	ErrKeysStay      = errors.New("sshagent: Palisade keys stay served (palisade key delete deletes one, --keys serves fewer, ssh-add -x locks the agent)")
 	ErrNoPrivateKeys = errors.New("sshagent: this agent holds no private keys; import the key into palisaded (palisade key import) or give the agent --forward")
 )
 
@@ -113,6 +116,15 @@ type Agent struct {
 	signers map[string]*client.KeySigner // by key name, made on first use
 	pins    map[string]cachedPIN         // by key name, with Options.PINCache
 	lockGen uint64                       // incremented by Lock: a request that saw another value stops
+	// listed holds the key blobs (certificates' too) of the last listing the daemon answered,
+	// nil before the first: a signature request for another key goes to the forwarded agent
+	// first, without waiting for a daemon that may be down.
+	listed map[string]bool
+
+	// unlockMu serialises unlock attempts, the delay after a wrong one included: guesses sent
+	// on many connections at once are then as slow as on one (OpenSSH's agent, single-threaded,
+	// gets this for free).
+	unlockMu sync.Mutex
 
 	// pinMu serialises PIN prompts (and the first signature with the PIN) while the cache is
 	// cold, so that a burst of requests asks once, and a mistyped PIN costs one try, not one
@@ -166,8 +178,19 @@ func (a *Agent) keys(ctx context.Context) ([]held, error) {
 		}
 		infos = all
 	} else {
+		seen := map[string]bool{}
 		for _, name := range a.o.Keys {
+			if seen[name] {
+				continue // listed once: ssh spends an authentication attempt on each entry
+			}
+			seen[name] = true
 			k, err := a.o.Client.KeyGet(ctx, name)
+			if errors.Is(err, client.ErrNotFound) || errors.Is(err, client.ErrPermission) {
+				// Deleted, or the caller's access taken away, since the agent started: that
+				// key goes, as it would from KeyList's answer; the other keys stay served.
+				a.log.Warn("key not served", "key", name, "err", err)
+				continue
+			}
 			if err != nil {
 				return nil, fmt.Errorf("key %q: %w", name, err)
 			}
@@ -187,7 +210,15 @@ func (a *Agent) keys(ctx context.Context) ([]held, error) {
 		out = append(out, held{info: k, pub: pub})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].info.Name < out[j].info.Name })
-	return a.withCerts(out), nil
+	hs := a.withCerts(out)
+	listed := make(map[string]bool, len(hs))
+	for _, h := range hs {
+		listed[string(h.pub.Marshal())] = true
+	}
+	a.mu.Lock()
+	a.listed = listed
+	a.mu.Unlock()
+	return hs, nil
 }
 
 // withCerts returns hs with each certificate of Options.Certs placed after its key.
@@ -206,12 +237,15 @@ func (a *Agent) withCerts(hs []held) []held {
 		certs[i] = cert
 	}
 	out := make([]held, 0, len(hs)+len(a.o.Certs))
+	seen := map[string]bool{} // a certificate in two files (or one file named twice) is listed once
 	for _, h := range hs {
 		out = append(out, h)
 		for i, cert := range certs {
-			if cert != nil && bytes.Equal(cert.Key.Marshal(), h.pub.Marshal()) {
-				out = append(out, held{info: h.info, pub: cert, cert: a.o.Certs[i]})
+			if cert == nil || !bytes.Equal(cert.Key.Marshal(), h.pub.Marshal()) || seen[string(cert.Marshal())] {
+				continue
 			}
+			seen[string(cert.Marshal())] = true
+			out = append(out, held{info: h.info, pub: cert, cert: a.o.Certs[i]})
 		}
 	}
 	return out
@@ -234,6 +268,26 @@ func ReadCert(path string) (*ssh.Certificate, error) {
 	return cert, nil
 }
 
+// CheckKeys reports a daemon that does not answer, or a name of Options.Keys that it does not
+// let the caller use (no such key, or no access), so that a mistake shows when the agent
+// starts. While the agent runs, such a key is only left out of the listing (a key deleted, or
+// the caller's access taken away, goes; the others stay), and a daemon that does not answer
+// leaves the forwarded agent's keys listed.
+func (a *Agent) CheckKeys() error {
+	ctx, cancel := a.ctx()
+	defer cancel()
+	if len(a.o.Keys) == 0 {
+		_, err := a.o.Client.KeyList(ctx)
+		return err
+	}
+	for _, name := range a.o.Keys {
+		if _, err := a.o.Client.KeyGet(ctx, name); err != nil {
+			return fmt.Errorf("sshagent: key %q: %w", name, err)
+		}
+	}
+	return nil
+}
+
 // CheckCerts reports a file of Options.Certs that is not a certificate of a key the agent
 // serves now, so that a mistake shows when the agent starts rather than at the first ssh.
 func (a *Agent) CheckCerts() error {
@@ -251,10 +305,17 @@ func (a *Agent) CheckCerts() error {
 		if found {
 			continue
 		}
-		// keys() read it already; read it again only to say why it is not offered.
+		// keys() read it already; read it again to see whether it is the copy of a listed
+		// certificate (listed once, under the other file), or to say why it is not offered.
 		cert, err := ReadCert(path)
 		if err != nil {
 			return fmt.Errorf("sshagent: certificate %w", err)
+		}
+		for _, h := range hs {
+			found = found || bytes.Equal(h.pub.Marshal(), cert.Marshal())
+		}
+		if found {
+			continue
 		}
 		return fmt.Errorf("sshagent: certificate %s (%s) certifies none of the keys this agent serves", path, cert.KeyId)
 	}
@@ -271,18 +332,28 @@ func (a *Agent) ctx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), a.o.SignTimeout)
 }
 
+// forwardFunc runs f on a connection to the forwarded agent (Options.Forward): a new one per
+// call for Agent's methods, the Session's own for a Session's.
+type forwardFunc func(f func(agent.ExtendedAgent) error) error
+
 // List implements agent.Agent: Palisade keys first, then the forwarded agent's. A locked
 // agent lists nothing.
-func (a *Agent) List() ([]*agent.Key, error) {
+func (a *Agent) List() ([]*agent.Key, error) { return a.list(a.forward) }
+
+func (a *Agent) list(forward forwardFunc) ([]*agent.Key, error) {
 	if a.isLocked() {
 		return nil, nil
 	}
 	ctx, cancel := a.ctx()
 	defer cancel()
-	hs, err := a.keys(ctx)
-	if err != nil {
-		a.log.Error("list keys", "err", err)
-		return nil, err
+	hs, kerr := a.keys(ctx)
+	if kerr != nil {
+		a.log.Error("list keys", "err", kerr)
+		// With a forwarded agent, its keys are still listed: palisaded being down (or
+		// restarting) takes the Palisade keys away, not the user's other keys.
+		if a.o.Forward == nil {
+			return nil, kerr
+		}
 	}
 	out := make([]*agent.Key, 0, len(hs))
 	seen := map[string]bool{}
@@ -292,7 +363,7 @@ func (a *Agent) List() ([]*agent.Key, error) {
 		out = append(out, &agent.Key{Format: h.pub.Type(), Blob: blob, Comment: Comment(h.info.Name)})
 	}
 	if a.o.Forward != nil {
-		err := a.forward(func(f agent.ExtendedAgent) error {
+		err := forward(func(f agent.ExtendedAgent) error {
 			fks, err := f.List()
 			for _, k := range fks {
 				if !seen[string(k.Blob)] {
@@ -303,11 +374,15 @@ func (a *Agent) List() ([]*agent.Key, error) {
 		})
 		if err != nil {
 			a.log.Warn("forwarded agent: list", "err", err)
+			if kerr != nil {
+				return nil, kerr
+			}
 		}
 	}
 	return out, nil
 }
 
+// forward runs f on a new connection to the forwarded agent, closed when f returns.
 func (a *Agent) forward(f func(agent.ExtendedAgent) error) error {
 	if a.o.Forward == nil {
 		return ErrUnknownKey
@@ -328,16 +403,58 @@ func (a *Agent) Sign(key ssh.PublicKey, data []byte) (*ssh.Signature, error) {
 // SignWithFlags implements agent.ExtendedAgent: the key's signing PAL signs; for RSA, flags
 // choose rsa-sha2-256 or rsa-sha2-512 (ssh-rsa with SHA-1 is refused, as OpenSSH 8.8+ does).
 func (a *Agent) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
+	return a.signWithFlags(a.forward, key, data, flags)
+}
+
+func (a *Agent) signWithFlags(forward forwardFunc, key ssh.PublicKey, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
 	if a.isLocked() {
 		return nil, ErrLocked
 	}
-	ctx, cancel := a.ctx()
-	defer cancel()
-	hs, err := a.keys(ctx)
-	if err != nil {
-		return nil, err
+	// The forwarded agent is asked at most once per request: a key added with ssh-add -c
+	// would otherwise have its user asked twice.
+	var (
+		fwdAsked bool
+		fwdErr   error
+	)
+	fwdSign := func() (*ssh.Signature, error) {
+		fwdAsked = true
+		var sig *ssh.Signature
+		fwdErr = forward(func(f agent.ExtendedAgent) error {
+			var err error
+			sig, err = f.SignWithFlags(key, data, flags)
+			return err
+		})
+		return sig, fwdErr
 	}
 	blob := key.Marshal()
+	a.mu.Lock()
+	notOurs := a.listed != nil && !a.listed[string(blob)]
+	a.mu.Unlock()
+	if notOurs && a.o.Forward != nil {
+		// Not a key the daemon listed last: most likely the forwarded agent's, which then
+		// signs without a daemon round trip (and without waiting for a daemon that is
+		// down). If it refuses, the key may be a Palisade key made since: asked below.
+		if sig, err := fwdSign(); err == nil {
+			return sig, nil
+		}
+	}
+	ctx, cancel := a.ctx()
+	defer cancel()
+	hs, kerr := a.keys(ctx)
+	if kerr != nil {
+		if a.o.Forward == nil {
+			return nil, kerr
+		}
+		// palisaded is not answering: the key may be the forwarded agent's, which still
+		// signs; if that agent refuses too, the daemon's error is the one that explains.
+		a.log.Error("list keys", "err", kerr)
+		if !fwdAsked {
+			if sig, err := fwdSign(); err == nil {
+				return sig, nil
+			}
+		}
+		return nil, kerr
+	}
 	for _, h := range hs {
 		if !bytes.Equal(h.pub.Marshal(), blob) {
 			continue
@@ -358,13 +475,10 @@ func (a *Agent) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.Signat
 	if _, ok := key.(*ssh.Certificate); ok && a.o.Forward == nil {
 		return nil, fmt.Errorf("%w: a certificate not among the agent's --cert files", ErrUnknownKey)
 	}
-	var sig *ssh.Signature
-	err = a.forward(func(f agent.ExtendedAgent) error {
-		var err error
-		sig, err = f.SignWithFlags(key, data, flags)
-		return err
-	})
-	return sig, err
+	if fwdAsked {
+		return nil, fwdErr
+	}
+	return fwdSign()
 }
 
 func (a *Agent) sign(ctx context.Context, h held, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
@@ -511,34 +625,72 @@ func (a *Agent) forgetPINLocked(name string) {
 }
 
 // Add implements agent.Agent: private keys go to the forwarded agent, never into this one.
-func (a *Agent) Add(key agent.AddedKey) error {
+func (a *Agent) Add(key agent.AddedKey) error { return a.add(a.forward, key) }
+
+func (a *Agent) add(forward forwardFunc, key agent.AddedKey) error {
 	if a.isLocked() {
 		return ErrLocked
 	}
 	if a.o.Forward == nil {
 		return ErrNoPrivateKeys
 	}
-	return a.forward(func(f agent.ExtendedAgent) error { return f.Add(key) })
+	return forward(func(f agent.ExtendedAgent) error { return f.Add(key) })
 }
 
-// Remove implements agent.Agent. Palisade keys are deleted with `palisade key delete`, not by
-// ssh-add -d; a key of the forwarded agent is removed there.
-func (a *Agent) Remove(key ssh.PublicKey) error {
+// Remove implements agent.Agent. A Palisade key is not removed (ErrKeysStay: it is deleted
+// with `palisade key delete`), only its cached PIN forgotten; a key of the forwarded agent is
+// removed there.
+func (a *Agent) Remove(key ssh.PublicKey) error { return a.remove(a.forward, key) }
+
+func (a *Agent) remove(forward forwardFunc, key ssh.PublicKey) error {
 	if a.isLocked() {
 		return ErrLocked
 	}
-	return a.forward(func(f agent.ExtendedAgent) error { return f.Remove(key) })
+	ctx, cancel := a.ctx()
+	defer cancel()
+	// A daemon that does not answer cannot say the key is its: the forwarded agent is asked.
+	hs, _ := a.keys(ctx)
+	blob := key.Marshal()
+	for _, h := range hs {
+		if bytes.Equal(h.pub.Marshal(), blob) {
+			a.mu.Lock()
+			a.forgetPINLocked(h.info.Name)
+			a.mu.Unlock()
+			return fmt.Errorf("%w: %q", ErrKeysStay, h.info.Name)
+		}
+	}
+	return forward(func(f agent.ExtendedAgent) error { return f.Remove(key) })
 }
 
-// RemoveAll implements agent.Agent: it empties the forwarded agent; Palisade keys stay.
-func (a *Agent) RemoveAll() error {
+// RemoveAll implements agent.Agent: it empties the forwarded agent and forgets every cached
+// PIN; while Palisade keys are served, it then fails with ErrKeysStay, so that ssh-add -D does
+// not say "All identities removed." with keys still listed and signing.
+func (a *Agent) RemoveAll() error { return a.removeAll(a.forward) }
+
+func (a *Agent) removeAll(forward forwardFunc) error {
 	if a.isLocked() {
 		return ErrLocked
 	}
-	if a.o.Forward == nil {
-		return nil
+	a.mu.Lock()
+	for name := range a.pins {
+		a.forgetPINLocked(name)
 	}
-	return a.forward(func(f agent.ExtendedAgent) error { return f.RemoveAll() })
+	a.mu.Unlock()
+	if a.o.Forward != nil {
+		if err := forward(func(f agent.ExtendedAgent) error { return f.RemoveAll() }); err != nil {
+			return err
+		}
+	}
+	ctx, cancel := a.ctx()
+	defer cancel()
+	hs, err := a.keys(ctx)
+	if err != nil {
+		return err
+	}
+	if len(hs) > 0 {
+		return ErrKeysStay
+	}
+	return nil
 }
 
 // Lock implements agent.Agent: until Unlock with the same passphrase, the agent lists no keys
@@ -573,6 +725,8 @@ func (a *Agent) passSum(p []byte) [sha256.Size]byte {
 
 // Unlock implements agent.Agent.
 func (a *Agent) Unlock(passphrase []byte) error {
+	a.unlockMu.Lock()
+	defer a.unlockMu.Unlock()
 	a.mu.Lock()
 	if !a.locked {
 		a.mu.Unlock()
@@ -633,7 +787,134 @@ func (a *Agent) Signers() ([]ssh.Signer, error) {
 }
 
 // Extension implements agent.ExtendedAgent: none are supported (session-bind@openssh.com is
-// answered as unsupported, which OpenSSH's ssh tolerates).
+// answered as unsupported, which OpenSSH's ssh tolerates). A Session passes them on to the
+// forwarded agent.
 func (a *Agent) Extension(string, []byte) ([]byte, error) {
 	return nil, agent.ErrExtensionUnsupported
+}
+
+// Session is the agent as one client connection sees it: Server serves each connection with
+// a Session of its own. With Options.Forward, a Session keeps one connection to the other
+// agent, made at its first forwarded request and kept until Close, and passes the client's
+// extension requests on it. That is what ssh-add -h needs: ssh sends session-bind@openssh.com
+// to bind its agent connection to the host it authenticates to (or forwards the agent to), and
+// OpenSSH's agent refuses a destination-constrained key on a connection that is not bound, and
+// checks the constraint against that connection's bindings; so the signature request must go
+// on the connection that carried the bindings. If that connection breaks, the Session's
+// forwarded requests fail (the bindings are gone with it) until the client connects again.
+//
+// Palisade keys are served as by Agent (they have no destination constraints). A Session is
+// used by one goroutine at a time, as agent.ServeAgent does.
+type Session struct {
+	a       *Agent
+	fa      agent.ExtendedAgent
+	closeFn func() error
+}
+
+var _ agent.ExtendedAgent = (*Session)(nil)
+
+// Session returns a new Session of a; Close it when its client is gone.
+func (a *Agent) Session() *Session { return &Session{a: a} }
+
+func (s *Session) forward(f func(agent.ExtendedAgent) error) error {
+	if s.a.o.Forward == nil {
+		return ErrUnknownKey
+	}
+	if s.fa == nil {
+		fa, closeFn, err := s.a.o.Forward()
+		if err != nil {
+			return fmt.Errorf("forwarded agent: %w", err)
+		}
+		s.fa, s.closeFn = fa, closeFn
+	}
+	return f(s.fa)
+}
+
+// Close closes the Session's connection to the forwarded agent, if it made one.
+func (s *Session) Close() error {
+	if s.closeFn == nil {
+		return nil
+	}
+	err := s.closeFn()
+	s.fa, s.closeFn = nil, nil
+	return err
+}
+
+// refused logs why a client's request was refused: the protocol answers only
+// SSH_AGENT_FAILURE, which ssh-add shows as "agent refused operation". Failures of the
+// daemon or of a signature are logged where they happen, at error level.
+func (s *Session) refused(request string, err error) {
+	if err != nil && (errors.Is(err, ErrUnknownKey) || errors.Is(err, ErrNoPrivateKeys) ||
+		errors.Is(err, ErrKeysStay) || errors.Is(err, ErrLocked) || errors.Is(err, ErrNotLocked)) {
+		s.a.log.Info("request refused", "request", request, "err", err)
+	}
+}
+
+// List implements agent.Agent as Agent.List does.
+func (s *Session) List() ([]*agent.Key, error) { return s.a.list(s.forward) }
+
+// Sign implements agent.Agent as Agent.Sign does.
+func (s *Session) Sign(key ssh.PublicKey, data []byte) (*ssh.Signature, error) {
+	return s.SignWithFlags(key, data, 0)
+}
+
+// SignWithFlags implements agent.ExtendedAgent as Agent.SignWithFlags does.
+func (s *Session) SignWithFlags(key ssh.PublicKey, data []byte, flags agent.SignatureFlags) (*ssh.Signature, error) {
+	sig, err := s.a.signWithFlags(s.forward, key, data, flags)
+	s.refused("sign", err)
+	return sig, err
+}
+
+// Add implements agent.Agent as Agent.Add does.
+func (s *Session) Add(key agent.AddedKey) error {
+	err := s.a.add(s.forward, key)
+	s.refused("add", err)
+	return err
+}
+
+// Remove implements agent.Agent as Agent.Remove does.
+func (s *Session) Remove(key ssh.PublicKey) error {
+	err := s.a.remove(s.forward, key)
+	s.refused("remove", err)
+	return err
+}
+
+// RemoveAll implements agent.Agent as Agent.RemoveAll does.
+func (s *Session) RemoveAll() error {
+	err := s.a.removeAll(s.forward)
+	s.refused("remove all", err)
+	return err
+}
+
+// Lock implements agent.Agent: it locks the whole agent (Agent.Lock).
+func (s *Session) Lock(passphrase []byte) error {
+	err := s.a.Lock(passphrase)
+	s.refused("lock", err)
+	return err
+}
+
+// Unlock implements agent.Agent: it unlocks the whole agent (Agent.Unlock).
+func (s *Session) Unlock(passphrase []byte) error { return s.a.Unlock(passphrase) }
+
+// Signers implements agent.Agent as Agent.Signers does.
+func (s *Session) Signers() ([]ssh.Signer, error) { return s.a.Signers() }
+
+// Extension implements agent.ExtendedAgent: with Options.Forward, the request goes to the
+// forwarded agent on the Session's connection and its answer comes back as it is; without,
+// or while the agent is locked, extensions are unsupported.
+func (s *Session) Extension(typ string, contents []byte) ([]byte, error) {
+	if s.a.o.Forward == nil || s.a.isLocked() {
+		return nil, agent.ErrExtensionUnsupported
+	}
+	var res []byte
+	err := s.forward(func(f agent.ExtendedAgent) error {
+		var err error
+		res, err = f.Extension(typ, contents)
+		return err
+	})
+	if errors.Is(err, agent.ErrExtensionUnsupported) {
+		// agent.ServeAgent answers SSH_AGENT_FAILURE only for this very value.
+		return nil, agent.ErrExtensionUnsupported
+	}
+	return res, err
 }

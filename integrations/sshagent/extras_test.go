@@ -51,13 +51,22 @@ func TestCertificate(t *testing.T) {
 		t.Errorf("agent with a certificate of another key: %v\n%s", err, out)
 	}
 
-	sock, _ := e.Agent("cert", "--keys", "cert-user", "--cert", certFile)
+	// The certificate given twice, and in a copy, is listed once (ssh would offer each).
+	certCopy := filepath.Join(e.Dir, "copy-cert.pub")
+	if b, err := os.ReadFile(certFile); err != nil || os.WriteFile(certCopy, b, 0o600) != nil {
+		t.Fatal(err)
+	}
+	sock, _ := e.Agent("cert", "--keys", "cert-user", "--cert", certFile+","+certFile+","+certCopy)
 	env := []string{"SSH_AUTH_SOCK=" + sock}
 	out, errs, code := e.Run(env, "", "ssh-add", "-L")
 	certLine, _ := os.ReadFile(certFile)
 	certFields := strings.Fields(string(certLine))
-	if code != 0 || !strings.Contains(out, line) || !strings.Contains(out, certFields[0]+" "+certFields[1]) {
-		t.Fatalf("ssh-add -L: exit %d %s\n%s\nwant the key and %s", code, errs, out, certFields[0])
+	if code != 0 || !strings.Contains(out, line) || strings.Count(out, certFields[0]+" "+certFields[1]) != 1 || strings.Count(out, "\n") != 2 {
+		t.Fatalf("ssh-add -L: exit %d %s\n%s\nwant the key and one %s", code, errs, out, certFields[0])
+	}
+	// The copy goes (a missing file is skipped), so that the renewal below changes every file.
+	if err := os.Remove(certCopy); err != nil {
+		t.Fatal(err)
 	}
 
 	hostKey := filepath.Join(e.Dir, "host_ed25519")

@@ -10,18 +10,24 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
 
 	"golang.org/x/crypto/ssh/agent"
 )
 
 // Listen makes the agent's Unix socket at path, as OpenSSH's ssh-agent does: the socket is
-// 0600 and, if its directory does not exist, the directory is made 0700. An existing file at
-// path is an error (another agent may be using it).
+// 0600 and, if its directory does not exist, the directory is made 0700. A socket at path that
+// an agent serves is an error, and so is a file that is not a socket; a socket nobody listens
+// on (left by an agent killed by SIGKILL or SIGHUP, which cannot remove it) is replaced, as
+// gpg-agent does, so that the agent starts again without the user removing it.
 func Listen(path string) (*net.UnixListener, error) {
 	if len(path) >= 108 {
 		return nil, fmt.Errorf("sshagent: socket path %q is %d bytes (a Unix socket path has at most 107)", path, len(path))
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return nil, err
+	}
+	if err := removeLeftSocket(path); err != nil {
 		return nil, err
 	}
 	// The umask keeps the socket private between bind and chmod.
@@ -36,6 +42,33 @@ func Listen(path string) (*net.UnixListener, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// removeLeftSocket removes path if it is a socket that nobody listens on, and reports an error
+// if it is one that somebody does or a file of another kind.
+func removeLeftSocket(path string) error {
+	fi, err := os.Lstat(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	if fi.Mode().Type() != os.ModeSocket {
+		return fmt.Errorf("sshagent: %s exists and is not a socket (a %v)", path, fi.Mode().Type())
+	}
+	c, err := net.Dial("unix", path)
+	if err == nil {
+		c.Close()
+		return fmt.Errorf("sshagent: %s is in use: another agent serves it (stop it, or give -a another path)", path)
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		return fmt.Errorf("sshagent: socket %s exists and cannot be checked: %w", path, err)
+	}
+	if err := os.Remove(path); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("sshagent: removing the socket left at %s: %w", path, err)
+	}
+	return nil
 }
 
 // DialForward returns an Options.Forward that connects to the agent at path for each request.
@@ -79,6 +112,7 @@ func (s *Server) Serve(l *net.UnixListener) error {
 		s.conns = map[net.Conn]struct{}{}
 	}
 	s.mu.Unlock()
+	var wait time.Duration // after a failed accept that may succeed later
 	for {
 		c, err := l.AcceptUnix()
 		if err != nil {
@@ -88,12 +122,22 @@ func (s *Server) Serve(l *net.UnixListener) error {
 			if done {
 				return ErrServerClosed
 			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() {
-				continue
+			if !retryAccept(err) {
+				return err
 			}
-			return err
+			// Out of descriptors or memory (a client holding many connections, which a host
+			// the agent is forwarded to can open): wait for some to close, as net/http does,
+			// rather than exit.
+			if wait == 0 {
+				wait = 5 * time.Millisecond
+				s.Agent.log.Warn("accept failed; retrying", "err", err)
+			} else {
+				wait = min(2*wait, time.Second)
+			}
+			time.Sleep(wait)
+			continue
 		}
+		wait = 0
 		uid, err := peerUID(c)
 		if err == nil && !s.allowed(uid) {
 			err = fmt.Errorf("peer uid %d is not allowed", uid)
@@ -114,17 +158,44 @@ func (s *Server) Serve(l *net.UnixListener) error {
 		s.mu.Unlock()
 		go func() {
 			defer s.wg.Done()
-			// ServeAgent returns at EOF or on a malformed request (it bounds a message at
-			// 16 KiB, as OpenSSH's agent bounds its frames at 256 KiB).
-			if err := agent.ServeAgent(s.Agent, c); !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed) {
+			// ServeAgent returns at EOF or on a malformed request.
+			// A Session per connection: its forwarded requests share one connection to the
+			// other agent, as session-bind@openssh.com needs (Session). Requests are bounded
+			// at MaxRequest before ServeAgent reads them.
+			sess := s.Agent.Session()
+			rw := struct {
+				io.Reader
+				io.Writer
+			}{&frameReader{r: c, max: MaxRequest}, c}
+			err := agent.ServeAgent(sess, rw)
+			switch {
+			case errors.Is(err, ErrRequestTooLarge):
+				s.Agent.log.Warn("connection closed", "err", err)
+			case !errors.Is(err, io.EOF) && !errors.Is(err, net.ErrClosed):
 				s.Agent.log.Debug("connection ended", "err", err)
 			}
+			sess.Close()
 			c.Close()
 			s.mu.Lock()
 			delete(s.conns, c)
 			s.mu.Unlock()
 		}()
 	}
+}
+
+// retryAccept reports whether a failed accept may succeed later: a timeout, or a lack of
+// descriptors, buffers or memory, or a connection that died in the queue.
+func retryAccept(err error) bool {
+	var ne net.Error
+	if errors.As(err, &ne) && ne.Timeout() {
+		return true
+	}
+	for _, e := range []syscall.Errno{syscall.EMFILE, syscall.ENFILE, syscall.ENOBUFS, syscall.ENOMEM, syscall.ECONNABORTED} {
+		if errors.Is(err, e) {
+			return true
+		}
+	}
+	return false
 }
 
 func (s *Server) allowed(uid uint32) bool {
