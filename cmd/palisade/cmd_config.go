@@ -23,7 +23,7 @@ import (
 // by `config -h` and by its own -h.
 type cfgSub struct {
 	name, args, summary string
-	run                 func([]string) error
+	run                 func(context.Context, []string) error
 }
 
 // cfgSubs lists the subcommands in the order `config -h` shows them. It is filled in init:
@@ -78,7 +78,7 @@ func runConfig(ctx context.Context, args []string) error {
 	}
 	for _, c := range cfgSubs {
 		if c.name == args[0] {
-			return c.run(args[1:])
+			return c.run(ctx, args[1:])
 		}
 	}
 	if args[0] == "-h" || args[0] == "--help" {
@@ -125,7 +125,7 @@ var cfgStates = map[[2]string]*config.State{}
 // configAuthorizeVisor signs a TPM2_PolicyAuthorize approval of one visor build
 // (docs/attestation.md §6.1): a daemon whose tpm authority is the admin's public key unseals
 // its master secret only with such a file for its own measurement.
-func configAuthorizeVisor(args []string) error {
+func configAuthorizeVisor(_ context.Context, args []string) error {
 	fs := cfgSubFlags("authorize-visor")
 	keyPath := fs.String("key", "", "administrator private key (ECDSA P-256: config init --alg es256)")
 	visorHex := fs.String("visor", "", "visor measurement to authorize (hex: the daemon logs it as visor when it serves; palisade attest prints it)")
@@ -185,7 +185,7 @@ const cfgTemplateDoc = `{
 }
 `
 
-func configInit(args []string) error {
+func configInit(_ context.Context, args []string) error {
 	fs := cfgSubFlags("init")
 	dir := fs.String("dir", ".", "where to write admin.key, admin.pub and config.json")
 	alg := fs.String("alg", "ed25519", "administrator key algorithm: ed25519 or es256")
@@ -250,7 +250,7 @@ func cfgWriteNew(path string, b []byte, perm os.FileMode) error {
 	return f.Close()
 }
 
-func configSign(args []string) error {
+func configSign(_ context.Context, args []string) error {
 	fs := cfgSubFlags("sign")
 	keyPath := fs.String("key", "admin.key", "administrator private key (PEM)")
 	out := fs.String("o", "", "output file (default: the input with .cose instead of .json)")
@@ -300,7 +300,7 @@ func cfgReadPub(path string) (crypto.PublicKey, error) {
 	return config.ParsePublicKey(b)
 }
 
-func configVerify(args []string) error {
+func configVerify(_ context.Context, args []string) error {
 	fs := cfgSubFlags("verify")
 	pubPath := fs.String("pub", "admin.pub", "administrator public key (PEM)")
 	pos, _, err := cfgParse(fs, args, false)
@@ -354,7 +354,7 @@ func cfgLoadSigned(path, pubPath, stateDir, device string) (*config.Signed, erro
 	return sc, nil
 }
 
-func configShow(args []string) error {
+func configShow(_ context.Context, args []string) error {
 	fs := cfgSubFlags("show")
 	pubPath := fs.String("pub", "", "verify FILE against this administrator public key (default: the key pinned in --state-dir)")
 	stateDir := fs.String("state-dir", configStateDir(), "state directory")
@@ -412,7 +412,7 @@ func configShow(args []string) error {
 	return nil
 }
 
-func configPlan(args []string) error {
+func configPlan(_ context.Context, args []string) error {
 	fs := cfgSubFlags("plan")
 	stateDir := fs.String("state-dir", configStateDir(), "state directory (its pinned key verifies the documents)")
 	tpmDev := cfgTPMFlag(fs)
@@ -458,7 +458,7 @@ func configPlan(args []string) error {
 	return nil
 }
 
-func configApply(args []string) error {
+func configApply(_ context.Context, args []string) error {
 	fs := cfgSubFlags("apply")
 	stateDir := fs.String("state-dir", configStateDir(), "state directory")
 	tpmDev := cfgTPMFlag(fs)
@@ -498,7 +498,7 @@ func configApply(args []string) error {
 	return nil
 }
 
-func configHistory(args []string) error {
+func configHistory(_ context.Context, args []string) error {
 	fs := cfgSubFlags("history")
 	stateDir := fs.String("state-dir", configStateDir(), "state directory")
 	tpmDev := cfgTPMFlag(fs)
@@ -536,7 +536,7 @@ func configHistory(args []string) error {
 // configReplaceAdmin is the administrator replacement ceremony: the TPM anchors the key id of
 // the administrator whose configurations a state accepts, and nothing else changes it. The
 // old state directory keeps the old key's history: the new key starts a new directory.
-func configReplaceAdmin(args []string) error {
+func configReplaceAdmin(_ context.Context, args []string) error {
 	fs := cfgSubFlags("replace-admin")
 	tpmDev := fs.String("tpm", "", "the TPM that anchors the configuration state (required)")
 	stateDir := fs.String("state-dir", "", "a new state directory for the new administrator (required; not the old one)")
@@ -629,7 +629,7 @@ func cfgOpenSecrets(st *config.State, masterPath string, create bool) (*config.S
 	return config.OpenSecretStore(st.SecretsDir(), master, kid, st.Active)
 }
 
-func configSecret(args []string) error {
+func configSecret(ctx context.Context, args []string) error {
 	fs := cfgSubFlags("secret")
 	stateDir := fs.String("state-dir", configStateDir(), "state directory")
 	tpmDev := cfgTPMFlag(fs)
@@ -668,9 +668,13 @@ func configSecret(args []string) error {
 		return usageErrorf("secret put NAME [FILE|-]")
 	}
 	var value []byte
-	if len(pos) == 1 || pos[1] == "-" {
+	switch {
+	case (len(pos) == 1 || pos[1] == "-") && isTerminal(os.Stdin):
+		// Typed: one line, echo off (docs/cli.md); a file or pipe is taken byte for byte.
+		value, err = readTerminal(ctx, os.Stdin, os.Stderr, "secret", config.MaxSecretSize, "value of secret "+pos[0]+": ")
+	case len(pos) == 1 || pos[1] == "-":
 		value, err = io.ReadAll(io.LimitReader(os.Stdin, config.MaxSecretSize+1))
-	} else {
+	default:
 		value, err = os.ReadFile(pos[1])
 	}
 	if err != nil {

@@ -231,7 +231,7 @@ func demoSSH(ctx context.Context, args []string) error {
 	}
 	password := []byte(demoPassword)
 	if *passwordFile != "" {
-		if password, err = readSecret(*passwordFile, "password for "+*user+": "); err != nil {
+		if password, err = readSecret(ctx, *passwordFile, "password for "+*user+": "); err != nil {
 			return fmt.Errorf("--password-file: %w", err)
 		}
 	}

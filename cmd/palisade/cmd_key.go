@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bufio"
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -23,8 +21,6 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/palisade-project/palisade/attest"
 	"github.com/palisade-project/palisade/client"
@@ -156,7 +152,11 @@ func readPIN(ctx context.Context, path, prompt string, isNew bool) ([]byte, erro
 	)
 	switch {
 	case path == "-" && isTerminal(os.Stdin):
-		b, err = readTerminalPIN(ctx, os.Stdin, prompt, isNew)
+		prompts := []string{prompt}
+		if isNew {
+			prompts = append(prompts, "again: ")
+		}
+		b, err = readTerminal(ctx, os.Stdin, os.Stderr, "PIN", keys.MaxPIN, prompts...)
 	case path == "-":
 		b, err = io.ReadAll(io.LimitReader(os.Stdin, keys.MaxPIN+2))
 	default:
@@ -170,69 +170,6 @@ func readPIN(ctx context.Context, path, prompt string, isNew bool) ([]byte, erro
 		return nil, fmt.Errorf("PIN in %s: %d bytes (1..%d)", path, len(b), keys.MaxPIN)
 	}
 	return b, nil
-}
-
-// readTerminalPIN prompts on the terminal in, echo off, and reads a line: twice for a new PIN,
-// which must agree. SIGINT only cancels main's context (it no longer kills the process), and a
-// terminal read cannot be interrupted, so the read runs on its own goroutine: a cancelled ctx
-// returns at once with echo restored, the goroutine left blocked until the process exits.
-func readTerminalPIN(ctx context.Context, in *os.File, prompt string, isNew bool) ([]byte, error) {
-	fd := int(in.Fd())
-	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
-	if err != nil {
-		return nil, err
-	}
-	quiet := *old
-	quiet.Lflag &^= unix.ECHO
-	quiet.Lflag |= unix.ICANON | unix.ECHONL
-	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &quiet); err != nil {
-		return nil, err
-	}
-	defer unix.IoctlSetTermios(fd, unix.TCSETS, old)
-	prompts := []string{prompt}
-	if isNew {
-		prompts = append(prompts, "again: ")
-	}
-	type result struct {
-		pin []byte
-		err error
-	}
-	done := make(chan result, 1)
-	go func() {
-		r := bufio.NewReaderSize(in, keys.MaxPIN+2)
-		var pins [][]byte
-		for _, q := range prompts {
-			fmt.Fprint(os.Stderr, q)
-			line, err := r.ReadSlice('\n')
-			if err != nil && !(errors.Is(err, io.EOF) && len(line) > 0) {
-				for _, p := range pins {
-					clear(p)
-				}
-				done <- result{nil, fmt.Errorf("PIN: %w (want one line of 1..%d bytes)", err, keys.MaxPIN)}
-				return
-			}
-			pins = append(pins, bytes.Clone(line))
-			clear(line)
-		}
-		if len(pins) == 2 && !bytes.Equal(pins[0], pins[1]) {
-			clear(pins[0])
-			clear(pins[1])
-			done <- result{nil, errors.New("the two PINs typed differ")}
-			return
-		}
-		if len(pins) == 2 {
-			clear(pins[1])
-		}
-		done <- result{pins[0], nil}
-	}()
-	select {
-	case r := <-done:
-		return r.pin, r.err
-	case <-ctx.Done():
-		fmt.Fprintln(os.Stderr) // end the prompt's line
-		go func() { clear((<-done).pin) }()
-		return nil, fmt.Errorf("PIN: %w", ctx.Err())
-	}
 }
 
 // newKeyOptions adds the flags that create and import share; opts reads them.

@@ -11,8 +11,6 @@ import (
 	"math"
 	"os"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/palisade-project/palisade/integrations/pam"
 )
 
@@ -132,52 +130,23 @@ func runPasswd(ctx context.Context, args []string) error {
 }
 
 // readPassword reads a new password: from a terminal, twice without echo, else one line of in.
-// A cancelled ctx (^C: main's context is cancelled by SIGINT, which therefore no longer kills
-// the process) abandons the read at once, echo restored; a read cannot be interrupted, so it
-// runs on its own goroutine, left blocked when the command returns.
+// A cancelled ctx (^C) abandons the read at once, echo restored.
 func readPassword(ctx context.Context, in *os.File, prompt io.Writer) ([]byte, error) {
-	fd := int(in.Fd())
-	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
-	terminal := err == nil
-	if terminal {
-		noEcho := *old
-		noEcho.Lflag &^= unix.ECHO
-		noEcho.Lflag |= unix.ICANON | unix.ECHONL
-		if err := unix.IoctlSetTermios(fd, unix.TCSETS, &noEcho); err != nil {
-			return nil, err
-		}
-		defer unix.IoctlSetTermios(fd, unix.TCSETS, old)
+	var pw []byte
+	var err error
+	if isTerminal(in) {
+		pw, err = readTerminal(ctx, in, prompt, "password", pam.MaxPassword, "New password: ", "Retype new password: ")
+	} else {
+		pw, err = readCtx(ctx, func() ([]byte, error) { return readLine(in) })
 	}
-	type result struct {
-		pw  []byte
-		err error
+	if err != nil {
+		return nil, fmt.Errorf("password: %w", err)
 	}
-	done := make(chan result, 1)
-	go func() {
-		var r result
-		if terminal {
-			r.pw, r.err = readTwice(in, prompt)
-		} else {
-			r.pw, r.err = readLine(in)
-		}
-		done <- r
-	}()
-	select {
-	case r := <-done:
-		if r.err == nil {
-			if r.err = checkPassword(r.pw); r.err != nil {
-				clear(r.pw)
-				r.pw = nil
-			}
-		}
-		return r.pw, r.err
-	case <-ctx.Done():
-		if terminal {
-			fmt.Fprintln(prompt) // the prompt's line
-		}
-		go func() { clear((<-done).pw) }()
-		return nil, fmt.Errorf("password: %w", ctx.Err())
+	if err := checkPassword(pw); err != nil {
+		clear(pw)
+		return nil, err
 	}
+	return pw, nil
 }
 
 // readLine reads one line of in (a pipe or file): the password without its line end.
@@ -189,29 +158,6 @@ func readLine(in io.Reader) ([]byte, error) {
 	pw := bytes.Clone(bytes.TrimRight(line, "\r\n"))
 	clear(line)
 	return pw, nil
-}
-
-// readTwice prompts for the password twice on a terminal (echo already off) and returns it if
-// both agree.
-func readTwice(in io.Reader, prompt io.Writer) ([]byte, error) {
-	r := bufio.NewReaderSize(in, pam.MaxPassword+2)
-	var pws [2][]byte
-	for i, q := range []string{"New password: ", "Retype new password: "} {
-		fmt.Fprint(prompt, q)
-		line, err := r.ReadSlice('\n')
-		if err != nil {
-			clear(pws[0])
-			return nil, fmt.Errorf("password: %w", err)
-		}
-		pws[i] = bytes.Clone(bytes.TrimRight(line, "\r\n"))
-		clear(line)
-	}
-	defer clear(pws[1])
-	if !bytes.Equal(pws[0], pws[1]) {
-		clear(pws[0])
-		return nil, errors.New("the passwords do not match")
-	}
-	return pws[0], nil
 }
 
 // checkPassword refuses a password no login could give: empty, or holding a NUL byte (PAM hands

@@ -51,7 +51,7 @@ func TestReadPINTerminal(t *testing.T) {
 	}{
 		{"current PIN", false, []string{"1234"}, "1234", false},
 		{"new PIN", true, []string{"s3cret", "s3cret"}, "s3cret", false},
-		{"new PIN mistyped", true, []string{"s3cret", "s3cert"}, "differ", true},
+		{"new PIN mistyped", true, []string{"s3cret", "s3cert"}, "do not match", true},
 		{"interrupted", false, nil, "context canceled", true}, // ^C at the prompt: nothing typed
 
 	} {

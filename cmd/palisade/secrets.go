@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"flag"
 	"fmt"
@@ -35,12 +36,12 @@ func refuseSecretFlag(fs *flag.FlagSet, name, instead string) {
 
 // readSecret reads a secret from path: "-" is standard input, where a terminal is prompted
 // (with prompt, echo off). One trailing newline is removed; an empty secret is an error.
-func readSecret(path, prompt string) ([]byte, error) {
+func readSecret(ctx context.Context, path, prompt string) ([]byte, error) {
 	var b []byte
 	var err error
 	switch {
 	case path == "-" && isTerminal(os.Stdin):
-		b, err = readNoEcho(os.Stdin, prompt)
+		b, err = readTerminal(ctx, os.Stdin, os.Stderr, "secret", maxSecret, prompt)
 	case path == "-":
 		b, err = io.ReadAll(io.LimitReader(os.Stdin, maxSecret+1))
 	default:
@@ -70,27 +71,72 @@ func isTerminal(f *os.File) bool {
 	return err == nil
 }
 
-// readNoEcho prompts on standard error and reads one line from the terminal f with echo off.
-func readNoEcho(f *os.File, prompt string) ([]byte, error) {
-	fd := int(f.Fd())
+// readTerminal reads a secret (what: "password", "PIN"…) typed on the terminal in with echo
+// off, one line of at most max bytes per prompt (written to prompt); given two prompts, the two
+// lines must agree (a mistyped new secret could lock an account or key). Echo is restored on
+// return, ^C included.
+func readTerminal(ctx context.Context, in *os.File, prompt io.Writer, what string, max int, prompts ...string) ([]byte, error) {
+	fd := int(in.Fd())
 	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
 	if err != nil {
 		return nil, err
 	}
 	quiet := *old
 	quiet.Lflag &^= unix.ECHO
-	quiet.Lflag |= unix.ICANON
+	quiet.Lflag |= unix.ICANON | unix.ECHONL
 	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &quiet); err != nil {
 		return nil, err
 	}
-	defer func() {
-		unix.IoctlSetTermios(fd, unix.TCSETS, old)
-		fmt.Fprintln(os.Stderr)
-	}()
-	fmt.Fprint(os.Stderr, prompt)
-	line, err := bufio.NewReader(io.LimitReader(f, maxSecret+1)).ReadBytes('\n')
-	if errors.Is(err, io.EOF) && len(line) > 0 {
-		err = nil
+	defer unix.IoctlSetTermios(fd, unix.TCSETS, old)
+	b, err := readCtx(ctx, func() ([]byte, error) {
+		r := bufio.NewReaderSize(in, max+2)
+		var lines [][]byte
+		defer func() {
+			for _, l := range lines {
+				clear(l)
+			}
+		}()
+		for _, q := range prompts {
+			fmt.Fprint(prompt, q)
+			line, err := r.ReadSlice('\n')
+			if err != nil && !(errors.Is(err, io.EOF) && len(line) > 0) {
+				return nil, fmt.Errorf("%s: %w (want one line of 1..%d bytes)", what, err, max)
+			}
+			lines = append(lines, bytes.Clone(bytes.TrimRight(line, "\r\n")))
+			clear(line)
+		}
+		for _, l := range lines[1:] {
+			if !bytes.Equal(l, lines[0]) {
+				return nil, fmt.Errorf("the %ss typed do not match", what)
+			}
+		}
+		return bytes.Clone(lines[0]), nil
+	})
+	if ctx.Err() != nil && err != nil {
+		fmt.Fprintln(prompt) // end the prompt's line
 	}
-	return line, err
+	return b, err
+}
+
+// readCtx returns what read returns, or ctx's error at once if ctx is done first. SIGINT only
+// cancels main's context (it no longer kills the process), and a read of a terminal or a pipe
+// cannot be interrupted: read runs on its own goroutine, left blocked until the process exits,
+// and what it reads after a cancellation is cleared.
+func readCtx(ctx context.Context, read func() ([]byte, error)) ([]byte, error) {
+	type result struct {
+		b   []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		b, err := read()
+		done <- result{b, err}
+	}()
+	select {
+	case r := <-done:
+		return r.b, r.err
+	case <-ctx.Done():
+		go func() { clear((<-done).b) }()
+		return nil, ctx.Err()
+	}
 }
