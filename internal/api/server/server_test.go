@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/palisade-project/palisade/internal/engine"
 	"github.com/palisade-project/palisade/internal/engine/wasm"
 	"github.com/palisade-project/palisade/internal/rot/none"
+	"github.com/palisade-project/palisade/internal/tmpfstest"
 	"github.com/palisade-project/palisade/internal/utpm"
 	"github.com/palisade-project/palisade/internal/visor"
 	"github.com/palisade-project/palisade/pal"
@@ -336,5 +338,90 @@ func TestPeerCredentials(t *testing.T) {
 	_, err = api.NewPalisadeClient(conn).Call(context.Background(), &api.CallRequest{Handle: "pal-0000000000000005"})
 	if status.Code(err) != codes.NotFound {
 		t.Fatalf("Call unknown: %v", err)
+	}
+}
+
+// TestAuditDiskFull fills the audit log's file system while a record is being written: the
+// failed record must leave no partial line behind, or the next record would be glued to it
+// and the log would no longer parse (a disk full once corrupted the audit trail for good).
+// A log whose last line was torn before (a machine crash) is repaired the same way at open.
+func TestAuditDiskFull(t *testing.T) {
+	dir := tmpfstest.Mount(t, 64<<10)
+	path := filepath.Join(dir, "audit.log")
+	a, err := OpenAudit(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	ev := Event{Event: "register", UID: u32p(7), PAL: "pal-1", Name: strings.Repeat("n", 100)}
+	// Bring the log close to the end of a page, so that the next record needs a new page that
+	// the full file system cannot give: the write is cut short, not refused whole.
+	for {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size()%4096 > 4096-100 {
+			break
+		}
+		if err := a.Log(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	free := tmpfstest.Fill(t, dir)
+	for _, sync := range []bool{true, false} {
+		if err := a.log(ev, sync); !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("log on a full disk (sync %v): %v, want ENOSPC", sync, err)
+		}
+	}
+	free()
+	if err := a.Log(ev); err != nil {
+		t.Fatal(err)
+	}
+	checkAuditLines(t, path, -1)
+
+	// A torn last line from before (a crash of the machine mid-write): the next record starts
+	// on a line of its own.
+	a.Close()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(`{"time":"2026-01-01T00:00:00Z","ev`); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if a, err = OpenAudit(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Log(ev); err != nil {
+		t.Fatal(err)
+	}
+	checkAuditLines(t, path, 1)
+}
+
+// checkAuditLines checks that every line of the audit log at path parses, except exactly
+// torn lines (-1: any number) that are not JSON.
+func checkAuditLines(t *testing.T, path string, torn int) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasSuffix(b, []byte("\n")) {
+		t.Errorf("audit log does not end with a newline")
+	}
+	bad := 0
+	for i, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		var e Event
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			bad++
+			if torn < 0 {
+				t.Errorf("line %d does not parse: %q: %v", i+1, l, err)
+			}
+		}
+	}
+	if torn >= 0 && bad != torn {
+		t.Errorf("%d lines do not parse, want %d", bad, torn)
 	}
 }
