@@ -425,3 +425,89 @@ func checkAuditLines(t *testing.T, path string, torn int) {
 		t.Errorf("%d lines do not parse, want %d", bad, torn)
 	}
 }
+
+// TestStoreInUse: a second daemon on the same state directory is refused with a message that
+// says why (bbolt's own error was the bare word "timeout").
+func TestStoreInUse(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := OpenStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s2, err := OpenStore(path)
+	if err == nil {
+		s2.Close()
+		t.Fatal("a second OpenStore of the same database succeeded")
+	}
+	if !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "in use by another process") {
+		t.Fatalf("error %q does not name the database and say it is in use", err)
+	}
+}
+
+// TestStoreDamaged: a damaged state.db is refused at open with an error that names it. bbolt
+// panics when it meets a bad page, so the daemon used to die with a stack trace, at start or
+// at the first read of that page, again at every restart.
+func TestStoreDamaged(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.db")
+	s, err := OpenStore(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Enough records and image bytes for several pages of each kind.
+	for i := 1; i <= 40; i++ {
+		if err := s.Put(Record{Handle: visor.Handle(i), Name: strings.Repeat("x", 200)}, bytes.Repeat([]byte{byte(i)}, 3000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	orig, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const page = 4096
+	for _, tc := range []struct {
+		name   string
+		damage func(b []byte) []byte
+	}{
+		{"truncated to half", func(b []byte) []byte { return b[:len(b)/2] }},
+		{"pages zeroed", func(b []byte) []byte {
+			clear(b[5*page : 7*page])
+			return b
+		}},
+		{"both meta pages garbage", func(b []byte) []byte {
+			for i := 16; i < 80; i++ {
+				b[i], b[page+i] = byte(i*7), byte(i*13)
+			}
+			return b
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "state.db")
+			if err := os.WriteFile(p, tc.damage(bytes.Clone(orig)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var s *Store
+			func() {
+				defer func() {
+					if r := recover(); r != nil {
+						t.Fatalf("OpenStore panicked: %v", r)
+					}
+				}()
+				s, err = OpenStore(p)
+			}()
+			if err == nil {
+				// Open may find nothing wrong only if every read works.
+				defer s.Close()
+				if _, err := s.Records(); err != nil {
+					t.Fatalf("OpenStore accepted a database whose records do not read: %v", err)
+				}
+				t.Fatal("OpenStore accepted a damaged database")
+			}
+			if !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "damaged") {
+				t.Fatalf("error %q does not name the database and say it is damaged", err)
+			}
+		})
+	}
+}
