@@ -265,6 +265,13 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 			}
 		}()
 	}
+	// A TPM root whose connection breaks (swtpm stopped) fails every operation from then on,
+	// and a TPM that comes back lost the visor's PCR: stop, for the supervisor to start the
+	// daemon again (which redoes the start sequence, or says why it cannot).
+	var lost <-chan struct{}
+	if r, ok := root.(*tpm.Root); ok {
+		lost = r.Lost()
+	}
 	vm := root.Platform().Visor
 	log.Info("palisaded serving", "socket", cfg.Socket, "rot", root.Mode(), "engines", v.Engines(),
 		"state_dir", cfg.StateDir, "version", version, "visor", hex.EncodeToString(vm[:]))
@@ -286,6 +293,16 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 		return nil
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)
+	case <-lost:
+		lerr := root.(*tpm.Root).LostErr()
+		log.Error("root of trust lost: stopping", "err", lerr)
+		notifySystemd("STOPPING=1")
+		ctx, cancel := context.WithTimeout(context.Background(), grace)
+		defer cancel()
+		_ = shutdownLean(ctx, lsrv)
+		_ = srv.Shutdown(ctx)
+		<-served
+		return fmt.Errorf("root of trust: %w; palisaded stops (start it again once the TPM is back)", lerr)
 	}
 }
 

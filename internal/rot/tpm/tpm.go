@@ -105,6 +105,7 @@ type Root struct {
 	counters    *Counters
 	flushed     int      // leftover objects and sessions flushed at Open
 	lock        *os.File // flock of STATE_DIR/lock, held while the Root is open
+	watch       *watchedTPM
 	closed      bool
 }
 
@@ -157,7 +158,8 @@ func Open(ctx context.Context, cfg Config) (*Root, error) {
 		lock.Close()
 		return nil, fmt.Errorf("tpm: %w", err)
 	}
-	r := &Root{tpm: t, lock: lock, pcr: uint32(cfg.PCR), visor: visor, ekChain: cfg.EKChain}
+	w := watch(t)
+	r := &Root{tpm: w, watch: w, lock: lock, pcr: uint32(cfg.PCR), visor: visor, ekChain: cfg.EKChain}
 	if err := r.start(ctx, cfg); err != nil {
 		r.Close()
 		return nil, err
