@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/palisade-project/palisade/internal/api/server"
+	"github.com/palisade-project/palisade/internal/atomicfile"
 	"github.com/palisade-project/palisade/internal/config"
 	"github.com/palisade-project/palisade/internal/engine"
 	"github.com/palisade-project/palisade/internal/engine/kvm"
@@ -120,7 +121,7 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 			return err
 		}
 	}
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+	if err := atomicfile.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
 	if fi, err := os.Stat(cfg.StateDir); err != nil {
@@ -149,6 +150,11 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 		return err
 	}
 	closers = append(closers, audit.Close)
+	// state.db and audit.log may have just been created: their names must survive a crash
+	// of the machine as their contents do.
+	if err := atomicfile.SyncDir(cfg.StateDir); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
 
 	root, err := openRoot(cfg, rawConfig)
 	if err != nil {

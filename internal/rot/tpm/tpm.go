@@ -129,7 +129,9 @@ func Open(ctx context.Context, cfg Config) (*Root, error) {
 	if cfg.NVCounterIndex == 0 {
 		cfg.NVCounterIndex = DefaultNVCounterIndex
 	}
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+	// Durable before the TPM is touched: an NV counter defined for a state directory whose
+	// entry a crash of the machine then lost would refuse every start as a rollback.
+	if err := atomicfile.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("tpm: state dir: %w", err)
 	}
 	// One Root per state directory: two would each write the counters file from their own
