@@ -9,6 +9,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/palisade-project/palisade/internal/engine"
 	"github.com/palisade-project/palisade/internal/visor"
@@ -47,13 +48,13 @@ type Record struct {
 // on a bad page.
 func OpenStore(path string) (*Store, error) {
 	db, err := openBolt(path)
-	if errors.Is(err, bolt.ErrTimeout) {
+	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("state db %s is in use by another process (is another palisaded running on this state directory?): %w", path, err)
 	}
 	damaged := func(err error) error {
 		return fmt.Errorf("state db %s is damaged (%w): the registrations and keys it holds cannot be read; keep a copy of it, and move it aside to start without them", path, err)
 	}
-	if errors.Is(err, errPanicked) || errors.Is(err, bolt.ErrInvalid) || errors.Is(err, bolt.ErrChecksum) {
+	if errors.Is(err, errPanicked) || errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrChecksum) {
 		return nil, damaged(err)
 	}
 	if err != nil {
