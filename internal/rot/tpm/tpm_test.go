@@ -361,3 +361,34 @@ func TestOpenStateDirectory(t *testing.T) {
 		t.Fatalf("second Open on the same state directory: %v", err)
 	}
 }
+
+// TestOpenMalformedMasterSecretFile: a damaged master.sealed is refused with an error that
+// names the file and what it is; it said "malformed endorsement", which sent an operator
+// looking at evidence rather than at the state directory. Nothing is rewritten: the file
+// put back, the visor starts with its secret.
+func TestOpenMalformedMasterSecretFile(t *testing.T) {
+	sw := swtpmtest.Start(t)
+	state := t.TempDir()
+	exe := visorFile(t, "visor A")
+	mustOpen(t, sw, state, exe, nil).Close()
+	path := filepath.Join(state, "master.sealed")
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, good[:len(good)/2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = open(t, sw, state, exe, nil, 0)
+	if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), path) ||
+		!strings.Contains(err.Error(), "sealed master secret") || strings.Contains(err.Error(), "endorsement") {
+		t.Fatalf("Open with a truncated master.sealed: %v", err)
+	}
+	if b, _ := os.ReadFile(path); len(b) != len(good)/2 {
+		t.Fatalf("master.sealed rewritten by a failed Open (%d bytes)", len(b))
+	}
+	if err := os.WriteFile(path, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustOpen(t, sw, state, exe, nil).Close()
+}
