@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/sha256"
@@ -21,6 +23,8 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/palisade-project/palisade/attest"
 	"github.com/palisade-project/palisade/client"
@@ -135,9 +139,11 @@ func ids(list string, group bool) ([]uint32, error) {
 	return out, nil
 }
 
-// readPIN reads a PIN from path ("-": standard input), without its trailing newline. An empty
-// path yields $PALISADE_KEY_PIN, or nil.
-func readPIN(path string) ([]byte, error) {
+// readPIN reads a PIN from path ("-": standard input, where a terminal is prompted with
+// prompt, echo off, as for every secret: docs/cli.md; a new PIN is asked twice there, since a
+// mistyped one would lock the key), without its trailing newlines. An empty path yields
+// $PALISADE_KEY_PIN, or nil. A cancelled ctx (^C) abandons a terminal prompt at once.
+func readPIN(ctx context.Context, path, prompt string, isNew bool) ([]byte, error) {
 	if path == "" {
 		if p := os.Getenv("PALISADE_KEY_PIN"); p != "" {
 			return []byte(p), nil
@@ -148,9 +154,12 @@ func readPIN(path string) ([]byte, error) {
 		b   []byte
 		err error
 	)
-	if path == "-" {
+	switch {
+	case path == "-" && isTerminal(os.Stdin):
+		b, err = readTerminalPIN(ctx, os.Stdin, prompt, isNew)
+	case path == "-":
 		b, err = io.ReadAll(io.LimitReader(os.Stdin, keys.MaxPIN+2))
-	} else {
+	default:
 		b, err = os.ReadFile(path)
 	}
 	if err != nil {
@@ -163,14 +172,77 @@ func readPIN(path string) ([]byte, error) {
 	return b, nil
 }
 
+// readTerminalPIN prompts on the terminal in, echo off, and reads a line: twice for a new PIN,
+// which must agree. SIGINT only cancels main's context (it no longer kills the process), and a
+// terminal read cannot be interrupted, so the read runs on its own goroutine: a cancelled ctx
+// returns at once with echo restored, the goroutine left blocked until the process exits.
+func readTerminalPIN(ctx context.Context, in *os.File, prompt string, isNew bool) ([]byte, error) {
+	fd := int(in.Fd())
+	old, err := unix.IoctlGetTermios(fd, unix.TCGETS)
+	if err != nil {
+		return nil, err
+	}
+	quiet := *old
+	quiet.Lflag &^= unix.ECHO
+	quiet.Lflag |= unix.ICANON | unix.ECHONL
+	if err := unix.IoctlSetTermios(fd, unix.TCSETS, &quiet); err != nil {
+		return nil, err
+	}
+	defer unix.IoctlSetTermios(fd, unix.TCSETS, old)
+	prompts := []string{prompt}
+	if isNew {
+		prompts = append(prompts, "again: ")
+	}
+	type result struct {
+		pin []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		r := bufio.NewReaderSize(in, keys.MaxPIN+2)
+		var pins [][]byte
+		for _, q := range prompts {
+			fmt.Fprint(os.Stderr, q)
+			line, err := r.ReadSlice('\n')
+			if err != nil && !(errors.Is(err, io.EOF) && len(line) > 0) {
+				for _, p := range pins {
+					clear(p)
+				}
+				done <- result{nil, fmt.Errorf("PIN: %w (want one line of 1..%d bytes)", err, keys.MaxPIN)}
+				return
+			}
+			pins = append(pins, bytes.Clone(line))
+			clear(line)
+		}
+		if len(pins) == 2 && !bytes.Equal(pins[0], pins[1]) {
+			clear(pins[0])
+			clear(pins[1])
+			done <- result{nil, errors.New("the two PINs typed differ")}
+			return
+		}
+		if len(pins) == 2 {
+			clear(pins[1])
+		}
+		done <- result{pins[0], nil}
+	}()
+	select {
+	case r := <-done:
+		return r.pin, r.err
+	case <-ctx.Done():
+		fmt.Fprintln(os.Stderr) // end the prompt's line
+		go func() { clear((<-done).pin) }()
+		return nil, fmt.Errorf("PIN: %w", ctx.Err())
+	}
+}
+
 // newKeyOptions adds the flags that create and import share; opts reads them.
-func newKeyOptions(fs *flag.FlagSet) (opts func(name string) (client.KeyCreateOptions, error)) {
+func newKeyOptions(fs *flag.FlagSet) (opts func(ctx context.Context, name string) (client.KeyCreateOptions, error)) {
 	users := fs.String("allow-user", "", "users (names or uids, comma-separated) allowed to sign besides the owner")
 	groups := fs.String("allow-group", "", "groups (names or gids) whose members may sign")
 	pinFile := fs.String("pin-file", "", "file holding a PIN to require for every signature ('-': stdin)")
 	tries := fs.Uint("max-tries", 0, "incorrect PINs before the key locks (default 5)")
 	signer := fs.String("signer", "", "a signing PAL of your own (.wasm) to bind the key to, instead of the shipped one")
-	return func(name string) (client.KeyCreateOptions, error) {
+	return func(ctx context.Context, name string) (client.KeyCreateOptions, error) {
 		o := client.KeyCreateOptions{Name: name, MaxTries: uint32(*tries)}
 		var err error
 		if *tries > 255 {
@@ -183,7 +255,7 @@ func newKeyOptions(fs *flag.FlagSet) (opts func(name string) (client.KeyCreateOp
 			return o, err
 		}
 		if *pinFile != "" {
-			if o.PIN, err = readPIN(*pinFile); err != nil {
+			if o.PIN, err = readPIN(ctx, *pinFile, "PIN for key "+name+": ", true); err != nil {
 				return o, err
 			}
 		}
@@ -208,7 +280,7 @@ func keyCreate(ctx context.Context, args []string) error {
 	if *sshLine && !sshagent.Supported(*alg) {
 		return usageErrorf("key create: --ssh with --alg %s: SSH keys are ed25519, ecdsa-p256, rsa-2048 or rsa-3072", *alg)
 	}
-	o, err := opts(pos[0])
+	o, err := opts(ctx, pos[0])
 	if err != nil {
 		return err
 	}
@@ -238,7 +310,7 @@ func keyImport(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	o, err := opts(pos[0])
+	o, err := opts(ctx, pos[0])
 	if err != nil {
 		return err
 	}
@@ -469,13 +541,13 @@ func keyPIN(ctx context.Context, args []string) error {
 	if *oldFile == "-" && *newFile == "-" {
 		return usageErrorf("key pin: only one of the PINs can come from stdin")
 	}
-	oldPIN, err := readPIN(*oldFile)
+	oldPIN, err := readPIN(ctx, *oldFile, "current PIN of key "+pos[0]+": ", false)
 	if err != nil {
 		return err
 	}
 	var newPIN []byte
 	if *newFile != "" {
-		if newPIN, err = readPIN(*newFile); err != nil {
+		if newPIN, err = readPIN(ctx, *newFile, "new PIN for key "+pos[0]+": ", true); err != nil {
 			return err
 		}
 	}
@@ -502,7 +574,7 @@ func newCertFlags(sub, usage string) (*flag.FlagSet, *certFlags) {
 
 // signer connects and returns a KeySigner for name with the PIN of cf.
 func (cf *certFlags) signer(ctx context.Context, name string) (*client.KeySigner, func(), error) {
-	pin, err := readPIN(*cf.pinFile)
+	pin, err := readPIN(ctx, *cf.pinFile, "PIN of key "+name+": ", false)
 	if err != nil {
 		return nil, nil, err
 	}

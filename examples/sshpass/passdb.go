@@ -20,14 +20,16 @@ var ErrLocked = errors.New("sshpass: too many failed attempts: the user is locke
 // sealed database files that `palisade passwd` writes and pam_palisade.so reads, so the demo
 // server and sshd with pam_palisade can share one database. Like pam_palisade.so, it reads
 // the database file at every request, so changes made by `palisade passwd` (a new user, an
-// unlock) apply at once; the PAL's handle is read once, when opened.
+// unlock) apply at once, and holds the state's lock (pam.State.Update) from that read to
+// storing a new database, so no writer undoes another's change; the PAL's handle is read
+// once, when opened.
 type PassDB struct {
 	st pam.State
 	k  pam.Checker
 	// registered is whether OpenPassDB registered the PAL (Close unregisters only then).
 	registered bool
 
-	mu sync.Mutex // serialises this process's read-modify-write of the database file
+	mu sync.Mutex // serialises this process's requests (the state's lock serialises processes)
 }
 
 // OpenPassDB opens the state directory dir as `palisade passwd` does: it reuses the checking
@@ -72,28 +74,26 @@ func (p *PassDB) store(db []byte) error { return p.st.Write("passwd.db", db) }
 func (p *PassDB) Enrol(ctx context.Context, user string, password []byte, params pam.Params, maxFailures uint32) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	db, err := p.st.DB()
-	if err != nil {
-		return err
-	}
-	if db, err = p.k.Enrol(ctx, db, user, password, params, maxFailures); err != nil {
-		return fmt.Errorf("sshpass: enrol %q: %w", user, err)
-	}
-	return p.store(db)
+	return p.st.Update(func(db []byte) ([]byte, error) {
+		db, err := p.k.Enrol(ctx, db, user, password, params, maxFailures)
+		if err != nil {
+			return nil, fmt.Errorf("sshpass: enrol %q: %w", user, err)
+		}
+		return db, nil
+	})
 }
 
 // Unlock lifts user's lockout, as `palisade passwd USER --unlock` does.
 func (p *PassDB) Unlock(ctx context.Context, user string) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	db, err := p.st.DB()
-	if err != nil {
-		return err
-	}
-	if db, err = p.k.Unlock(ctx, db, user); err != nil {
-		return fmt.Errorf("sshpass: unlock %q: %w", user, err)
-	}
-	return p.store(db)
+	return p.st.Update(func(db []byte) ([]byte, error) {
+		db, err := p.k.Unlock(ctx, db, user)
+		if err != nil {
+			return nil, fmt.Errorf("sshpass: unlock %q: %w", user, err)
+		}
+		return db, nil
+	})
 }
 
 // Check implements Checker: nil, ErrWrongPassword, ErrLocked, or another error. A success
@@ -102,25 +102,21 @@ func (p *PassDB) Unlock(ctx context.Context, user string) error {
 func (p *PassDB) Check(ctx context.Context, user string, password []byte) error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	db, err := p.st.DB()
-	if err != nil {
-		return err
-	}
-	if db == nil {
-		return ErrWrongPassword // no user enrolled yet
-	}
-	newDB, err := p.k.Check(ctx, db, user, password)
-	switch {
-	case errors.Is(err, pam.ErrWrong):
-		return ErrWrongPassword
-	case errors.Is(err, pam.ErrLocked):
-		return ErrLocked
-	case err != nil:
-		return fmt.Errorf("sshpass: check: %w", err)
-	case newDB != nil:
-		return p.store(newDB)
-	}
-	return nil
+	return p.st.Update(func(db []byte) ([]byte, error) {
+		if db == nil {
+			return nil, ErrWrongPassword // no user enrolled yet
+		}
+		newDB, err := p.k.Check(ctx, db, user, password)
+		switch {
+		case errors.Is(err, pam.ErrWrong):
+			return nil, ErrWrongPassword
+		case errors.Is(err, pam.ErrLocked):
+			return nil, ErrLocked
+		case err != nil:
+			return nil, fmt.Errorf("sshpass: check: %w", err)
+		}
+		return newDB, nil // nil: nothing to store
+	})
 }
 
 // Close unregisters the checking PAL if OpenPassDB registered it (a PAL found through the

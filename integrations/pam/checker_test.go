@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -156,6 +157,76 @@ func TestEnrolCheckLockout(t *testing.T) {
 	}
 	if _, err := k.Check(ctx, db, "alice", []byte("right")); !errors.Is(err, pam.ErrWrong) {
 		t.Fatalf("deleted user: %v", err)
+	}
+}
+
+// TestFullDatabase fills databases to their limits. With short names, 256 users and a 257th
+// refused, naming the limit. With names of 255 bytes the sealed database reaches the 64 KiB a
+// PAL can seal first (at 200 users): the next enrolment is refused naming that limit (it was
+// "seal failed"), and every user enrolled still checks.
+func TestFullDatabase(t *testing.T) {
+	_, k := daemon(t, "")
+	ctx := context.Background()
+	fast := pam.Params{Time: 1, Memory: 8, Threads: 1}
+	for _, tc := range []struct {
+		name    string
+		user    func(i int) string
+		fit     int    // users that fit
+		refusal string // the next one's error
+	}{
+		{"short names", func(i int) string { return fmt.Sprintf("user%d", i) }, 256, "the db holds 256 users"},
+		{"255-byte names", func(i int) string { return fmt.Sprintf("%03d", i) + strings.Repeat("u", pam.MaxUser-3) }, 200, "64 KiB a PAL can seal"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var db []byte
+			for i := 0; i < tc.fit; i++ {
+				next, err := k.Enrol(ctx, db, tc.user(i), []byte(tc.user(i)), fast, 0)
+				if err != nil {
+					t.Fatalf("user %d: %v", i, err)
+				}
+				db = next
+			}
+			if _, err := k.Enrol(ctx, db, tc.user(tc.fit), []byte("pw"), pam.Params{}, 0); err == nil || !strings.Contains(err.Error(), tc.refusal) {
+				t.Errorf("user %d: %v, want an error with %q", tc.fit, err, tc.refusal)
+			}
+			for _, i := range []int{0, tc.fit / 2, tc.fit - 1} {
+				if _, err := k.Check(ctx, db, tc.user(i), []byte(tc.user(i))); err != nil {
+					t.Errorf("user %d of a full database: %v", i, err)
+				}
+			}
+		})
+	}
+}
+
+// TestSeparateDatabases: two databases of the same checking PAL (two state directories, or the
+// demo's and sshd's) keep separate lockouts. The failure counters were named by the user name
+// alone, so failures against alice in one database locked alice out of every other; each
+// database now draws a random id that names its counters.
+func TestSeparateDatabases(t *testing.T) {
+	_, k := daemon(t, "")
+	ctx := context.Background()
+	fast := pam.Params{Time: 1, Memory: 8, Threads: 1}
+	var dbs [2][]byte
+	for i := range dbs {
+		var err error
+		if dbs[i], err = k.Enrol(ctx, nil, "alice", []byte("right"), fast, 2); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := 0; i < 2; i++ {
+		if _, err := k.Check(ctx, dbs[1], "alice", []byte("guess")); !errors.Is(err, pam.ErrWrong) {
+			t.Fatalf("guess %d: %v", i, err)
+		}
+	}
+	if _, err := k.Check(ctx, dbs[1], "alice", []byte("right")); !errors.Is(err, pam.ErrLocked) {
+		t.Fatalf("the database the failures were against: %v, want ErrLocked", err)
+	}
+	if _, err := k.Check(ctx, dbs[0], "alice", []byte("right")); err != nil {
+		t.Errorf("the other database: %v, want nil (its own lockout)", err)
+	}
+	// Only an enrolment starts a database (and so new counters): a check against none is refused.
+	if _, err := k.Check(ctx, []byte{}, "alice", []byte("right")); err == nil || !strings.Contains(err.Error(), "no db") {
+		t.Errorf("a check against no database: %v, want the PAL's refusal", err)
 	}
 }
 

@@ -6,6 +6,9 @@
 //	DIR/passwd.db  the verifier database, sealed to the checking PAL's measurement
 //	DIR/engine     which shipped build of the checking PAL the database belongs to: wasm or kvm
 //
+// Whoever rewrites passwd.db holds an exclusive flock(2) on DIR itself from reading it to
+// storing the new one (State.Update here, pam_palisade.so likewise).
+//
 // The database exists in the clear only inside the PAL; the lockout counters are the PAL's
 // µTPM monotonic counters (pal/checker.c states the protocol and the lockout rule).
 package pam
@@ -23,6 +26,8 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/palisade-project/palisade/client"
 )
@@ -217,16 +222,71 @@ func (s State) Handle() (string, error) {
 	return strings.TrimSpace(string(b)), err
 }
 
-// DB reads the sealed database (nil if none yet).
+// DB reads the sealed database (nil if none yet). An empty file is an error, not "no
+// database": no sealed database is empty, and the checking PAL takes a database of length 0
+// for a new one, so enrolling into a truncated file would silently start a database holding
+// one user, with the default parameters and threshold.
 func (s State) DB() ([]byte, error) {
 	b, err := os.ReadFile(s.path("passwd.db"))
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
+	if err == nil && len(b) == 0 {
+		return nil, fmt.Errorf("pam: %s is empty, not a sealed database (truncated?): restore it, or remove it to start a new database and enrol every user again", s.path("passwd.db"))
+	}
 	return b, err
 }
 
-// Write replaces a file of the state atomically (0600 in a 0700 directory).
+// Update replaces the sealed database with f(the current one), holding the state's lock from
+// the read to the write: f gets the database (nil if none yet) and returns the new one (nil:
+// nothing to store). Every read-modify-write of passwd.db must go through the lock, which
+// pam_palisade.so takes too: without it two writers each store a database derived from the
+// same old one and one change is lost (an enrolment, a deletion, an unlock, a failure
+// baseline moved by a success).
+func (s State) Update(f func(db []byte) ([]byte, error)) error {
+	unlock, err := s.lock()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	db, err := s.DB()
+	if err != nil {
+		return err
+	}
+	if db, err = f(db); err != nil || db == nil {
+		return err
+	}
+	return s.Write("passwd.db", db)
+}
+
+// lock takes the state's lock: an exclusive flock(2) on the state directory itself (created
+// 0700 if missing), the lock pam_palisade.so takes. It waits as long as the holder takes; the
+// holders are logins and `palisade passwd` runs, each holding it for one call of the checking
+// PAL.
+func (s State) lock() (unlock func(), err error) {
+	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	d, err := os.Open(s.Dir)
+	if err != nil {
+		return nil, err
+	}
+	for {
+		err = unix.Flock(int(d.Fd()), unix.LOCK_EX)
+		if !errors.Is(err, unix.EINTR) {
+			break
+		}
+	}
+	if err != nil {
+		d.Close()
+		return nil, fmt.Errorf("pam: lock %s: %w", s.Dir, err)
+	}
+	return func() { d.Close() }, nil
+}
+
+// Write replaces a file of the state atomically and durably (0600 in a 0700 directory): the
+// data and then the directory entry are synced, so after a crash the file is the old one or
+// the new one, and a new one stays.
 func (s State) Write(name string, data []byte) error {
 	if err := os.MkdirAll(s.Dir, 0o700); err != nil {
 		return err
@@ -247,7 +307,15 @@ func (s State) Write(name string, data []byte) error {
 	if err := tmp.Close(); err != nil {
 		return err
 	}
-	return os.Rename(tmp.Name(), s.path(name))
+	if err := os.Rename(tmp.Name(), s.path(name)); err != nil {
+		return err
+	}
+	d, err := os.Open(s.Dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 // Ensure returns a Checker on the registered checking PAL, registering one if the state has

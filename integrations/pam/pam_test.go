@@ -8,11 +8,14 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"github.com/palisade-project/palisade/client"
 	"github.com/palisade-project/palisade/examples/sshpass"
 	"github.com/palisade-project/palisade/integrations/internal/ossh"
+	"github.com/palisade-project/palisade/internal/proctest"
 )
 
 func TestMain(m *testing.M) { ossh.Main(m) }
@@ -54,10 +57,16 @@ func newPAMSetup(t *testing.T, e *ossh.Env, service string) *pamSetup {
 	if err := os.MkdirAll(s.svcDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(s.svcDir, service), []byte(s.authLine()+"\naccount required /lib/x86_64-linux-gnu/security/pam_permit.so\nsession required /lib/x86_64-linux-gnu/security/pam_permit.so\n"), 0o644); err != nil {
+	s.writeService(t)
+	return s
+}
+
+// writeService writes the PAM service file for the current state directory.
+func (s *pamSetup) writeService(t *testing.T) {
+	t.Helper()
+	if err := os.WriteFile(filepath.Join(s.svcDir, s.service), []byte(s.authLine()+"\naccount required /lib/x86_64-linux-gnu/security/pam_permit.so\nsession required /lib/x86_64-linux-gnu/security/pam_permit.so\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return s
 }
 
 // authLine is the pam.d line, as docs/ssh.md gives it (with this test's paths).
@@ -263,5 +272,118 @@ func TestDemoSharesPasswdState(t *testing.T) {
 		if err := step.do(); !errors.Is(err, step.want) || (err == nil) != (step.want == nil) {
 			t.Fatalf("%s: %v, want %v", step.what, err, step.want)
 		}
+	}
+}
+
+// TestDamagedState: a state directory whose database is damaged makes pam_palisade.so answer
+// PAM_AUTHINFO_UNAVAIL with a log line saying what is wrong, and `palisade passwd` refuse with
+// the same reason, rather than the module calling every user's password wrong and passwd
+// starting a new database over the damaged one (the PAL takes an empty database for a new
+// one); once the file is restored, logins work again.
+func TestDamagedState(t *testing.T) {
+	ossh.NeedTools(t, "pamtester")
+	if _, err := os.Stat(pamWrapper); err != nil {
+		t.Skip("libpam-wrapper not installed (scripts/setup.sh)")
+	}
+	e := ossh.NewEnv(t)
+	s := newPAMSetup(t, e, "palisade-test")
+	s.passwd(t, "alice", "correct horse")
+	dbPath := filepath.Join(s.state, "passwd.db")
+	good, err := os.ReadFile(dbPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		damage func() error
+		passwd []string // the palisade passwd run, refused
+		why    string   // in the module's log and passwd's error
+	}{
+		{"empty database", func() error { return os.WriteFile(dbPath, nil, 0o600) }, []string{"bob"}, "passwd.db is empty"},
+		{"truncated database", func() error { return os.WriteFile(dbPath, good[:len(good)/2], 0o600) }, []string{"bob"}, "does not unseal"},
+		{"no database", func() error { return os.Remove(dbPath) }, []string{"alice", "--unlock"}, "no password database"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.damage(); err != nil {
+				t.Fatal(err)
+			}
+			out, errs, code := e.Run(s.env(), "correct horse\n", "pamtester", "-v", s.service, "alice", "authenticate")
+			if code == 0 || !strings.Contains(out+errs, "cannot retrieve authentication info") || !strings.Contains(errs, tc.why) {
+				t.Errorf("pamtester: exit %d, want PAM_AUTHINFO_UNAVAIL and a log line with %q:\n%s%s", code, tc.why, out, errs)
+			}
+			args := append([]string{"passwd", "--dir", s.state}, tc.passwd...)
+			if out, errs, code := e.Run(nil, "bobs password\n", e.CLI, args...); code != 1 || !strings.Contains(errs, tc.why) {
+				t.Errorf("palisade %v: exit %d, want 1 and %q:\n%s%s", args, code, tc.why, out, errs)
+			}
+			if err := os.WriteFile(dbPath, good, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			if !s.pamtester(t, "alice", "correct horse") {
+				t.Error("alice refused once the database was restored")
+			}
+		})
+	}
+}
+
+// TestStuckLogin: with palisaded stopped (SIGSTOP, as a hung daemon), or the state's lock held
+// by a stuck process (a palisade passwd waiting on that daemon, or stopped with ^Z), a login
+// fails with PAM_AUTHINFO_UNAVAIL once the module's timeout passes, saying why, rather than
+// holding pamtester (su, login, sudo) forever; once the cause is gone, the login works.
+func TestStuckLogin(t *testing.T) {
+	ossh.NeedTools(t, "pamtester")
+	if _, err := os.Stat(pamWrapper); err != nil {
+		t.Skip("libpam-wrapper not installed (scripts/setup.sh)")
+	}
+	e := ossh.NewEnv(t)
+	s := newPAMSetup(t, e, "palisade-test")
+	s.passwd(t, "alice", "correct horse")
+	pid := e.Daemon.Cmd.Process.Pid
+	t.Cleanup(func() { proctest.Thaw(pid) })
+	const moduleTimeout = 15 * time.Second // CALL_TIMEOUT_MS and LOCK_TIMEOUT_MS in pam_palisade.c
+	for _, tc := range []struct {
+		name  string
+		stick func() (unstick func() error, err error)
+		log   string
+	}{
+		{"palisaded stopped", func() (func() error, error) {
+			return func() error { return proctest.Thaw(pid) }, proctest.Freeze(pid)
+		}, "no answer from palisaded"},
+		{"the state's lock held", func() (func() error, error) {
+			d, err := os.Open(s.state)
+			if err != nil {
+				return nil, err
+			}
+			return d.Close, syscall.Flock(int(d.Fd()), syscall.LOCK_EX)
+		}, "stayed locked for 15 s"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			unstick, err := tc.stick()
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), moduleTimeout+15*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, "pamtester", "-v", s.service, "alice", "authenticate")
+			cmd.Env = append(os.Environ(), s.env()...)
+			cmd.Stdin = strings.NewReader("correct horse\n")
+			start := time.Now()
+			out, err := cmd.CombinedOutput()
+			took := time.Since(start)
+			if uerr := unstick(); uerr != nil {
+				t.Fatal(uerr)
+			}
+			if ctx.Err() != nil {
+				t.Fatalf("pamtester still waiting after %v:\n%s", took, out)
+			}
+			if err == nil || !strings.Contains(string(out), "cannot retrieve authentication info") || !strings.Contains(string(out), tc.log) {
+				t.Errorf("pamtester (%v): %v, want PAM_AUTHINFO_UNAVAIL and a log line with %q:\n%s", took, err, tc.log, out)
+			}
+			if took < moduleTimeout {
+				t.Errorf("pamtester gave up after %v, before the module's timeout of %v", took, moduleTimeout)
+			}
+			if !s.pamtester(t, "alice", "correct horse") {
+				t.Error("alice refused once the cause was gone")
+			}
+		})
 	}
 }

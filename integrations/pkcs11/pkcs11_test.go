@@ -12,6 +12,7 @@ import (
 	"crypto/ed25519"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
@@ -296,16 +297,17 @@ func testPKCS11Tool(t *testing.T, e *env) {
 		}
 	})
 
-	// pkcs11-tool --test signs a SHA-1 DigestInfo with every RSA key, which the µTPM
-	// refuses (it signs SHA-256/384/512 only): the EC token passes, the RSA one is refused
-	// at that signature and nowhere else.
+	// pkcs11-tool --test signs a SHA-1 DigestInfo with CKM_RSA_PKCS, multi-part and in one
+	// call, with every RSA key it finds: the whole token passes, the key with a PIN too once
+	// logged in (it is listed only then).
 	t.Run("test", func(t *testing.T) {
-		out, err := e.try([]string{"PALISADE_PKCS11_KEYS=" + keyEC}, "pkcs11-tool", append(mod, "--test")...)
+		out, err := e.try(nil, "pkcs11-tool", append(mod, "--test", "--login", "--pin", pinValue)...)
 		last := lastLine(out)
 		if err != nil || last != "No errors" {
 			t.Fatalf("pkcs11-tool --test: %v, summary %q\n%s", err, last, out)
 		}
-		for _, want := range []string{"Digests: not implemented", "RNG not available", "testing key 0 (" + keyEC + ")"} {
+		for _, want := range []string{"Digests: not implemented", "RNG not available", "(" + keyEC + ")",
+			"(" + keyPIN + ")", "all 4 signature functions seem to work", "RSA-PKCS: OK", "SHA256-RSA-PKCS: OK"} {
 			if !strings.Contains(out, want) {
 				t.Errorf("pkcs11-tool --test output lacks %q:\n%s", want, out)
 			}
@@ -326,9 +328,15 @@ func testPKCS11Tool(t *testing.T, e *env) {
 	// its 1025-byte buffer, below the 4096 an EdDSA message may have) through C_SignUpdate
 	// and C_SignFinal.
 	inputs := map[string][]byte{"data": []byte("palisade pkcs11 test\n"), "big": bytes.Repeat([]byte("0123456789abcdef"), 3000/16)}
-	for name, b := range inputs {
+	for _, name := range []string{"data", "big"} {
+		b := inputs[name]
 		h := sha256.Sum256(b)
 		inputs[name+".sha256"] = h[:]
+		inputs[name+".sha256info"] = append(digestInfo(crypto.SHA256), h[:]...)
+		h1 := sha1.Sum(b)
+		inputs[name+".sha1info"] = append(digestInfo(crypto.SHA1), h1[:]...)
+		inputs[name+".sha1"] = h1[:]
+		inputs[name+".long"] = bytes.Repeat(h[:], 4)[:100] // CKM_ECDSA: longer than any hash
 	}
 	for name, b := range inputs {
 		if err := os.WriteFile(e.path(name), b, 0o644); err != nil {
@@ -358,6 +366,16 @@ func testPKCS11Tool(t *testing.T, e *env) {
 			return nil
 		}
 	}
+	// ecdsaOver verifies a CKM_ECDSA signature of the file signed itself (msg+suffix), as a
+	// hash of its length: the verifier uses its leftmost 256 bits, as the signer must.
+	ecdsaOver := func(suffix string) verifier {
+		return func(pub crypto.PublicKey, msg string, sig []byte) error {
+			if !ecdsa.VerifyASN1(pub.(*ecdsa.PublicKey), inputs[msg+suffix], sig) {
+				return fmt.Errorf("ECDSA signature of %s does not verify", msg+suffix)
+			}
+			return nil
+		}
+	}
 	eddsaV := func(pub crypto.PublicKey, msg string, sig []byte) error {
 		if !ed25519.Verify(pub.(ed25519.PublicKey), inputs[msg], sig) {
 			return fmt.Errorf("Ed25519 signature does not verify")
@@ -367,31 +385,35 @@ func testPKCS11Tool(t *testing.T, e *env) {
 	for _, c := range []struct {
 		key, mech string
 		args      []string
-		input     string // the message; the file signed is its SHA-256 for the raw mechanisms
-		raw       bool
+		input     string // the message
+		suffix    string // the file signed is input+suffix: its SHA-256 or a DigestInfo for the raw mechanisms
 		verify    verifier
 	}{
-		{keyEC, "ECDSA", nil, "data", true, ecdsaV(crypto.SHA256)},
-		{keyEC, "ECDSA-SHA256", nil, "data", false, ecdsaV(crypto.SHA256)},
-		{keyEC, "ECDSA-SHA256", nil, "big", false, ecdsaV(crypto.SHA256)},
-		{keyEC, "ECDSA-SHA384", nil, "data", false, ecdsaV(crypto.SHA384)},
-		{keyEC, "ECDSA-SHA512", nil, "big", false, ecdsaV(crypto.SHA512)},
-		{keyRSA, "SHA256-RSA-PKCS", nil, "data", false, pkcs1(crypto.SHA256)},
-		{keyRSA, "SHA384-RSA-PKCS", nil, "big", false, pkcs1(crypto.SHA384)},
-		{keyRSA, "SHA512-RSA-PKCS", nil, "data", false, pkcs1(crypto.SHA512)},
-		{keyRSA, "RSA-PKCS-PSS", []string{"--hash-algorithm", "SHA256", "--mgf", "MGF1-SHA256", "--salt-len=-1"}, "data", true, pss(crypto.SHA256)},
-		{keyRSA, "SHA256-RSA-PKCS-PSS", []string{"--salt-len=-1"}, "data", false, pss(crypto.SHA256)},
-		{keyRSA, "SHA384-RSA-PKCS-PSS", []string{"--salt-len=-1"}, "big", false, pss(crypto.SHA384)},
-		{keyRSA, "SHA512-RSA-PKCS-PSS", []string{"--salt-len=-1"}, "data", false, pss(crypto.SHA512)},
-		{keyEd, "EDDSA", nil, "data", false, eddsaV},
-		{keyEd, "EDDSA", nil, "big", false, eddsaV},
+		{keyEC, "ECDSA", nil, "data", ".sha256", ecdsaV(crypto.SHA256)},
+		// CKM_ECDSA signs a hash of any length: SHA-1's, or longer than SHA-512's.
+		{keyEC, "ECDSA", nil, "data", ".sha1", ecdsaOver(".sha1")},
+		{keyEC, "ECDSA", nil, "data", ".long", ecdsaOver(".long")},
+		{keyEC, "ECDSA-SHA256", nil, "data", "", ecdsaV(crypto.SHA256)},
+		{keyEC, "ECDSA-SHA256", nil, "big", "", ecdsaV(crypto.SHA256)},
+		{keyEC, "ECDSA-SHA384", nil, "data", "", ecdsaV(crypto.SHA384)},
+		{keyEC, "ECDSA-SHA512", nil, "big", "", ecdsaV(crypto.SHA512)},
+		// CKM_RSA_PKCS signs the input as given: a SHA-2 DigestInfo (TLS 1.2, OpenSSL's
+		// engine) goes as its digest, any other (SHA-1's) raw.
+		{keyRSA, "RSA-PKCS", nil, "data", ".sha256info", pkcs1(crypto.SHA256)},
+		{keyRSA, "RSA-PKCS", nil, "data", ".sha1info", pkcs1(crypto.SHA1)},
+		{keyRSA, "SHA256-RSA-PKCS", nil, "data", "", pkcs1(crypto.SHA256)},
+		{keyRSA, "SHA384-RSA-PKCS", nil, "big", "", pkcs1(crypto.SHA384)},
+		{keyRSA, "SHA512-RSA-PKCS", nil, "data", "", pkcs1(crypto.SHA512)},
+		{keyRSA, "RSA-PKCS-PSS", []string{"--hash-algorithm", "SHA256", "--mgf", "MGF1-SHA256", "--salt-len=-1"}, "data", ".sha256", pss(crypto.SHA256)},
+		{keyRSA, "SHA256-RSA-PKCS-PSS", []string{"--salt-len=-1"}, "data", "", pss(crypto.SHA256)},
+		{keyRSA, "SHA384-RSA-PKCS-PSS", []string{"--salt-len=-1"}, "big", "", pss(crypto.SHA384)},
+		{keyRSA, "SHA512-RSA-PKCS-PSS", []string{"--salt-len=-1"}, "data", "", pss(crypto.SHA512)},
+		{keyEd, "EDDSA", nil, "data", "", eddsaV},
+		{keyEd, "EDDSA", nil, "big", "", eddsaV},
 	} {
-		t.Run("sign/"+c.key+"/"+c.mech+"/"+c.input, func(t *testing.T) {
-			in := c.input
-			if c.raw {
-				in += ".sha256"
-			}
-			sigFile := e.path("sig-" + c.key + "-" + c.mech + "-" + c.input)
+		t.Run("sign/"+c.key+"/"+c.mech+"/"+c.input+c.suffix, func(t *testing.T) {
+			in := c.input + c.suffix
+			sigFile := e.path("sig-" + c.key + "-" + c.mech + "-" + in)
 			args := append(append(append([]string{}, mod...), "--sign", "--id", fmt.Sprintf("%x", c.key),
 				"-m", c.mech, "-i", e.path(in), "-o", sigFile, "--signature-format", "openssl"), c.args...)
 			logBefore := e.logText(t)
@@ -425,8 +447,22 @@ func testPKCS11Tool(t *testing.T, e *env) {
 		if out, err := sign(); err == nil {
 			t.Errorf("signed with a PIN key without logging in:\n%s", out)
 		}
-		if out, err := sign("--login", "--pin", "0000"); err == nil || !strings.Contains(out, "CKR_PIN_INCORRECT") {
-			t.Errorf("wrong PIN: %v, want CKR_PIN_INCORRECT\n%s", err, out)
+		// A wrong PIN: pkcs11-tool signs again after C_Sign's CKR_PIN_INCORRECT (multi-part),
+		// which the module, having forgotten the PIN, answers CKR_USER_NOT_LOGGED_IN: one try
+		// spent, not two.
+		logBefore := e.logText(t)
+		if out, err := sign("--login", "--pin", "0000"); err == nil || !strings.Contains(out, "CKR_USER_NOT_LOGGED_IN") ||
+			!strings.Contains(strings.TrimPrefix(e.logText(t), logBefore), "PIN incorrect for "+keyPIN+": logged out") {
+			t.Errorf("wrong PIN: %v, want CKR_PIN_INCORRECT then CKR_USER_NOT_LOGGED_IN\n%s", err, out)
+		}
+		// The token says what a PIN may be (the key service's 1..64 bytes), and C_Login
+		// refuses a longer one, rather than a C_Sign failing later for its data.
+		if out := e.run(t, pinScope, "pkcs11-tool", append(mod, "--list-token-slots")...); !strings.Contains(out, "pin min/max        : 0/64") {
+			t.Errorf("token's PIN lengths, want 0/64:\n%s", out)
+		}
+		if out, err := sign("--login", "--pin", strings.Repeat("1", 65)); err == nil || !strings.Contains(out, "C_Login") ||
+			!strings.Contains(out, "CKR_PIN_LEN_RANGE") {
+			t.Errorf("65-byte PIN: %v, want C_Login's CKR_PIN_LEN_RANGE\n%s", err, out)
 		}
 		os.Remove(e.path("sig-pinned"))
 		if out, err := sign("--login", "--pin", pinValue); err != nil {
@@ -492,6 +528,18 @@ func testPKCS11Tool(t *testing.T, e *env) {
 }
 
 type verifier func(pub crypto.PublicKey, msg string, sig []byte) error
+
+// digestInfo is the DER prefix of a DigestInfo of h (RFC 8017 §9.2 note 1), written out
+// here rather than taken from the module under test.
+func digestInfo(h crypto.Hash) []byte {
+	switch h {
+	case crypto.SHA1:
+		return []byte{0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14}
+	case crypto.SHA256:
+		return []byte{0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20}
+	}
+	panic("digestInfo: no prefix for " + h.String())
+}
 
 func lastLine(s string) string {
 	lines := strings.Split(strings.TrimSpace(s), "\n")

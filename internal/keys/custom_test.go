@@ -2,7 +2,11 @@ package keys_test
 
 import (
 	"context"
+	"crypto"
+	"crypto/rsa"
+	"crypto/sha1"
 	"crypto/sha512"
+	"crypto/x509"
 	"errors"
 	"os"
 	"os/exec"
@@ -46,6 +50,47 @@ func TestCustomSigningPAL(t *testing.T) {
 	}
 	if err := d.s.Delete(ctx, root, "p384"); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestRawRSASSA: RSASSA with hash none (PKCS#11's CKM_RSA_PKCS of a DigestInfo the module does
+// not know, e.g. SHA-1's) goes through the shipped signing PAL, whose signature is the standard
+// one, and a signing PAL whose policy checks the hash refuses it.
+func TestRawRSASSA(t *testing.T) {
+	img := sha384only(t)
+	d := start(t, t.TempDir())
+	ctx := context.Background()
+	h := sha1.Sum([]byte("x"))
+	info := append([]byte{0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14}, h[:]...)
+	req := keys.SignRequest{Scheme: signreq.SchemeRSASSA, Hash: signreq.HashNone, Digest: info}
+	for _, tc := range []struct {
+		name   string
+		signer []byte
+		want   error
+	}{
+		{"shipped", nil, nil},
+		{"sha384only", img, keys.ErrRefused},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			k, err := d.s.Create(ctx, root, keys.CreateOptions{Name: "raw-" + tc.name, Alg: keys.RSA2048, SignerImage: tc.signer})
+			if err != nil {
+				t.Fatal(err)
+			}
+			sig, err := d.s.Sign(ctx, root, k.Name, req)
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Sign = %v, want %v", err, tc.want)
+			}
+			if err != nil {
+				return
+			}
+			pub, err := x509.ParsePKIXPublicKey(k.PublicDER)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := rsa.VerifyPKCS1v15(pub.(*rsa.PublicKey), crypto.SHA1, h[:], sig); err != nil {
+				t.Fatal(err)
+			}
+		})
 	}
 }
 

@@ -50,7 +50,9 @@ type Info struct {
 
 // SignRequest is one signature. Scheme and Hash are the TPM 2.0 algorithm ids of
 // client/signreq (SchemeRSASSA, SchemeRSAPSS, SchemeECDSA, SchemeEdDSA; HashSHA256/384/512, or
-// HashNone for Ed25519, whose Digest is the whole message).
+// HashNone for Ed25519, whose Digest is the whole message, for RSASSA, whose Digest is then
+// padded and signed as given (an encoded DigestInfo), and for ECDSA over a hash of another
+// length, 1 to 64 bytes: docs/abi.md §3).
 type SignRequest struct {
 	Scheme uint16
 	Hash   uint16

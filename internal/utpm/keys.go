@@ -67,7 +67,7 @@ func (t *TPM) sealKey(op string, alg KeyAlg, key crypto.Signer, p Policy) (blob,
 // KeySign signs digest with the key in blob. The blob's policy is checked on every call, as
 // for Unseal (a data blob → ErrWrongType). Schemes, hashes and lengths follow docs/abi.md §3:
 // a scheme or hash that does not fit the key → ErrUnsupported, a digest whose length does not
-// match the hash → ErrInvalid.
+// match the hash (or, with HashNone, does not fit the padding or exceeds 64 bytes) → ErrInvalid.
 func (t *TPM) KeySign(blob []byte, s Scheme, h Hash, digest []byte) (_ []byte, err error) {
 	defer t.auditKey("key-sign", &err)
 	key, err := t.signingKey(blob)
@@ -156,6 +156,18 @@ func (t *TPM) sign(key crypto.Signer, s Scheme, h Hash, digest []byte) ([]byte, 
 		}
 		return ed25519.Sign(key.(ed25519.PrivateKey), digest), nil
 	}
+	if h == HashNone {
+		switch key := key.(type) {
+		case *rsa.PrivateKey:
+			if s == SchemeRSASSA {
+				return signRSARaw(t, key, digest)
+			}
+		case *ecdsa.PrivateKey:
+			if s == SchemeECDSA {
+				return signECDSARaw(t, key, digest)
+			}
+		}
+	}
 	ch, ok := cryptoHash(h)
 	if !ok {
 		return nil, fmt.Errorf("hash %#x: %w", h, ErrUnsupported)
@@ -182,6 +194,38 @@ func (t *TPM) sign(key crypto.Signer, s Scheme, h Hash, digest []byte) ([]byte, 
 	}
 	// ECDSA Sign yields the ASN.1 DER signature; RSA Sign dispatches on opts (PKCS#1 v1.5 or PSS).
 	sig, err := key.Sign(t.p.rand, digest, opts)
+	if err != nil {
+		return nil, fmt.Errorf("sign: %w: %w", ErrInternal, err)
+	}
+	return sig, nil
+}
+
+// signRSARaw is RSASSA with HashNone (docs/abi.md §3): PKCS#1 v1.5 block type 1 padding of
+// data as given, which is what PKCS#11's CKM_RSA_PKCS signs. The caller encodes the DigestInfo
+// (of any hash: SHA-1, SHA-224…) or, as TLS 1.0 did, none. It gives the caller nothing it could
+// not get with a SHA-2 hash id: whoever may use the key may already sign any message. data must
+// leave room for the padding: 1 to k−11 bytes for a k-byte modulus (RFC 8017 §9.2).
+func signRSARaw(t *TPM, key *rsa.PrivateKey, data []byte) ([]byte, error) {
+	if len(data) == 0 || len(data) > key.Size()-11 {
+		return nil, fmt.Errorf("RSASSA without hash: %d bytes for a %d-bit key (1..%d): %w",
+			len(data), key.N.BitLen(), key.Size()-11, ErrInvalid)
+	}
+	sig, err := rsa.SignPKCS1v15(t.p.rand, key, crypto.Hash(0), data)
+	if err != nil {
+		return nil, fmt.Errorf("sign: %w: %w", ErrInternal, err)
+	}
+	return sig, nil
+}
+
+// signECDSARaw is ECDSA with HashNone (docs/abi.md §3): digest is a hash of any length (1 to 64
+// bytes: SHA-1's 20, SHA-224's 28…), used as FIPS 186 says, its leftmost bits as wide as the
+// curve's order. That is PKCS#11's CKM_ECDSA, which the caller hashes for. It gives the caller
+// nothing new: every value it yields is one a 32-byte digest could have named.
+func signECDSARaw(t *TPM, key *ecdsa.PrivateKey, digest []byte) ([]byte, error) {
+	if len(digest) == 0 || len(digest) > 64 {
+		return nil, fmt.Errorf("ECDSA without hash: digest of %d bytes (1..64): %w", len(digest), ErrInvalid)
+	}
+	sig, err := ecdsa.SignASN1(t.p.rand, key, digest)
 	if err != nil {
 		return nil, fmt.Errorf("sign: %w: %w", ErrInternal, err)
 	}

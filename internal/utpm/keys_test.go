@@ -8,6 +8,7 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
+	"crypto/sha1"
 	"crypto/sha256"
 	"crypto/sha512"
 	"crypto/x509"
@@ -155,6 +156,61 @@ func TestKeySignVerifies(t *testing.T) {
 	}
 }
 
+// TestKeySignRSARaw: RSASSA with HashNone pads the data as given (PKCS#11's CKM_RSA_PKCS), so
+// a SHA-1 DigestInfo yields the standard SHA-1 PKCS#1 v1.5 signature, and data up to k−11
+// bytes that is no DigestInfo at all (TLS 1.0's MD5‖SHA-1) signs too.
+func TestKeySignRSARaw(t *testing.T) {
+	e := keys(t)
+	msg := []byte("message to sign")
+	h1 := sha1.Sum(msg)
+	sha1Info := append([]byte{0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14}, h1[:]...)
+	for _, alg := range []utpm.KeyAlg{utpm.KeyRSA2048, utpm.KeyRSA3072} {
+		k := e.keys[alg]
+		pub := k.pub.(*rsa.PublicKey)
+		for _, tc := range []struct {
+			name     string
+			data     []byte
+			hash     crypto.Hash // the hash whose standard signature this is; 0: none
+			verifies []byte      // what rsa.VerifyPKCS1v15 is given
+		}{
+			{"SHA-1 DigestInfo", sha1Info, crypto.SHA1, h1[:]},
+			{"no DigestInfo, 36 bytes", bytes.Repeat([]byte{7}, 36), 0, bytes.Repeat([]byte{7}, 36)},
+			{"k-11 bytes", bytes.Repeat([]byte{9}, pub.Size()-11), 0, bytes.Repeat([]byte{9}, pub.Size()-11)},
+		} {
+			t.Run(fmt.Sprintf("alg%d/%s", alg, tc.name), func(t *testing.T) {
+				sig, err := e.a.KeySign(k.blob, utpm.SchemeRSASSA, utpm.HashNone, tc.data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := rsa.VerifyPKCS1v15(pub, tc.hash, tc.verifies, sig); err != nil {
+					t.Fatal(err)
+				}
+			})
+		}
+	}
+}
+
+// TestKeySignECDSARaw: ECDSA with HashNone signs a digest of any length up to 64 bytes as the
+// standard library's verifier reads it (SHA-1's 20, SHA-224's 28, 64 truncated to the order).
+func TestKeySignECDSARaw(t *testing.T) {
+	e := keys(t)
+	k := e.keys[utpm.KeyECDSAP256]
+	pub := k.pub.(*ecdsa.PublicKey)
+	h1 := sha1.Sum([]byte("m"))
+	h224 := sha256.Sum224([]byte("m"))
+	for _, d := range [][]byte{h1[:], h224[:], {1}, bytes.Repeat([]byte{0xff}, 64)} {
+		t.Run(fmt.Sprintf("%d bytes", len(d)), func(t *testing.T) {
+			sig, err := e.a.KeySign(k.blob, utpm.SchemeECDSA, utpm.HashNone, d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !ecdsa.VerifyASN1(pub, d, sig) {
+				t.Fatal("signature does not verify")
+			}
+		})
+	}
+}
+
 func TestKeySignRejects(t *testing.T) {
 	e := keys(t)
 	d32, d48, d64 := make([]byte, 32), make([]byte, 48), make([]byte, 64)
@@ -171,7 +227,8 @@ func TestKeySignRejects(t *testing.T) {
 		{"other PAL", e.b, ec, utpm.SchemeECDSA, utpm.HashSHA256, d32, utpm.ErrWrongPAL},
 		{"ECDSA with RSASSA", e.a, ec, utpm.SchemeRSASSA, utpm.HashSHA256, d32, utpm.ErrUnsupported},
 		{"ECDSA with EdDSA", e.a, ec, utpm.SchemeEdDSA, utpm.HashNone, d32, utpm.ErrUnsupported},
-		{"ECDSA hash none", e.a, ec, utpm.SchemeECDSA, utpm.HashNone, d32, utpm.ErrUnsupported},
+		{"ECDSA hash none, empty", e.a, ec, utpm.SchemeECDSA, utpm.HashNone, nil, utpm.ErrInvalid},
+		{"ECDSA hash none, 65 bytes", e.a, ec, utpm.SchemeECDSA, utpm.HashNone, make([]byte, 65), utpm.ErrInvalid},
 		{"ECDSA SHA-1 id", e.a, ec, utpm.SchemeECDSA, 0x0004, make([]byte, 20), utpm.ErrUnsupported},
 		{"ECDSA short digest", e.a, ec, utpm.SchemeECDSA, utpm.HashSHA256, d48[:31], utpm.ErrInvalid},
 		{"ECDSA SHA-384 with 32 bytes", e.a, ec, utpm.SchemeECDSA, utpm.HashSHA384, d32, utpm.ErrInvalid},
@@ -181,6 +238,9 @@ func TestKeySignRejects(t *testing.T) {
 		{"RSA with ECDSA", e.a, r2, utpm.SchemeECDSA, utpm.HashSHA256, d32, utpm.ErrUnsupported},
 		{"RSA unknown scheme", e.a, r2, 0x0015, utpm.HashSHA256, d32, utpm.ErrUnsupported},
 		{"RSA PSS SHA-512 with 48 bytes", e.a, r2, utpm.SchemeRSAPSS, utpm.HashSHA512, d48, utpm.ErrInvalid},
+		{"RSA PSS hash none", e.a, r2, utpm.SchemeRSAPSS, utpm.HashNone, d32, utpm.ErrUnsupported},
+		{"RSA raw empty", e.a, r2, utpm.SchemeRSASSA, utpm.HashNone, nil, utpm.ErrInvalid},
+		{"RSA raw over k-11 bytes", e.a, r2, utpm.SchemeRSASSA, utpm.HashNone, make([]byte, 256-10), utpm.ErrInvalid},
 		{"empty blob", e.a, nil, utpm.SchemeECDSA, utpm.HashSHA256, d32, utpm.ErrMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

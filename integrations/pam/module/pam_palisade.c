@@ -13,6 +13,8 @@
  * daemon a user started cannot answer "yes"; copies of the password are wiped with
  * explicit_bzero; PAM_AUTHTOK itself is never freed nor wiped. Unknown users cost a full
  * Argon2id check in the PAL, as known ones do. Only pam_sm_* are exported (pam_palisade.map).
+ * From reading passwd.db to storing the new one it holds an exclusive flock(2) on the state
+ * directory, as `palisade passwd` does, so concurrent writers keep each other's changes.
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -22,10 +24,12 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
 #include <syslog.h>
+#include <time.h>
 #include <unistd.h>
 
 #define PAM_SM_AUTH
@@ -42,6 +46,13 @@
 #define STATUS_WRONG 4
 #define STATUS_LOCKED 5
 #define FAIL_DELAY_US 2000000
+/* How long a call may get no answer from palisaded before the login fails with
+ * PAM_AUTHINFO_UNAVAIL: above the checking PAL's time limit (palisaded's default, 10 s, which
+ * `palisade passwd` registers it with), so only a daemon that hangs reaches it. Without a bound
+ * a stopped palisaded held su, login and sudo forever (sshd until its LoginGraceTime). */
+#define CALL_TIMEOUT_MS 15000
+/* How long a login waits for the state's lock (lock_state) before failing the same way. */
+#define LOCK_TIMEOUT_MS CALL_TIMEOUT_MS
 
 /* Built -fvisibility=hidden: the entry points are made visible here, and the version script
  * (pam_palisade.map) keeps everything else local. */
@@ -87,19 +98,16 @@ static void parse_opts(pam_handle_t *pamh, int argc, const char **argv, struct o
 	}
 }
 
-/* read_file reads at most max bytes of dir/name into a malloc'd buffer. */
-static int read_file(const char *dir, const char *name, size_t max, uint8_t **out, size_t *len)
+/* read_file reads at most max bytes of name in the directory dirfd into a malloc'd buffer. */
+static int read_file(int dirfd, const char *name, size_t max, uint8_t **out, size_t *len)
 {
-	char path[PATH_MAX];
 	struct stat st;
 	int fd, r = -1;
 	uint8_t *b = NULL;
 
 	*out = NULL;
 	*len = 0;
-	if (snprintf(path, sizeof(path), "%s/%s", dir, name) >= (int)sizeof(path))
-		return -1;
-	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
+	fd = openat(dirfd, name, O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
 	if (fd < 0)
 		return -1;
 	if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) || st.st_size < 0 || (size_t)st.st_size > max)
@@ -128,16 +136,15 @@ out_close:
 	return r;
 }
 
-/* write_db replaces dir/passwd.db atomically with data. */
-static int write_db(const char *dir, const uint8_t *data, size_t len)
+/* write_db replaces passwd.db in the directory dirfd with data, atomically (a temporary file
+ * renamed over it) and durably (the file, then the directory, synced). */
+static int write_db(int dirfd, const uint8_t *data, size_t len)
 {
-	char path[PATH_MAX], tmp[PATH_MAX];
+	char tmp[64];
 	int fd;
 
-	if (snprintf(path, sizeof(path), "%s/passwd.db", dir) >= (int)sizeof(path) ||
-	    snprintf(tmp, sizeof(tmp), "%s/.passwd.db.%ld", dir, (long)getpid()) >= (int)sizeof(tmp))
-		return -1;
-	fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
+	snprintf(tmp, sizeof(tmp), ".passwd.db.%ld", (long)getpid());
+	fd = openat(dirfd, tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0600);
 	if (fd < 0)
 		return -1;
 	size_t done = 0;
@@ -152,15 +159,62 @@ static int write_db(const char *dir, const uint8_t *data, size_t len)
 	if (fsync(fd) != 0)
 		goto fail;
 	close(fd);
-	if (rename(tmp, path) != 0) {
-		unlink(tmp);
+	if (renameat(dirfd, tmp, dirfd, "passwd.db") != 0) {
+		unlinkat(dirfd, tmp, 0);
 		return -1;
 	}
-	return 0;
+	return fsync(dirfd);
 fail:
 	close(fd);
-	unlink(tmp);
+	unlinkat(dirfd, tmp, 0);
 	return -1;
+}
+
+static long ms_since(const struct timespec *t0)
+{
+	struct timespec now;
+
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	return (now.tv_sec - t0->tv_sec) * 1000 + (now.tv_nsec - t0->tv_nsec) / 1000000;
+}
+
+/*
+ * lock_state opens the state directory and takes an exclusive flock(2) on it, the lock
+ * `palisade passwd` takes too (integrations/pam State.Update); it returns the directory's
+ * descriptor (closing it releases the lock), or -1 with errno set (ETIMEDOUT: still locked
+ * after LOCK_TIMEOUT_MS). The lock is held from reading passwd.db to storing the database a
+ * success after failures returns: without it, a login storing its moved failure baseline and
+ * an enrolment (or another login) each store a database derived from the same old one, and
+ * one change is lost. A holder keeps it for one call of the checking PAL, but one can be
+ * stuck (a `palisade passwd` waiting on a hung palisaded, or stopped with ^Z), so the wait is
+ * bounded as the call is: flock has no timeout, hence LOCK_NB polled with a growing sleep.
+ */
+static int lock_state(const char *dir)
+{
+	struct timespec t0, pause = { 0, 1000000 };
+	int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+	if (fd < 0)
+		return -1;
+	clock_gettime(CLOCK_MONOTONIC, &t0);
+	while (flock(fd, LOCK_EX | LOCK_NB) != 0) {
+		if (errno != EWOULDBLOCK && errno != EINTR) {
+			int e = errno;
+
+			close(fd);
+			errno = e;
+			return -1;
+		}
+		if (ms_since(&t0) >= LOCK_TIMEOUT_MS) {
+			close(fd);
+			errno = ETIMEDOUT;
+			return -1;
+		}
+		nanosleep(&pause, NULL);
+		if (pause.tv_nsec < 32000000)
+			pause.tv_nsec *= 2;
+	}
+	return fd;
 }
 
 /* daemon_is_trusted connects to the socket and checks the peer's uid (SO_PEERCRED). */
@@ -210,7 +264,7 @@ EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const ch
 	size_t handle_len, db_len = 0, req_len = 0, out_len;
 	palisade *p = NULL;
 	int32_t status;
-	int r, ret = PAM_AUTHINFO_UNAVAIL;
+	int r, dirfd = -1, ret = PAM_AUTHINFO_UNAVAIL;
 
 	(void)flags;
 	parse_opts(pamh, argc, argv, &o);
@@ -229,14 +283,29 @@ EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const ch
 	if (!pw)
 		return PAM_AUTH_ERR;
 
-	if (read_file(o.dir, "handle", MAX_HANDLE, &handle, &handle_len) != 0) {
+	dirfd = lock_state(o.dir);
+	if (dirfd < 0 && errno == ETIMEDOUT) {
+		pam_syslog(pamh, LOG_ERR, "the state directory %s stayed locked for %d s (a palisade passwd or login stuck on palisaded?)",
+			   o.dir, LOCK_TIMEOUT_MS / 1000);
+		goto out;
+	} else if (dirfd < 0) {
+		pam_syslog(pamh, LOG_ERR, "cannot lock the state directory %s: %m (run palisade passwd)", o.dir);
+		goto out;
+	}
+	if (read_file(dirfd, "handle", MAX_HANDLE, &handle, &handle_len) != 0) {
 		pam_syslog(pamh, LOG_ERR, "no checking PAL in %s (run palisade passwd)", o.dir);
 		goto out;
 	}
 	while (handle_len > 0 && (handle[handle_len - 1] == '\n' || handle[handle_len - 1] == '\r'))
 		handle[--handle_len] = 0;
-	if (read_file(o.dir, "passwd.db", MAX_DB, &db, &db_len) != 0) {
+	if (read_file(dirfd, "passwd.db", MAX_DB, &db, &db_len) != 0) {
 		pam_syslog(pamh, LOG_ERR, "no password database in %s (run palisade passwd)", o.dir);
+		goto out;
+	}
+	if (db_len == 0) {
+		/* No sealed database is empty: the file was truncated. (The PAL refuses to check
+		 * against none, but this says which file and why.) */
+		pam_syslog(pamh, LOG_ERR, "%s/passwd.db is empty, not a sealed database (truncated?): restore it", o.dir);
 		goto out;
 	}
 	if (!daemon_is_trusted(pamh, o.socket, o.daemon_uid))
@@ -261,6 +330,8 @@ EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const ch
 
 	r = palisade_open(&p, o.socket);
 	if (r == 0)
+		r = palisade_set_timeout(p, CALL_TIMEOUT_MS);
+	if (r == 0)
 		r = palisade_call(p, (const char *)handle, req, req_len, &status, out, &out_len);
 	if (r != 0) {
 		pam_syslog(pamh, LOG_ERR, "checking PAL %s: %s: %s", (const char *)handle,
@@ -271,7 +342,7 @@ EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const ch
 	case 0:
 		/* A new database: the failure baseline moved. Not fatal if it cannot be stored:
 		 * the old one only locks sooner. */
-		if (out_len > 0 && write_db(o.dir, out, out_len) != 0)
+		if (out_len > 0 && write_db(dirfd, out, out_len) != 0)
 			pam_syslog(pamh, LOG_WARNING, "cannot store the updated database in %s: %m", o.dir);
 		if (o.debug)
 			pam_syslog(pamh, LOG_DEBUG, "password accepted for %s", user);
@@ -294,7 +365,10 @@ EXPORT int pam_sm_authenticate(pam_handle_t *pamh, int flags, int argc, const ch
 		break;
 	}
 	default:
-		pam_syslog(pamh, LOG_ERR, "checking PAL status %d", (int)status);
+		/* The PAL's output says why (its messages are short text): say, a database that
+		 * does not unseal. */
+		pam_syslog(pamh, LOG_ERR, "checking PAL status %d: %.*s", (int)status,
+			   (int)(out_len < 200 ? out_len : 200), (const char *)out);
 		ret = PAM_AUTHINFO_UNAVAIL;
 	}
 out:
@@ -307,6 +381,8 @@ out:
 	free(out);
 	free(db);
 	free(handle);
+	if (dirfd >= 0)
+		close(dirfd); /* releases the state's lock */
 	/* pw is PAM_AUTHTOK, owned by libpam: neither freed nor wiped here. */
 	return ret;
 }

@@ -9,7 +9,8 @@
  *   'H' u32 t ‖ u32 m ‖ u32 p ‖ u32 taglen ‖ u32 pwlen ‖ pw ‖ salt
  *        → the Argon2id tag (a pure function, for tests and benchmarks)
  *   'E' u32 dblen ‖ db ‖ u8 userlen ‖ user ‖ u32 t ‖ u32 m ‖ u32 p ‖ u32 maxfail ‖ password
- *        → the new sealed db (dblen 0: a new db; t, m, p, maxfail 0: keep the db's defaults)
+ *        → the new sealed db (dblen 0: a new db; t, m, p, maxfail 0: keep the db's defaults);
+ *        the other requests need a db (dblen > 0)
  *   'C' u32 dblen ‖ db ‖ u8 userlen ‖ user ‖ password
  *        → status 0: the password is right; output empty, or a new sealed db to store (the
  *          failure baseline moved); status 4: wrong password or unknown user; status 5: the
@@ -18,7 +19,10 @@
  *   'D' u32 dblen ‖ db ‖ u8 userlen ‖ user → a new sealed db without the user
  *
  * Lockout: every failed check of a user increments the user's µTPM monotonic counter; the db
- * holds, per user, the counter's value at the last success (the baseline). A user whose counter
+ * holds, per user, the counter's value at the last success (the baseline). The counters are
+ * the db's own: a random id, drawn when the db is created and sealed in it, is part of every
+ * counter's name, so failures against another db of this PAL (another state directory, the
+ * demo's) do not count here. A user whose counter
  * is maxfail or more above the baseline is refused without checking the password. The counter
  * survives restarts; rolling the db back to an older sealed copy only lowers the baseline, which
  * locks sooner, never later. Unknown users are checked against a dummy entry with the db's
@@ -36,7 +40,9 @@
 #define MAX_USERS 256
 #define MAX_USER 255
 #define MAX_PASSWORD 4096
-#define DB_MAGIC 0x31575050u /* "PPW1" */
+#define DB_MAGIC 0x32575050u /* "PPW2" */
+#define DB_ID_LEN 16
+#define DB_HEADER (24 + DB_ID_LEN)
 
 struct entry {
 	uint8_t user_len;
@@ -50,6 +56,7 @@ struct entry {
 struct db {
 	uint32_t t, m, p, maxfail; /* defaults for new users and the dummy check */
 	uint32_t n;
+	uint8_t id[DB_ID_LEN]; /* names this db's failure counters (counter_id) */
 	struct entry e[MAX_USERS];
 };
 
@@ -60,7 +67,7 @@ struct db {
 #define DEF_MAXFAIL 5
 
 #define ENTRY_WIRE (1 + MAX_USER + 12 + SALT_LEN + TAG_LEN + 8)
-#define DB_WIRE_MAX (20 + MAX_USERS * ENTRY_WIRE)
+#define DB_WIRE_MAX (DB_HEADER + MAX_USERS * ENTRY_WIRE)
 
 static struct db db;
 static uint8_t plain[DB_WIRE_MAX];
@@ -110,7 +117,7 @@ static int params_ok(uint32_t t, uint32_t m, uint32_t p)
 	       m <= ARGON2_MAX_KIB;
 }
 
-/* load decodes a sealed db (len 0: a new one with the defaults) into db. */
+/* load decodes a sealed db (len 0: a new one with the defaults and a new random id) into db. */
 static int load(const uint8_t *blob, uint32_t len)
 {
 	memset(&db, 0, sizeof(db));
@@ -119,20 +126,21 @@ static int load(const uint8_t *blob, uint32_t len)
 	db.p = DEF_P;
 	db.maxfail = DEF_MAXFAIL;
 	if (len == 0)
-		return 0;
+		return pal_random(db.id, DB_ID_LEN) == 0 ? 0 : -PAL_E_INTERNAL;
 	uint8_t creator[PAL_DIGEST_SIZE];
 	int64_t n = pal_unseal(blob, len, creator, plain, sizeof(plain));
 	if (n < 0)
 		return (int)n;
 	const uint8_t *p = plain, *end = plain + n;
-	if (n < 24 || get32(p) != DB_MAGIC)
+	if (n < DB_HEADER || get32(p) != DB_MAGIC)
 		return -PAL_E_MALFORMED;
 	db.t = get32(p + 4);
 	db.m = get32(p + 8);
 	db.p = get32(p + 12);
 	db.maxfail = get32(p + 16);
 	db.n = get32(p + 20);
-	p += 24;
+	memcpy(db.id, p + 24, DB_ID_LEN);
+	p += DB_HEADER;
 	if (db.n > MAX_USERS || !params_ok(db.t, db.m, db.p))
 		return -PAL_E_MALFORMED;
 	for (uint32_t i = 0; i < db.n; i++) {
@@ -166,7 +174,8 @@ static int32_t save(void)
 	put32(p + 12, db.p);
 	put32(p + 16, db.maxfail);
 	put32(p + 20, db.n);
-	p += 24;
+	memcpy(p + 24, db.id, DB_ID_LEN);
+	p += DB_HEADER;
 	for (uint32_t i = 0; i < db.n; i++) {
 		struct entry *e = &db.e[i];
 		*p++ = e->user_len;
@@ -185,6 +194,8 @@ static int32_t save(void)
 	memset(&pol, 0, sizeof(pol)); /* this PAL's measurement */
 	int64_t n = pal_seal(&pol, plain, (uint32_t)(p - plain), sealed, sizeof(sealed));
 	memset(plain, 0, sizeof(plain));
+	if (n == -PAL_E_TOOLARGE)
+		return fail(STATUS_BAD, "checker: the db would pass the 64 KiB a PAL can seal (69 bytes a user plus the name's length): fewer users or shorter names");
 	if (n < 0)
 		return fail(STATUS_BAD, "checker: seal failed");
 	pal_output(sealed, (uint32_t)n);
@@ -199,16 +210,18 @@ static struct entry *find(const uint8_t *user, uint8_t len)
 	return 0;
 }
 
-/* counter_id names a user's failure counter: the first 4 bytes of SHA-256 over a label and
- * the name. Two users may share one (2^-32 per pair); they then share their lockout. */
+/* counter_id names a user's failure counter in this db: the first 4 bytes of SHA-256 over a
+ * label, the db's id and the name. Two users may share one (2^-32 per pair); they then share
+ * their lockout. */
 static uint32_t counter_id(const uint8_t *user, uint8_t len)
 {
-	uint8_t buf[32 + MAX_USER], h[PAL_DIGEST_SIZE];
+	uint8_t buf[32 + DB_ID_LEN + MAX_USER], h[PAL_DIGEST_SIZE];
 	static const char label[] = "pam_palisade failures";
 
 	memcpy(buf, label, sizeof(label)); /* with its NUL */
-	memcpy(buf + sizeof(label), user, len);
-	pal_sha256(buf, sizeof(label) + len, h);
+	memcpy(buf + sizeof(label), db.id, DB_ID_LEN);
+	memcpy(buf + sizeof(label) + DB_ID_LEN, user, len);
+	pal_sha256(buf, sizeof(label) + DB_ID_LEN + len, h);
 	return get32(h);
 }
 
@@ -251,12 +264,15 @@ int32_t pal_main(const uint8_t *in, uint32_t in_len)
 	uint8_t ulen = rest[0];
 	const uint8_t *arg = user + ulen;
 	uint32_t alen = rlen - 1 - ulen;
+	/* Only an enrolment starts a db: a new db draws a new id, and so new counters. */
+	if (dblen == 0 && op != 'E')
+		return fail(STATUS_BAD, "checker: no db (enrol a user first)");
 	if (load(in + 1 + 4, dblen) != 0)
 		return fail(STATUS_BAD, "checker: the db does not unseal or decode");
 	struct entry *e = find(user, ulen);
-	/* Unknown names share one counter, so guessing names cannot grow the counter store. A
-	 * user being enrolled has a counter of their own already: the baseline must be read from
-	 * it, or a new user starts locked out once an unknown name has failed. */
+	/* Unknown names share one counter (per db), so guessing names cannot grow the counter
+	 * store. A user being enrolled has a counter of their own already: the baseline must be
+	 * read from it, or a new user starts locked out once an unknown name has failed. */
 	uint32_t cid = counter_id(user, e || op == 'E' ? ulen : 0);
 	uint64_t count = 0;
 

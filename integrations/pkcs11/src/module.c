@@ -35,13 +35,19 @@
 #define EXPORT __attribute__((visibility("default")))
 
 #define SLOT_ID 1
-#define MAX_KEYS 256
+#ifndef MAX_KEYS
+#define MAX_KEYS 256 /* keys one token shows; -DMAX_KEYS=2 checks index reuse by hand */
+#endif
+_Static_assert(MAX_KEYS <= 0x1ff, "object handles keep 9 bits for the key index");
 #define MAX_SESSIONS 1024
 #define MAX_RAW 4096 /* the protocol's digest limit: EdDSA messages and raw inputs */
-#define MAX_PIN 256
+#define MAX_PIN 64 /* the key service's limit (docs/keys.md §7): C_Login refuses a longer PIN */
 
-/* Object handles: (key index + 1) << 2 | kind. Stable while the key list is. */
+/* Object handles: generation << 11 | (key index + 1) << 2 | kind (MAX_KEYS ≤ 511). An index
+ * is given to another key only once its key is gone (deleted, or deleted and created again
+ * under its name), with the next generation, so a handle never names two keys. */
 enum obj_kind { OBJ_PRIVATE = 1, OBJ_PUBLIC = 2, OBJ_CERT = 3 };
+#define OBJ_HANDLE(idx, kind) ((CK_OBJECT_HANDLE)g.gen[idx] << 11 | (CK_OBJECT_HANDLE)((idx) + 1) << 2 | (kind))
 
 struct key {
 	char name[257];
@@ -68,6 +74,7 @@ struct session {
 	int signing, multi;
 	CK_MECHANISM_TYPE mech;
 	size_t key;
+	unsigned long key_gen; /* g.gen[key] at C_SignInit */
 	int hash_bits; /* hash-and-sign: the hash computed here (256, 384, 512) */
 	int pss_bits;  /* RSA-PSS: the hash its parameters name */
 	struct sha2 sha;
@@ -84,6 +91,7 @@ static struct {
 	int initialized;
 	unsigned long fork_id; /* fork_id at C_Initialize */
 	struct key *keys[MAX_KEYS];
+	unsigned long gen[MAX_KEYS]; /* generation of each index: see OBJ_HANDLE */
 	size_t nkeys;
 	struct session *sessions[MAX_SESSIONS];
 	size_t nsessions;
@@ -193,6 +201,8 @@ static CK_RV rv_of(int err)
 		return CKR_KEY_HANDLE_INVALID;
 	case PALISADE_E_INVALID:
 		return CKR_DATA_LEN_RANGE;
+	case PALISADE_E_REFUSED:
+		return CKR_FUNCTION_REJECTED; /* the key's signing PAL's policy (docs/keys.md §3) */
 	case PALISADE_E_NOMEM:
 		return CKR_HOST_MEMORY;
 	case PALISADE_E_CONNECT:
@@ -358,8 +368,9 @@ CK_RV C_GetSlotInfo(CK_SLOT_ID slot, CK_SLOT_INFO_PTR info)
 	return CKR_OK;
 }
 
-/* refresh_keys asks the daemon for the caller's keys and updates g.keys: a key keeps its
- * index (so its object handles) for the life of the library. Called without g.mu. */
+/* refresh_keys asks the daemon for the caller's keys and updates g.keys: a key (a name and
+ * its public key) keeps its index (so its object handles) for the life of the library, and
+ * each key listed takes one of MAX_KEYS indexes. Called without g.mu. */
 static CK_RV refresh_keys(void);
 
 CK_RV C_GetTokenInfo(CK_SLOT_ID slot, CK_TOKEN_INFO_PTR info)
@@ -604,17 +615,36 @@ static CK_RV refresh_keys(void)
 	for (i = 0; i < l.n; i++) {
 		if (!loaded[i])
 			continue;
+		/* The same key is the same name with the same public key. A name deleted and created
+		 * again is another key: new handles, while the old ones stay invalid (PKCS#11 objects
+		 * never change their key type or value under a handle an application holds). */
 		for (j = 0; j < g.nkeys; j++)
-			if (strcmp(g.keys[j]->name, loaded[i]->name) == 0)
+			if (strcmp(g.keys[j]->name, loaded[i]->name) == 0 &&
+			    g.keys[j]->pub_len == loaded[i]->pub_len &&
+			    memcmp(g.keys[j]->pub, loaded[i]->pub, loaded[i]->pub_len) == 0)
 				break;
 		if (j < g.nkeys) {
 			key_free(g.keys[j]);
 			g.keys[j] = loaded[i];
-		} else if (g.nkeys < MAX_KEYS) {
-			g.keys[g.nkeys++] = loaded[i];
-		} else {
-			key_free(loaded[i]);
+			loaded[i] = NULL;
 		}
+	}
+	/* New keys, once every known one has found its index: a free index, else that of a key
+	 * that is gone, in its next generation. */
+	for (i = 0; i < l.n; i++) {
+		if (!loaded[i])
+			continue;
+		if (g.nkeys < MAX_KEYS) {
+			j = g.nkeys++;
+		} else {
+			for (j = 0; j < g.nkeys && g.keys[j]->listed; j++)
+				;
+			if (j == g.nkeys)
+				continue; /* more keys than one token shows: not listed */
+			key_free(g.keys[j]);
+			g.gen[j]++;
+		}
+		g.keys[j] = loaded[i];
 		loaded[i] = NULL;
 	}
 	pthread_mutex_unlock(&g.mu);
@@ -628,11 +658,11 @@ out:
 /* obj_key returns the key of object handle h and its kind, or NULL. Under g.mu. */
 static struct key *obj_key(CK_OBJECT_HANDLE h, enum obj_kind *kind)
 {
-	size_t idx = (h >> 2);
+	size_t idx = (h >> 2) & 0x1ff;
 	struct key *k;
 
 	*kind = h & 3;
-	if (idx == 0 || idx > g.nkeys || *kind == 0)
+	if (idx == 0 || idx > g.nkeys || *kind == 0 || h >> 11 != g.gen[idx - 1])
 		return NULL;
 	k = g.keys[idx - 1];
 	if (!k->listed || (*kind == OBJ_CERT && !k->cert))
@@ -640,6 +670,19 @@ static struct key *obj_key(CK_OBJECT_HANDLE h, enum obj_kind *kind)
 	if (*kind == OBJ_PRIVATE && k->has_pin && !g.logged_in)
 		return NULL; /* a private object: visible once logged in */
 	return k;
+}
+
+/* obj_key_hidden tells whether h is the private object of a key with a PIN, which obj_key
+ * hides until C_Login. Under g.mu. */
+static int obj_key_hidden(CK_OBJECT_HANDLE h)
+{
+	size_t idx = (h >> 2) & 0x1ff;
+	const struct key *k;
+
+	if ((h & 3) != OBJ_PRIVATE || idx == 0 || idx > g.nkeys || h >> 11 != g.gen[idx - 1])
+		return 0;
+	k = g.keys[idx - 1];
+	return k->listed && k->has_pin && !g.logged_in;
 }
 
 static CK_KEY_TYPE key_type(const struct key *k)
@@ -1061,7 +1104,7 @@ CK_RV C_FindObjectsInit(CK_SESSION_HANDLE sh, CK_ATTRIBUTE_PTR tmpl, CK_ULONG co
 		goto fail; /* no daemon, and nothing known from before */
 	for (i = 0; i < g.nkeys; i++)
 		for (kind = OBJ_PRIVATE; kind <= OBJ_CERT; kind++) {
-			CK_OBJECT_HANDLE h = (CK_OBJECT_HANDLE)(i + 1) << 2 | kind;
+			CK_OBJECT_HANDLE h = OBJ_HANDLE(i, kind);
 			struct key *k = obj_key(h, &kind);
 
 			if (k && matches(k, kind, tmpl, count))
@@ -1170,7 +1213,8 @@ CK_RV C_SignInit(CK_SESSION_HANDLE sh, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE o
 	}
 	k = obj_key(oh, &kind);
 	if (!k || kind != OBJ_PRIVATE) {
-		rv = k ? CKR_KEY_FUNCTION_NOT_PERMITTED : CKR_KEY_HANDLE_INVALID;
+		rv = k ? CKR_KEY_FUNCTION_NOT_PERMITTED :
+		     obj_key_hidden(oh) ? CKR_USER_NOT_LOGGED_IN : CKR_KEY_HANDLE_INVALID;
 		goto out;
 	}
 	m = mech_find(mech->mechanism);
@@ -1204,7 +1248,8 @@ CK_RV C_SignInit(CK_SESSION_HANDLE sh, CK_MECHANISM_PTR mech, CK_OBJECT_HANDLE o
 		goto out;
 	}
 	s->mech = m->type;
-	s->key = (oh >> 2) - 1;
+	s->key = ((oh >> 2) & 0x1ff) - 1;
+	s->key_gen = g.gen[s->key];
 	s->hash_bits = m->hash_bits;
 	s->pss_bits = pss_bits;
 	s->buf_len = 0;
@@ -1217,14 +1262,13 @@ out:
 	return rv;
 }
 
-/* DigestInfo prefixes (RFC 8017 §9.2 note 1) of the hashes palisaded signs. SHA-1 is there
- * because TLS 1.2 peers and pkcs11-tool --test still ask for it; the µTPM decides. */
+/* DigestInfo prefixes (RFC 8017 §9.2 note 1) of the SHA-2 hashes: CKM_RSA_PKCS sends their
+ * digest with its hash id, so that a signing PAL's policy sees which hash it signs. */
 static const struct {
 	uint8_t prefix[19];
 	size_t prefix_len, digest_len;
 	uint16_t hash;
 } digest_infos[] = {
-	{{0x30, 0x21, 0x30, 0x09, 0x06, 0x05, 0x2b, 0x0e, 0x03, 0x02, 0x1a, 0x05, 0x00, 0x04, 0x14}, 15, 20, 0x0004},
 	{{0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20},
 	 19, 32, PALISADE_HASH_SHA256},
 	{{0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30},
@@ -1232,6 +1276,7 @@ static const struct {
 	{{0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40},
 	 19, 64, PALISADE_HASH_SHA512},
 };
+#define NDIGEST_INFOS (sizeof(digest_infos) / sizeof(digest_infos[0]))
 
 static uint16_t hash_id(int bits)
 {
@@ -1270,19 +1315,23 @@ static CK_RV sign_now(struct session *s, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len_o
 	}
 	switch (s->mech) {
 	case CKM_RSA_PKCS:
-		/* The input is a DigestInfo (OpenSSL's engine and TLS build it): sign its digest. */
-		for (i = 0; i < 4; i++)
+		/* PKCS#11 signs the input as given, padded (block type 1). A SHA-2 DigestInfo (what
+		 * OpenSSL's engine and TLS 1.2 build) goes as its digest and hash; any other input (a
+		 * SHA-1 DigestInfo: pkcs11-tool --test, Java, old peers) as raw data, hash none,
+		 * which the µTPM pads as given (docs/abi.md §3). */
+		for (i = 0; i < (int)NDIGEST_INFOS; i++)
 			if (in_len == digest_infos[i].prefix_len + digest_infos[i].digest_len &&
 			    memcmp(in, digest_infos[i].prefix, digest_infos[i].prefix_len) == 0)
 				break;
-		if (i == 4) {
-			trace("CKM_RSA_PKCS: input of %zu bytes is not a SHA-1/256/384/512 DigestInfo", in_len);
-			rv = CKR_DATA_INVALID;
+		if (i < (int)NDIGEST_INFOS) {
+			hash = digest_infos[i].hash;
+			in += digest_infos[i].prefix_len;
+			in_len -= digest_infos[i].prefix_len;
+		} else if (in_len == 0 || in_len > want - 11) {
+			trace("CKM_RSA_PKCS: input of %zu bytes (1..%zu for this key)", in_len, want - 11);
+			rv = CKR_DATA_LEN_RANGE;
 			goto out;
 		}
-		hash = digest_infos[i].hash;
-		in += digest_infos[i].prefix_len;
-		in_len -= digest_infos[i].prefix_len;
 		/* fallthrough */
 	case CKM_SHA256_RSA_PKCS:
 	case CKM_SHA384_RSA_PKCS:
@@ -1302,13 +1351,19 @@ static CK_RV sign_now(struct session *s, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len_o
 		scheme = PALISADE_SCHEME_RSAPSS;
 		break;
 	case CKM_ECDSA:
+		/* The input is a hash of any length. A SHA-2 one goes with its hash id, so that a
+		 * signing PAL's policy sees it; another (SHA-1, SHA-224…) with hash none. ECDSA uses
+		 * the hash's leftmost bits, as many as the curve's order has (FIPS 186-5 §6.4.1), so a
+		 * longer input loses nothing cut to 64 bytes, palisaded's limit for hash none. */
 		bits = hash_of_len(in_len);
-		if (!bits) {
-			trace("CKM_ECDSA: input of %zu bytes is no SHA-2 digest", in_len);
+		if (bits) {
+			hash = hash_id(bits);
+		} else if (in_len == 0) {
 			rv = CKR_DATA_LEN_RANGE;
 			goto out;
+		} else if (in_len > 64) {
+			in_len = 64;
 		}
-		hash = hash_id(bits);
 		/* fallthrough */
 	case CKM_ECDSA_SHA256:
 	case CKM_ECDSA_SHA384:
@@ -1334,7 +1389,6 @@ static CK_RV sign_now(struct session *s, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len_o
 	r = s->p ? 0 : open_handle(&s->p);
 	if (r == 0)
 		r = palisade_sign(s->p, name, scheme, hash, in, in_len, pin_len ? pin : NULL, pin_len, raw, &out_len);
-	explicit_bzero(pin, sizeof(pin));
 	if (r != 0) {
 		trace("sign with %s: %s: %s", name, palisade_strerror(r), palisade_last_message());
 		rv = rv_of(r);
@@ -1351,7 +1405,18 @@ static CK_RV sign_now(struct session *s, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len_o
 	s->busy = 0;
 	if (rv == CKR_OK)
 		*sig_len_out = want;
+	/* A PIN the signing PAL found incorrect is forgotten (the user is logged out, unless a
+	 * C_Login gave another PIN meanwhile): each signature with it would cost one of the key's
+	 * tries, and a server handshaking with a mistyped PIN would lock the key for good in
+	 * seconds. The next signature answers CKR_USER_NOT_LOGGED_IN until C_Login. */
+	if (rv == CKR_PIN_INCORRECT && g.logged_in && g.pin_len == pin_len && memcmp(g.pin, pin, pin_len) == 0) {
+		trace("PIN incorrect for %s: logged out", name);
+		explicit_bzero(g.pin, sizeof(g.pin));
+		g.pin_len = 0;
+		g.logged_in = 0;
+	}
 out:
+	explicit_bzero(pin, sizeof(pin));
 	explicit_bzero(digest, sizeof(digest));
 	explicit_bzero(s->buf, s->buf_len);
 	s->buf_len = 0;
@@ -1373,7 +1438,7 @@ static CK_RV begin_sign(struct session *s, CK_BYTE_PTR sig, CK_ULONG_PTR sig_len
 		return CKR_SESSION_HANDLE_INVALID;
 	if (!s->signing || s->busy)
 		return s->busy ? CKR_OPERATION_ACTIVE : CKR_OPERATION_NOT_INITIALIZED;
-	if (!g.keys[s->key]->listed) {
+	if (!g.keys[s->key]->listed || g.gen[s->key] != s->key_gen) {
 		s->signing = 0;
 		return CKR_KEY_HANDLE_INVALID;
 	}

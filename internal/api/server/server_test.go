@@ -470,18 +470,19 @@ func TestStoreDamaged(t *testing.T) {
 	for _, tc := range []struct {
 		name   string
 		damage func(b []byte) []byte
+		want   string // what the error says
 	}{
-		{"truncated to half", func(b []byte) []byte { return b[:len(b)/2] }},
+		{"truncated to half", func(b []byte) []byte { return b[:len(b)/2] }, "truncated"}, // checkStateFile
 		{"pages zeroed", func(b []byte) []byte {
 			clear(b[5*page : 7*page])
 			return b
-		}},
+		}, "damaged"},
 		{"both meta pages garbage", func(b []byte) []byte {
 			for i := 16; i < 80; i++ {
 				b[i], b[page+i] = byte(i*7), byte(i*13)
 			}
 			return b
-		}},
+		}, "damaged"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			p := filepath.Join(t.TempDir(), "state.db")
@@ -505,8 +506,8 @@ func TestStoreDamaged(t *testing.T) {
 				}
 				t.Fatal("OpenStore accepted a damaged database")
 			}
-			if !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), "damaged") {
-				t.Fatalf("error %q does not name the database and say it is damaged", err)
+			if !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not name the database and say it is %s", err, tc.want)
 			}
 		})
 	}

@@ -43,10 +43,13 @@ type Record struct {
 }
 
 // OpenStore opens (creating) the database at path. It fails after a second if another process
-// holds it, which is how a second daemon on the same state directory is refused. A damaged
-// database is refused here, naming the file, rather than met at some later read: bbolt panics
-// on a bad page.
+// holds it, which is how a second daemon on the same state directory is refused, and at once
+// if the file is truncated (checkStateFile). A damaged database is refused here, naming the
+// file, rather than met at some later read: bbolt panics on a bad page.
 func OpenStore(path string) (*Store, error) {
+	if err := checkStateFile(path); err != nil {
+		return nil, err
+	}
 	db, err := openBolt(path)
 	if errors.Is(err, berrors.ErrTimeout) {
 		return nil, fmt.Errorf("state db %s is in use by another process (is another palisaded running on this state directory?): %w", path, err)

@@ -242,7 +242,7 @@ const (
 
 // Hashes.
 const (
-	HashNone   Hash = 0x0000 // no hash: Ed25519 signs the message itself
+	HashNone   Hash = 0x0000 // no hash: Ed25519 signs the message itself; RSASSA pads and signs the data as given; ECDSA signs a hash of another length (docs/abi.md §3)
 	HashSHA256 Hash = 0x000B // SHA-256
 	HashSHA384 Hash = 0x000C // SHA-384
 	HashSHA512 Hash = 0x000D // SHA-512
