@@ -9,12 +9,15 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/user"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
+	"unicode"
 
 	"github.com/palisade-project/palisade/internal/api/server"
 	"github.com/palisade-project/palisade/internal/config"
@@ -86,7 +89,76 @@ func loadConfig(path string) (Config, []byte, error) {
 	if err := d.Decode(&c); err != nil {
 		return c, nil, fmt.Errorf("config %s: %w", path, err)
 	}
+	// What the decoder takes silently: a second document after the first (ignored, although
+	// the visor measurement covers the file's bytes) and a repeated key (the last one wins,
+	// so a rule written twice is dropped without a word).
+	if _, err := d.Token(); err != io.EOF {
+		return c, nil, fmt.Errorf("config %s: trailing data after the configuration object", path)
+	}
+	if err := checkRepeatedKeys(json.NewDecoder(bytes.NewReader(raw)), ""); err != nil {
+		return c, nil, fmt.Errorf("config %s: %w", path, err)
+	}
 	return c, raw, nil
+}
+
+// checkRepeatedKeys reads one JSON value (already known to be valid) from d and refuses an
+// object, at any level, that repeats a key. Keys are compared as encoding/json matches them
+// to fields: after unescaping and case-insensitively ("Access" repeats "access"). path names
+// the value in errors (objects in an array are named by the array's key).
+func checkRepeatedKeys(d *json.Decoder, path string) error {
+	tok, err := d.Token()
+	if err != nil {
+		return err
+	}
+	switch tok {
+	case json.Delim('{'):
+		seen := map[string]bool{}
+		for d.More() {
+			kt, err := d.Token()
+			if err != nil {
+				return err
+			}
+			k, _ := kt.(string) // a key is always a string
+			if seen[foldKey(k)] {
+				if path == "" {
+					return fmt.Errorf("duplicate key %q", k)
+				}
+				return fmt.Errorf("duplicate key %q in %s", k, path)
+			}
+			seen[foldKey(k)] = true
+			sub := k
+			if path != "" {
+				sub = path + "." + k
+			}
+			if err := checkRepeatedKeys(d, sub); err != nil {
+				return err
+			}
+		}
+		_, err = d.Token() // '}'
+		return err
+	case json.Delim('['):
+		for d.More() {
+			if err := checkRepeatedKeys(d, path); err != nil {
+				return err
+			}
+		}
+		_, err = d.Token() // ']'
+		return err
+	}
+	return nil
+}
+
+// foldKey maps k to one representative of the keys encoding/json treats as equal to it:
+// each rune becomes the smallest rune of its simple case-folding orbit (so "K", "k" and the
+// Kelvin sign, "S", "s" and "ſ" each agree).
+func foldKey(k string) string {
+	return strings.Map(func(r rune) rune {
+		m := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			m = min(m, f)
+		}
+		return m
+	}, k)
 }
 
 // configStateDir is the trusted-configuration state directory.

@@ -83,6 +83,43 @@ func TestConfigErrors(t *testing.T) {
 	}
 }
 
+// TestConfigStrictJSON: what encoding/json takes silently is refused, naming the rule. A
+// repeated key kept the last value without a word (`"admins": [1000], "admins": []` revoked
+// an administrator), encoding/json matches keys case-insensitively (so "Access" repeats
+// "access"), and a second document after the first was ignored although the file's bytes are
+// what the visor measurement covers.
+func TestConfigStrictJSON(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ name, body, want string }{
+		{"repeated key", `{"state_dir": "/a", "state_dir": "/b"}`, `duplicate key "state_dir"`},
+		{"repeated key in access", `{"access": {"admins": [1000], "admins": []}}`, `duplicate key "admins" in access`},
+		{"repeated key in a share", `{"access": {"shares": [{"owner": 1, "name": "a", "name": "b"}]}}`, `duplicate key "name" in access.shares`},
+		{"repeated key after unescaping", `{"rot": "none", "r\u006ft": "tpm:/dev/tpm0"}`, `duplicate key "rot"`},
+		{"repeated key in another case", `{"access": {"admins": [1]}, "Access": {}}`, `duplicate key "Access"`},
+		{"second document", `{"rot": "none"} {"rot": "tpm:/dev/tpm0"}`, "trailing data after the configuration"},
+		{"trailing garbage", `{"rot": "none"} x`, "trailing data after the configuration"},
+	} {
+		p := filepath.Join(dir, "c.json")
+		if err := os.WriteFile(p, []byte(tc.body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		_, _, err := loadConfig(p)
+		if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), p) {
+			t.Errorf("%s: %v, want an error naming %s and saying %q", tc.name, err, p, tc.want)
+		}
+	}
+	// Whitespace after the document is not trailing data; the same key in two objects is not
+	// a repetition.
+	p := filepath.Join(dir, "ok.json")
+	ok := `{"access": {"shares": [{"owner": 1, "name": "a"}, {"owner": 2, "name": "b"}]}}` + "\n\n"
+	if err := os.WriteFile(p, []byte(ok), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := loadConfig(p); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func FuzzLoadConfig(f *testing.F) {
 	b, err := os.ReadFile("../../dist/palisaded.json")
 	if err != nil {

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/palisade-project/palisade/internal/api/server"
+	"github.com/palisade-project/palisade/internal/atomicfile"
 	"github.com/palisade-project/palisade/internal/config"
 	"github.com/palisade-project/palisade/internal/engine"
 	"github.com/palisade-project/palisade/internal/engine/kvm"
@@ -120,7 +121,7 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 			return err
 		}
 	}
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+	if err := atomicfile.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return fmt.Errorf("state directory: %w", err)
 	}
 	if fi, err := os.Stat(cfg.StateDir); err != nil {
@@ -149,6 +150,11 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 		return err
 	}
 	closers = append(closers, audit.Close)
+	// state.db and audit.log may have just been created: their names must survive a crash
+	// of the machine as their contents do.
+	if err := atomicfile.SyncDir(cfg.StateDir); err != nil {
+		return fmt.Errorf("state directory: %w", err)
+	}
 
 	root, err := openRoot(cfg, rawConfig)
 	if err != nil {
@@ -265,6 +271,13 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 			}
 		}()
 	}
+	// A TPM root whose connection breaks (swtpm stopped) fails every operation from then on,
+	// and a TPM that comes back lost the visor's PCR: stop, for the supervisor to start the
+	// daemon again (which redoes the start sequence, or says why it cannot).
+	var lost <-chan struct{}
+	if r, ok := root.(*tpm.Root); ok {
+		lost = r.Lost()
+	}
 	vm := root.Platform().Visor
 	log.Info("palisaded serving", "socket", cfg.Socket, "rot", root.Mode(), "engines", v.Engines(),
 		"state_dir", cfg.StateDir, "version", version, "visor", hex.EncodeToString(vm[:]))
@@ -286,6 +299,16 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 		return nil
 	case err := <-served:
 		return fmt.Errorf("serve: %w", err)
+	case <-lost:
+		lerr := root.(*tpm.Root).LostErr()
+		log.Error("root of trust lost: stopping", "err", lerr)
+		notifySystemd("STOPPING=1")
+		ctx, cancel := context.WithTimeout(context.Background(), grace)
+		defer cancel()
+		_ = shutdownLean(ctx, lsrv)
+		_ = srv.Shutdown(ctx)
+		<-served
+		return fmt.Errorf("root of trust: %w; palisaded stops (start it again once the TPM is back)", lerr)
 	}
 }
 

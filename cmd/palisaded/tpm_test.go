@@ -159,3 +159,43 @@ func TestTPMKill9(t *testing.T) {
 	}
 	d.stop()
 }
+
+// TestTPMLost: the TPM goes away under a running daemon (swtpm killed: the socket breaks).
+// Every TPM operation fails from then on and a restarted swtpm is not reconnected (the
+// visor's measurement in its PCR is gone with the TPM's state), so the daemon exits with
+// an error that says so, for its supervisor to restart it (dist/palisaded.service:
+// Restart=on-failure). It used to stay up, answering every counter, quote and key with an
+// internal error and logging nothing.
+func TestTPMLost(t *testing.T) {
+	if _, err := exec.LookPath("swtpm"); err != nil {
+		t.Skip("swtpm not installed")
+	}
+	sw := swtpmtest.Start(t)
+	d := startDaemon(t, newDaemonDir(t), Config{Rot: sw.Device()}, false)
+	c := d.dial()
+	ctx := context.Background()
+	info, err := c.Register(ctx, testPAL(t), client.RegisterOptions{Name: "counter"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res, err := c.Call(ctx, info.Handle, []byte("i")); err != nil || res.Status != 0 {
+		t.Fatalf("increment with the TPM: %+v %v", res, err)
+	}
+	sw.Stop()
+	// The first operation that needs the TPM finds it gone.
+	c.Call(ctx, info.Handle, []byte("i"))
+	select {
+	case <-d.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatalf("palisaded still runs 20 s after its TPM went away\n%s", d.stderr.String())
+	}
+	if d.exitErr == nil {
+		t.Fatalf("palisaded exited with status 0 after losing its TPM\n%s", d.stderr.String())
+	}
+	if out := d.stderr.String(); !strings.Contains(out, "TPM connection lost") {
+		t.Fatalf("palisaded's error does not say the TPM was lost:\n%s", out)
+	}
+	if _, err := os.Stat(d.socket); !os.IsNotExist(err) {
+		t.Fatalf("socket left behind after the exit: %v", err)
+	}
+}

@@ -3,6 +3,8 @@
 package atomicfile
 
 import (
+	"errors"
+	"io/fs"
 	"os"
 	"path/filepath"
 )
@@ -49,8 +51,40 @@ func WriteFileHook(path string, data []byte, perm os.FileMode, beforeRename func
 	if err := os.Rename(tmp, path); err != nil {
 		return err
 	}
-	return SyncDir(dir)
+	return syncDir(dir)
 }
+
+// MkdirAll is os.MkdirAll that makes every directory it creates durable: once a directory is
+// made, its parent is fsync'd, or a crash of the machine could lose the new directory's entry
+// (and every file written durably inside it since: their own fsyncs and SyncDir of the new
+// directory do not cover its name in its parent). Directories that exist are left as they are.
+func MkdirAll(dir string, perm os.FileMode) error {
+	dir = filepath.Clean(dir)
+	fi, err := os.Stat(dir)
+	if err == nil {
+		if !fi.IsDir() {
+			return &fs.PathError{Op: "mkdir", Path: dir, Err: errors.New("not a directory")}
+		}
+		return nil
+	}
+	parent := filepath.Dir(dir)
+	if parent != dir {
+		if err := MkdirAll(parent, perm); err != nil {
+			return err
+		}
+	}
+	if err := os.Mkdir(dir, perm); err != nil {
+		if errors.Is(err, fs.ErrExist) {
+			return nil // made by someone else meanwhile, who makes it durable
+		}
+		return err
+	}
+	return syncDir(parent)
+}
+
+// syncDir is SyncDir; tests replace it to see which directories are made durable (a crash of
+// the machine, which would show it, cannot be caused in a test).
+var syncDir = SyncDir
 
 // SyncDir fsyncs a directory, making renames and creations in it durable.
 func SyncDir(dir string) error {

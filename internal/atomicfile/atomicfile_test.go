@@ -3,6 +3,7 @@ package atomicfile
 import (
 	"os"
 	"path/filepath"
+	"slices"
 	"testing"
 )
 
@@ -56,5 +57,45 @@ func TestInterruptedBeforeRename(t *testing.T) {
 func TestWriteFileMissingDir(t *testing.T) {
 	if err := WriteFile(filepath.Join(t.TempDir(), "no", "such"), nil, 0o600); err == nil {
 		t.Fatal("write into a missing directory succeeded")
+	}
+}
+
+// TestMkdirAll: each directory MkdirAll creates is made durable in its parent, once; existing
+// directories are not touched, and a file in the way is an error.
+func TestMkdirAll(t *testing.T) {
+	root := t.TempDir()
+	var synced []string
+	syncDir = func(dir string) error {
+		synced = append(synced, dir)
+		return SyncDir(dir)
+	}
+	t.Cleanup(func() { syncDir = SyncDir })
+	for _, tc := range []struct {
+		dir  string
+		want []string // directories fsync'd, in order
+	}{
+		{filepath.Join(root, "a", "b", "c"), []string{root, filepath.Join(root, "a"), filepath.Join(root, "a", "b")}},
+		{filepath.Join(root, "a", "b", "c"), nil},                                 // exists
+		{filepath.Join(root, "a", "d") + "/", []string{filepath.Join(root, "a")}}, // one new
+	} {
+		synced = nil
+		if err := MkdirAll(tc.dir, 0o700); err != nil {
+			t.Fatal(err)
+		}
+		if fi, err := os.Stat(tc.dir); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o700 {
+			t.Fatalf("%s: %v %v", tc.dir, fi, err)
+		}
+		if !slices.Equal(synced, tc.want) {
+			t.Errorf("MkdirAll(%s) synced %v, want %v", tc.dir, synced, tc.want)
+		}
+	}
+	f := filepath.Join(root, "file")
+	if err := os.WriteFile(f, nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []string{f, filepath.Join(f, "sub")} {
+		if err := MkdirAll(d, 0o700); err == nil {
+			t.Errorf("MkdirAll(%s) through a file succeeded", d)
+		}
 	}
 }

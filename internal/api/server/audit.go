@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"sync"
 	"time"
@@ -28,15 +29,43 @@ type Audit struct {
 
 const flushInterval = 100 * time.Millisecond
 
-// OpenAudit opens (creating) the audit log at path for appending.
+// OpenAudit opens (creating) the audit log at path for appending. A last line without its
+// newline (torn by a crash of the machine mid-write) is ended, so that the next record starts
+// on a line of its own; the torn one stays, as found.
 func OpenAudit(path string) (*Audit, error) {
-	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("audit log: %w", err)
+	}
+	if err := endLastLine(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("audit log %s: %w", path, err)
 	}
 	a := &Audit{f: f, stop: make(chan struct{}), done: make(chan struct{})}
 	go a.flusher()
 	return a, nil
+}
+
+// endLastLine appends a newline to f if its last byte is not one.
+func endLastLine(f *os.File) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if fi.Size() == 0 {
+		return nil
+	}
+	last := make([]byte, 1)
+	if _, err := f.ReadAt(last, fi.Size()-1); err != nil {
+		return err
+	}
+	if last[0] == '\n' {
+		return nil
+	}
+	if _, err := f.Write([]byte{'\n'}); err != nil {
+		return err
+	}
+	return f.Sync()
 }
 
 func (a *Audit) flusher() {
@@ -102,7 +131,20 @@ func (a *Audit) log(e Event, sync bool) error {
 	if a.f == nil {
 		return fmt.Errorf("audit log is closed")
 	}
+	// The end of the log, where this record starts (with O_APPEND, the offset a write leaves;
+	// asked, not remembered, so that a log truncated behind the daemon's back is still cut at
+	// the right place below).
+	end, err := a.f.Seek(0, io.SeekEnd)
+	if err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
 	if _, err := a.f.Write(b); err != nil {
+		// A short write (disk full) left part of the record: cut it off, or the next record
+		// would continue its line and neither would parse. If even that fails the log stays
+		// torn, and says so.
+		if terr := a.f.Truncate(end); terr != nil {
+			return fmt.Errorf("audit log: %w (and a partial record is left: %v)", err, terr)
+		}
 		return fmt.Errorf("audit log: %w", err)
 	}
 	if !sync {

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -23,6 +24,7 @@ import (
 	"github.com/palisade-project/palisade/internal/engine"
 	"github.com/palisade-project/palisade/internal/engine/wasm"
 	"github.com/palisade-project/palisade/internal/rot/none"
+	"github.com/palisade-project/palisade/internal/tmpfstest"
 	"github.com/palisade-project/palisade/internal/utpm"
 	"github.com/palisade-project/palisade/internal/visor"
 	"github.com/palisade-project/palisade/pal"
@@ -336,5 +338,177 @@ func TestPeerCredentials(t *testing.T) {
 	_, err = api.NewPalisadeClient(conn).Call(context.Background(), &api.CallRequest{Handle: "pal-0000000000000005"})
 	if status.Code(err) != codes.NotFound {
 		t.Fatalf("Call unknown: %v", err)
+	}
+}
+
+// TestAuditDiskFull fills the audit log's file system while a record is being written: the
+// failed record must leave no partial line behind, or the next record would be glued to it
+// and the log would no longer parse (a disk full once corrupted the audit trail for good).
+// A log whose last line was torn before (a machine crash) is repaired the same way at open.
+func TestAuditDiskFull(t *testing.T) {
+	dir := tmpfstest.Mount(t, 64<<10)
+	path := filepath.Join(dir, "audit.log")
+	a, err := OpenAudit(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer a.Close()
+	ev := Event{Event: "register", UID: u32p(7), PAL: "pal-1", Name: strings.Repeat("n", 100)}
+	// Bring the log close to the end of a page, so that the next record needs a new page that
+	// the full file system cannot give: the write is cut short, not refused whole.
+	for {
+		fi, err := os.Stat(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Size()%4096 > 4096-100 {
+			break
+		}
+		if err := a.Log(ev); err != nil {
+			t.Fatal(err)
+		}
+	}
+	free := tmpfstest.Fill(t, dir)
+	for _, sync := range []bool{true, false} {
+		if err := a.log(ev, sync); !errors.Is(err, syscall.ENOSPC) {
+			t.Fatalf("log on a full disk (sync %v): %v, want ENOSPC", sync, err)
+		}
+	}
+	free()
+	if err := a.Log(ev); err != nil {
+		t.Fatal(err)
+	}
+	checkAuditLines(t, path, -1)
+
+	// A torn last line from before (a crash of the machine mid-write): the next record starts
+	// on a line of its own.
+	a.Close()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(`{"time":"2026-01-01T00:00:00Z","ev`); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	if a, err = OpenAudit(path); err != nil {
+		t.Fatal(err)
+	}
+	if err := a.Log(ev); err != nil {
+		t.Fatal(err)
+	}
+	checkAuditLines(t, path, 1)
+}
+
+// checkAuditLines checks that every line of the audit log at path parses, except exactly
+// torn lines (-1: any number) that are not JSON.
+func checkAuditLines(t *testing.T, path string, torn int) {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !bytes.HasSuffix(b, []byte("\n")) {
+		t.Errorf("audit log does not end with a newline")
+	}
+	bad := 0
+	for i, l := range strings.Split(strings.TrimSuffix(string(b), "\n"), "\n") {
+		var e Event
+		if err := json.Unmarshal([]byte(l), &e); err != nil {
+			bad++
+			if torn < 0 {
+				t.Errorf("line %d does not parse: %q: %v", i+1, l, err)
+			}
+		}
+	}
+	if torn >= 0 && bad != torn {
+		t.Errorf("%d lines do not parse, want %d", bad, torn)
+	}
+}
+
+// TestStoreInUse: a second daemon on the same state directory is refused with a message that
+// says why (bbolt's own error was the bare word "timeout").
+func TestStoreInUse(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "state.db")
+	s, err := OpenStore(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s2, err := OpenStore(path)
+	if err == nil {
+		s2.Close()
+		t.Fatal("a second OpenStore of the same database succeeded")
+	}
+	if !strings.Contains(err.Error(), path) || !strings.Contains(err.Error(), "in use by another process") {
+		t.Fatalf("error %q does not name the database and say it is in use", err)
+	}
+}
+
+// TestStoreDamaged: a damaged state.db is refused at open with an error that names it. bbolt
+// panics when it meets a bad page, so the daemon used to die with a stack trace, at start or
+// at the first read of that page, again at every restart.
+func TestStoreDamaged(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.db")
+	s, err := OpenStore(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Enough records and image bytes for several pages of each kind.
+	for i := 1; i <= 40; i++ {
+		if err := s.Put(Record{Handle: visor.Handle(i), Name: strings.Repeat("x", 200)}, bytes.Repeat([]byte{byte(i)}, 3000)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	orig, err := os.ReadFile(good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const page = 4096
+	for _, tc := range []struct {
+		name   string
+		damage func(b []byte) []byte
+		want   string // what the error says
+	}{
+		{"truncated to half", func(b []byte) []byte { return b[:len(b)/2] }, "truncated"}, // checkStateFile
+		{"pages zeroed", func(b []byte) []byte {
+			clear(b[5*page : 7*page])
+			return b
+		}, "damaged"},
+		{"both meta pages garbage", func(b []byte) []byte {
+			for i := 16; i < 80; i++ {
+				b[i], b[page+i] = byte(i*7), byte(i*13)
+			}
+			return b
+		}, "damaged"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "state.db")
+			if err := os.WriteFile(p, tc.damage(bytes.Clone(orig)), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var s *Store
+			func() {
+				defer func() {
+					if r := recover(); r != nil {
+						t.Fatalf("OpenStore panicked: %v", r)
+					}
+				}()
+				s, err = OpenStore(p)
+			}()
+			if err == nil {
+				// Open may find nothing wrong only if every read works.
+				defer s.Close()
+				if _, err := s.Records(); err != nil {
+					t.Fatalf("OpenStore accepted a database whose records do not read: %v", err)
+				}
+				t.Fatal("OpenStore accepted a damaged database")
+			}
+			if !strings.Contains(err.Error(), p) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q does not name the database and say it is %s", err, tc.want)
+			}
+		})
 	}
 }

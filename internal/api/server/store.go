@@ -9,6 +9,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/palisade-project/palisade/internal/engine"
 	"github.com/palisade-project/palisade/internal/visor"
@@ -43,14 +44,28 @@ type Record struct {
 
 // OpenStore opens (creating) the database at path. It fails after a second if another process
 // holds it, which is how a second daemon on the same state directory is refused, and at once
-// if the file is truncated (checkStateFile).
+// if the file is truncated (checkStateFile). A damaged database is refused here, naming the
+// file, rather than met at some later read: bbolt panics on a bad page.
 func OpenStore(path string) (*Store, error) {
 	if err := checkStateFile(path); err != nil {
 		return nil, err
 	}
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+	db, err := openBolt(path)
+	if errors.Is(err, berrors.ErrTimeout) {
+		return nil, fmt.Errorf("state db %s is in use by another process (is another palisaded running on this state directory?): %w", path, err)
+	}
+	damaged := func(err error) error {
+		return fmt.Errorf("state db %s is damaged (%w): the registrations and keys it holds cannot be read; keep a copy of it, and move it aside to start without them", path, err)
+	}
+	if errors.Is(err, errPanicked) || errors.Is(err, berrors.ErrInvalid) || errors.Is(err, berrors.ErrChecksum) {
+		return nil, damaged(err)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("state db %s: %w", path, err)
+	}
+	if err := checkDB(db); err != nil {
+		db.Close()
+		return nil, damaged(err)
 	}
 	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range [][]byte{bucketPALs, bucketImages} {
@@ -65,6 +80,35 @@ func OpenStore(path string) (*Store, error) {
 		return nil, fmt.Errorf("state db %s: %w", path, err)
 	}
 	return &Store{db: db}, nil
+}
+
+// errPanicked wraps a panic of bbolt.
+var errPanicked = errors.New("bbolt panicked")
+
+// openBolt is bolt.Open with its panics (a damaged free list) turned into an error. The
+// file's lock may stay held until the process exits: the daemon then exits anyway.
+func openBolt(path string) (db *bolt.DB, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			db, err = nil, fmt.Errorf("%w: %v", errPanicked, r)
+		}
+	}()
+	return bolt.Open(path, 0o600, &bolt.Options{Timeout: time.Second})
+}
+
+// checkDB walks every page of db (bbolt's consistency check, which turns the panic of a bad
+// page into an error) and returns the first problem found. It reads the whole file once: a
+// few milliseconds per megabyte at start.
+func checkDB(db *bolt.DB) error {
+	return db.View(func(tx *bolt.Tx) error {
+		var first error
+		for err := range tx.Check() {
+			if first == nil {
+				first = err
+			}
+		}
+		return first
+	})
 }
 
 func handleKey(h visor.Handle) []byte { return binary.BigEndian.AppendUint64(nil, uint64(h)) }

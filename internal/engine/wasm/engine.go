@@ -22,7 +22,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 
 	"github.com/tetratelabs/wazero"
@@ -52,8 +56,9 @@ func WithCacheDir(dir string) Option { return func(o *options) { o.cacheDir = di
 
 // Engine is the wasm engine. It is safe for concurrent use.
 type Engine struct {
-	cache wazero.CompilationCache
-	rt    *runtime
+	cache    wazero.CompilationCache
+	cacheDir string // "" without WithCacheDir
+	rt       *runtime
 
 	mu      sync.Mutex
 	closed  bool
@@ -80,7 +85,7 @@ func New(opts ...Option) (*Engine, error) {
 		if err != nil {
 			return nil, fmt.Errorf("wasm engine: cache directory: %w", err)
 		}
-		e.cache = c
+		e.cache, e.cacheDir = c, o.cacheDir
 	} else {
 		e.cache = wazero.NewCompilationCache()
 	}
@@ -149,7 +154,22 @@ func (e *Engine) Compile(ctx context.Context, img *pal.Image) (engine.Module, er
 		return nil, fmt.Errorf("%w: %v", engine.ErrBadImage, err)
 	}
 	cm, err := e.rt.r.CompileModule(ctx, img.Bytes)
+	if err != nil && e.cacheDir != "" && isCacheFault(err) {
+		// The cache is only a cache: an entry that no longer reads (torn, damaged) or one
+		// that cannot be written (disk full) costs a compilation, not the image. wazero does
+		// not say which entry failed, so every entry goes. After a failed write the compiled
+		// module is in wazero's memory already and the second attempt finds it there (wazero
+		// then counts one reference too many to it, so it stays compiled while the engine
+		// lives: the price of not refusing the image).
+		if rerr := e.clearCache(); rerr != nil {
+			return nil, fmt.Errorf("wasm engine: compilation cache %s: %v (and clearing it: %w)", e.cacheDir, err, rerr)
+		}
+		cm, err = e.rt.r.CompileModule(ctx, img.Bytes)
+	}
 	if err != nil {
+		if isCacheFault(err) {
+			return nil, fmt.Errorf("wasm engine: compilation cache %s: %w", e.cacheDir, err)
+		}
 		return nil, fmt.Errorf("%w: %v", engine.ErrBadImage, err)
 	}
 	if len(cm.ImportedMemories()) > 0 {
@@ -167,6 +187,32 @@ func (e *Engine) Compile(ctx context.Context, img *pal.Image) (engine.Module, er
 	}
 	e.modules[img.Measurement] = m
 	return &moduleRef{module: m}, nil
+}
+
+// isCacheFault reports whether an error of wazero's CompileModule comes from its file cache
+// rather than from the module: a file operation that failed (fs.PathError, os.LinkError from
+// the rename), or an entry that does not decode (wazero's "compilationcache:" errors, which
+// wrap nothing). Decoding and validation errors of the module are neither.
+func isCacheFault(err error) bool {
+	var pe *fs.PathError
+	var le *os.LinkError
+	return errors.As(err, &pe) || errors.As(err, &le) || strings.HasPrefix(err.Error(), "compilationcache:")
+}
+
+// clearCache removes every entry (and temporary file) of the compilation cache directory:
+// wazero keeps them one directory below, per wazero version and platform.
+func (e *Engine) clearCache() error {
+	paths, err := filepath.Glob(filepath.Join(e.cacheDir, "*", "*"))
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, p := range paths {
+		if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Close implements engine.Engine: it closes every runtime, and with them every instance.

@@ -45,7 +45,7 @@ var _ rot.RootOfTrust = (*Root)(nil)
 // Open opens (creating on first use) the state directory and returns the root for a visor
 // whose measurement is visor. It fails if another Root holds the directory.
 func Open(stateDir string, visor utpm.Digest) (*Root, error) {
-	if err := os.MkdirAll(stateDir, 0o700); err != nil {
+	if err := atomicfile.MkdirAll(stateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("rot/none: state dir: %w", err)
 	}
 	lock, err := os.OpenFile(filepath.Join(stateDir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)

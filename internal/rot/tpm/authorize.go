@@ -119,18 +119,18 @@ type authorizationWire struct {
 // deterministic encoding). It checks no signature.
 func ParseAuthorization(b []byte) (*Authorization, error) {
 	if len(b) > maxAuthorizationSize {
-		return nil, fmt.Errorf("%w: authorization of %d bytes", ErrMalformed, len(b))
+		return nil, fmt.Errorf("%w authorization: %d bytes (max %d)", ErrMalformed, len(b), maxAuthorizationSize)
 	}
 	var w authorizationWire
 	if err := decMode.Unmarshal(b, &w); err != nil {
-		return nil, fmt.Errorf("%w: authorization: %w", ErrMalformed, err)
+		return nil, fmt.Errorf("%w authorization: %w", ErrMalformed, err)
 	}
 	if len(w.Visor) != 32 || len(w.Signature) != 64 || w.PCR < 1 || w.PCR > 23 {
-		return nil, fmt.Errorf("%w: authorization fields", ErrMalformed)
+		return nil, fmt.Errorf("%w authorization: fields", ErrMalformed)
 	}
 	a := &Authorization{PCR: w.PCR, Visor: utpm.Digest(w.Visor), Signature: w.Signature}
 	if canon, err := encMode.Marshal(a); err != nil || !bytes.Equal(canon, b) {
-		return nil, fmt.Errorf("%w: authorization not in deterministic encoding", ErrMalformed)
+		return nil, fmt.Errorf("%w authorization: not in deterministic encoding", ErrMalformed)
 	}
 	return a, nil
 }

@@ -54,7 +54,7 @@ type Endorsement struct {
 }
 
 // ErrMalformed is wrapped by every decoding failure of this package's formats.
-var ErrMalformed = errors.New("tpm: malformed endorsement")
+var ErrMalformed = errors.New("tpm: malformed")
 
 var (
 	encMode = strictcbor.EncMode()
@@ -68,22 +68,22 @@ func (e *Endorsement) Marshal() ([]byte, error) { return encMode.Marshal(e) }
 func ParseEndorsement(b []byte) (*Endorsement, error) {
 	var e Endorsement
 	if err := decMode.Unmarshal(b, &e); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrMalformed, err)
+		return nil, fmt.Errorf("%w endorsement: %w", ErrMalformed, err)
 	}
 	switch {
 	case len(e.Quoted) == 0 || len(e.Signature) == 0 || len(e.AKPublic) == 0:
-		return nil, fmt.Errorf("%w: quote, signature and AK public are required", ErrMalformed)
+		return nil, fmt.Errorf("%w endorsement: quote, signature and AK public are required", ErrMalformed)
 	case len(e.Quoted) > maxBlob || len(e.Signature) > maxBlob || len(e.AKPublic) > maxBlob ||
 		len(e.EKCert) > maxBlob:
-		return nil, fmt.Errorf("%w: a field exceeds %d bytes", ErrMalformed, maxBlob)
+		return nil, fmt.Errorf("%w endorsement: a field exceeds %d bytes", ErrMalformed, maxBlob)
 	case len(e.EKChain) > maxChain:
-		return nil, fmt.Errorf("%w: %d chain certificates (max %d)", ErrMalformed, len(e.EKChain), maxChain)
+		return nil, fmt.Errorf("%w endorsement: %d chain certificates (max %d)", ErrMalformed, len(e.EKChain), maxChain)
 	case e.PCR > 23:
-		return nil, fmt.Errorf("%w: PCR %d out of range", ErrMalformed, e.PCR)
+		return nil, fmt.Errorf("%w endorsement: PCR %d out of range", ErrMalformed, e.PCR)
 	}
 	for _, c := range e.EKChain {
 		if len(c) == 0 || len(c) > maxBlob {
-			return nil, fmt.Errorf("%w: chain certificate of %d bytes", ErrMalformed, len(c))
+			return nil, fmt.Errorf("%w endorsement: chain certificate of %d bytes", ErrMalformed, len(c))
 		}
 	}
 	if err := checkEvents(e.Events); err != nil {
@@ -92,7 +92,7 @@ func ParseEndorsement(b []byte) (*Endorsement, error) {
 	// One endorsement, one encoding: this also refuses digests of the wrong length, which the
 	// decoder would silently pad or cut.
 	if canon, err := e.Marshal(); err != nil || !bytes.Equal(canon, b) {
-		return nil, fmt.Errorf("%w: not in deterministic encoding", ErrMalformed)
+		return nil, fmt.Errorf("%w endorsement: not in deterministic encoding", ErrMalformed)
 	}
 	return &e, nil
 }
@@ -105,27 +105,27 @@ func EncodeEventLog(ev []Event) ([]byte, error) { return encMode.Marshal(ev) }
 func DecodeEventLog(b []byte) ([]Event, error) {
 	var ev []Event
 	if err := decMode.Unmarshal(b, &ev); err != nil {
-		return nil, fmt.Errorf("%w: event log: %w", ErrMalformed, err)
+		return nil, fmt.Errorf("%w endorsement: event log: %w", ErrMalformed, err)
 	}
 	if err := checkEvents(ev); err != nil {
 		return nil, err
 	}
 	if canon, err := EncodeEventLog(ev); err != nil || !bytes.Equal(canon, b) {
-		return nil, fmt.Errorf("%w: event log not in deterministic encoding", ErrMalformed)
+		return nil, fmt.Errorf("%w endorsement: event log not in deterministic encoding", ErrMalformed)
 	}
 	return ev, nil
 }
 
 func checkEvents(ev []Event) error {
 	if len(ev) > maxEvents {
-		return fmt.Errorf("%w: %d events (max %d)", ErrMalformed, len(ev), maxEvents)
+		return fmt.Errorf("%w endorsement: %d events (max %d)", ErrMalformed, len(ev), maxEvents)
 	}
 	for i, e := range ev {
 		if e.PCR > 23 {
-			return fmt.Errorf("%w: event %d: PCR %d out of range", ErrMalformed, i, e.PCR)
+			return fmt.Errorf("%w endorsement: event %d: PCR %d out of range", ErrMalformed, i, e.PCR)
 		}
 		if len(e.Kind) > maxEventKind {
-			return fmt.Errorf("%w: event %d: kind of %d bytes", ErrMalformed, i, len(e.Kind))
+			return fmt.Errorf("%w endorsement: event %d: kind of %d bytes", ErrMalformed, i, len(e.Kind))
 		}
 	}
 	return nil

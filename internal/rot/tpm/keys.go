@@ -95,19 +95,19 @@ func (r *Root) masterSecret(cfg Config) ([]byte, error) {
 	}
 	var sm sealedMaster
 	if err := decMode.Unmarshal(b, &sm); err != nil {
-		return nil, fmt.Errorf("tpm: %s: %w: %w", path, ErrMalformed, err)
+		return nil, fmt.Errorf("tpm: %s: %w sealed master secret: %w", path, ErrMalformed, err)
 	}
 	pub, err := tpm2.Unmarshal[tpm2.TPM2BPublic](sm.Public)
 	if err != nil {
-		return nil, fmt.Errorf("tpm: %s: public: %w: %w", path, ErrMalformed, err)
+		return nil, fmt.Errorf("tpm: %s: %w sealed master secret: public: %w", path, ErrMalformed, err)
 	}
 	priv, err := tpm2.Unmarshal[tpm2.TPM2BPrivate](sm.Private)
 	if err != nil {
-		return nil, fmt.Errorf("tpm: %s: private: %w: %w", path, ErrMalformed, err)
+		return nil, fmt.Errorf("tpm: %s: %w sealed master secret: private: %w", path, ErrMalformed, err)
 	}
 	pubArea, err := pub.Contents()
 	if err != nil {
-		return nil, fmt.Errorf("tpm: %s: public: %w: %w", path, ErrMalformed, err)
+		return nil, fmt.Errorf("tpm: %s: %w sealed master secret: public: %w", path, ErrMalformed, err)
 	}
 	isAuthorized := authorized != nil && bytes.Equal(pubArea.AuthPolicy.Buffer, authorized)
 	var auth *Authorization

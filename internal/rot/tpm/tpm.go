@@ -23,10 +23,12 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
 
 	"github.com/google/go-tpm/tpm2"
 	"github.com/google/go-tpm/tpm2/transport"
 
+	"github.com/palisade-project/palisade/internal/atomicfile"
 	"github.com/palisade-project/palisade/internal/rot"
 	"github.com/palisade-project/palisade/internal/utpm"
 )
@@ -101,7 +103,9 @@ type Root struct {
 	ekCert      []byte
 	ekChain     [][]byte
 	counters    *Counters
-	flushed     int // leftover objects and sessions flushed at Open
+	flushed     int      // leftover objects and sessions flushed at Open
+	lock        *os.File // flock of STATE_DIR/lock, held while the Root is open
+	watch       *watchedTPM
 	closed      bool
 }
 
@@ -125,18 +129,39 @@ func Open(ctx context.Context, cfg Config) (*Root, error) {
 	if cfg.NVCounterIndex == 0 {
 		cfg.NVCounterIndex = DefaultNVCounterIndex
 	}
-	if err := os.MkdirAll(cfg.StateDir, 0o700); err != nil {
+	// Durable before the TPM is touched: an NV counter defined for a state directory whose
+	// entry a crash of the machine then lost would refuse every start as a rollback.
+	if err := atomicfile.MkdirAll(cfg.StateDir, 0o700); err != nil {
 		return nil, fmt.Errorf("tpm: state dir: %w", err)
+	}
+	// One Root per state directory: two would each write the counters file from their own
+	// view of it, and the later write would take back the other's increments.
+	lock, err := os.OpenFile(filepath.Join(cfg.StateDir, "lock"), os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("tpm: lock: %w", err)
+	}
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		lock.Close()
+		return nil, fmt.Errorf("tpm: state dir %s is in use by another visor: %w", cfg.StateDir, err)
+	}
+	// Temporary files left by a visor killed between writing and renaming are garbage: the
+	// real files were never replaced by them, and under the lock none is being written now.
+	stale, _ := filepath.Glob(filepath.Join(cfg.StateDir, atomicfile.TempPattern))
+	for _, f := range stale {
+		os.Remove(f)
 	}
 	visor, err := measureVisorInputs(cfg.Visor)
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("tpm: %w", err)
 	}
 	t, err := OpenDevice(cfg.Device)
 	if err != nil {
+		lock.Close()
 		return nil, fmt.Errorf("tpm: %w", err)
 	}
-	r := &Root{tpm: t, pcr: uint32(cfg.PCR), visor: visor, ekChain: cfg.EKChain}
+	w := watch(t)
+	r := &Root{tpm: w, watch: w, lock: lock, pcr: uint32(cfg.PCR), visor: visor, ekChain: cfg.EKChain}
 	if err := r.start(ctx, cfg); err != nil {
 		r.Close()
 		return nil, err
@@ -354,5 +379,7 @@ func (r *Root) Close() error {
 		_, _ = tpm2.FlushContext{FlushHandle: r.ak.Handle}.Execute(r.tpm)
 	}
 	clear(r.master)
-	return r.tpm.Close()
+	err := r.tpm.Close()
+	r.lock.Close() // closing the descriptor releases the flock
+	return err
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/google/go-tpm/tpm2"
 
+	"github.com/palisade-project/palisade/internal/atomicfile"
 	"github.com/palisade-project/palisade/internal/swtpmtest"
 	"github.com/palisade-project/palisade/internal/utpm"
 )
@@ -321,4 +322,73 @@ func TestCountersRollbackAfterNVUndefine(t *testing.T) {
 	} else {
 		t.Log(err)
 	}
+}
+
+// TestOpenStateDirectory: a visor killed between writing a state file's temporary
+// copy and renaming it leaves the copy behind (atomicfile.TempPattern). The real file was
+// never replaced by it, so it is garbage; a daemon killed now and then used to pile them up
+// in rot-tpm for good (two after 40 SIGKILLs under load).
+func TestOpenStateDirectory(t *testing.T) {
+	sw := swtpmtest.Start(t)
+	state := t.TempDir()
+	exe := visorFile(t, "visor A")
+	r := mustOpen(t, sw, state, exe, nil)
+	if _, err := r.Counters().Increment(utpm.Digest{9}, 1); err != nil {
+		t.Fatal(err)
+	}
+	r.Close()
+	stale := []string{".counters.tmp1597023411", ".master.sealed.tmp42"}
+	for _, n := range stale {
+		if err := os.WriteFile(filepath.Join(state, n), []byte("partial"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r = mustOpen(t, sw, state, exe, nil)
+	defer r.Close()
+	if left, _ := filepath.Glob(filepath.Join(state, atomicfile.TempPattern)); len(left) != 0 {
+		t.Fatalf("temporary files left after Open: %v", left)
+	}
+	if v, err := r.Counters().Increment(utpm.Digest{9}, 1); err != nil || v != 2 {
+		t.Fatalf("Increment = %d, %v; want 2", v, err)
+	}
+	// A second visor on the same directory would write the counters file from its own view
+	// and take back the first one's increments: refused while the first is open, before it
+	// touches the TPM or the files.
+	if r2, err := open(t, sw, state, exe, nil, 0); err == nil || !strings.Contains(err.Error(), "in use by another visor") {
+		if r2 != nil {
+			r2.Close()
+		}
+		t.Fatalf("second Open on the same state directory: %v", err)
+	}
+}
+
+// TestOpenMalformedMasterSecretFile: a damaged master.sealed is refused with an error that
+// names the file and what it is; it said "malformed endorsement", which sent an operator
+// looking at evidence rather than at the state directory. Nothing is rewritten: the file
+// put back, the visor starts with its secret.
+func TestOpenMalformedMasterSecretFile(t *testing.T) {
+	sw := swtpmtest.Start(t)
+	state := t.TempDir()
+	exe := visorFile(t, "visor A")
+	mustOpen(t, sw, state, exe, nil).Close()
+	path := filepath.Join(state, "master.sealed")
+	good, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(path, good[:len(good)/2], 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, err = open(t, sw, state, exe, nil, 0)
+	if !errors.Is(err, ErrMalformed) || !strings.Contains(err.Error(), path) ||
+		!strings.Contains(err.Error(), "sealed master secret") || strings.Contains(err.Error(), "endorsement") {
+		t.Fatalf("Open with a truncated master.sealed: %v", err)
+	}
+	if b, _ := os.ReadFile(path); len(b) != len(good)/2 {
+		t.Fatalf("master.sealed rewritten by a failed Open (%d bytes)", len(b))
+	}
+	if err := os.WriteFile(path, good, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	mustOpen(t, sw, state, exe, nil).Close()
 }
