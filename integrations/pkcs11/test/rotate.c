@@ -14,17 +14,7 @@
 
 #include <p11-kit/pkcs11.h>
 
-static int failures;
-
-#define EXPECT(call, want)                                                                       \
-	do {                                                                                     \
-		CK_RV r_ = (call);                                                               \
-		if (r_ != (want)) {                                                              \
-			fprintf(stderr, "FAIL line %d: %s = %#lx, want %#lx\n", __LINE__, #call, r_, \
-				(CK_RV)(want));                                                  \
-			failures++;                                                              \
-		}                                                                                \
-	} while (0)
+#include "expect.h"
 
 static CK_FUNCTION_LIST_PTR f;
 
