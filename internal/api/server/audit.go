@@ -150,6 +150,16 @@ func (a *Audit) failed(op string, err error) {
 		a.refused++
 	}
 	if a.failOp != "" {
+		if op == "fsync" && a.failOp != "fsync" {
+			// A write episode whose fsync failed too: what may be missing now starts at the
+			// last good fsync, which the episode's record must say.
+			a.failOp, a.failErr = op, err
+			if a.lastSync.Before(a.failSince) {
+				a.failSince = a.lastSync
+			}
+			a.logger.Error("audit log: fsync failed too; records written since the last fsync may not be on disk",
+				"file", a.path, "since", a.failSince, "err", err)
+		}
 		return
 	}
 	a.failOp, a.failErr, a.failSince = op, err, time.Now().UTC()
