@@ -194,7 +194,7 @@ func (a *Audit) metrics() auditMetrics {
 // Event is one audit record. Fields that do not apply are omitted.
 type Event struct {
 	Time        time.Time `json:"time"`
-	Event       string    `json:"event"` // register, register_failed, unregister, restore, restore_failed, attest, denied, key_use, key_* (KeyAudit), audit_failed
+	Event       string    `json:"event"` // register, unregister, restore, restore_failed, attest, denied, key_use, key_* (KeyAudit), audit_failed
 	UID         *uint32   `json:"uid,omitempty"`
 	PID         int32     `json:"pid,omitempty"`
 	PAL         string    `json:"pal,omitempty"`
