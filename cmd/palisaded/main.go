@@ -145,7 +145,7 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 		return err
 	}
 	closers = append(closers, store.Close)
-	audit, err := server.OpenAudit(filepath.Join(cfg.StateDir, "audit.log"))
+	audit, err := server.OpenAudit(filepath.Join(cfg.StateDir, "audit.log"), log)
 	if err != nil {
 		return err
 	}
@@ -186,14 +186,12 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 	// Key uses are audited with their PAL's owner, which the server knows; it exists only
 	// once the visor does, and no PAL runs a call before the server serves.
 	var srvp atomic.Pointer[server.Server]
-	onKeyUse := func(info visor.Info, op string, err error) {
+	// A use the log cannot record is refused by the µTPM (E_AUDIT).
+	onKeyUse := func(info visor.Info, op string, err error) error {
 		if s := srvp.Load(); s != nil {
-			s.LogKeyUse(info, op, err)
-			return
+			return s.LogKeyUse(info, op, err)
 		}
-		if aerr := audit.Log(server.KeyUseEvent(info, op, err)); aerr != nil {
-			log.Error("audit key use", "err", aerr)
-		}
+		return audit.Log(server.KeyUseEvent(info, op, err))
 	}
 	v, err := visor.New(visor.Config{Root: root, Engines: engines, Logger: log, OnKeyUse: onKeyUse})
 	if err != nil {

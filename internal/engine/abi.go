@@ -42,6 +42,7 @@ const (
 	EInternal      = 12
 	EMalformed     = 13
 	ENotAuthorized = 14
+	EAudit         = 15
 	MaxHostcallIO  = 1<<20 + 4<<10 // largest req_len and resp_cap
 	maxLog         = 4 << 10
 )

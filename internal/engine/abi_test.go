@@ -95,7 +95,7 @@ func FuzzDispatch(f *testing.F) {
 		if n > int64(len(resp)) {
 			t.Fatalf("op %d: result %d > resp_cap %d", op, n, len(resp))
 		}
-		if n < 0 && (-n < engine.EInval || -n > engine.ENotAuthorized) {
+		if n < 0 && (-n < engine.EInval || -n > engine.EAudit) {
 			t.Fatalf("op %d: unknown error code %d", op, -n)
 		}
 	})
@@ -218,7 +218,7 @@ func FuzzHostcall(f *testing.F) {
 		if n > int64(respCap) {
 			t.Fatalf("result %d > resp_cap %d", n, respCap)
 		}
-		if n < 0 && (-n < engine.EInval || -n > engine.ENotAuthorized) {
+		if n < 0 && (-n < engine.EInval || -n > engine.EAudit) {
 			t.Fatalf("unknown error code %d", -n)
 		}
 		if cs.OutputTooLarge && engine.Op(op) != engine.OpOutput {

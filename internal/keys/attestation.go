@@ -84,7 +84,7 @@ func (s *Service) Attest(ctx context.Context, c Caller, name string, nonce []byt
 	scheme, hash := attestScheme(r.Alg)
 	out, err := s.call(ctx, r.SignerPAL, "attest", attestInput(scheme, hash, r.Blob, nonce))
 	if err != nil {
-		s.logAudit(AuditEvent{Event: "key_attest", Caller: c, Key: name, Owner: r.Owner, Op: "attest", Err: err}, true)
+		s.recordRefusal(AuditEvent{Event: "key_attest", Caller: c, Key: name, Owner: r.Owner, Op: "attest", Err: err})
 		return nil, err
 	}
 	sig, quote, ok := lv32(out)
@@ -102,7 +102,9 @@ func (s *Service) Attest(ctx context.Context, c Caller, name string, nonce []byt
 	if err != nil {
 		return nil, err
 	}
-	s.logAudit(AuditEvent{Event: "key_attest", Caller: c, Key: name, Owner: r.Owner, Op: "attest"}, true)
+	if err := s.record(AuditEvent{Event: "key_attest", Caller: c, Key: name, Owner: r.Owner, Op: "attest"}, true); err != nil {
+		return nil, err
+	}
 	return b, nil
 }
 

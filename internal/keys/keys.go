@@ -83,4 +83,8 @@ var (
 	ErrBadRequest   = errors.New("keys: malformed request")
 	ErrRefused      = errors.New("keys: the signing PAL refused")
 	ErrUnavailable  = errors.New("keys: the key cannot be used") // wraps the reason
+	// ErrAudit: the operation could not be recorded in the daemon's audit log (its disk is
+	// full, say), so it was refused: no key made or changed, no signature returned. It wraps
+	// the log's error, which names the file.
+	ErrAudit = errors.New("keys: refused, the audit log cannot record it")
 )

@@ -141,7 +141,7 @@ func attestInput(scheme, hash uint16, blob, nonce []byte) []byte {
 var abiErrors = map[uint32]string{
 	1: "E_INVAL", 3: "E_SHORT", 5: "E_TAMPERED", 6: "E_FOREIGN", 7: "E_WRONGPAL",
 	8: "E_PCRMISMATCH", 9: "E_WRONGTYPE", 10: "E_UNSUPPORTED", 11: "E_TOOLARGE",
-	12: "E_INTERNAL", 13: "E_MALFORMED", 14: "E_NOTAUTHORIZED",
+	12: "E_INTERNAL", 13: "E_MALFORMED", 14: "E_NOTAUTHORIZED", 15: "E_AUDIT",
 }
 
 // statusError maps a key PAL's non-zero status and output to an error of this package.

@@ -61,7 +61,9 @@ type Config struct {
 	Visor *visor.Visor
 	DB    *bolt.DB // the daemon's state db; the service keeps its own buckets in it
 	// Audit records an event; durable asks for it to be on disk before the operation is
-	// acknowledged (everything but successful signatures, which come at handshake rate).
+	// acknowledged (everything but successful signatures, which come at handshake rate). An
+	// error means it could not: the operation is then refused (ErrAudit), so that nothing is
+	// done that the log does not show.
 	Audit  func(ev AuditEvent, durable bool) error
 	Admins []uint32 // may manage (not use) every key, as the daemon's access policy admins
 	Logger *slog.Logger
@@ -188,13 +190,38 @@ func (s *Service) mayManage(r *record, c Caller) bool {
 	return c.UID == r.Owner || slices.Contains(s.admins, c.UID)
 }
 
-func (s *Service) logAudit(ev AuditEvent, durable bool) {
+// record writes ev to the audit log before the operation it records is done or its result
+// returned; an error (ErrAudit) means the operation must be refused.
+func (s *Service) record(ev AuditEvent, durable bool) error {
 	if s.audit == nil {
-		return
+		return nil
 	}
 	if err := s.audit(ev, durable); err != nil {
-		s.log.Error("audit key event", "event", ev.Event, "key", ev.Key, "err", err)
+		return fmt.Errorf("%w: %w", ErrAudit, err)
 	}
+	return nil
+}
+
+// recordRefusal records an operation that is refused or failed anyway (a denial, an incorrect
+// PIN). If the log cannot take it, the operation stays refused with its own error, which says
+// more to the caller; the log counts and reports its own failures.
+func (s *Service) recordRefusal(ev AuditEvent) { _ = s.record(ev, true) }
+
+// commit makes a change of the key service's state that ev records: the record first, on
+// disk, then the change, so that no change is made that the log does not show (a change made
+// first could not always be undone when the record then fails: undoing needs the same full
+// disk). A change that fails after its record gets a second record, of the same event with
+// the error, saying it was not made.
+func (s *Service) commit(ev AuditEvent, change func() error) error {
+	if err := s.record(ev, true); err != nil {
+		return err
+	}
+	if err := change(); err != nil {
+		ev.Err = err
+		s.recordRefusal(ev)
+		return err
+	}
+	return nil
 }
 
 // access is what an operation needs of its caller.
@@ -216,7 +243,7 @@ func (s *Service) lookup(c Caller, name, op string, need access) (*record, error
 	}
 	ok := need&use != 0 && r.mayUse(c) || need&manage != 0 && s.mayManage(r, c)
 	if !ok {
-		s.logAudit(AuditEvent{Event: "key_denied", Caller: c, Key: name, Owner: r.Owner, Op: op}, true)
+		s.recordRefusal(AuditEvent{Event: "key_denied", Caller: c, Key: name, Owner: r.Owner, Op: op})
 		return nil, fmt.Errorf("%w: uid %d may not %s key %q", ErrDenied, c.UID, op, name)
 	}
 	return r, nil
@@ -335,7 +362,7 @@ func (s *Service) Sign(ctx context.Context, c Caller, name string, req SignReque
 	}
 	if err != nil {
 		if !errors.Is(err, ErrPINRequired) {
-			s.logAudit(AuditEvent{Event: "key_sign", Caller: c, Key: name, Owner: r.Owner, Op: "sign", Err: err}, true)
+			s.recordRefusal(AuditEvent{Event: "key_sign", Caller: c, Key: name, Owner: r.Owner, Op: "sign", Err: err})
 		}
 		return nil, err
 	}
@@ -345,7 +372,11 @@ func (s *Service) Sign(ctx context.Context, c Caller, name string, req SignReque
 			s.log.Error("keys: store renewed PIN state", "key", name, "err", err)
 		}
 	}
-	s.logAudit(AuditEvent{Event: "key_sign", Caller: c, Key: name, Owner: r.Owner, Op: "sign"}, false)
+	// The signature leaves only with its record (buffered: written now, on disk within the
+	// log's flush interval).
+	if err := s.record(AuditEvent{Event: "key_sign", Caller: c, Key: name, Owner: r.Owner, Op: "sign"}, false); err != nil {
+		return nil, err
+	}
 	return sig, nil
 }
 
@@ -500,8 +531,35 @@ func (s *Service) finish(ctx context.Context, c Caller, r *record, o CreateOptio
 			return Info{}, err
 		}
 	}
-	var err error
-	s.mu.Lock()
+	// Checked before the record, so that a refusal costs no record; checked again when the
+	// key is stored, for a creation that raced this one.
+	s.mu.RLock()
+	err := s.admit(r)
+	s.mu.RUnlock()
+	if err != nil {
+		return Info{}, err
+	}
+	err = s.commit(AuditEvent{Event: event, Caller: c, Key: r.Name, Owner: c.UID, Op: string(r.Alg)}, func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if err := s.admit(r); err != nil {
+			return err
+		}
+		if err := s.st.put(r, true, signerImg); err != nil {
+			return err
+		}
+		s.keys[r.Name] = r
+		return nil
+	})
+	if err != nil {
+		return Info{}, err
+	}
+	return r.info(), nil
+}
+
+// admit checks that the new key r may be stored: its name is free and its owner has room.
+// s.mu is held.
+func (s *Service) admit(r *record) error {
 	owned := 0
 	for _, k := range s.keys {
 		if k.Owner == r.Owner {
@@ -509,18 +567,12 @@ func (s *Service) finish(ctx context.Context, c Caller, r *record, o CreateOptio
 		}
 	}
 	if s.keys[r.Name] != nil {
-		err = fmt.Errorf("%w: %q", ErrExists, r.Name)
-	} else if owned >= s.maxOwned {
-		err = fmt.Errorf("%w: uid %d owns %d keys, the daemon's limit (max_keys_per_owner in its configuration)", ErrBadRequest, r.Owner, owned)
-	} else if err = s.st.put(r, true, signerImg); err == nil {
-		s.keys[r.Name] = r
+		return fmt.Errorf("%w: %q", ErrExists, r.Name)
 	}
-	s.mu.Unlock()
-	if err != nil {
-		return Info{}, err
+	if owned >= s.maxOwned {
+		return fmt.Errorf("%w: uid %d owns %d keys, the daemon's limit (max_keys_per_owner in its configuration)", ErrBadRequest, r.Owner, owned)
 	}
-	s.logAudit(AuditEvent{Event: event, Caller: c, Key: r.Name, Owner: c.UID, Op: string(r.Alg)}, true)
-	return r.info(), nil
+	return nil
 }
 
 // registerCustom registers a user's signing PAL of measurement m; the image is stored with the
@@ -577,21 +629,18 @@ func (s *Service) Delete(_ context.Context, c Caller, name string) error {
 	if err != nil {
 		return err
 	}
-	s.mu.Lock()
-	if s.keys[name] != r {
-		s.mu.Unlock()
-		return fmt.Errorf("%w: %q", ErrNotFound, name)
-	}
-	err = s.st.delete(name, r.SignerPAL)
-	if err == nil {
+	return s.commit(AuditEvent{Event: "key_delete", Caller: c, Key: name, Owner: r.Owner, Op: "delete"}, func() error {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.keys[name] != r {
+			return fmt.Errorf("%w: %q", ErrNotFound, name)
+		}
+		if err := s.st.delete(name, r.SignerPAL); err != nil {
+			return err
+		}
 		delete(s.keys, name)
-	}
-	s.mu.Unlock()
-	if err != nil {
-		return err
-	}
-	s.logAudit(AuditEvent{Event: "key_delete", Caller: c, Key: name, Owner: r.Owner, Op: "delete"}, true)
-	return nil
+		return nil
+	})
 }
 
 // SetAccess replaces the uids and gids allowed to use the key name.
@@ -603,11 +652,12 @@ func (s *Service) SetAccess(_ context.Context, c Caller, name string, uids, gids
 	if err != nil {
 		return Info{}, err
 	}
-	err = s.update(name, r, false, func(n *record) { n.AllowUIDs, n.AllowGIDs = slices.Clone(uids), slices.Clone(gids) })
+	err = s.commit(AuditEvent{Event: "key_update", Caller: c, Key: name, Owner: r.Owner, Op: "access"}, func() error {
+		return s.update(name, r, false, func(n *record) { n.AllowUIDs, n.AllowGIDs = slices.Clone(uids), slices.Clone(gids) })
+	})
 	if err != nil {
 		return Info{}, err
 	}
-	s.logAudit(AuditEvent{Event: "key_update", Caller: c, Key: name, Owner: r.Owner, Op: "access"}, true)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.keys[name].info(), nil
@@ -630,14 +680,16 @@ func (s *Service) SetPIN(ctx context.Context, c Caller, name string, oldPIN, new
 	st, err := s.call(ctx, r.SignerPAL, "set PIN", pinInput(r.Blob, r.PINState, oldPIN, maxTries, newPIN))
 	if err != nil {
 		if !errors.Is(err, ErrPINRequired) {
-			s.logAudit(AuditEvent{Event: "key_update", Caller: c, Key: name, Owner: r.Owner, Op: "pin", Err: err}, true)
+			s.recordRefusal(AuditEvent{Event: "key_update", Caller: c, Key: name, Owner: r.Owner, Op: "pin", Err: err})
 		}
 		return Info{}, err
 	}
-	if err := s.update(name, r, true, func(n *record) { n.PINState = st }); err != nil {
+	err = s.commit(AuditEvent{Event: "key_update", Caller: c, Key: name, Owner: r.Owner, Op: "pin"}, func() error {
+		return s.update(name, r, true, func(n *record) { n.PINState = st })
+	})
+	if err != nil {
 		return Info{}, err
 	}
-	s.logAudit(AuditEvent{Event: "key_update", Caller: c, Key: name, Owner: r.Owner, Op: "pin"}, true)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.keys[name].info(), nil
@@ -711,10 +763,12 @@ func (s *Service) SetChain(_ context.Context, c Caller, name string, chain [][]b
 	for i, der := range chain {
 		cp[i] = bytes.Clone(der)
 	}
-	if err := s.update(name, r, false, func(n *record) { n.Chain = cp }); err != nil {
+	err = s.commit(AuditEvent{Event: "key_update", Caller: c, Key: name, Owner: r.Owner, Op: "chain"}, func() error {
+		return s.update(name, r, false, func(n *record) { n.Chain = cp })
+	})
+	if err != nil {
 		return Info{}, err
 	}
-	s.logAudit(AuditEvent{Event: "key_update", Caller: c, Key: name, Owner: r.Owner, Op: "chain"}, true)
 	s.mu.RLock()
 	defer s.mu.RUnlock()
 	return s.keys[name].info(), nil

@@ -17,7 +17,11 @@ import (
 // importer, so that nothing mistakes the key for one that never left a µTPM. Keys of other
 // types or sizes than KeyCreate's → ErrUnsupported; a key that does not parse → ErrInvalid.
 func (t *TPM) KeyImport(pkcs8 []byte, p Policy) (blob, pub []byte, alg KeyAlg, err error) {
-	defer t.auditKey("key-import", &err)
+	defer func() {
+		if !t.audited("key-import", &err) {
+			blob, pub, alg = nil, nil, 0
+		}
+	}()
 	k, err := x509.ParsePKCS8PrivateKey(pkcs8)
 	if err != nil {
 		return nil, nil, 0, fmt.Errorf("key import: %w: %v", ErrInvalid, err)

@@ -19,7 +19,11 @@ const MaxEdDSAMessage = 4 << 10
 // key blob (plaintext alg ‖ PKCS#8 DER, docs/formats.md §2) with its public half as DER
 // SubjectPublicKeyInfo. The private key is never returned by any API: only KeySign uses it.
 func (t *TPM) KeyCreate(alg KeyAlg, p Policy) (blob, pub []byte, err error) {
-	defer t.auditKey("key-create", &err)
+	defer func() {
+		if !t.audited("key-create", &err) {
+			blob, pub = nil, nil
+		}
+	}()
 	var key crypto.Signer
 	switch alg {
 	case KeyECDSAP256:
@@ -68,14 +72,17 @@ func (t *TPM) sealKey(op string, alg KeyAlg, key crypto.Signer, p Policy) (blob,
 // for Unseal (a data blob → ErrWrongType). Schemes, hashes and lengths follow docs/abi.md §3:
 // a scheme or hash that does not fit the key → ErrUnsupported, a digest whose length does not
 // match the hash (or, with HashNone, does not fit the padding or exceeds 64 bytes) → ErrInvalid.
-func (t *TPM) KeySign(blob []byte, s Scheme, h Hash, digest []byte) (_ []byte, err error) {
-	defer t.auditKey("key-sign", &err)
+func (t *TPM) KeySign(blob []byte, s Scheme, h Hash, digest []byte) (sig []byte, err error) {
+	defer func() {
+		if !t.audited("key-sign", &err) {
+			sig = nil
+		}
+	}()
 	key, err := t.signingKey(blob)
 	if err != nil {
 		return nil, fmt.Errorf("key sign: %w", err)
 	}
-	sig, err := t.sign(key, s, h, digest)
-	if err != nil {
+	if sig, err = t.sign(key, s, h, digest); err != nil {
 		return nil, fmt.Errorf("key sign: %w", err)
 	}
 	return sig, nil

@@ -298,3 +298,84 @@ func TestKeyCreate(t *testing.T) {
 		t.Fatal("key blob contains the public point in clear")
 	}
 }
+
+// TestAuditSinkFailureRefuses checks the audit contract of key objects (TPM.OnKeyUse): every
+// operation reaches the sink with its outcome, and one the sink cannot record returns nothing
+// but ErrAudit (ABI E_AUDIT, 15), while one that failed anyway keeps its own error.
+func TestAuditSinkFailureRefuses(t *testing.T) {
+	e := keys(t)
+	ec := e.keys[utpm.KeyECDSAP256]
+	pkcs8, err := x509.MarshalPKCS8PrivateKey(mustECDSA(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := sha256.Sum256([]byte("audited"))
+	lost := errors.New("audit log: no space left on device")
+	for _, tc := range []struct {
+		name, op string
+		run      func(tpm *utpm.TPM) (results [][]byte, err error)
+		opErr    error // the operation's own error; nil: it succeeds
+	}{
+		{"create", "key-create", func(tpm *utpm.TPM) ([][]byte, error) {
+			blob, pub, err := tpm.KeyCreate(utpm.KeyEd25519, utpm.Policy{})
+			return [][]byte{blob, pub}, err
+		}, nil},
+		{"sign", "key-sign", func(tpm *utpm.TPM) ([][]byte, error) {
+			sig, err := tpm.KeySign(ec.blob, utpm.SchemeECDSA, utpm.HashSHA256, d[:])
+			return [][]byte{sig}, err
+		}, nil},
+		{"import", "key-import", func(tpm *utpm.TPM) ([][]byte, error) {
+			blob, pub, _, err := tpm.KeyImport(pkcs8, utpm.Policy{})
+			return [][]byte{blob, pub}, err
+		}, nil},
+		{"failed sign", "key-sign", func(tpm *utpm.TPM) ([][]byte, error) {
+			sig, err := tpm.KeySign(ec.blob, utpm.SchemeECDSA, utpm.HashSHA256, d[:20])
+			return [][]byte{sig}, err
+		}, utpm.ErrInvalid},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, sinkErr := range []error{nil, lost} {
+				tpm := e.p.NewTPM(palA)
+				var got []string
+				tpm.OnKeyUse(func(op string, err error) error {
+					got = append(got, fmt.Sprintf("%s %v", op, err == nil))
+					return sinkErr
+				})
+				res, err := tc.run(tpm)
+				if want := []string{fmt.Sprintf("%s %v", tc.op, tc.opErr == nil)}; fmt.Sprint(got) != fmt.Sprint(want) {
+					t.Errorf("sink error %v: audited %q, want %q", sinkErr, got, want)
+				}
+				want := tc.opErr
+				if want == nil && sinkErr != nil {
+					want = utpm.ErrAudit
+				}
+				if want == nil {
+					if err != nil {
+						t.Fatalf("sink error %v: %v", sinkErr, err)
+					}
+					continue
+				}
+				if !errors.Is(err, want) {
+					t.Fatalf("sink error %v: err %v, want %v", sinkErr, err, want)
+				}
+				if want == utpm.ErrAudit && (!errors.Is(err, lost) || utpm.Code(err) != 15) {
+					t.Errorf("err %v (code %d) does not carry the sink's error and E_AUDIT", err, utpm.Code(err))
+				}
+				for i, r := range res {
+					if r != nil {
+						t.Errorf("result %d returned (%d bytes) with %v", i, len(r), err)
+					}
+				}
+			}
+		})
+	}
+}
+
+func mustECDSA(t *testing.T) *ecdsa.PrivateKey {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}

@@ -127,18 +127,35 @@ type TPM struct {
 	mu   sync.RWMutex
 	pcrs [NumPCRs]Digest
 
-	onKeyUse func(op string, err error) // set once, before the PAL runs
+	audit AuditSink // set once, before the PAL runs
 }
 
-// OnKeyUse registers f to be told of every KeyCreate ("key-create") and KeySign ("key-sign")
-// on this µTPM, with its outcome: the visor's audit log of key uses. Call it before the PAL
-// runs; f must not block for long.
-func (t *TPM) OnKeyUse(f func(op string, err error)) { t.onKeyUse = f }
+// AuditSink records one key-object operation of a µTPM — op "key-create", "key-sign" or
+// "key-import" — with its outcome (err nil: it succeeded). It is the µTPM's whole view of the
+// visor's audit log: it must not block for long, and it returns an error when it could not
+// record the operation (the log's disk is full, say), which makes the µTPM refuse it.
+type AuditSink func(op string, err error) error
 
-func (t *TPM) auditKey(op string, err *error) {
-	if t.onKeyUse != nil {
-		t.onKeyUse(op, *err)
+// OnKeyUse makes sink the audit of every key-object operation on this µTPM. Call it before the
+// PAL runs. Each operation is done first, then given to sink before its result leaves the
+// µTPM: when sink fails, a successful operation is undone as far as the caller can tell (the
+// key blob made or the signature is dropped, never returned) and fails with ErrAudit, so that
+// no key is made and no signature leaves without its record. An operation that failed anyway
+// keeps its own error: nothing was done that a record would have to account for.
+func (t *TPM) OnKeyUse(sink AuditSink) { t.audit = sink }
+
+// audited gives the outcome *err of op to the audit sink and reports whether the operation's
+// result may be returned; if not, *err says why (ErrAudit).
+func (t *TPM) audited(op string, err *error) bool {
+	if t.audit == nil {
+		return true
 	}
+	aerr := t.audit(op, *err)
+	if aerr == nil || *err != nil {
+		return aerr == nil
+	}
+	*err = fmt.Errorf("%s: %w: %w", op, ErrAudit, aerr)
+	return false
 }
 
 // Measurement is the identity of the PAL this µTPM belongs to.
@@ -251,4 +268,5 @@ var codes = []struct {
 	{ErrTooLarge, 11},
 	{ErrMalformed, 13},
 	{ErrNotAuthorized, 14},
+	{ErrAudit, 15},
 }

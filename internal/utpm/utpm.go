@@ -62,6 +62,10 @@ var (
 	// configuration of that signer does not list the caller's measurement under that name
 	// (never listed, revoked, or another signer's configuration is active).
 	ErrNotAuthorized = errors.New("utpm: caller is not authorized for the name the blob is sealed to")
+	// ErrAudit: the key-object operation could not be recorded in the visor's audit log (its
+	// disk is full, say), so it was refused: no key blob or signature was returned. The PAL
+	// may retry; the operation succeeds again once the log takes records (TPM.OnKeyUse).
+	ErrAudit = errors.New("utpm: the operation could not be recorded in the audit log")
 )
 
 // Authorizer reports whether a PAL with measurement caller may act as the PAL name in the

@@ -42,9 +42,11 @@ type Config struct {
 	Root    rot.RootOfTrust
 	Engines []engine.Engine // by Name(); the first that accepts an image kind is its default
 	Logger  *slog.Logger    // defaults to slog.Default()
-	// OnKeyUse, if set, is told of every use of a µTPM key object ("key-create", "key-sign")
-	// by any PAL, with its outcome, for audit. It runs on the calling PAL's goroutine and must not block for long.
-	OnKeyUse func(pal Info, op string, err error)
+	// OnKeyUse, if set, is the audit of every use of a µTPM key object ("key-create",
+	// "key-sign") by any PAL, with its outcome (utpm.AuditSink). It runs on the calling PAL's
+	// goroutine and must not block for long. An error means the use could not be recorded:
+	// the µTPM then refuses it (the PAL's hostcall fails with E_AUDIT, utpm.ErrAudit).
+	OnKeyUse func(pal Info, op string, err error) error
 }
 
 // Handle names a registration. Handles are random so that one caller cannot guess another's.
@@ -89,7 +91,7 @@ type Info struct {
 // Visor is safe for concurrent use.
 type Visor struct {
 	root     rot.RootOfTrust
-	onKeyUse func(Info, string, error)
+	onKeyUse func(Info, string, error) error
 	platform *utpm.Platform
 	engines  []engine.Engine
 	log      *slog.Logger
@@ -206,7 +208,7 @@ func (v *Visor) Register(ctx context.Context, image []byte, opts RegisterOptions
 		gone:   make(chan struct{}),
 	}
 	if v.onKeyUse != nil {
-		r.tpm.OnKeyUse(func(op string, err error) { v.onKeyUse(r.info, op, err) })
+		r.tpm.OnKeyUse(func(op string, err error) error { return v.onKeyUse(r.info, op, err) })
 	}
 	host := &palHost{tpm: r.tpm, log: v.log.With("pal", r.info.Handle.String(), "name", opts.Name)}
 	for i := 0; i < opts.Replicas; i++ {

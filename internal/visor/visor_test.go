@@ -379,7 +379,8 @@ func BenchmarkRegisterCached(b *testing.B) {
 }
 
 // TestKeyUseAudit checks that every key operation a PAL makes reaches Config.OnKeyUse, failed
-// ones included.
+// ones included, and that one the audit cannot record is refused with E_AUDIT: the PAL gets
+// no key or signature, and the next operation the audit takes succeeds again.
 func TestKeyUseAudit(t *testing.T) {
 	root, err := none.Open(t.TempDir(), utpm.Digest{1})
 	if err != nil {
@@ -390,13 +391,21 @@ func TestKeyUseAudit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var mu sync.Mutex
-	var ops []string
+	var (
+		mu     sync.Mutex
+		ops    []string
+		refuse string // the op the audit fails on
+	)
 	v, err := visor.New(visor.Config{Root: root, Engines: []engine.Engine{eng}, Logger: slog.New(slog.DiscardHandler),
-		OnKeyUse: func(pal visor.Info, op string, err error) {
+		OnKeyUse: func(pal visor.Info, op string, err error) error {
 			mu.Lock()
 			defer mu.Unlock()
+			if op == refuse {
+				ops = append(ops, fmt.Sprintf("%s %s lost", pal.Name, op))
+				return errors.New("audit log: no space left on device")
+			}
 			ops = append(ops, fmt.Sprintf("%s %s %v", pal.Name, op, err == nil))
+			return nil
 		}})
 	if err != nil {
 		t.Fatal(err)
@@ -406,14 +415,29 @@ func TestKeyUseAudit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The test PAL creates a key, signs with it, then tries a tampered blob.
-	if res := call(t, v, info.Handle, "key"); res.Status != 0 {
-		t.Fatalf("key test PAL failed at step %d", res.Status)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	want := []string{"k key-create true", "k key-sign true", "k key-sign false"}
-	if fmt.Sprint(ops) != fmt.Sprint(want) {
-		t.Fatalf("audited %q, want %q", ops, want)
+	// The test PAL creates a key, signs with it, then tries a tampered blob. It fails with
+	// status 100 + the KEY_CREATE error code, or 200 + the KEY_SIGN one.
+	for _, tc := range []struct {
+		refuse string
+		status int32
+		want   []string
+	}{
+		{"", 0, []string{"k key-create true", "k key-sign true", "k key-sign false"}},
+		{"key-create", 100 + engine.EAudit, []string{"k key-create lost"}},
+		// The tampered blob's signature failed anyway: it keeps its own error.
+		{"key-sign", 200 + engine.EAudit, []string{"k key-create true", "k key-sign lost"}},
+		{"", 0, []string{"k key-create true", "k key-sign true", "k key-sign false"}},
+	} {
+		mu.Lock()
+		ops, refuse = nil, tc.refuse
+		mu.Unlock()
+		if res := call(t, v, info.Handle, "key"); res.Status != tc.status {
+			t.Errorf("audit refusing %q: status %d, want %d", tc.refuse, res.Status, tc.status)
+		}
+		mu.Lock()
+		if fmt.Sprint(ops) != fmt.Sprint(tc.want) {
+			t.Errorf("audit refusing %q: audited %q, want %q", tc.refuse, ops, tc.want)
+		}
+		mu.Unlock()
 	}
 }

@@ -15,7 +15,7 @@ import (
 func BenchmarkAuditKeyUse(b *testing.B) {
 	for _, mode := range []string{"buffered", "synced"} {
 		b.Run(mode, func(b *testing.B) {
-			a, err := OpenAudit(filepath.Join(b.TempDir(), "audit.log"))
+			a, err := OpenAudit(filepath.Join(b.TempDir(), "audit.log"), nil)
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -42,7 +42,7 @@ func BenchmarkAuditKeyUse(b *testing.B) {
 // returns, that a second Close is harmless, and that logging after Close fails.
 func TestAuditBufferedDurableAtClose(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.log")
-	a, err := OpenAudit(path)
+	a, err := OpenAudit(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

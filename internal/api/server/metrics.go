@@ -53,11 +53,24 @@ func labelValue(s string) string {
 	return strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`).Replace(s)
 }
 
+// auditMetrics are the audit log's failure counters (Audit.metrics).
+type auditMetrics struct {
+	writeFails, syncFails uint64
+	failing               bool
+}
+
 // writeMetrics writes the exposition of the daemon's counters and of pals.
-func writeMetrics(w io.Writer, pals []*palMetrics, denied uint64) {
+func writeMetrics(w io.Writer, pals []*palMetrics, denied uint64, audit auditMetrics) {
 	sort.Slice(pals, func(i, j int) bool { return pals[i].handle < pals[j].handle })
 	fmt.Fprintf(w, "# HELP palisade_pals Registered PALs.\n# TYPE palisade_pals gauge\npalisade_pals %d\n", len(pals))
 	fmt.Fprintf(w, "# HELP palisade_denied_total Requests refused by access control.\n# TYPE palisade_denied_total counter\npalisade_denied_total %d\n", denied)
+	fmt.Fprintf(w, "# HELP palisade_audit_failures_total Audit log writes (records refused, and their operations with them) and fsyncs that failed.\n# TYPE palisade_audit_failures_total counter\n")
+	fmt.Fprintf(w, "palisade_audit_failures_total{op=\"write\"} %d\npalisade_audit_failures_total{op=\"fsync\"} %d\n", audit.writeFails, audit.syncFails)
+	failing := 0
+	if audit.failing {
+		failing = 1
+	}
+	fmt.Fprintf(w, "# HELP palisade_audit_failing 1 while the audit log takes no records (operations that need one are refused).\n# TYPE palisade_audit_failing gauge\npalisade_audit_failing %d\n", failing)
 
 	lbl := func(m *palMetrics) string {
 		return fmt.Sprintf(`pal="%s",name="%s"`, m.handle, labelValue(m.name))
@@ -96,6 +109,6 @@ func writeMetrics(w io.Writer, pals []*palMetrics, denied uint64) {
 func (s *Server) MetricsHandler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
-		writeMetrics(w, s.metricsSnapshot(), s.denied.Load())
+		writeMetrics(w, s.metricsSnapshot(), s.denied.Load(), s.audit.metrics())
 	})
 }

@@ -277,13 +277,17 @@ func (s *Server) Register(ctx context.Context, req *api.RegisterRequest) (*api.R
 	if err != nil {
 		return nil, toStatus(err)
 	}
-	undo := func(cause error) (*api.RegisterResponse, error) {
+	// The record goes first, on disk, then the registration is persisted: a registration
+	// persisted first could not always be undone when its record then fails (the delete needs
+	// the same full disk), and would come back unrecorded at the next start. One whose
+	// persisting fails after its record gets a second register record, with the error.
+	ev := Event{
+		Event: "register", UID: u32p(p.UID), PID: p.PID, PAL: info.Handle.String(), Name: info.Name,
+		Engine: info.Engine, Measurement: info.Measurement.String(), Replicas: info.Replicas,
+	}
+	if err := s.audit.Log(ev); err != nil {
 		_ = s.v.Unregister(context.WithoutCancel(ctx), info.Handle)
-		if s.store != nil {
-			_ = s.store.Delete(info.Handle)
-		}
-		s.log.Error("register: cannot persist", "pal", info.Handle.String(), "err", cause)
-		return nil, toStatus(fmt.Errorf("register: %w", cause))
+		return nil, toStatus(fmt.Errorf("register: %w", err))
 	}
 	if s.store != nil {
 		err := s.store.Put(Record{
@@ -291,15 +295,12 @@ func (s *Server) Register(ctx context.Context, req *api.RegisterRequest) (*api.R
 			Limits: info.Limits, Replicas: info.Replicas, Registered: info.Registered,
 		}, image)
 		if err != nil {
-			return undo(err)
+			_ = s.v.Unregister(context.WithoutCancel(ctx), info.Handle)
+			s.log.Error("register: cannot persist", "pal", info.Handle.String(), "err", err)
+			ev.Time, ev.Error = time.Time{}, err.Error()
+			_ = s.audit.Log(ev) // on a full disk it fails too: the log then reports its own failure
+			return nil, toStatus(fmt.Errorf("register: %w", err))
 		}
-	}
-	err = s.audit.Log(Event{
-		Event: "register", UID: u32p(p.UID), PID: p.PID, PAL: info.Handle.String(), Name: info.Name,
-		Engine: info.Engine, Measurement: info.Measurement.String(), Replicas: info.Replicas,
-	})
-	if err != nil {
-		return undo(err)
 	}
 	s.mu.Lock()
 	s.pals[info.Handle] = &entry{owner: p.UID, name: info.Name, registered: info.Registered, m: newPALMetrics(info.Handle.String(), info.Name)}
@@ -660,6 +661,10 @@ func classify(err error) reason {
 		r   reason
 	}{
 		{errNoPeer, reasonPermission},
+		// Refused because the audit log cannot record it: it works again once the log can.
+		{errAuditLog, reasonUnavailable},
+		{keys.ErrAudit, reasonUnavailable},
+		{utpm.ErrAudit, reasonUnavailable},
 		{keys.ErrNotFound, reasonNotFound},
 		{keys.ErrExists, reasonKeyExists},
 		{keys.ErrDenied, reasonPermission},
@@ -721,10 +726,11 @@ func KeyUseEvent(info visor.Info, op string, err error) Event {
 
 // LogKeyUse records one use of a µTPM key object by a PAL in the audit log (visor.Config.OnKeyUse
 // calls it): op is "key-create" or "key-sign", err its outcome. The owner is known for PALs
-// registered through this server.
-func (s *Server) LogKeyUse(info visor.Info, op string, err error) {
+// registered through this server. An error means the record could not be written, and the
+// µTPM refuses the operation (E_AUDIT); the log reports its own failures.
+func (s *Server) LogKeyUse(info visor.Info, op string, err error) error {
 	if s.keys != nil && s.keys.Internal(info.Handle) {
-		return // the key service audits its own signatures, with the caller and the key
+		return nil // the key service audits its own signatures, with the caller and the key
 	}
 	ev := KeyUseEvent(info, op, err)
 	s.mu.RLock()
@@ -732,7 +738,5 @@ func (s *Server) LogKeyUse(info visor.Info, op string, err error) {
 		ev.Owner = u32p(e.owner)
 	}
 	s.mu.RUnlock()
-	if aerr := s.audit.LogBuffered(ev); aerr != nil {
-		s.log.Error("audit key use", "pal", ev.PAL, "op", op, "err", aerr)
-	}
+	return s.audit.LogBuffered(ev)
 }

@@ -203,12 +203,15 @@ func TestMetricsFormat(t *testing.T) {
 	m.observe(3*time.Millisecond, reasonTimeout)
 	m.observe(time.Minute, reasonTrap)
 	var b bytes.Buffer
-	writeMetrics(&b, []*palMetrics{m}, 4)
+	writeMetrics(&b, []*palMetrics{m}, 4, auditMetrics{writeFails: 2, syncFails: 1, failing: true})
 	out := b.String()
 	lbl := `pal="pal-0000000000000001",name="we\"ird\\name"`
 	for _, want := range []string{
 		"palisade_pals 1\n",
 		"palisade_denied_total 4\n",
+		`palisade_audit_failures_total{op="write"} 2` + "\n",
+		`palisade_audit_failures_total{op="fsync"} 1` + "\n",
+		"palisade_audit_failing 1\n",
 		"palisade_calls_total{" + lbl + "} 3\n",
 		"palisade_call_timeouts_total{" + lbl + "} 1\n",
 		"palisade_call_errors_total{" + lbl + `,reason="TIMEOUT"} 1` + "\n",
@@ -255,7 +258,7 @@ func TestClassify(t *testing.T) {
 func TestAudit(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.log")
 	for i := 0; i < 2; i++ {
-		a, err := OpenAudit(path)
+		a, err := OpenAudit(path, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -348,7 +351,7 @@ func TestPeerCredentials(t *testing.T) {
 func TestAuditDiskFull(t *testing.T) {
 	dir := tmpfstest.Mount(t, 64<<10)
 	path := filepath.Join(dir, "audit.log")
-	a, err := OpenAudit(path)
+	a, err := OpenAudit(path, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,7 +394,7 @@ func TestAuditDiskFull(t *testing.T) {
 		t.Fatal(err)
 	}
 	f.Close()
-	if a, err = OpenAudit(path); err != nil {
+	if a, err = OpenAudit(path, nil); err != nil {
 		t.Fatal(err)
 	}
 	if err := a.Log(ev); err != nil {

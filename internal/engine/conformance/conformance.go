@@ -193,8 +193,8 @@ var codeNames = map[int32]string{
 	engine.EWrongPAL: "E_WRONGPAL", engine.EPCRMismatch: "E_PCRMISMATCH",
 	engine.EWrongType: "E_WRONGTYPE", engine.EUnsupported: "E_UNSUPPORTED",
 	engine.ETooLarge: "E_TOOLARGE", engine.EInternal: "E_INTERNAL", engine.EMalformed: "E_MALFORMED",
-	engine.ENotAuthorized: "E_NOTAUTHORIZED",
-	StatusBadArgs:         "bad arguments", StatusUnknown: "unknown command",
+	engine.ENotAuthorized: "E_NOTAUTHORIZED", engine.EAudit: "E_AUDIT",
+	StatusBadArgs: "bad arguments", StatusUnknown: "unknown command",
 }
 
 func codeName(c int32) string {

@@ -32,11 +32,13 @@ int32_t pal_main(const uint8_t *in, uint32_t n) {
 		pal_policy self = {0};
 		int64_t bl = pal_key_create(PAL_KEY_ECDSA_P256, &self, pub, sizeof pub, &pub_len, blob,
 					    sizeof blob);
+		int64_t sl;
 		if (bl < 0)
-			return 1;
-		if (pal_key_sign(blob, (uint32_t)bl, PAL_SCHEME_ECDSA, PAL_HASH_SHA256, digest,
-				 sizeof digest, sig, sizeof sig) < 0)
-			return 2;
+			return 100 - (int32_t)bl; /* 100 + the hostcall's error code */
+		sl = pal_key_sign(blob, (uint32_t)bl, PAL_SCHEME_ECDSA, PAL_HASH_SHA256, digest,
+				  sizeof digest, sig, sizeof sig);
+		if (sl < 0)
+			return 200 - (int32_t)sl;
 		blob[bl - 1] ^= 1; /* tampered: must fail */
 		if (pal_key_sign(blob, (uint32_t)bl, PAL_SCHEME_ECDSA, PAL_HASH_SHA256, digest,
 				 sizeof digest, sig, sizeof sig) >= 0)

@@ -112,6 +112,9 @@ const (
 	// ENotAuthorized: the blob is sealed to a name under a signer and the active
 	// configuration of that signer does not list this PAL under that name.
 	ENotAuthorized Errno = 14
+	// EAudit: the visor could not record the key-object operation in its audit log (its
+	// disk is full, say) and refused it: no key or signature was made available. Retry later.
+	EAudit Errno = 15
 )
 
 var errnoText = [...]string{
@@ -129,6 +132,7 @@ var errnoText = [...]string{
 	EInternal:      "E_INTERNAL: the visor failed",
 	EMalformed:     "E_MALFORMED: sealed blob does not parse",
 	ENotAuthorized: "E_NOTAUTHORIZED: caller is not authorized for the name the blob is sealed to",
+	EAudit:         "E_AUDIT: the visor's audit log could not record the operation, which was refused",
 }
 
 // Error returns the code's name and meaning, e.g. "utpm: E_WRONGPAL: sealed blob is bound to

@@ -72,13 +72,13 @@ func TestPolicyNameInvalid(t *testing.T) {
 }
 
 func TestErrnoNames(t *testing.T) {
-	for e := EInval; e <= ENotAuthorized; e++ {
+	for e := EInval; e <= EAudit; e++ {
 		if !strings.Contains(e.Error(), "E_") {
 			t.Errorf("errno %d: %q has no name", int32(e), e.Error())
 		}
 	}
-	if int(ENotAuthorized) != int(engine.ENotAuthorized) {
-		t.Errorf("ENotAuthorized = %d, engine says %d", ENotAuthorized, engine.ENotAuthorized)
+	if int(ENotAuthorized) != int(engine.ENotAuthorized) || int(EAudit) != int(engine.EAudit) {
+		t.Errorf("ENotAuthorized, EAudit = %d, %d; engine says %d, %d", ENotAuthorized, EAudit, engine.ENotAuthorized, engine.EAudit)
 	}
 	if got := Errno(77).Error(); got != "utpm: error 77" {
 		t.Errorf("unknown errno: %q", got)
