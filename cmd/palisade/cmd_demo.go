@@ -53,7 +53,7 @@ func runDemo(ctx context.Context, args []string) error {
 			return usageErrorf("name a demo:%s", b.String())
 		}
 		c := commands["demo"]
-		fmt.Fprintf(os.Stderr, "usage: palisade demo %s\n\n%s\n\ndemos:%s\n\n'palisade demo NAME -h' shows a demo's flags.\n", c.usage, c.summary, b.String())
+		fmt.Fprintf(os.Stdout, "usage: palisade demo %s\n\n%s\n\ndemos:%s\n\n'palisade demo NAME -h' shows a demo's flags.\n", c.usage, c.summary, b.String())
 		return flag.ErrHelp
 	}
 	d, ok := demos[args[0]]

@@ -220,7 +220,7 @@ func demoSSH(ctx context.Context, args []string) error {
 		passwordFile = fs.String("password-file", "", "file holding their password ('-': standard input, prompted with echo off on a terminal; default: the demo's own password, "+demoPassword+")")
 		refuseSecretFlag(fs, "password", "--password-file FILE, or - for standard input")
 		hostKey = fs.String("host-key", "memory", "memory (an ed25519 key in the server) or pal (an ECDSA P-256 key held by the HTTPS example's PALs)")
-		stateDir = fs.String("dir", "", "pam_palisade state directory to use, as `palisade passwd --dir` (default: a temporary one, removed at the end)")
+		stateDir = fs.String("dir", "", "pam_palisade state `DIR` to use, as palisade passwd --dir (default: a temporary one, removed at the end)")
 		maxFail = fs.Uint("max-failures", 3, "failed checks that lock the user (a new database's threshold)")
 	})
 	if err != nil {
