@@ -93,3 +93,37 @@ func TestFlagHelpLines(t *testing.T) {
 		}
 	}
 }
+
+// TestPalUsageListsFlags: the synopsis of "palisade pal" (its -h, and what a bad pal command
+// line prints) names every flag of each sub-command, as docs/daemon.md's CLI section does.
+func TestPalUsageListsFlags(t *testing.T) {
+	usage := commands["pal"].usage
+	for _, sub := range subcommands["pal"] {
+		// The sub-command's line, and the lines that continue it (they start with "[").
+		line := ""
+	lines:
+		for _, l := range strings.Split(usage, "\n") {
+			l = strings.TrimSpace(l)
+			switch {
+			case strings.HasPrefix(strings.TrimSpace(strings.TrimPrefix(l, "palisade pal")), sub+" ") || l == "palisade pal "+sub:
+				line = l
+			case line != "" && strings.HasPrefix(l, "["):
+				line += " " + l
+			case line != "":
+				break lines
+			}
+		}
+		if line == "" {
+			t.Errorf("palisade pal usage has no line for %s:\n%s", sub, usage)
+			continue
+		}
+		for f := range flagsOf(t, []string{"pal", sub}) {
+			if f == "h" || f == "help" || f == "socket" {
+				continue
+			}
+			if !strings.Contains(line, "--"+f+" ") && !strings.Contains(line, "--"+f+"]") {
+				t.Errorf("palisade pal usage for %s lacks --%s: %s", sub, f, line)
+			}
+		}
+	}
+}
