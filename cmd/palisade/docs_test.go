@@ -19,9 +19,13 @@ type docCommand struct {
 // of a command substitution, or a comment.
 var shellEnd = regexp.MustCompile(`\s(\||>|<|;|&&|\|\||#)|\)|\s\\$`)
 
-// docCommandStart finds "palisade" as a command word: at the start of a line, after a prompt,
-// or after a shell operator or "$(" — not "palisaded", "palisade-…" or ".../cmd/palisade@…".
-var docCommandStart = regexp.MustCompile(`(?:^|[\s(|;&$])palisade\s`)
+// docCommandStart finds "palisade" as a command word: at the start of a line (after a "$ "
+// prompt or "sudo"), in a command substitution, or after a pipe or list operator — not
+// "palisaded", "palisade-…", ".../cmd/palisade@…" or an argument such as a group's name.
+var docCommandStart = regexp.MustCompile(`(?:^\s*(?:\$\s+)?(?:sudo\s+)?|\$\(|[|;&]\s*)palisade\s`)
+
+// substitution is a command substitution inside a command line: one word of it.
+var substitution = regexp.MustCompile(`\$\([^)]*\)`)
 
 // inlineCommand is a code span of prose that holds a command: `palisade …`.
 var inlineCommand = regexp.MustCompile("`palisade ([^`|>]*)")
@@ -74,8 +78,11 @@ func docCommands(t *testing.T) []docCommand {
 				continue
 			}
 			last = -1
+			if i := strings.Index(line, " #"); i >= 0 {
+				line = line[:i] // a comment
+			}
 			for _, loc := range docCommandStart.FindAllStringIndex(line, -1) {
-				rest := line[loc[1]:]
+				rest := substitution.ReplaceAllString(line[loc[1]:], "SUBST")
 				if e := shellEnd.FindStringIndex(rest); e != nil {
 					rest = rest[:e[0]]
 				}
