@@ -100,7 +100,11 @@ func connect(ctx context.Context, socket string) (*client.Client, func(), error)
 // loadPAL reads name from dir, or builds package pkg from the source tree.
 func loadPAL(ctx context.Context, dir, name, pkg string) ([]byte, error) {
 	if dir != "" {
-		return os.ReadFile(filepath.Join(dir, name))
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return nil, fmt.Errorf("%w (without --pal-dir the demo builds its PALs from the source tree)", err)
+		}
+		return b, nil
 	}
 	t0 := time.Now()
 	b, err := apps.BuildGoPAL(ctx, pkg)
