@@ -25,7 +25,7 @@ import (
 var subcommands = map[string][]string{
 	"attest":    {""},
 	"bench":     {""},
-	"config":    {"init", "sign", "verify", "show", "plan", "apply", "history", "secret put", "secret list", "authorize-visor"},
+	"config":    {"init", "sign", "verify", "show", "plan", "apply", "history", "secret put", "secret list", "authorize-visor", "replace-admin"},
 	"demo":      nil, // filled from the demos map
 	"exec":      {""},
 	"key":       {"create", "import", "list", "show", "public", "delete", "access", "pin", "csr", "selfsign", "chain", "attest", "verify"}, // the keys branch

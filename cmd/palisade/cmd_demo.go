@@ -11,7 +11,6 @@ import (
 	"flag"
 	"fmt"
 	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"time"
@@ -53,7 +52,7 @@ func runDemo(ctx context.Context, args []string) error {
 			return usageErrorf("name a demo:%s", b.String())
 		}
 		c := commands["demo"]
-		fmt.Fprintf(os.Stderr, "usage: palisade demo %s\n\n%s\n\ndemos:%s\n\n'palisade demo NAME -h' shows a demo's flags.\n", c.usage, c.summary, b.String())
+		fmt.Fprintf(os.Stdout, "usage: palisade demo %s\n\n%s\n\ndemos:%s\n\n'palisade demo NAME -h' shows a demo's flags.\n", c.usage, c.summary, b.String())
 		return flag.ErrHelp
 	}
 	d, ok := demos[args[0]]
@@ -72,25 +71,18 @@ func demoFlags(name string) *flag.FlagSet {
 
 func demoSeal(ctx context.Context, args []string) error {
 	fs := demoFlags("seal")
-	dir := fs.String("pal-dir", "build/pal", "directory holding sealer.wasm and unsealer.wasm (scripts/demo.sh builds them)")
+	dir := fs.String("pal-dir", "", "directory holding sealer.wasm and unsealer.wasm (scripts/demo.sh builds them into build/pal; default: build them from the source tree, as demo tls does)")
 	stateDir := fs.String("state-dir", defaultStateDir(), "directory of the development root of trust")
 	if pos, err := parseArgs(fs, args); err != nil {
 		return err
 	} else if len(pos) > 0 {
 		return usageErrorf("demo seal: unexpected arguments %q", pos)
 	}
-	read := func(name string) ([]byte, error) {
-		b, err := os.ReadFile(filepath.Join(*dir, name))
-		if err != nil {
-			return nil, fmt.Errorf("%w (build the demo PALs with scripts/demo.sh)", err)
-		}
-		return b, nil
-	}
-	sealerImg, err := read("sealer.wasm")
+	sealerImg, err := loadPAL(ctx, *dir, "sealer.wasm", "examples/sealdemo/sealer")
 	if err != nil {
 		return err
 	}
-	unsealerImg, err := read("unsealer.wasm")
+	unsealerImg, err := loadPAL(ctx, *dir, "unsealer.wasm", "examples/sealdemo/unsealer")
 	if err != nil {
 		return err
 	}

@@ -100,7 +100,11 @@ func connect(ctx context.Context, socket string) (*client.Client, func(), error)
 // loadPAL reads name from dir, or builds package pkg from the source tree.
 func loadPAL(ctx context.Context, dir, name, pkg string) ([]byte, error) {
 	if dir != "" {
-		return os.ReadFile(filepath.Join(dir, name))
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		if err != nil {
+			return nil, fmt.Errorf("%w (without --pal-dir the demo builds its PALs from the source tree)", err)
+		}
+		return b, nil
 	}
 	t0 := time.Now()
 	b, err := apps.BuildGoPAL(ctx, pkg)
@@ -220,7 +224,7 @@ func demoSSH(ctx context.Context, args []string) error {
 		passwordFile = fs.String("password-file", "", "file holding their password ('-': standard input, prompted with echo off on a terminal; default: the demo's own password, "+demoPassword+")")
 		refuseSecretFlag(fs, "password", "--password-file FILE, or - for standard input")
 		hostKey = fs.String("host-key", "memory", "memory (an ed25519 key in the server) or pal (an ECDSA P-256 key held by the HTTPS example's PALs)")
-		stateDir = fs.String("dir", "", "pam_palisade state directory to use, as `palisade passwd --dir` (default: a temporary one, removed at the end)")
+		stateDir = fs.String("dir", "", "pam_palisade state `DIR` to use, as palisade passwd --dir (default: a temporary one, removed at the end)")
 		maxFail = fs.Uint("max-failures", 3, "failed checks that lock the user (a new database's threshold)")
 	})
 	if err != nil {

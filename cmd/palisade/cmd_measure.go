@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 
+	"github.com/palisade-project/palisade/attest"
 	"github.com/palisade-project/palisade/internal/config"
 	"github.com/palisade-project/palisade/pal"
 )
@@ -14,8 +15,8 @@ import (
 func init() {
 	register(&command{
 		name:    "measure",
-		summary: "compute the measurement of a PAL image, an executable or a directory tree, offline",
-		usage:   "FILE|DIR [--kind pal|file|tree] [-q]",
+		summary: "compute the measurement of a PAL image, an executable, a directory tree or a palisaded build, offline",
+		usage:   "FILE|DIR [--kind pal|file|tree|visor] [--visor-config FILE] [-q]",
 		run:     runMeasure,
 	})
 }
@@ -23,7 +24,8 @@ func init() {
 func runMeasure(_ context.Context, args []string) error {
 	c := commands["measure"]
 	fs := newFlags(c)
-	kind := fs.String("kind", "", "pal (Wasm or ELF PAL image), file (an application executable) or tree (a directory); default: tree for a directory, pal for a valid PAL image, file otherwise")
+	kind := fs.String("kind", "", "pal (Wasm or ELF PAL image), file (an application executable), tree (a directory) or visor (a palisaded executable: the visor measurement palisade verify --visor expects); default: tree for a directory, pal for a valid PAL image, file otherwise")
+	visorConfig := fs.String("visor-config", "", "with --kind visor: the configuration FILE palisaded is started with (--config), whose exact bytes the visor measurement covers; default: none")
 	quiet := fs.Bool("q", false, "print only the measurement")
 	pos, _, err := cfgParse(fs, args, false)
 	if err != nil {
@@ -33,6 +35,9 @@ func runMeasure(_ context.Context, args []string) error {
 		return usageErrorf("want one FILE or DIR")
 	}
 	path := pos[0]
+	if *visorConfig != "" && *kind != "visor" {
+		return usageErrorf("--visor-config goes with --kind visor")
+	}
 	st, err := os.Stat(path)
 	if err != nil {
 		return err
@@ -74,8 +79,10 @@ func runMeasure(_ context.Context, args []string) error {
 		m, err = config.MeasureFile(path)
 	case "tree":
 		m, err = config.MeasureTree(path)
+	case "visor":
+		m, err = measureVisor(path, *visorConfig)
 	default:
-		return usageErrorf("--kind %q: want pal, file or tree", k)
+		return usageErrorf("--kind %q: want pal, file, tree or visor", k)
 	}
 	if err != nil {
 		return err
@@ -86,6 +93,32 @@ func runMeasure(_ context.Context, args []string) error {
 	}
 	fmt.Printf("kind:        %s\nengine:      %s\nmeasurement: %x\npath:        %s\n", k, engine, m, path)
 	return nil
+}
+
+// measureVisor is the visor measurement of the palisaded executable exe started with the
+// configuration file cfg ("": none), as palisaded measures itself (attest.MeasureVisor):
+// what a relying party passes to palisade verify --visor, computed from the build and the
+// configuration it trusts rather than read from the daemon it is checking.
+func measureVisor(exe, cfg string) ([32]byte, error) {
+	var raw []byte
+	if cfg != "" {
+		b, err := os.ReadFile(cfg)
+		if err != nil {
+			return [32]byte{}, err
+		}
+		raw = b
+	}
+	f, err := os.Open(exe)
+	if err != nil {
+		return [32]byte{}, err
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil {
+		return [32]byte{}, err
+	} else if !st.Mode().IsRegular() {
+		return [32]byte{}, fmt.Errorf("measure visor %s: not a regular file", exe)
+	}
+	return attest.MeasureVisor(f, raw)
 }
 
 // cfgParse parses flags that may come before or after positional arguments (parseArgs). With

@@ -20,7 +20,8 @@ func init() {
 	register(&command{
 		name:    "pal",
 		summary: "register, call, list and unregister PALs in the palisaded daemon",
-		usage: "register FILE [--name N] [--engine E] [--replicas N] [--timeout D] [--memory-mib N] [--daemon-reads]\n" +
+		usage: "register FILE [--name N] [--engine E] [--replicas N] [--timeout D] [--memory-mib N]\n" +
+			"                          [--max-input N] [--max-output N] [--daemon-reads]\n" +
 			"       palisade pal call HANDLE [--input FILE|-] [--data STRING] [--hex] [--timeout D] [--json]\n" +
 			"       palisade pal list\n" +
 			"       palisade pal unregister HANDLE\n" +

@@ -9,6 +9,7 @@ import (
 
 	"github.com/palisade-project/palisade/internal/engine"
 	"github.com/palisade-project/palisade/internal/visor"
+	"github.com/palisade-project/palisade/pal"
 )
 
 func init() {
@@ -65,7 +66,13 @@ func runOnce(ctx context.Context, file, input, stateDir, eng string, verbose boo
 		return fmt.Errorf("reading input: %w", err)
 	}
 
-	v, err := openEmbedded(ctx, stateDir, eng, verbose)
+	// The engine the image needs, when none is named, so that an engine this machine cannot
+	// run (kvm without /dev/kvm) is reported with its reason rather than as unknown.
+	want := eng
+	if img, err := pal.Parse(image); want == "" && err == nil {
+		want = map[pal.Kind]string{pal.KindWasm: "wasm", pal.KindELF: "kvm"}[img.Kind]
+	}
+	v, err := openEmbedded(ctx, stateDir, want, verbose)
 	if err != nil {
 		return err
 	}

@@ -1,7 +1,10 @@
 package main
 
 import (
+	"bytes"
+	"errors"
 	"flag"
+	"os"
 	"strings"
 )
 
@@ -65,14 +68,41 @@ func parseArgs(fs *flag.FlagSet, args []string) ([]string, error) {
 // parseArgsDashDash is parseArgs for commands that take a command line of their own after
 // "--" (palisade exec): it returns the positional arguments before "--" and, apart, the
 // arguments after it, untouched.
+//
+// The usage the flag package prints goes to standard output when it was asked for (-h:
+// flag.ErrHelp), as the command's output, and to standard error with a parse error. Any parse
+// error counts as bad usage (exit status 2, flagUsageShown), whatever fs.Usage does.
 func parseArgsDashDash(fs *flag.FlagSet, args []string) (pos, rest []string, dashdash bool, err error) {
 	flags, pos, rest, dashdash := splitArgs(fs, args)
-	if err := fs.Parse(flags); err != nil {
+	out := fs.Output()
+	var usage bytes.Buffer
+	fs.SetOutput(&usage)
+	err = fs.Parse(flags)
+	fs.SetOutput(out)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			os.Stdout.Write(usage.Bytes())
+		} else {
+			os.Stderr.Write(usage.Bytes())
+			flagUsageShown = true
+		}
 		return nil, nil, false, err
 	}
 	// splitArgs reads values as fs.Parse does, so nothing is left over; should the two ever
 	// disagree, what is left is positional rather than lost.
 	return append(fs.Args(), pos...), rest, dashdash, nil
+}
+
+// usageOutput writes a usage message to standard output when the command line asks for help
+// (helpAsked), else to standard error; it looks at os.Stdout and os.Stderr when it writes (tests
+// replace them).
+type usageOutput struct{}
+
+func (usageOutput) Write(p []byte) (int, error) {
+	if helpAsked {
+		return os.Stdout.Write(p)
+	}
+	return os.Stderr.Write(p)
 }
 
 // parseInterspersed is parseArgs under the name the pal and attest commands use.

@@ -49,9 +49,17 @@ func usageErrorf(format string, a ...any) error {
 // parsing fails (and for -h), so run can tell bad flags (exit status 2) from failures.
 var flagUsageShown bool
 
-// newFlags makes the flag set of a command with a usage message that fits the tool.
+// helpAsked records that the command line asks for help (-h, -help or --help before any
+// "--"), so that a usage message printed outside parseArgs ("palisade pal -h", or a command
+// that parses its flags itself) goes to standard output.
+var helpAsked bool
+
+// newFlags makes the flag set of a command with a usage message that fits the tool. Its
+// usage goes to standard output when the command line asks for help, else to standard error
+// (usageOutput); parseArgs decides exactly for the usage it has the flag package print.
 func newFlags(c *command) *flag.FlagSet {
 	fs := flag.NewFlagSet("palisade "+c.name, flag.ContinueOnError)
+	fs.SetOutput(usageOutput{})
 	fs.Usage = func() {
 		flagUsageShown = true
 		fmt.Fprintf(fs.Output(), "usage: palisade %s %s\n\n%s\n", c.name, c.usage, c.summary)
@@ -88,6 +96,7 @@ func run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	flagUsageShown = false
+	helpAsked = asksHelp(args[1:])
 	err := c.run(ctx, args[1:])
 	switch {
 	case err == nil:
@@ -99,7 +108,7 @@ func run(args []string) int {
 	case errors.Is(err, errUsage) && asksHelp(args[1:]):
 		// A command that takes a sub-command may refuse "-h" in the sub-command's place (or
 		// "SUB -h" before SUB's flag set exists): the user asked for help, so help it is.
-		fmt.Fprintf(os.Stderr, "usage: palisade %s %s\n\n%s\n(%s)\n", c.name, c.usage, c.summary,
+		fmt.Fprintf(os.Stdout, "usage: palisade %s %s\n\n%s\n(%s)\n", c.name, c.usage, c.summary,
 			strings.TrimPrefix(err.Error(), "usage: "))
 		return 0
 	case errors.Is(err, errUsage):
@@ -134,6 +143,7 @@ func helpFor(name string) int {
 		fmt.Fprintf(os.Stderr, "palisade: unknown command %q (see 'palisade help')\n", name)
 		return 2
 	}
+	helpAsked = true
 	err := c.run(context.Background(), []string{"-h"})
 	if err != nil && !errors.Is(err, flag.ErrHelp) {
 		fmt.Printf("usage: palisade %s %s\n\n%s\n", c.name, c.usage, c.summary)

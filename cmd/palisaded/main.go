@@ -8,6 +8,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -37,9 +38,31 @@ import (
 const version = "0.1.0"
 
 func main() {
-	if err := run(os.Args[1:]); err != nil {
-		fmt.Fprintf(os.Stderr, "palisaded: %v\n", err)
-		os.Exit(1)
+	os.Exit(exitStatus(run(os.Args[1:]), os.Stderr))
+}
+
+// errUsage marks a bad command line: exit status 2, as for palisade (docs/cli.md), and no
+// restart can cure it.
+var errUsage = errors.New("usage")
+
+// errUsageShown is a bad command line that the flag package has already reported with the
+// usage.
+var errUsageShown = fmt.Errorf("%w: reported", errUsage)
+
+// exitStatus reports err on w and returns the exit status: 0 for none, 2 for a bad command
+// line, 1 for any other failure.
+func exitStatus(err error, w io.Writer) int {
+	switch {
+	case err == nil:
+		return 0
+	case errors.Is(err, errUsageShown):
+		return 2
+	case errors.Is(err, errUsage):
+		fmt.Fprintf(w, "palisaded: %s\n", strings.TrimPrefix(err.Error(), errUsage.Error()+": "))
+		return 2
+	default:
+		fmt.Fprintf(w, "palisaded: %v\n", err)
+		return 1
 	}
 }
 
@@ -59,10 +82,10 @@ func run(args []string) error {
 		if errors.Is(err, flag.ErrHelp) {
 			return nil
 		}
-		return err
+		return errUsageShown // the flag package printed the error and the usage
 	}
 	if fs.NArg() > 0 {
-		return fmt.Errorf("unexpected arguments %q", fs.Args())
+		return fmt.Errorf("%w: unexpected arguments %q (palisaded takes only flags)", errUsage, fs.Args())
 	}
 	cfg, raw, err := loadConfig(*configPath)
 	if err != nil {

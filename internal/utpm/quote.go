@@ -50,10 +50,10 @@ var claimsEnc = func() cbor.EncMode {
 // user: a COSE_Sign1 by the visor's identity key (docs/formats.md §3).
 func (t *TPM) Quote(nonce, user []byte, mask uint8) ([]byte, error) {
 	if len(nonce) > MaxNonce {
-		return nil, fmt.Errorf("quote: nonce of %d bytes: %w", len(nonce), ErrTooLarge)
+		return nil, fmt.Errorf("quote: nonce of %d bytes (at most %d): %w", len(nonce), MaxNonce, ErrTooLarge)
 	}
 	if len(user) > MaxUserData {
-		return nil, fmt.Errorf("quote: user data of %d bytes: %w", len(user), ErrTooLarge)
+		return nil, fmt.Errorf("quote: user data of %d bytes (at most %d): %w", len(user), MaxUserData, ErrTooLarge)
 	}
 	pcrs := t.PCRs()
 	c := quoteClaims{

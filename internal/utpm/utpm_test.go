@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"io"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -367,6 +368,11 @@ func TestQuote(t *testing.T) {
 			ev, err := a.Quote(tc.nonce, tc.user, tc.mask)
 			wantErr(t, err, tc.want)
 			if err != nil {
+				// The error names the limit, so a caller knows how much is allowed.
+				if !strings.Contains(err.Error(), fmt.Sprint("at most ", utpm.MaxNonce)) &&
+					!strings.Contains(err.Error(), fmt.Sprint("at most ", utpm.MaxUserData)) {
+					t.Errorf("error %q does not name the limit", err)
+				}
 				return
 			}
 			c, err := attest.VerifyQuote(ev, identityKey(t, p))

@@ -89,6 +89,45 @@ func checkDir(dir string) error {
 	if fi.Mode().Perm()&0o022 != 0 {
 		return fmt.Errorf("socket directory %s is writable by group or others (mode %#o): another user could replace the socket", dir, fi.Mode().Perm())
 	}
+	// The directories above it count too: whoever may rename entries in one of them can move
+	// the socket's directory away and put their own in its place, with their socket in it. So
+	// each must be owned by root or the daemon, and writable by group or others only if sticky
+	// (as /tmp is: there only an entry's owner may rename it). Checked along the path as given
+	// and, if a symbolic link is on it, along the path it resolves to.
+	real, err := filepath.EvalSymlinks(dir)
+	if err != nil {
+		return fmt.Errorf("socket directory: %w", err)
+	}
+	for _, d := range []string{dir, real} {
+		for p := filepath.Dir(d); ; p = filepath.Dir(p) {
+			if err := checkAncestor(dir, p); err != nil {
+				return err
+			}
+			if p == filepath.Dir(p) {
+				break
+			}
+		}
+	}
+	return nil
+}
+
+// checkAncestor checks that p, a directory above the socket directory dir, lets no other user
+// replace what it holds.
+func checkAncestor(dir, p string) error {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return fmt.Errorf("socket directory %s: %w", dir, err)
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return fmt.Errorf("socket directory %s: cannot read the owner of %s", dir, p)
+	}
+	if st.Uid != 0 && int(st.Uid) != os.Geteuid() {
+		return fmt.Errorf("socket directory %s: %s above it is owned by uid %d, neither root nor the daemon (uid %d): that user could replace the socket's directory", dir, p, st.Uid, os.Geteuid())
+	}
+	if fi.Mode().Perm()&0o022 != 0 && fi.Mode()&os.ModeSticky == 0 {
+		return fmt.Errorf("socket directory %s: %s above it is writable by group or others and not sticky (mode %#o): another user could replace the socket's directory", dir, p, fi.Mode().Perm())
+	}
 	return nil
 }
 

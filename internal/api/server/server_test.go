@@ -190,6 +190,38 @@ func TestListen(t *testing.T) {
 	if _, err := Listen(filepath.Join(open, "p.sock"), SocketOptions{GID: -1}); err == nil || !strings.Contains(err.Error(), "writable by group or others") {
 		t.Fatalf("Listen in a world-writable directory: %v", err)
 	}
+	// A safe directory under an unsafe one: whoever may write the one above can rename the
+	// socket's directory away and put their own in its place. Sticky (as /tmp) is safe.
+	for _, tt := range []struct {
+		mode os.FileMode
+		ok   bool
+	}{{0o777, false}, {0o775, false}, {0o757, false}, {0o777 | os.ModeSticky, true}, {0o755, true}} {
+		above := filepath.Join(dir, fmt.Sprintf("above-%o", uint32(tt.mode)))
+		os.Mkdir(above, 0o700)
+		if err := os.Chmod(above, tt.mode); err != nil {
+			t.Fatal(err)
+		}
+		l, err := Listen(filepath.Join(above, "run", "p.sock"), SocketOptions{GID: -1})
+		if tt.ok {
+			if err != nil {
+				t.Errorf("Listen under a directory of mode %v: %v", tt.mode, err)
+				continue
+			}
+			l.Close()
+		} else if err == nil || !strings.Contains(err.Error(), "above it is writable by group or others") {
+			t.Errorf("Listen under a directory of mode %v: %v, want a refusal naming the directory above", tt.mode, err)
+			if l != nil {
+				l.Close()
+			}
+		}
+	}
+	// The same through a symbolic link: the path it resolves to is checked too.
+	link := filepath.Join(dir, "link")
+	os.Symlink(filepath.Join(dir, fmt.Sprintf("above-%o", uint32(0o777))), link)
+	if _, err := Listen(filepath.Join(link, "run", "p.sock"), SocketOptions{GID: -1}); err == nil {
+		t.Error("Listen through a symbolic link to an unsafe directory succeeded")
+	}
+
 	file := filepath.Join(dir, "file")
 	os.WriteFile(file, nil, 0o600)
 	if _, err := Listen(file, SocketOptions{GID: -1}); err == nil {

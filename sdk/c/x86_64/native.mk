@@ -5,7 +5,7 @@
 #   mypal.elf: mypal.c $(PALISADE_NATIVE_SRCS)
 #   	$(PALISADE_NATIVE_CC) $(PALISADE_NATIVE_CFLAGS) -o $@ $^ $(PALISADE_NATIVE_LDFLAGS)
 #
-# engine/kvm/cbuild uses the same flags (keep them in step).
+# internal/engine/kvm/cbuild uses the same flags (keep them in step).
 PALISADE_NATIVE_CC ?= gcc
 PALISADE_NATIVE_CFLAGS = -std=c11 -O2 -Wall -ffreestanding -fno-builtin -nostdlib -static \
 	-fno-pic -fno-pie -mno-red-zone -fno-stack-protector -fcf-protection=none \
