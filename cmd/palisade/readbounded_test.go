@@ -1,0 +1,108 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// endlessFIFO makes a FIFO that serves n zero bytes and then stays open without an end of
+// file, like a device or a pipe whose writer never finishes: a command that reads its input
+// to the end never returns, one that bounds its read refuses it. n bounds the memory a command
+// that does not bound its read can take before the test gives up on it.
+func endlessFIFO(t *testing.T, dir, name string, n int) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := syscall.Mkfifo(p, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	// O_RDWR opens without waiting for a reader (Linux), and keeps the FIFO from ever
+	// reporting end of file to the command.
+	f, err := os.OpenFile(p, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		chunk := make([]byte, 64<<10)
+		for left := n; left > 0; left -= len(chunk) {
+			if _, err := f.Write(chunk[:min(left, len(chunk))]); err != nil {
+				return // closed by the cleanup
+			}
+		}
+	}()
+	t.Cleanup(func() { f.Close() })
+	return p
+}
+
+// TestInputFilesBounded gives every file argument of verify and config an input that has no
+// end: each command must stop reading past its limit and refuse the input with that limit,
+// not read until memory runs out (palisade verify /dev/zero took 23 GB in 6 s).
+func TestInputFilesBounded(t *testing.T) {
+	dir := t.TempDir()
+	mustCLI(t, dir, "config", "init", "--dir", dir, "--state-dir", filepath.Join(dir, "state"))
+	writeDoc(t, filepath.Join(dir, "c.json"), 1, nil, nil, nil)
+	mustCLI(t, dir, "config", "sign", "--key", "admin.key", "c.json")
+	const big = 3 << 20 // more than any limit below
+	d := fakeMeas("x")
+	for _, tc := range []struct {
+		name string
+		args func(fifo string) []string
+		want string
+	}{
+		{"verify", func(f string) []string { return []string{"verify", f, "--nonce", "00", "--pal", d, "--visor", d} }, "the limit of evidence"},
+		{"verify --ak", func(f string) []string { return []string{"verify", "c.cose", "--nonce", "00", "--pal", d, "--visor", d, "--ak", f} }, "the limit of a PEM key file"},
+		{"verify --ek-roots", func(f string) []string {
+			return []string{"verify", "c.cose", "--nonce", "00", "--pal", d, "--visor", d, "--ek-roots", f}
+		}, "the limit of a PEM certificate file"},
+		{"config sign", func(f string) []string { return []string{"config", "sign", "-o", "x.cose", f} }, "the limit of a configuration document"},
+		{"config sign --key", func(f string) []string { return []string{"config", "sign", "--key", f, "c.json"} }, "the limit of a PEM key file"},
+		{"config verify", func(f string) []string { return []string{"config", "verify", f} }, "the limit of a signed configuration"},
+		{"config verify --pub", func(f string) []string { return []string{"config", "verify", "--pub", f, "c.cose"} }, "the limit of a PEM key file"},
+		{"config show", func(f string) []string { return []string{"config", "show", "--pub", "admin.pub", f} }, "the limit of a signed configuration"},
+		{"config show json", func(f string) []string { return []string{"config", "show", f + ".json"} }, "the limit of a configuration document"},
+		{"config plan", func(f string) []string { return []string{"config", "plan", "--state-dir", "state", f} }, "the limit of a signed configuration"},
+		{"config plan --from", func(f string) []string {
+			return []string{"config", "plan", "--state-dir", "state", "--from", f, "c.cose"}
+		}, "the limit of a signed configuration"},
+		{"config apply", func(f string) []string { return []string{"config", "apply", "--state-dir", "state", f} }, "the limit of a signed configuration"},
+		{"config authorize-visor", func(f string) []string {
+			return []string{"config", "authorize-visor", "--key", f, "--visor", d, "-o", "auth"}
+		}, "the limit of a PEM key file"},
+		{"config secret put", func(f string) []string { return []string{"config", "secret", "put", "--state-dir", "state", "s", f} }, "the limit of a secret"},
+		{"config secret --master-key", func(f string) []string {
+			return []string{"config", "secret", "list", "--state-dir", "state", "--master-key", f}
+		}, "the limit of a master key file"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			name := strings.ReplaceAll(tc.name, " ", "_")
+			fifo := endlessFIFO(t, dir, name, big)
+			if strings.HasSuffix(tc.name, "json") {
+				// config show takes a .json argument as an unsigned document.
+				os.Rename(fifo, fifo+".json")
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, os.Args[0], append([]string{"-test.run=^TestCfgCLIHelper$", "--"}, tc.args(fifo)...)...)
+			cmd.Dir = dir
+			cmd.Env = append(os.Environ(), "PALISADE_CFG_CLI=1")
+			var errb bytes.Buffer
+			cmd.Stderr = &errb
+			err := cmd.Run()
+			if ctx.Err() != nil {
+				t.Fatalf("palisade %s: still reading an input without end after 20 s (no bound)", tc.name)
+			}
+			var ee *exec.ExitError
+			if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(errb.String(), tc.want) {
+				t.Fatalf("palisade %s: %v, stderr %q; want status 1 and %q", tc.name, err, errb.String(), tc.want)
+			}
+		})
+	}
+}
