@@ -57,7 +57,9 @@ func TestInputFilesBounded(t *testing.T) {
 		want string
 	}{
 		{"verify", func(f string) []string { return []string{"verify", f, "--nonce", "00", "--pal", d, "--visor", d} }, "the limit of evidence"},
-		{"verify --ak", func(f string) []string { return []string{"verify", "c.cose", "--nonce", "00", "--pal", d, "--visor", d, "--ak", f} }, "the limit of a PEM key file"},
+		{"verify --ak", func(f string) []string {
+			return []string{"verify", "c.cose", "--nonce", "00", "--pal", d, "--visor", d, "--ak", f}
+		}, "the limit of a PEM key file"},
 		{"verify --ek-roots", func(f string) []string {
 			return []string{"verify", "c.cose", "--nonce", "00", "--pal", d, "--visor", d, "--ek-roots", f}
 		}, "the limit of a PEM certificate file"},

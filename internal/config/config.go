@@ -52,13 +52,15 @@ func ParseMeasurement(s string) (Measurement, error) {
 const (
 	MaxDocumentSize   = 1 << 20 // the authored JSON and the canonical CBOR payload
 	maxSignatureSize  = 4096    // what COSE_Sign1 adds to the payload, at most
-	MaxSignedSize     = MaxDocumentSize + maxSignatureSize // a signed configuration (COSE_Sign1)
 	MaxNames          = 4096
 	MaxMeasurements   = 4096 // per name, and visors
 	MaxNameLen        = 128
 	maxCBORElements   = MaxNames * 4
 	maxCBORNestLevels = 8
 )
+
+// MaxSignedSize bounds a signed configuration (the COSE_Sign1 of a MaxDocumentSize payload).
+const MaxSignedSize = MaxDocumentSize + maxSignatureSize
 
 // Errors callers can test with errors.Is.
 var (
