@@ -168,9 +168,14 @@ func readECKey(path string) (*ecdsa.PublicKey, error) {
 	if blk == nil {
 		return nil, fmt.Errorf("%s: no PEM block", path)
 	}
+	// The AK is pinned by its public key alone: a certificate or a private key given by
+	// mistake is named, not reported as an asn1 structure error.
+	if blk.Type != "PUBLIC KEY" {
+		return nil, fmt.Errorf("%s: PEM %q, want a PEM \"PUBLIC KEY\" (the attestation key, DER SubjectPublicKeyInfo)", path, blk.Type)
+	}
 	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: not a DER SubjectPublicKeyInfo: %w", path, err)
 	}
 	ek, ok := k.(*ecdsa.PublicKey)
 	if !ok {

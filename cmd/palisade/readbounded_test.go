@@ -3,7 +3,14 @@ package main
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/pem"
 	"errors"
+	"math/big"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -104,6 +111,53 @@ func TestInputFilesBounded(t *testing.T) {
 			var ee *exec.ExitError
 			if !errors.As(err, &ee) || ee.ExitCode() != 1 || !strings.Contains(errb.String(), tc.want) {
 				t.Fatalf("palisade %s: %v, stderr %q; want status 1 and %q", tc.name, err, errb.String(), tc.want)
+			}
+		})
+	}
+}
+
+// TestReadECKeyNamesWhatItGot: --ak takes a PEM PUBLIC KEY; anything else is refused naming the
+// PEM type it found (a certificate gave a raw asn1 "structure error ... tags don't match").
+func TestReadECKeyNamesWhatItGot(t *testing.T) {
+	dir := t.TempDir()
+	ec, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	rs, _ := rsa.GenerateKey(rand.Reader, 1024)
+	pub := func(k any) []byte {
+		der, err := x509.MarshalPKIXPublicKey(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotAfter: time.Now().Add(time.Hour)}
+	certDER, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &ec.PublicKey, ec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	privDER, _ := x509.MarshalPKCS8PrivateKey(ec)
+	for _, tc := range []struct {
+		name string
+		pem  []byte
+		want string // "" accepted
+	}{
+		{"ec public key", pub(&ec.PublicKey), ""},
+		{"certificate", pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: certDER}), `PEM "CERTIFICATE", want a PEM "PUBLIC KEY"`},
+		{"private key", pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: privDER}), `PEM "PRIVATE KEY", want a PEM "PUBLIC KEY"`},
+		{"rsa", pub(&rs.PublicKey), "not an ECDSA public key"},
+		{"garbage in block", pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: []byte("x")}), "not a DER SubjectPublicKeyInfo"},
+		{"no pem", []byte("hello"), "no PEM block"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_"))
+			if err := os.WriteFile(p, tc.pem, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			k, err := readECKey(p)
+			switch {
+			case tc.want == "" && (err != nil || !k.Equal(&ec.PublicKey)):
+				t.Fatalf("readECKey: %v", err)
+			case tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)):
+				t.Fatalf("readECKey: %v, want %q", err, tc.want)
 			}
 		})
 	}
