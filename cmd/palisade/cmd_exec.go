@@ -53,6 +53,10 @@ func runExec(_ context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if len(pos) > 1 && len(cmdArgs) == 0 {
+		// palisade exec app ./app: the command was given without the -- that introduces it.
+		return usageErrorf("want NAME -- CMD: put -- before the command (%q)", pos[1])
+	}
 	if len(pos) != 1 {
 		return usageErrorf("want one NAME")
 	}
