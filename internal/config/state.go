@@ -152,7 +152,7 @@ func InitState(dir string, admin crypto.PublicKey) error {
 func OpenState(dir string, o Options) (*State, error) {
 	b, err := os.ReadFile(filepath.Join(dir, fileAdminKey))
 	if err != nil {
-		return nil, fmt.Errorf("state %s: no pinned administrator key (run 'palisade config init'): %w", dir, err)
+		return nil, fmt.Errorf("state %s: no pinned administrator key (pin one: 'palisade config init --state-dir DIR', or 'palisade config apply --admin-pub ADMIN.pub' the first time): %w", dir, err)
 	}
 	pub, err := ParsePublicKey(b)
 	if err != nil {

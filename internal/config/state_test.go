@@ -95,6 +95,11 @@ func TestApplyTransitions(t *testing.T) {
 func TestInitStatePinsOneKey(t *testing.T) {
 	a, b := newKey(t, "ed25519"), newKey(t, "ed25519")
 	dir := t.TempDir()
+	// Before a key is pinned, the error says both ways to pin one (it named only config
+	// init, although the first config apply pins with --admin-pub).
+	if _, err := OpenState(dir, Options{}); err == nil || !strings.Contains(err.Error(), "config apply --admin-pub") {
+		t.Fatalf("OpenState without a pinned key: %v", err)
+	}
 	if err := InitState(dir, a.Public()); err != nil {
 		t.Fatal(err)
 	}
