@@ -162,3 +162,61 @@ func TestReadECKeyNamesWhatItGot(t *testing.T) {
 		})
 	}
 }
+
+// TestExecSecretSpecsCheckedFirst: every --secret is checked before the state is opened or
+// anything released, so a bad one is a usage error (status 2) naming the rule, whatever the
+// state (it was found only after the measurement, in the middle of releasing secrets, and a
+// missing state hid it).
+func TestExecSecretSpecsCheckedFirst(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		specs []string
+		want  string
+	}{
+		{[]string{"token"}, `--secret "token": want S:FD or S:PATH`},
+		{[]string{":5"}, `--secret ":5": want S:FD or S:PATH`},
+		{[]string{"token:"}, `--secret "token:": want S:FD or S:PATH`},
+		{[]string{"token:2"}, `--secret "token:2": descriptor must be 3..1023 and used once`},
+		{[]string{"token:1024"}, `--secret "token:1024": descriptor must be 3..1023 and used once`},
+		{[]string{"token:5", "other:5"}, `--secret "other:5": descriptor must be 3..1023 and used once`},
+		{[]string{"a:/dev/shm/x", "b:/dev/shm/x"}, `--secret "b:/dev/shm/x": path /dev/shm/x used twice`},
+	} {
+		t.Run(strings.Join(tc.specs, ","), func(t *testing.T) {
+			args := []string{"exec", "app", "--state-dir", filepath.Join(dir, "no-state")}
+			for _, s := range tc.specs {
+				args = append(args, "--secret", s)
+			}
+			code, _, errs := cfgCLI(t, dir, append(args, "--", "/bin/true")...)
+			if code != 2 || !strings.Contains(errs, tc.want) {
+				t.Fatalf("status %d, %q; want 2 and %q", code, errs, tc.want)
+			}
+		})
+	}
+}
+
+// FuzzParseSecretSpecs: the --secret parser never crashes, and what it accepts is one secret
+// name and either a descriptor in 3..1023 or a path, no descriptor or path twice.
+func FuzzParseSecretSpecs(f *testing.F) {
+	f.Add("token:5", "other:/dev/shm/x")
+	f.Add("token:5", "token:5")
+	f.Add("a:+7", "b:007")
+	f.Add(":", "x:-1")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		specs, err := parseSecretSpecs([]string{a, b})
+		if err != nil {
+			return
+		}
+		fds, paths := map[int]bool{}, map[string]bool{}
+		for _, s := range specs {
+			switch {
+			case s.name == "" || strings.Contains(s.name, ":"):
+				t.Fatalf("secret name %q accepted", s.name)
+			case s.path == "" && (s.fd < 3 || s.fd > 1023 || fds[s.fd]):
+				t.Fatalf("descriptor %d accepted", s.fd)
+			case s.path != "" && (s.fd != 0 || paths[s.path]):
+				t.Fatalf("path %q accepted with fd %d", s.path, s.fd)
+			}
+			fds[s.fd], paths[s.path] = s.path == "", s.path != ""
+		}
+	})
+}
