@@ -75,6 +75,10 @@ func TestParseNamesEmptyAndTruncated(t *testing.T) {
 		{"one byte", ev[:1], "malformed evidence: truncated at 1 bytes"},
 		{"half", ev[:len(ev)/2], fmt.Sprintf("malformed evidence: truncated at %d bytes", len(ev)/2)},
 		{"all but one", ev[:len(ev)-1], fmt.Sprintf("malformed evidence: truncated at %d bytes", len(ev)-1)},
+		// Another file given by mistake (a JSON document, a signed configuration) is not
+		// called truncated evidence.
+		{"json", []byte(`{"version": 1}`), "not evidence: a CBOR map is expected, the input starts with byte 0x7b"},
+		{"cose", []byte{0xd2, 0x84, 0x43}, "not evidence: a CBOR map is expected, the input starts with byte 0xd2"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := attest.Parse(tc.b)
