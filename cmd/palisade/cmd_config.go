@@ -141,6 +141,10 @@ func configAuthorizeVisor(_ context.Context, args []string) error {
 	if *keyPath == "" || *visorHex == "" || *out == "" {
 		return usageErrorf("--key, --visor and -o are required")
 	}
+	// 0 must not reach tpm.AuthorizeVisor, which takes it as "the default PCR" (23).
+	if *pcr < 1 || *pcr > 23 {
+		return usageErrorf("--pcr %d: want a PCR number 1..23", *pcr)
+	}
 	m, err := config.ParseMeasurement(*visorHex)
 	if err != nil {
 		return usageErrorf("--visor: %v", err)

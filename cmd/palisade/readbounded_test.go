@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"os"
 	"os/exec"
@@ -219,4 +220,39 @@ func FuzzParseSecretSpecs(f *testing.F) {
 			fds[s.fd], paths[s.path] = s.path == "", s.path != ""
 		}
 	})
+}
+
+// TestAuthorizeVisorPCR: --pcr is a PCR number, 1..23, refused as a usage error otherwise.
+// --pcr 0 wrote an authorization for PCR 23 (tpm.AuthorizeVisor's "0: the default") while
+// printing "(PCR 0)", and 24 or 99 were status 1 after reading the key.
+func TestAuthorizeVisorPCR(t *testing.T) {
+	dir := t.TempDir()
+	mustCLI(t, dir, "config", "init", "--dir", dir, "--alg", "es256")
+	v := fakeMeas("visor")
+	for _, tc := range []struct {
+		pcr  string
+		code int
+		want string
+	}{
+		{"16", 0, "(PCR 16)"},
+		{"23", 0, "(PCR 23)"},
+		{"0", 2, "--pcr 0: want a PCR number 1..23"},
+		{"24", 2, "--pcr 24: want a PCR number 1..23"},
+		{"-1", 2, "--pcr -1: want a PCR number 1..23"},
+	} {
+		t.Run(tc.pcr, func(t *testing.T) {
+			out := filepath.Join(dir, "auth"+tc.pcr)
+			code, stdout, errs := cfgCLI(t, dir, "config", "authorize-visor", "--key", "admin.key", "--visor", v, "--pcr", tc.pcr, "-o", out)
+			if code != tc.code || !strings.Contains(stdout+errs, tc.want) {
+				t.Fatalf("status %d, %q %q; want %d and %q", code, stdout, errs, tc.code, tc.want)
+			}
+			b, err := os.ReadFile(out)
+			switch {
+			case tc.code != 0 && err == nil:
+				t.Fatal("an authorization was written")
+			case tc.code == 0 && (err != nil || len(b) < 3 || b[0] != 0xa3 || b[1] != 0x01 || fmt.Sprint(b[2]) != tc.pcr):
+				t.Fatalf("authorization %x (%v): want PCR %s in key 1", b, err, tc.pcr)
+			}
+		})
+	}
 }
