@@ -78,7 +78,16 @@ func runConfig(ctx context.Context, args []string) error {
 	}
 	for _, c := range cfgSubs {
 		if c.name == args[0] {
-			return c.run(ctx, args[1:])
+			err := c.run(ctx, args[1:])
+			if errors.Is(err, errUsage) && !flagUsageShown {
+				// Bad usage of a known subcommand shows that subcommand's synopsis, not the
+				// whole config command's "SUBCOMMAND [flags] [args]"; flagUsageShown tells run
+				// the usage is printed (status 2).
+				fmt.Fprintf(os.Stderr, "palisade config %s: %s\nusage: palisade config %s %s\n",
+					c.name, strings.TrimPrefix(err.Error(), "usage: "), c.name, c.args)
+				flagUsageShown = true
+			}
+			return err
 		}
 	}
 	if args[0] == "-h" || args[0] == "--help" {

@@ -256,3 +256,25 @@ func TestAuthorizeVisorPCR(t *testing.T) {
 		})
 	}
 }
+
+// TestConfigUsageErrorShowsSubcommand: bad usage of a config subcommand prints that
+// subcommand's synopsis (it printed the whole config command's list of subcommands).
+func TestConfigUsageErrorShowsSubcommand(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"config", "apply"}, "palisade config apply: want one NEW.cose\nusage: palisade config apply [--state-dir DIR]"},
+		{[]string{"config", "init", "--alg", "rsa"}, "usage: palisade config init [--dir DIR] [--alg ed25519|es256]"},
+		{[]string{"config", "secret", "get"}, "usage: palisade config secret put|list"},
+		{[]string{"config", "sign", "a.json", "b.json"}, "usage: palisade config sign --key ADMIN.key"},
+	} {
+		t.Run(strings.Join(tc.args, " "), func(t *testing.T) {
+			code, _, errs := cfgCLI(t, dir, tc.args...)
+			if code != 2 || !strings.Contains(errs, tc.want) || strings.Contains(errs, "SUBCOMMAND") {
+				t.Fatalf("status %d, %q; want 2 and %q", code, errs, tc.want)
+			}
+		})
+	}
+}
