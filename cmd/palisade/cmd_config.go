@@ -576,6 +576,11 @@ func configReplaceAdmin(_ context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if next == old {
+		// Nothing to replace, and the ceremony would still fold a record into the TPM's
+		// history digest, orphaning the state this key applied.
+		return usageErrorf("--admin-pub %s is the key it replaces (%s): the ceremony changes the administrator key", *adminPub, old)
+	}
 	if _, err := os.Stat(filepath.Join(*stateDir, "active")); err == nil {
 		return fmt.Errorf("%s has applied configurations signed by the old key: keep it as their record and give a new --state-dir", *stateDir)
 	}

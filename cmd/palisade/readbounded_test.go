@@ -15,10 +15,13 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/palisade-project/palisade/internal/swtpmtest"
 )
 
 // endlessFIFO makes a FIFO that serves n zero bytes and then stays open without an end of
@@ -277,4 +280,35 @@ func TestConfigUsageErrorShowsSubcommand(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestReplaceAdminRefusesSameKey: "replacing" the anchored administrator key by itself was
+// accepted: it folded a replacement record into the TPM's history digest, so the state that
+// key had applied no longer matched its anchor ("rewritten or replaced") and every command on
+// it was refused. It is a usage error now, and nothing changes.
+func TestReplaceAdminRefusesSameKey(t *testing.T) {
+	if _, err := exec.LookPath("swtpm"); err != nil {
+		t.Skip("swtpm not installed")
+	}
+	dev := swtpmtest.Start(t).Device()
+	dir := t.TempDir()
+	state := filepath.Join(dir, "state")
+	out := mustCLI(t, dir, "config", "init", "--dir", dir, "--state-dir", state)
+	kid := regexp.MustCompile(`administrator key ([0-9a-f]{64})`).FindStringSubmatch(out)
+	if kid == nil {
+		t.Fatalf("no key id in %q", out)
+	}
+	writeDoc(t, filepath.Join(dir, "v1.json"), 1, nil, nil, nil)
+	mustCLI(t, dir, "config", "sign", "--key", "admin.key", "v1.json")
+	mustCLI(t, dir, "config", "apply", "--state-dir", state, "--tpm", dev, "v1.cose")
+
+	code, _, errs := cfgCLI(t, dir, "config", "replace-admin", "--tpm", dev, "--state-dir", filepath.Join(dir, "new"),
+		"--admin-pub", "admin.pub", "--replacing", kid[1])
+	if code != 2 || !strings.Contains(errs, "is the key it replaces") {
+		t.Fatalf("replace-admin by the same key: status %d, %q", code, errs)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "new")); err == nil {
+		t.Fatal("a new state directory was made")
+	}
+	mustCLI(t, dir, "config", "history", "--state-dir", state, "--tpm", dev)
 }
