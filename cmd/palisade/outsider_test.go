@@ -1,5 +1,8 @@
 package main
 
+// Defects found by testing the config, exec, verify and attest commands from their
+// documentation alone (bounded inputs, usage errors, the replacement ceremony).
+
 import (
 	"bytes"
 	"context"
