@@ -2,6 +2,7 @@ package attest_test
 
 import (
 	"context"
+	"strings"
 	"testing"
 
 	"github.com/palisade-project/palisade/internal/configtest"
@@ -127,6 +128,11 @@ func TestVerifyConfigurationHead(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := attest.Verify(tc.ev, tc.opts)
 			wantCheck(t, err, tc.check, tc.sentinel)
+			// A statement whose signature fails is not a quote: the error must not say so
+			// (it said "quote signature does not verify: configuration statement: ...").
+			if tc.check == attest.CheckConfiguration && strings.Contains(err.Error(), "quote signature") {
+				t.Errorf("the configuration statement's error speaks of a quote: %v", err)
+			}
 		})
 	}
 }

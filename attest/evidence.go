@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 
 	"github.com/palisade-project/palisade/internal/strictcbor"
 )
@@ -58,6 +59,15 @@ func Parse(b []byte) (*Evidence, error) {
 	}
 	var e Evidence
 	if err := evidenceDec.Unmarshal(b, &e); err != nil {
+		// The decoder says only "EOF" or "unexpected EOF" for an empty or cut file.
+		switch {
+		case len(b) == 0:
+			return nil, fmt.Errorf("%w: empty (0 bytes)", ErrEvidence)
+		case b[0]>>5 != 5: // evidence is a CBOR map (major type 5)
+			return nil, fmt.Errorf("%w: not evidence: a CBOR map is expected, the input starts with byte 0x%02x", ErrEvidence, b[0])
+		case errors.Is(err, io.ErrUnexpectedEOF):
+			return nil, fmt.Errorf("%w: truncated at %d bytes: %w", ErrEvidence, len(b), err)
+		}
 		return nil, fmt.Errorf("%w: %w", ErrEvidence, err)
 	}
 	switch {

@@ -1,7 +1,10 @@
 package attest_test
 
 import (
+	"errors"
+	"fmt"
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/palisade-project/palisade/attest"
@@ -54,4 +57,34 @@ func FuzzVerify(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestParseNamesEmptyAndTruncated: an empty or cut evidence file is named as such (it said
+// only "EOF" or "unexpected EOF").
+func TestParseNamesEmptyAndTruncated(t *testing.T) {
+	ev, err := os.ReadFile(goldenEvidence)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		b    []byte
+		want string
+	}{
+		{"empty", nil, "malformed evidence: empty (0 bytes)"},
+		{"one byte", ev[:1], "malformed evidence: truncated at 1 bytes"},
+		{"half", ev[:len(ev)/2], fmt.Sprintf("malformed evidence: truncated at %d bytes", len(ev)/2)},
+		{"all but one", ev[:len(ev)-1], fmt.Sprintf("malformed evidence: truncated at %d bytes", len(ev)-1)},
+		// Another file given by mistake (a JSON document, a signed configuration) is not
+		// called truncated evidence.
+		{"json", []byte(`{"version": 1}`), "not evidence: a CBOR map is expected, the input starts with byte 0x7b"},
+		{"cose", []byte{0xd2, 0x84, 0x43}, "not evidence: a CBOR map is expected, the input starts with byte 0xd2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := attest.Parse(tc.b)
+			if !errors.Is(err, attest.ErrEvidence) || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("Parse: %v, want ErrEvidence with %q", err, tc.want)
+			}
+		})
+	}
 }

@@ -51,7 +51,9 @@ const (
 var (
 	ErrMalformed = errors.New("attest: malformed quote")
 	ErrVersion   = errors.New("attest: unsupported quote version")
-	ErrSignature = errors.New("attest: quote signature does not verify")
+	// ErrSignature: the µTPM quote's or the configuration statement's signature (the message
+	// says which).
+	ErrSignature = errors.New("attest: signature does not verify")
 )
 
 // QuoteClaims are the claims of a µTPM quote.
@@ -81,7 +83,7 @@ func VerifyQuote(evidence []byte, identity *ecdsa.PublicKey) (*QuoteClaims, erro
 	}
 	alg, err := msg.Headers.Protected.Algorithm()
 	if err != nil || alg != cose.AlgorithmES256 {
-		return nil, fmt.Errorf("%w: algorithm %v, want ES256", ErrSignature, alg)
+		return nil, fmt.Errorf("%w: quote algorithm %v, want ES256", ErrSignature, alg)
 	}
 	v, err := cose.NewVerifier(cose.AlgorithmES256, identity)
 	if err != nil {
@@ -96,11 +98,11 @@ func VerifyQuote(evidence []byte, identity *ecdsa.PublicKey) (*QuoteClaims, erro
 		}
 		want := sha256.Sum256(der)
 		if b, _ := kid.([]byte); !bytes.Equal(b, want[:]) {
-			return nil, fmt.Errorf("%w: signed by another key (key id %x)", ErrSignature, b)
+			return nil, fmt.Errorf("%w: quote signed by another key (key id %x)", ErrSignature, b)
 		}
 	}
 	if err := msg.Verify(nil, v); err != nil {
-		return nil, fmt.Errorf("%w: %w", ErrSignature, err)
+		return nil, fmt.Errorf("%w: quote: %w", ErrSignature, err)
 	}
 	return decodeClaims(msg.Payload)
 }

@@ -78,7 +78,16 @@ func runConfig(ctx context.Context, args []string) error {
 	}
 	for _, c := range cfgSubs {
 		if c.name == args[0] {
-			return c.run(ctx, args[1:])
+			err := c.run(ctx, args[1:])
+			if errors.Is(err, errUsage) && !flagUsageShown {
+				// Bad usage of a known subcommand shows that subcommand's synopsis, not the
+				// whole config command's "SUBCOMMAND [flags] [args]"; flagUsageShown tells run
+				// the usage is printed (status 2).
+				fmt.Fprintf(os.Stderr, "palisade config %s: %s\nusage: palisade config %s %s\n",
+					c.name, strings.TrimPrefix(err.Error(), "usage: "), c.name, c.args)
+				flagUsageShown = true
+			}
+			return err
 		}
 	}
 	if args[0] == "-h" || args[0] == "--help" {
@@ -141,11 +150,15 @@ func configAuthorizeVisor(_ context.Context, args []string) error {
 	if *keyPath == "" || *visorHex == "" || *out == "" {
 		return usageErrorf("--key, --visor and -o are required")
 	}
+	// 0 must not reach tpm.AuthorizeVisor, which takes it as "the default PCR" (23).
+	if *pcr < 1 || *pcr > 23 {
+		return usageErrorf("--pcr %d: want a PCR number 1..23", *pcr)
+	}
 	m, err := config.ParseMeasurement(*visorHex)
 	if err != nil {
 		return usageErrorf("--visor: %v", err)
 	}
-	b, err := os.ReadFile(*keyPath)
+	b, err := readBounded(*keyPath, maxPEMKeyFile, "a PEM key file")
 	if err != nil {
 		return err
 	}
@@ -261,7 +274,7 @@ func configSign(_ context.Context, args []string) error {
 	if len(pos) != 1 {
 		return usageErrorf("want one CONFIG.json")
 	}
-	doc, err := os.ReadFile(pos[0])
+	doc, err := readBounded(pos[0], config.MaxDocumentSize, "a configuration document")
 	if err != nil {
 		return err
 	}
@@ -269,7 +282,7 @@ func configSign(_ context.Context, args []string) error {
 	if err != nil {
 		return fmt.Errorf("%s: %w", pos[0], err)
 	}
-	kb, err := os.ReadFile(*keyPath)
+	kb, err := readBounded(*keyPath, maxPEMKeyFile, "a PEM key file")
 	if err != nil {
 		return err
 	}
@@ -293,7 +306,7 @@ func configSign(_ context.Context, args []string) error {
 }
 
 func cfgReadPub(path string) (crypto.PublicKey, error) {
-	b, err := os.ReadFile(path)
+	b, err := readBounded(path, maxPEMKeyFile, "a PEM key file")
 	if err != nil {
 		return nil, err
 	}
@@ -314,7 +327,7 @@ func configVerify(_ context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	raw, err := os.ReadFile(pos[0])
+	raw, err := readBounded(pos[0], config.MaxSignedSize, "a signed configuration")
 	if err != nil {
 		return err
 	}
@@ -330,7 +343,7 @@ func configVerify(_ context.Context, args []string) error {
 // the state directory (checked against the TPM's anchored key when device is given; a state
 // anchored in a TPM refuses to be read without it).
 func cfgLoadSigned(path, pubPath, stateDir, device string) (*config.Signed, error) {
-	raw, err := os.ReadFile(path)
+	raw, err := readBounded(path, config.MaxSignedSize, "a signed configuration")
 	if err != nil {
 		return nil, err
 	}
@@ -381,7 +394,7 @@ func configShow(_ context.Context, args []string) error {
 		c = sc.Config
 		header = fmt.Sprintf("active configuration %s (history entry %d, signed by %s)\n", sc.Hash, head.Seq, sc.KeyID)
 	case len(pos) == 1 && strings.HasSuffix(pos[0], ".json"):
-		b, err := os.ReadFile(pos[0])
+		b, err := readBounded(pos[0], config.MaxDocumentSize, "a configuration document")
 		if err != nil {
 			return err
 		}
@@ -479,7 +492,7 @@ func configApply(_ context.Context, args []string) error {
 			return err
 		}
 	}
-	raw, err := os.ReadFile(pos[0])
+	raw, err := readBounded(pos[0], config.MaxSignedSize, "a signed configuration")
 	if err != nil {
 		return err
 	}
@@ -563,6 +576,11 @@ func configReplaceAdmin(_ context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if next == old {
+		// Nothing to replace, and the ceremony would still fold a record into the TPM's
+		// history digest, orphaning the state this key applied.
+		return usageErrorf("--admin-pub %s is the key it replaces (%s): the ceremony changes the administrator key", *adminPub, old)
+	}
 	if _, err := os.Stat(filepath.Join(*stateDir, "active")); err == nil {
 		return fmt.Errorf("%s has applied configurations signed by the old key: keep it as their record and give a new --state-dir", *stateDir)
 	}
@@ -612,7 +630,7 @@ func cfgOpenSecrets(st *config.State, masterPath string, create bool) (*config.S
 	if masterPath == "" {
 		masterPath = filepath.Join(st.Dir(), "master.key")
 	}
-	master, err := os.ReadFile(masterPath)
+	master, err := readBounded(masterPath, maxMasterKeyFile, "a master key file")
 	if errors.Is(err, os.ErrNotExist) && create {
 		master = make([]byte, 32)
 		if _, err := rand.Read(master); err != nil {
@@ -675,7 +693,7 @@ func configSecret(ctx context.Context, args []string) error {
 	case len(pos) == 1 || pos[1] == "-":
 		value, err = io.ReadAll(io.LimitReader(os.Stdin, config.MaxSecretSize+1))
 	default:
-		value, err = os.ReadFile(pos[1])
+		value, err = readBounded(pos[1], config.MaxSecretSize, "a secret")
 	}
 	if err != nil {
 		return err
@@ -685,4 +703,32 @@ func configSecret(ctx context.Context, args []string) error {
 	}
 	fmt.Printf("stored secret %s (%d bytes, encrypted)\n", pos[0], len(value))
 	return nil
+}
+
+// Bounds of the small files the commands read besides documents and evidence, far above any
+// real one.
+const (
+	maxPEMKeyFile    = 64 << 10 // an administrator key, an AK
+	maxPEMCertFile   = 1 << 20  // --ek-roots: a bundle of CA certificates
+	maxMasterKeyFile = 4 << 10  // the development master key (32 bytes)
+)
+
+// readBounded reads the file at path, but never more than limit bytes: an input over the limit
+// is refused with an error naming it (what: "a signed configuration"...), so that a device, a
+// FIFO that never ends or a huge file named by mistake is an error, not a command that reads
+// until memory runs out. Only one byte past the limit is ever read.
+func readBounded(path string, limit int64, what string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", path, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s: more than %d bytes, the limit of %s", path, limit, what)
+	}
+	return b, nil
 }

@@ -211,6 +211,10 @@ func TestExecCLI(t *testing.T) {
 	refusedCLI(t, dir, "not in the active configuration", "exec", "ghost", "--state-dir", state, "--", tool)
 	refusedCLI(t, dir, "not listed", "exec", "other", "--state-dir", state, "--", tool)
 	refusedCLI(t, dir, "is a pal, not an application", "exec", "apal", "--state-dir", state, "--", tool)
+	// The command without its --: named as such (it said "want one NAME"), status 2.
+	if code, _, errs := cfgCLI(t, dir, "exec", "tool", "--state-dir", state, tool); code != 2 || !strings.Contains(errs, "put -- before the command") {
+		t.Fatalf("exec without --: status %d, %s", code, errs)
+	}
 
 	// A modified binary is refused.
 	f, _ := os.OpenFile(tool, os.O_WRONLY|os.O_APPEND, 0)

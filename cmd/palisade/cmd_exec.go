@@ -33,6 +33,41 @@ type cfgSecretFlag []string
 func (s *cfgSecretFlag) String() string     { return strings.Join(*s, ",") }
 func (s *cfgSecretFlag) Set(v string) error { *s = append(*s, v); return nil }
 
+// cfgSecretSpec is one --secret: secret name to descriptor fd, or (fd 0) to the file path.
+type cfgSecretSpec struct {
+	name string
+	fd   int
+	path string
+}
+
+// parseSecretSpecs checks every --secret before anything is opened or released: S:FD with FD
+// in 3..1023, or S:PATH (any value that is not a decimal number is a path); no descriptor and
+// no path twice. The secret names are checked at release.
+func parseSecretSpecs(specs []string) ([]cfgSecretSpec, error) {
+	var out []cfgSecretSpec
+	fds, paths := map[int]bool{}, map[string]bool{}
+	for _, s := range specs {
+		name, where, ok := strings.Cut(s, ":")
+		if !ok || name == "" || where == "" {
+			return nil, usageErrorf("--secret %q: want S:FD or S:PATH", s)
+		}
+		if n, err := strconv.Atoi(where); err == nil {
+			if n < 3 || n > 1023 || fds[n] {
+				return nil, usageErrorf("--secret %q: descriptor must be 3..1023 and used once", s)
+			}
+			fds[n] = true
+			out = append(out, cfgSecretSpec{name: name, fd: n})
+			continue
+		}
+		if paths[where] {
+			return nil, usageErrorf("--secret %q: path %s used twice", s, where)
+		}
+		paths[where] = true
+		out = append(out, cfgSecretSpec{name: name, path: where})
+	}
+	return out, nil
+}
+
 // A secret released to a descriptor: the fd number the program will find it on.
 type cfgFdSecret struct {
 	name   string
@@ -53,6 +88,10 @@ func runExec(_ context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if len(pos) > 1 && len(cmdArgs) == 0 {
+		// palisade exec app ./app: the command was given without the -- that introduces it.
+		return usageErrorf("want NAME -- CMD: put -- before the command (%q)", pos[1])
+	}
 	if len(pos) != 1 {
 		return usageErrorf("want one NAME")
 	}
@@ -60,6 +99,10 @@ func runExec(_ context.Context, args []string) error {
 		return usageErrorf("missing -- CMD")
 	}
 	name := pos[0]
+	specs, err := parseSecretSpecs(secrets)
+	if err != nil {
+		return err
+	}
 
 	st, err := cfgOpenState(*stateDir, *tpmDev)
 	if err != nil {
@@ -111,42 +154,31 @@ func runExec(_ context.Context, args []string) error {
 			os.Remove(f)
 		}
 	}
-	if len(secrets) > 0 {
+	if len(specs) > 0 {
 		store, err := cfgOpenSecrets(st, *masterPath, false)
 		if err != nil {
 			return err
 		}
-		used := map[int]bool{}
-		for _, s := range secrets {
-			sname, where, ok := strings.Cut(s, ":")
-			if !ok || sname == "" || where == "" {
-				cleanup()
-				return usageErrorf("--secret %q: want S:FD or S:PATH", s)
-			}
-			value, err := store.Release(sname, name, m)
+		for _, s := range specs {
+			value, err := store.Release(s.name, name, m)
 			if err != nil {
 				cleanup()
 				return fmt.Errorf("refused: %w", err)
 			}
-			if n, err := strconv.Atoi(where); err == nil {
-				if n < 3 || n > 1023 || used[n] {
-					cleanup()
-					return usageErrorf("--secret %q: descriptor must be 3..1023 and used once", s)
-				}
-				used[n] = true
-				fd, err := cfgSealedMemfd("palisade-secret-"+sname, bytes.NewReader(value), syscall.O_CLOEXEC)
+			if s.path == "" {
+				fd, err := cfgSealedMemfd("palisade-secret-"+s.name, bytes.NewReader(value), syscall.O_CLOEXEC)
 				if err != nil {
 					cleanup()
 					return err
 				}
-				fds = append(fds, cfgFdSecret{name: sname, target: n, fd: fd})
+				fds = append(fds, cfgFdSecret{name: s.name, target: s.fd, fd: fd})
 				continue
 			}
-			if err := cfgWriteSecretFile(where, value); err != nil {
+			if err := cfgWriteSecretFile(s.path, value); err != nil {
 				cleanup()
-				return fmt.Errorf("secret %s: %w", sname, err)
+				return fmt.Errorf("secret %s: %w", s.name, err)
 			}
-			files = append(files, where)
+			files = append(files, s.path)
 		}
 	}
 	// Move every descriptor out of the way of the targets first, then put each secret on its

@@ -37,7 +37,7 @@ func loadEKRoots(path string) (*x509.CertPool, error) {
 	if path == "" {
 		return nil, nil
 	}
-	b, err := os.ReadFile(path)
+	b, err := readBounded(path, maxPEMCertFile, "a PEM certificate file")
 	if err != nil {
 		return nil, err
 	}
@@ -50,12 +50,14 @@ func loadEKRoots(path string) (*x509.CertPool, error) {
 
 // readEvidence reads the evidence or key-attestation bundle of palisade verify and palisade
 // key verify from path, or from stdin for "-", where it stops one byte past the largest
-// bundle: whatever is too large is refused by the parser, with its limit.
+// bundle: whatever is too large is refused by the parser, with its limit. A file is refused
+// past that size too (a device or a FIFO without end would otherwise be read until memory
+// runs out).
 func readEvidence(path string) ([]byte, error) {
 	if path == "-" {
 		return io.ReadAll(io.LimitReader(os.Stdin, keys.MaxAttestationSize+1))
 	}
-	return os.ReadFile(path)
+	return readBounded(path, keys.MaxAttestationSize, "evidence or a key attestation")
 }
 
 func runVerify(ctx context.Context, args []string) error {
@@ -158,7 +160,7 @@ func digestFlag(name, s string) ([32]byte, error) {
 }
 
 func readECKey(path string) (*ecdsa.PublicKey, error) {
-	b, err := os.ReadFile(path)
+	b, err := readBounded(path, maxPEMKeyFile, "a PEM key file")
 	if err != nil {
 		return nil, err
 	}
@@ -166,9 +168,14 @@ func readECKey(path string) (*ecdsa.PublicKey, error) {
 	if blk == nil {
 		return nil, fmt.Errorf("%s: no PEM block", path)
 	}
+	// The AK is pinned by its public key alone: a certificate or a private key given by
+	// mistake is named, not reported as an asn1 structure error.
+	if blk.Type != "PUBLIC KEY" {
+		return nil, fmt.Errorf("%s: PEM %q, want a PEM \"PUBLIC KEY\" (the attestation key, DER SubjectPublicKeyInfo)", path, blk.Type)
+	}
 	k, err := x509.ParsePKIXPublicKey(blk.Bytes)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", path, err)
+		return nil, fmt.Errorf("%s: not a DER SubjectPublicKeyInfo: %w", path, err)
 	}
 	ek, ok := k.(*ecdsa.PublicKey)
 	if !ok {

@@ -59,6 +59,9 @@ const (
 	maxCBORNestLevels = 8
 )
 
+// MaxSignedSize bounds a signed configuration (the COSE_Sign1 of a MaxDocumentSize payload).
+const MaxSignedSize = MaxDocumentSize + maxSignatureSize
+
 // Errors callers can test with errors.Is.
 var (
 	ErrInvalid      = errors.New("invalid configuration")
@@ -217,13 +220,19 @@ func ParseJSON(b []byte) (*Config, error) {
 	if len(b) > MaxDocumentSize {
 		return nil, fmt.Errorf("%w: document of %d bytes exceeds the limit of %d bytes (1 MiB)", ErrInvalid, len(b), MaxDocumentSize)
 	}
+	// encoding/json says only "EOF" or "unexpected EOF" for an empty or cut file.
+	if len(bytes.TrimSpace(b)) == 0 {
+		return nil, fmt.Errorf("%w: empty document (%d bytes)", ErrInvalid, len(b))
+	}
 	if err := checkJSONKeys(b); err != nil {
 		return nil, err
 	}
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	var d jsonDoc
-	if err := dec.Decode(&d); err != nil {
+	if err := dec.Decode(&d); errors.Is(err, io.ErrUnexpectedEOF) {
+		return nil, fmt.Errorf("%w: document ends early (truncated?) after %d bytes", ErrInvalid, len(b))
+	} else if err != nil {
 		return nil, fmt.Errorf("%w: %v", ErrInvalid, err)
 	}
 	if _, err := dec.Token(); err != io.EOF {

@@ -90,6 +90,11 @@ func TestParseJSONRefuses(t *testing.T) {
 		{"case only", `{"VERSION":1}`, `unknown field "VERSION"`},
 		{"not an object", `[1]`, "must be a JSON object"},
 		{"too deep", `{"version":1,"pals":{"a":[[[[[[[["x"]]]]]]]]}}`, "nested more than 8 levels"},
+		// An empty or cut file said only "EOF" or "unexpected EOF".
+		{"empty", ``, "empty document"},
+		{"blank", " \n\t", "empty document"},
+		{"truncated", `{"version":1,"pals":{"p"`, "document ends early (truncated?)"},
+		{"truncated in key", `{"versi`, "document ends early (truncated?)"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := ParseJSON([]byte(tc.doc))

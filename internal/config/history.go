@@ -79,7 +79,9 @@ func decodeRecord(b []byte) (Entry, int, error) {
 
 // DecodeHistory decodes a whole history and verifies its chain: sequence numbers count from 1,
 // versions increase, each entry's Prev is the hash of the one before. The error names the
-// first entry that breaks the chain.
+// first entry that breaks the chain, and the entries returned with it are those the chain
+// still vouches for: a broken link at entry k means entry k-1 or entry k was modified, so
+// entry k-1 is not returned either.
 func DecodeHistory(b []byte) ([]Entry, error) {
 	var out []Entry
 	var prev Measurement
@@ -89,6 +91,9 @@ func DecodeHistory(b []byte) ([]Entry, error) {
 			return out, fmt.Errorf("at byte %d: %w", off, err)
 		}
 		if err := checkLink(out, prev, e); err != nil {
+			if e.Seq == uint64(len(out))+1 && e.Prev != prev && len(out) > 0 {
+				return out[:len(out)-1], err
+			}
 			return out, err
 		}
 		out = append(out, e)
@@ -104,7 +109,8 @@ func checkLink(before []Entry, prev Measurement, e Entry) error {
 		return fmt.Errorf("%w: entry %d has sequence number %d", ErrHistory, want, e.Seq)
 	}
 	if e.Prev != prev {
-		return fmt.Errorf("%w: entry %d: broken link: previous hash %s, expected %s", ErrHistory, e.Seq, e.Prev.Short(), prev.Short())
+		return fmt.Errorf("%w: entry %d: broken link: previous hash %s, expected %s (entry %d or entry %d was modified)",
+			ErrHistory, e.Seq, e.Prev.Short(), prev.Short(), e.Seq-1, e.Seq)
 	}
 	if len(before) > 0 && e.Version <= before[len(before)-1].Version {
 		return fmt.Errorf("%w: entry %d: version %d does not increase", ErrHistory, e.Seq, e.Version)

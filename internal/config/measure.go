@@ -147,6 +147,11 @@ func MeasureTree(root string) (Measurement, error) {
 	if err != nil {
 		return Measurement{}, fmt.Errorf("measure tree: %w", err)
 	}
+	if st.Mode()&os.ModeSymlink != 0 {
+		// Following it would measure another path than the one named; refused, but named.
+		target, _ := os.Readlink(root)
+		return Measurement{}, fmt.Errorf("measure tree %s: a symbolic link to %s: give the directory itself", root, target)
+	}
 	if !st.IsDir() {
 		return Measurement{}, fmt.Errorf("measure tree %s: not a directory", root)
 	}

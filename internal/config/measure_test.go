@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -150,6 +151,20 @@ func TestMeasureTreeRefusesSpecialFiles(t *testing.T) {
 	f := filepath.Join(root, "bin/app")
 	if _, err := MeasureTree(f); err == nil {
 		t.Fatal("a file measured as a tree")
+	}
+}
+
+// A tree given through a symbolic link to it is refused naming the link and where it points
+// (it said "not a directory" of what `ls` shows as one: palisade measure LINK, exec --tree LINK).
+func TestMeasureTreeRootSymlinkNamed(t *testing.T) {
+	root := makeTree(t)
+	link := filepath.Join(t.TempDir(), "link")
+	if err := os.Symlink(root, link); err != nil {
+		t.Fatal(err)
+	}
+	_, err := MeasureTree(link)
+	if err == nil || !strings.Contains(err.Error(), ": a symbolic link to "+root+": give the directory itself") {
+		t.Fatalf("got %v", err)
 	}
 }
 

@@ -68,15 +68,18 @@ func Diff(old, new *Config) Plan {
 		case !inNew:
 			p.SecretsDropped = append(p.SecretsDropped, s)
 		}
+		// A recipient is a kind and a name: a name listed on both sides that turned from a
+		// PAL into an app (or back) is other code, so its old kind loses the secret and its
+		// new kind gains it.
 		for _, n := range nn {
-			if !slices.Contains(on, n) {
-				k, _, _ := new.Lookup(n)
+			k, _, _ := new.Lookup(n)
+			if oldKind, _, _ := old.Lookup(n); !slices.Contains(on, n) || oldKind != k {
 				p.Gains = append(p.Gains, Access{Kind: k, Name: n, Secret: s})
 			}
 		}
 		for _, n := range on {
-			if !slices.Contains(nn, n) {
-				k, _, _ := old.Lookup(n)
+			k, _, _ := old.Lookup(n)
+			if newKind, _, _ := new.Lookup(n); !slices.Contains(nn, n) || newKind != k {
 				p.Losses = append(p.Losses, Access{Kind: k, Name: n, Secret: s})
 			}
 		}

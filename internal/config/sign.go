@@ -167,9 +167,9 @@ func Inspect(raw []byte) (*Config, KeyID, error) {
 
 func parseSign1(raw []byte) (*cose.Sign1Message, KeyID, error) {
 	var kid KeyID
-	if len(raw) > MaxDocumentSize+maxSignatureSize {
+	if len(raw) > MaxSignedSize {
 		return nil, kid, fmt.Errorf("%w: %d bytes exceeds the limit of %d bytes (a 1 MiB document and %d bytes of signature)",
-			ErrMalformed, len(raw), MaxDocumentSize+maxSignatureSize, maxSignatureSize)
+			ErrMalformed, len(raw), MaxSignedSize, maxSignatureSize)
 	}
 	var msg cose.Sign1Message
 	if err := msg.UnmarshalCBOR(raw); err != nil {

@@ -152,7 +152,7 @@ func InitState(dir string, admin crypto.PublicKey) error {
 func OpenState(dir string, o Options) (*State, error) {
 	b, err := os.ReadFile(filepath.Join(dir, fileAdminKey))
 	if err != nil {
-		return nil, fmt.Errorf("state %s: no pinned administrator key (run 'palisade config init'): %w", dir, err)
+		return nil, fmt.Errorf("state %s: no pinned administrator key (pin one: 'palisade config init --state-dir DIR', or 'palisade config apply --admin-pub ADMIN.pub' the first time): %w", dir, err)
 	}
 	pub, err := ParsePublicKey(b)
 	if err != nil {
@@ -451,7 +451,10 @@ func (s *State) checkHead(snap *snapshot) error {
 	}
 	last := snap.history[len(snap.history)-1]
 	if last.Hash() != p.Head || last.Seq != p.Seq || last.Version != p.Version || last.Config != p.Config {
-		return fmt.Errorf("%w: active pointer does not match the last history entry", ErrHistory)
+		// Nothing vouches for the last entry any more: it is not reported as part of the
+		// verified history.
+		snap.history = snap.history[:len(snap.history)-1]
+		return fmt.Errorf("%w: active pointer does not match the last history entry (entry %d or the pointer was modified)", ErrHistory, last.Seq)
 	}
 	act, err := s.readConfig(p.Config, p.Version)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -95,6 +96,11 @@ func TestApplyTransitions(t *testing.T) {
 func TestInitStatePinsOneKey(t *testing.T) {
 	a, b := newKey(t, "ed25519"), newKey(t, "ed25519")
 	dir := t.TempDir()
+	// Before a key is pinned, the error says both ways to pin one (it named only config
+	// init, although the first config apply pins with --admin-pub).
+	if _, err := OpenState(dir, Options{}); err == nil || !strings.Contains(err.Error(), "config apply --admin-pub") {
+		t.Fatalf("OpenState without a pinned key: %v", err)
+	}
 	if err := InitState(dir, a.Public()); err != nil {
 		t.Fatal(err)
 	}
@@ -472,7 +478,9 @@ func TestDecodeHistoryReportsBrokenLink(t *testing.T) {
 		recs = append(recs, r)
 	}
 	got, err := DecodeHistory(bytes.Join(recs, nil))
-	if !errors.Is(err, ErrHistory) || !strings.Contains(err.Error(), "entry 3: broken link") || len(got) != 2 {
+	// Entry 2 was modified: only entry 1 is still vouched for.
+	if !errors.Is(err, ErrHistory) || !strings.Contains(err.Error(), "entry 3: broken link") ||
+		!strings.Contains(err.Error(), "entry 2 or entry 3 was modified") || len(got) != 1 {
 		t.Fatalf("got %d entries, %v", len(got), err)
 	}
 	es[1].Changes, es[2].Seq = nil, 4
@@ -483,6 +491,51 @@ func TestDecodeHistoryReportsBrokenLink(t *testing.T) {
 	}
 	if _, err := DecodeHistory(bytes.Join(recs, nil)); err == nil || !strings.Contains(err.Error(), "sequence number 4") {
 		t.Fatalf("sequence gap: %v", err)
+	}
+}
+
+// TestHistoryReportsOnlyVouchedEntries: config history printed a modified entry among the
+// ones it said were verified ("NOT verified after 2 entries" with entry 2 rewritten, or the
+// last entry rewritten): only entries the chain and the active pointer still vouch for are
+// returned with the error.
+func TestHistoryReportsOnlyVouchedEntries(t *testing.T) {
+	admin := newKey(t, "ed25519")
+	for _, tc := range []struct {
+		name     string
+		modify   uint64 // the entry whose recorded changes are rewritten
+		vouched  int
+		inReport string
+	}{
+		{"middle entry", 2, 1, "entry 2 or entry 3 was modified"},
+		{"last entry", 3, 2, "entry 3 or the pointer was modified"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newState(t, admin)
+			for v := uint64(1); v <= 3; v++ {
+				c := baseConfig(v)
+				c.Apps["web"] = append(c.Apps["web"], meas(fmt.Sprint("web-v", v)))
+				mustApply(t, st, mustSign(t, c, admin))
+			}
+			p := filepath.Join(st.Dir(), fileHistory)
+			b, err := os.ReadFile(p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Every entry records "app web: + <hex of web-vN>": rewrite one hex digit of entry N's.
+			h := []byte(meas(fmt.Sprint("web-v", tc.modify)).String())
+			i := bytes.Index(b, h)
+			if i < 0 {
+				t.Fatal("change line not found")
+			}
+			b[i] ^= 0x01
+			if err := os.WriteFile(p, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+			got, err := st.History()
+			if !errors.Is(err, ErrHistory) || !strings.Contains(err.Error(), tc.inReport) || len(got) != tc.vouched {
+				t.Fatalf("got %d entries, %v; want %d and %q", len(got), err, tc.vouched, tc.inReport)
+			}
+		})
 	}
 }
 
