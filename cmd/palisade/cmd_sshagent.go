@@ -55,9 +55,21 @@ func runSSHAgent(ctx context.Context, args []string) error {
 	if len(pos) > 0 {
 		return usageErrorf("unexpected arguments %q", pos)
 	}
+	// Every flag value is checked before the daemon is dialled: a bad one is bad usage
+	// (status 2) whether or not palisaded is up.
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
 		return usageErrorf("--log-level %q: want debug, info, warn or error", *logLevel)
+	}
+	if *pinCache < 0 {
+		return usageErrorf("--pin-cache %v: want a duration ≥ 0", *pinCache)
+	}
+	if *confirm && *askpass == "" {
+		return usageErrorf("--confirm needs an askpass program (--askpass or $SSH_ASKPASS) to ask with")
+	}
+	uids, err := ids("allow-uid", *allowUIDs, false)
+	if err != nil {
+		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	// agent.ServeAgent reports every refused request through the standard logger, in a
@@ -65,10 +77,6 @@ func runSSHAgent(ctx context.Context, args []string) error {
 	// the agent logs refusals itself (Session), so those lines go to its log at debug level.
 	stdlog.SetFlags(0)
 	stdlog.SetOutput(slog.NewLogLogger(log.Handler(), slog.LevelDebug).Writer())
-	uids, err := ids(*allowUIDs, false)
-	if err != nil {
-		return err
-	}
 	// Started by systemd through a socket unit (dist/): serve the socket it passes. Taken
 	// first, so that the checks below know its path and a daemon that is not up yet does not
 	// make the agent exit (systemd would start it again at each connection).
@@ -78,6 +86,11 @@ func runSSHAgent(ctx context.Context, args []string) error {
 	}
 	if activated != nil {
 		*listen = activated.Addr().String()
+	}
+	if *forward != "" {
+		if abs, err := filepath.Abs(*forward); err == nil && abs == mustAbs(*listen) {
+			return usageErrorf("--forward %s is the agent's own socket", *forward)
+		}
 	}
 	c, err := dial(ctx, *socket)
 	// Socket-activated while palisaded is starting (a boot, a restart): connections wait in
@@ -95,9 +108,6 @@ func runSSHAgent(ctx context.Context, args []string) error {
 		return err
 	}
 	defer c.Close()
-	if *pinCache < 0 {
-		return usageErrorf("--pin-cache %v: want a duration ≥ 0", *pinCache)
-	}
 	o := sshagent.Options{Client: c, Logger: log, PINCache: *pinCache}
 	if *keyNames != "" {
 		for _, n := range strings.Split(*keyNames, ",") {
@@ -107,9 +117,6 @@ func runSSHAgent(ctx context.Context, args []string) error {
 		}
 	}
 	if *forward != "" {
-		if abs, err := filepath.Abs(*forward); err == nil && abs == mustAbs(*listen) {
-			return usageErrorf("--forward %s is the agent's own socket", *forward)
-		}
 		o.Forward = sshagent.DialForward(*forward)
 	}
 	for _, f := range strings.Split(*certs, ",") {
@@ -122,9 +129,6 @@ func runSSHAgent(ctx context.Context, args []string) error {
 		o.PIN = func(k client.KeyInfo) ([]byte, error) { return askPIN(prog, k.Name) }
 	}
 	if *confirm {
-		if *askpass == "" {
-			return usageErrorf("--confirm needs an askpass program (--askpass or $SSH_ASKPASS) to ask with")
-		}
 		prog := *askpass
 		o.Confirm = func(k client.KeyInfo) error { return askConfirm(prog, k.Name) }
 	}
