@@ -6,11 +6,14 @@ import (
 	"fmt"
 	stdlog "log"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/palisade-project/palisade/client"
@@ -92,6 +95,15 @@ func runSSHAgent(ctx context.Context, args []string) error {
 			return usageErrorf("--forward %s is the agent's own socket", *forward)
 		}
 	}
+	// SIGHUP (the terminal the agent was started from went away) stops the agent as SIGTERM
+	// and SIGINT do (main), removing its socket, as OpenSSH's ssh-agent does; it killed the
+	// agent, leaving the socket behind. An agent started with SIGHUP ignored (nohup) keeps
+	// it ignored: signal.Notify would otherwise make SIGHUP stop it.
+	if !signal.Ignored(syscall.SIGHUP) {
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, syscall.SIGHUP)
+		defer stop()
+	}
 	c, err := dial(ctx, *socket)
 	// Socket-activated while palisaded is starting (a boot, a restart): connections wait in
 	// the socket's queue, so wait a while for the daemon rather than fail the unit at once.
@@ -152,12 +164,16 @@ func runSSHAgent(ctx context.Context, args []string) error {
 		// Each request asks the daemon again: report, and serve.
 		log.Warn("ssh-agent: palisaded not usable yet; serving anyway", "err", err)
 	}
-	l := activated
-	if l == nil {
-		if l, err = sshagent.Listen(*listen); err != nil {
+	var l net.Listener = activated
+	if activated == nil {
+		sl, err := sshagent.Listen(*listen)
+		if err != nil {
 			return err
 		}
-		defer os.Remove(*listen)
+		// Closed by srv.Close below, or here if the agent stops before serving: the socket
+		// and its lock are removed either way.
+		defer sl.Close()
+		l = sl
 	}
 	if *forward != "" {
 		// The same socket by another name (a symlink, a bind mount): every request would
