@@ -25,7 +25,7 @@ func init() {
 	register(&command{
 		name:    "ssh-agent",
 		summary: "an SSH agent serving palisaded's keys, signing in their PALs (docs/ssh.md)",
-		usage:   "[-a SOCKET] [--keys NAME,..] [--cert FILE,..] [--confirm] [--pin-cache DURATION] [--forward AGENT_SOCKET] [--askpass PROGRAM] [--allow-uid UID,..] [--socket PATH] [--log-level L]",
+		usage:   "[-a SOCKET] [--keys NAME,..] [--cert FILE,..] [--confirm] [--pin-cache DURATION] [--forward AGENT_SOCKET] [--askpass PROGRAM] [--allow-uid UID,..] [--daemon-wait DURATION] [--socket PATH] [--log-level L]",
 		run:     runSSHAgent,
 	})
 }
@@ -50,6 +50,7 @@ func runSSHAgent(ctx context.Context, args []string) error {
 	certs := fs.String("cert", "", "OpenSSH certificates of served keys (key-cert.pub files, comma-separated): listed after their key, re-read at each listing")
 	pinCache := fs.Duration("pin-cache", 0, "keep a key's PIN this long after askpass gave it (e.g. 5m); 0: ask at every signature")
 	confirm := fs.Bool("confirm", false, "ask for confirmation before every signature, through the askpass program (as ssh-add -c does)")
+	daemonWait := fs.Duration("daemon-wait", sshagent.DefaultDaemonWait, "how long requests wait for palisaded when it does not answer (a restart); once it has not answered for this long, they fail at once until it is back")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error (to stderr)")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -66,6 +67,9 @@ func runSSHAgent(ctx context.Context, args []string) error {
 	}
 	if *pinCache < 0 {
 		return usageErrorf("--pin-cache %v: want a duration ≥ 0", *pinCache)
+	}
+	if *daemonWait < 0 {
+		return usageErrorf("--daemon-wait %v: want a duration ≥ 0", *daemonWait)
 	}
 	if *confirm && *askpass == "" {
 		return usageErrorf("--confirm needs an askpass program (--askpass or $SSH_ASKPASS) to ask with")
@@ -120,7 +124,10 @@ func runSSHAgent(ctx context.Context, args []string) error {
 		return err
 	}
 	defer c.Close()
-	o := sshagent.Options{Client: c, Logger: log, PINCache: *pinCache}
+	o := sshagent.Options{Client: c, Logger: log, PINCache: *pinCache, DaemonWait: *daemonWait}
+	if *daemonWait == 0 {
+		o.DaemonWait = -1 // Options' zero is the default
+	}
 	if *keyNames != "" {
 		for _, n := range strings.Split(*keyNames, ",") {
 			if n = strings.TrimSpace(n); n != "" {

@@ -181,3 +181,93 @@ func TestAgentSIGHUP(t *testing.T) {
 	p.Stop()
 	gone(t, sock)
 }
+
+// TestAgentDaemonDown drives the agent (no --forward) with OpenSSH's ssh-add while palisaded is
+// stopped, back, and restarting. Stopped: the first request waits for it up to
+// sshagent.DefaultDaemonWait and fails; every later one (list, signature, -d, -D) fails at
+// once; each waited client.ReconnectWait (10 s). Back: the next request is served. Restarting:
+// requests made while the daemon is down are served once it is up again (a restart is ridden
+// through), not failed.
+func TestAgentDaemonDown(t *testing.T) {
+	ossh.NeedTools(t, "ssh-add")
+	e := ossh.NewEnv(t)
+	e.Palisade("key", "create", "k", "--alg", "ed25519")
+	pub := filepath.Join(e.Dir, "k.pub")
+	if err := os.WriteFile(pub, []byte(e.Palisade("key", "public", "k", "--ssh")), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	sock, _ := e.Agent("down")
+	type result struct {
+		out  string
+		code int
+		took time.Duration
+	}
+	sshAdd := func(args ...string) result {
+		start := time.Now()
+		out, errs, code := e.Run([]string{"SSH_AUTH_SOCK=" + sock}, "", "ssh-add", args...)
+		return result{out + errs, code, time.Since(start)}
+	}
+	listOK := func(r result) bool { return r.code == 0 && strings.Contains(r.out, "palisade:k") }
+	requests := []struct {
+		name string
+		args []string
+		ok   func(result) bool // the answer with the daemon up
+	}{
+		{"list", []string{"-l"}, listOK},
+		{"signature", []string{"-T", pub}, func(r result) bool { return r.code == 0 }},
+		{"remove", []string{"-d", pub}, func(r result) bool { return r.code != 0 }}, // refused: a Palisade key stays
+		{"remove all", []string{"-D"}, func(r result) bool { return r.code != 0 }},  // likewise
+	}
+	for _, rq := range requests {
+		if r := sshAdd(rq.args...); !rq.ok(r) {
+			t.Fatalf("ssh-add %s with the daemon up: exit %d %s", strings.Join(rq.args, " "), r.code, r.out)
+		}
+	}
+
+	e.StopDaemon()
+	r := sshAdd("-l")
+	t.Logf("first ssh-add -l with palisaded stopped: exit %d in %v", r.code, r.took)
+	if r.code == 0 || !strings.Contains(r.out, "error fetching identities") || r.took > sshagent.DefaultDaemonWait+2*time.Second {
+		t.Errorf("first ssh-add -l with palisaded stopped: exit %d in %v, want a failure within %v: %s", r.code, r.took, sshagent.DefaultDaemonWait, r.out)
+	}
+	for _, rq := range requests {
+		r := sshAdd(rq.args...)
+		t.Logf("ssh-add %s with palisaded stopped: exit %d in %v", strings.Join(rq.args, " "), r.code, r.took)
+		if r.code == 0 || r.took > time.Second {
+			t.Errorf("ssh-add %s with palisaded stopped: exit %d in %v, want a failure at once: %s", strings.Join(rq.args, " "), r.code, r.took, r.out)
+		}
+	}
+
+	e.StartDaemon()
+	r = sshAdd("-l")
+	t.Logf("ssh-add -l with palisaded back: exit %d in %v", r.code, r.took)
+	if !listOK(r) || r.took > 2*time.Second {
+		t.Errorf("ssh-add -l with palisaded back: exit %d in %v: %s", r.code, r.took, r.out)
+	}
+
+	// A restart: requests made while the daemon is down are answered once it is back.
+	for round := 0; round < 2; round++ {
+		e.StopDaemon()
+		stopped := time.Now()
+		results := make([]result, 2)
+		var wg sync.WaitGroup
+		for i, args := range [][]string{{"-l"}, {"-T", pub}} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				results[i] = sshAdd(args...)
+			}()
+		}
+		time.Sleep(100 * time.Millisecond) // the requests reach the agent while the daemon is down
+		e.StartDaemon()
+		gap := time.Since(stopped)
+		wg.Wait()
+		t.Logf("restart %d: palisaded down for %v; ssh-add -l took %v, ssh-add -T %v", round, gap, results[0].took, results[1].took)
+		if !listOK(results[0]) {
+			t.Errorf("restart %d (down %v): ssh-add -l: exit %d in %v: %s", round, gap, results[0].code, results[0].took, results[0].out)
+		}
+		if results[1].code != 0 {
+			t.Errorf("restart %d (down %v): ssh-add -T: exit %d in %v: %s", round, gap, results[1].code, results[1].took, results[1].out)
+		}
+	}
+}
