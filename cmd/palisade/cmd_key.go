@@ -235,13 +235,13 @@ func keyCreate(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
+	if *sshLine && !sshagent.Supported(*alg) {
+		return usageErrorf("key create: --ssh with --alg %s: SSH keys are ed25519, ecdsa-p256, rsa-2048 or rsa-3072", *alg)
+	}
 	switch *alg {
 	case client.AlgECDSAP256, client.AlgEd25519, client.AlgRSA2048, client.AlgRSA3072:
 	default:
 		return usageErrorf("key create: --alg %q: want ecdsa-p256, ed25519, rsa-2048 or rsa-3072", *alg)
-	}
-	if *sshLine && !sshagent.Supported(*alg) {
-		return usageErrorf("key create: --ssh with --alg %s: SSH keys are ed25519, ecdsa-p256, rsa-2048 or rsa-3072", *alg)
 	}
 	o, err := opts(ctx, pos[0])
 	if err != nil {
