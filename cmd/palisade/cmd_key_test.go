@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -237,4 +238,40 @@ func keyDaemon(t *testing.T) string {
 			t.Fatalf("palisaded did not come up: %v\n%s", err, log.String())
 		}
 	}
+}
+
+// FuzzIDs: ids never panics; it resolves each non-empty field to one id or refuses the list;
+// an all-digit field is taken as the id it spells, or refused as out of range, as a usage
+// error, never looked up as a name.
+func FuzzIDs(f *testing.F) {
+	for _, s := range []string{"root", "0,1", " 0 , root ,", "4294967295", "4294967296", "nosuchuser", ",,", "-1", "1e3"} {
+		f.Add(s, false)
+		f.Add(s, true)
+	}
+	f.Fuzz(func(t *testing.T, list string, group bool) {
+		out, err := ids("allow-user", list, group)
+		var fields []string
+		for _, fld := range strings.Split(list, ",") {
+			if fld = strings.TrimSpace(fld); fld != "" {
+				fields = append(fields, fld)
+			}
+		}
+		if err != nil {
+			if !strings.Contains(err.Error(), "--allow-user ") {
+				t.Fatalf("%q: error %v does not name the flag", list, err)
+			}
+			return
+		}
+		if len(out) != len(fields) {
+			t.Fatalf("%q: %d ids for %d fields", list, len(out), len(fields))
+		}
+		for i, fld := range fields {
+			if strings.Trim(fld, "0123456789") != "" {
+				continue
+			}
+			if n, err := strconv.ParseUint(fld, 10, 32); err != nil || uint32(n) != out[i] {
+				t.Fatalf("%q: field %q gave id %d", list, fld, out[i])
+			}
+		}
+	})
 }
