@@ -82,6 +82,9 @@ func unreachable(path string, err error) string {
 	return fmt.Sprintf("cannot reach palisaded at %s: %s (%v)", path, hint, err)
 }
 
+// Socket returns the path of the daemon's socket the Client dials.
+func (c *Client) Socket() string { return c.path }
+
 // Close closes the connection.
 func (c *Client) Close() error {
 	c.lean.close()

@@ -12,6 +12,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"math/big"
 	"net"
 	"net/url"
@@ -100,35 +101,55 @@ func keyArgs(fs *flag.FlagSet, args []string, want int, what string) ([]string, 
 	return pos, nil
 }
 
-// ids resolves a comma-separated list of user (or group) names and numbers.
-func ids(list string, group bool) ([]uint32, error) {
+// ids resolves the comma-separated user (or group) names and numbers given to the flag flagName.
+// A name the user database does not know, or a number that is not a 32-bit id, is bad usage
+// (exit status 2, docs/cli.md), refused before anything is sent to the daemon; a user database
+// that cannot be read is a failure (status 1).
+func ids(flagName, list string, group bool) ([]uint32, error) {
+	kind := "user"
+	if group {
+		kind = "group"
+	}
 	var out []uint32
 	for _, f := range strings.Split(list, ",") {
 		f = strings.TrimSpace(f)
 		if f == "" {
 			continue
 		}
-		if n, err := strconv.ParseUint(f, 10, 32); err == nil {
+		if strings.Trim(f, "0123456789") == "" {
+			n, err := strconv.ParseUint(f, 10, 32)
+			if err != nil {
+				return nil, usageErrorf("--%s %s: %s id out of range (0..%d)", flagName, f, kind, uint32(math.MaxUint32))
+			}
 			out = append(out, uint32(n))
 			continue
 		}
-		var id string
+		var (
+			id  string
+			err error
+		)
 		if group {
-			g, err := user.LookupGroup(f)
-			if err != nil {
-				return nil, fmt.Errorf("group %q: %w", f, err)
+			var g *user.Group
+			if g, err = user.LookupGroup(f); err == nil {
+				id = g.Gid
 			}
-			id = g.Gid
 		} else {
-			u, err := user.Lookup(f)
-			if err != nil {
-				return nil, fmt.Errorf("user %q: %w", f, err)
+			var u *user.User
+			if u, err = user.Lookup(f); err == nil {
+				id = u.Uid
 			}
-			id = u.Uid
+		}
+		var unknownUser user.UnknownUserError
+		var unknownGroup user.UnknownGroupError
+		switch {
+		case errors.As(err, &unknownUser), errors.As(err, &unknownGroup):
+			return nil, usageErrorf("--%s %s: no such %s (want %s names or numeric ids, comma-separated)", flagName, f, kind, kind)
+		case err != nil:
+			return nil, fmt.Errorf("--%s %s: looking up the %s: %w", flagName, f, kind, err)
 		}
 		n, err := strconv.ParseUint(id, 10, 32)
 		if err != nil {
-			return nil, fmt.Errorf("%q: id %q: %w", f, id, err)
+			return nil, fmt.Errorf("--%s %s: %s id %q: %w", flagName, f, kind, id, err)
 		}
 		out = append(out, uint32(n))
 	}
@@ -183,12 +204,12 @@ func newKeyOptions(fs *flag.FlagSet) (opts func(ctx context.Context, name string
 		o := client.KeyCreateOptions{Name: name, MaxTries: uint32(*tries)}
 		var err error
 		if *tries > 255 {
-			return o, usageErrorf("--max-tries %d: want 1..255", *tries)
+			return o, usageErrorf("--max-tries %d: want 1..255 (0: the daemon's default, 5)", *tries)
 		}
-		if o.AllowUIDs, err = ids(*users, false); err != nil {
+		if o.AllowUIDs, err = ids("allow-user", *users, false); err != nil {
 			return o, err
 		}
-		if o.AllowGIDs, err = ids(*groups, true); err != nil {
+		if o.AllowGIDs, err = ids("allow-group", *groups, true); err != nil {
 			return o, err
 		}
 		if *pinFile != "" {
@@ -216,6 +237,11 @@ func keyCreate(ctx context.Context, args []string) error {
 	}
 	if *sshLine && !sshagent.Supported(*alg) {
 		return usageErrorf("key create: --ssh with --alg %s: SSH keys are ed25519, ecdsa-p256, rsa-2048 or rsa-3072", *alg)
+	}
+	switch *alg {
+	case client.AlgECDSAP256, client.AlgEd25519, client.AlgRSA2048, client.AlgRSA3072:
+	default:
+		return usageErrorf("key create: --alg %q: want ecdsa-p256, ed25519, rsa-2048 or rsa-3072", *alg)
 	}
 	o, err := opts(ctx, pos[0])
 	if err != nil {
@@ -453,11 +479,11 @@ func keyAccess(ctx context.Context, args []string) error {
 	if err != nil {
 		return err
 	}
-	uids, err := ids(*users, false)
+	uids, err := ids("allow-user", *users, false)
 	if err != nil {
 		return err
 	}
-	gids, err := ids(*groups, true)
+	gids, err := ids("allow-group", *groups, true)
 	if err != nil {
 		return err
 	}
@@ -474,6 +500,9 @@ func keyPIN(ctx context.Context, args []string) error {
 	pos, err := keyArgs(fs, args, 1, "exactly one key name")
 	if err != nil {
 		return err
+	}
+	if *tries > 255 {
+		return usageErrorf("--max-tries %d: want 1..255 (0: the daemon's default, 5)", *tries)
 	}
 	if *oldFile == "-" && *newFile == "-" {
 		return usageErrorf("key pin: only one of the PINs can come from stdin")
@@ -644,6 +673,10 @@ func keyChain(ctx context.Context, args []string) error {
 	})
 }
 
+// maxKeyNonce is the longest nonce of a key attestation, in bytes (the daemon's limit,
+// docs/keys.md).
+const maxKeyNonce = 64
+
 func keyAttest(ctx context.Context, args []string) error {
 	fs, socket := keyFlags("attest", "NAME --nonce HEX [-o FILE]")
 	nonceHex := fs.String("nonce", "", "the verifier's nonce, 1..64 bytes in hex (required)")
@@ -653,8 +686,8 @@ func keyAttest(ctx context.Context, args []string) error {
 		return err
 	}
 	nonce, err := hex.DecodeString(*nonceHex)
-	if err != nil || len(nonce) == 0 {
-		return usageErrorf("--nonce: want 1..64 bytes in hex")
+	if err != nil || len(nonce) == 0 || len(nonce) > maxKeyNonce {
+		return usageErrorf("--nonce %q: want 1..%d bytes in hex", *nonceHex, maxKeyNonce)
 	}
 	return withClient(ctx, *socket, func(c *client.Client) error {
 		ev, err := c.KeyAttest(ctx, pos[0], nonce)
@@ -681,8 +714,8 @@ func keyVerify(_ context.Context, args []string) error {
 		return usageErrorf("key verify: want exactly one attestation file")
 	}
 	var o attest.Options
-	if o.Nonce, err = hex.DecodeString(*nonceHex); err != nil || len(o.Nonce) == 0 {
-		return usageErrorf("--nonce: want the hex nonce given to key attest")
+	if o.Nonce, err = hex.DecodeString(*nonceHex); err != nil || len(o.Nonce) == 0 || len(o.Nonce) > maxKeyNonce {
+		return usageErrorf("--nonce %q: want the hex nonce given to key attest (1..%d bytes)", *nonceHex, maxKeyNonce)
 	}
 	if o.Visor, err = digestFlag("visor", *visorHex); err != nil {
 		return err

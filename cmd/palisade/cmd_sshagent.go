@@ -6,11 +6,14 @@ import (
 	"fmt"
 	stdlog "log"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/palisade-project/palisade/client"
@@ -22,7 +25,7 @@ func init() {
 	register(&command{
 		name:    "ssh-agent",
 		summary: "an SSH agent serving palisaded's keys, signing in their PALs (docs/ssh.md)",
-		usage:   "[-a SOCKET] [--keys NAME,..] [--cert FILE,..] [--confirm] [--pin-cache DURATION] [--forward AGENT_SOCKET] [--askpass PROGRAM] [--allow-uid UID,..] [--socket PATH] [--log-level L]",
+		usage:   "[-a SOCKET] [--keys NAME,..] [--cert FILE,..] [--confirm] [--pin-cache DURATION] [--forward AGENT_SOCKET] [--askpass PROGRAM] [--allow-uid UID,..] [--daemon-wait DURATION] [--socket PATH] [--log-level L]",
 		run:     runSSHAgent,
 	})
 }
@@ -47,6 +50,7 @@ func runSSHAgent(ctx context.Context, args []string) error {
 	certs := fs.String("cert", "", "OpenSSH certificates of served keys (key-cert.pub files, comma-separated): listed after their key, re-read at each listing")
 	pinCache := fs.Duration("pin-cache", 0, "keep a key's PIN this long after askpass gave it (e.g. 5m); 0: ask at every signature")
 	confirm := fs.Bool("confirm", false, "ask for confirmation before every signature, through the askpass program (as ssh-add -c does)")
+	daemonWait := fs.Duration("daemon-wait", sshagent.DefaultDaemonWait, "how long requests wait for palisaded when it does not answer (a restart); once it has not answered for this long, they fail at once until it is back")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error (to stderr)")
 	pos, err := parseInterspersed(fs, args)
 	if err != nil {
@@ -55,9 +59,24 @@ func runSSHAgent(ctx context.Context, args []string) error {
 	if len(pos) > 0 {
 		return usageErrorf("unexpected arguments %q", pos)
 	}
+	// Every flag value is checked before the daemon is dialled: a bad one is bad usage
+	// (status 2) whether or not palisaded is up.
 	var lvl slog.Level
 	if err := lvl.UnmarshalText([]byte(*logLevel)); err != nil {
 		return usageErrorf("--log-level %q: want debug, info, warn or error", *logLevel)
+	}
+	if *pinCache < 0 {
+		return usageErrorf("--pin-cache %v: want a duration ≥ 0", *pinCache)
+	}
+	if *daemonWait < 0 {
+		return usageErrorf("--daemon-wait %v: want a duration ≥ 0", *daemonWait)
+	}
+	if *confirm && *askpass == "" {
+		return usageErrorf("--confirm needs an askpass program (--askpass or $SSH_ASKPASS) to ask with")
+	}
+	uids, err := ids("allow-uid", *allowUIDs, false)
+	if err != nil {
+		return err
 	}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: lvl}))
 	// agent.ServeAgent reports every refused request through the standard logger, in a
@@ -65,10 +84,6 @@ func runSSHAgent(ctx context.Context, args []string) error {
 	// the agent logs refusals itself (Session), so those lines go to its log at debug level.
 	stdlog.SetFlags(0)
 	stdlog.SetOutput(slog.NewLogLogger(log.Handler(), slog.LevelDebug).Writer())
-	uids, err := ids(*allowUIDs, false)
-	if err != nil {
-		return err
-	}
 	// Started by systemd through a socket unit (dist/): serve the socket it passes. Taken
 	// first, so that the checks below know its path and a daemon that is not up yet does not
 	// make the agent exit (systemd would start it again at each connection).
@@ -78,6 +93,20 @@ func runSSHAgent(ctx context.Context, args []string) error {
 	}
 	if activated != nil {
 		*listen = activated.Addr().String()
+	}
+	if *forward != "" {
+		if abs, err := filepath.Abs(*forward); err == nil && abs == mustAbs(*listen) {
+			return usageErrorf("--forward %s is the agent's own socket", *forward)
+		}
+	}
+	// SIGHUP (the terminal the agent was started from went away) stops the agent as SIGTERM
+	// and SIGINT do (main), removing its socket, as OpenSSH's ssh-agent does; it killed the
+	// agent, leaving the socket behind. An agent started with SIGHUP ignored (nohup) keeps
+	// it ignored: signal.Notify would otherwise make SIGHUP stop it.
+	if !signal.Ignored(syscall.SIGHUP) {
+		var stop context.CancelFunc
+		ctx, stop = signal.NotifyContext(ctx, syscall.SIGHUP)
+		defer stop()
 	}
 	c, err := dial(ctx, *socket)
 	// Socket-activated while palisaded is starting (a boot, a restart): connections wait in
@@ -95,10 +124,10 @@ func runSSHAgent(ctx context.Context, args []string) error {
 		return err
 	}
 	defer c.Close()
-	if *pinCache < 0 {
-		return usageErrorf("--pin-cache %v: want a duration ≥ 0", *pinCache)
+	o := sshagent.Options{Client: c, Logger: log, PINCache: *pinCache, DaemonWait: *daemonWait}
+	if *daemonWait == 0 {
+		o.DaemonWait = -1 // Options' zero is the default
 	}
-	o := sshagent.Options{Client: c, Logger: log, PINCache: *pinCache}
 	if *keyNames != "" {
 		for _, n := range strings.Split(*keyNames, ",") {
 			if n = strings.TrimSpace(n); n != "" {
@@ -107,9 +136,6 @@ func runSSHAgent(ctx context.Context, args []string) error {
 		}
 	}
 	if *forward != "" {
-		if abs, err := filepath.Abs(*forward); err == nil && abs == mustAbs(*listen) {
-			return usageErrorf("--forward %s is the agent's own socket", *forward)
-		}
 		o.Forward = sshagent.DialForward(*forward)
 	}
 	for _, f := range strings.Split(*certs, ",") {
@@ -122,9 +148,6 @@ func runSSHAgent(ctx context.Context, args []string) error {
 		o.PIN = func(k client.KeyInfo) ([]byte, error) { return askPIN(prog, k.Name) }
 	}
 	if *confirm {
-		if *askpass == "" {
-			return usageErrorf("--confirm needs an askpass program (--askpass or $SSH_ASKPASS) to ask with")
-		}
 		prog := *askpass
 		o.Confirm = func(k client.KeyInfo) error { return askConfirm(prog, k.Name) }
 	}
@@ -148,12 +171,16 @@ func runSSHAgent(ctx context.Context, args []string) error {
 		// Each request asks the daemon again: report, and serve.
 		log.Warn("ssh-agent: palisaded not usable yet; serving anyway", "err", err)
 	}
-	l := activated
-	if l == nil {
-		if l, err = sshagent.Listen(*listen); err != nil {
+	var l net.Listener = activated
+	if activated == nil {
+		sl, err := sshagent.Listen(*listen)
+		if err != nil {
 			return err
 		}
-		defer os.Remove(*listen)
+		// Closed by srv.Close below, or here if the agent stops before serving: the socket
+		// and its lock are removed either way.
+		defer sl.Close()
+		l = sl
 	}
 	if *forward != "" {
 		// The same socket by another name (a symlink, a bind mount): every request would

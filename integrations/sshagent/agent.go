@@ -16,9 +16,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"sort"
 	"sync"
+	"syscall"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -97,11 +99,23 @@ type Options struct {
 	Certs []string
 	// SignTimeout bounds each signature, waiting for a restarting daemon included (default 30 s).
 	SignTimeout time.Duration
+	// DaemonWait is how long requests wait for palisaded when nothing answers on its socket
+	// (a restart), counted from the moment the agent found it so: a restart is ridden
+	// through, and once the daemon has been unreachable this long, requests fail at once
+	// (without --forward: ssh-add -l fails, ssh tries its other keys) until it is back.
+	// Default DefaultDaemonWait; negative: no wait.
+	DaemonWait time.Duration
 	// UnlockDelay is slept after an incorrect unlock passphrase, as OpenSSH's agent does, to
 	// slow guessing (default 1 s; negative: none).
 	UnlockDelay time.Duration
 	Logger      *slog.Logger
 }
+
+// DefaultDaemonWait is Options.DaemonWait's default: several times what a restart of palisaded
+// takes (0.2–0.8 s measured, with the development root and with swtpm), short enough that an
+// interactive ssh or ssh-add waits little when the daemon is down. client.ReconnectWait (10 s),
+// which a program's calls wait, made every agent request wait 10 s while the daemon was down.
+const DefaultDaemonWait = 3 * time.Second
 
 // Agent implements agent.ExtendedAgent over palisaded's named keys. It is safe for concurrent
 // use: ServeAgent runs one goroutine per connection.
@@ -120,6 +134,9 @@ type Agent struct {
 	// nil before the first: a signature request for another key goes to the forwarded agent
 	// first, without waiting for a daemon that may be down.
 	listed map[string]bool
+	// downSince is when a request first found nothing answering on the daemon's socket, zero
+	// while the daemon answers (daemonUp).
+	downSince time.Time
 
 	// unlockMu serialises unlock attempts, the delay after a wrong one included: guesses sent
 	// on many connections at once are then as slow as on one (OpenSSH's agent, single-threaded,
@@ -149,6 +166,9 @@ func New(o Options) (*Agent, error) {
 	if o.UnlockDelay == 0 {
 		o.UnlockDelay = time.Second
 	}
+	if o.DaemonWait == 0 {
+		o.DaemonWait = DefaultDaemonWait
+	}
 	log := o.Logger
 	if log == nil {
 		log = slog.New(slog.DiscardHandler)
@@ -168,8 +188,12 @@ type held struct {
 }
 
 // keys asks the daemon for the keys on every call, so keys created or deleted while the agent
-// runs show up (or go) without a restart.
+// runs show up (or go) without a restart. Every request that needs the daemon starts here, so
+// daemonUp decides here how long a request waits for a daemon that does not answer.
 func (a *Agent) keys(ctx context.Context) ([]held, error) {
+	if err := a.daemonUp(ctx); err != nil {
+		return nil, err
+	}
 	var infos []client.KeyInfo
 	if len(a.o.Keys) == 0 {
 		all, err := a.o.Client.KeyList(ctx)
@@ -220,6 +244,65 @@ func (a *Agent) keys(ctx context.Context) ([]held, error) {
 	a.mu.Unlock()
 	return hs, nil
 }
+
+// daemonUp returns nil at once if something accepts connections on the daemon's socket. If
+// nothing does (the daemon stopped, or restarting: its socket is gone or refuses), it waits for
+// it up to Options.DaemonWait, counted from when a request first found it so, then fails at
+// once with an error wrapping client.ErrUnavailable, until the socket accepts again. So a
+// restart of a few hundred ms is ridden through by the requests made meanwhile, while a
+// daemon that stays down delays only the requests of its first DaemonWait: without this,
+// each call waited client.ReconnectWait (10 s) for the connection, an ssh-add -l included.
+//
+// The probe is a connect(2) to a local socket, answered by the kernel (a few µs); a daemon
+// that accepts but is slow to answer is the calls' own timeouts' business.
+func (a *Agent) daemonUp(ctx context.Context) error {
+	path := a.o.Client.Socket()
+	var d net.Dialer
+	for {
+		c, err := d.DialContext(ctx, "unix", path)
+		if err == nil {
+			c.Close()
+		}
+		// EAGAIN: the daemon's accept queue is full, a busy daemon, not a down one.
+		if err == nil || errors.Is(err, syscall.EAGAIN) {
+			a.mu.Lock()
+			if !a.downSince.IsZero() {
+				a.log.Info("palisaded answers again", "socket", path, "after", time.Since(a.downSince).Round(time.Millisecond))
+				a.downSince = time.Time{}
+			}
+			a.mu.Unlock()
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		now := time.Now()
+		a.mu.Lock()
+		if a.downSince.IsZero() {
+			a.downSince = now
+			a.log.Warn("palisaded does not answer; requests wait for it, then fail at once until it is back",
+				"socket", path, "wait", max(a.o.DaemonWait, 0), "err", err)
+		}
+		since := a.downSince
+		a.mu.Unlock()
+		left := since.Add(a.o.DaemonWait).Sub(now)
+		if left <= 0 {
+			return fmt.Errorf("%w: palisaded has not answered on %s for %v: %v", client.ErrUnavailable, path,
+				now.Sub(since).Round(time.Millisecond), err)
+		}
+		t := time.NewTimer(min(left, daemonPoll))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		case <-t.C:
+		}
+	}
+}
+
+// daemonPoll is how often daemonUp looks at the daemon's socket while it waits: a restarted
+// daemon is served within this of its socket's creation.
+const daemonPoll = 25 * time.Millisecond
 
 // withCerts returns hs with each certificate of Options.Certs placed after its key.
 func (a *Agent) withCerts(hs []held) []held {

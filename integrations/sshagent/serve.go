@@ -18,15 +18,35 @@ import (
 // Listen makes the agent's Unix socket at path, as OpenSSH's ssh-agent does: the socket is
 // 0600 and, if its directory does not exist, the directory is made 0700. A socket at path that
 // an agent serves is an error, and so is a file that is not a socket; a socket nobody listens
-// on (left by an agent killed by SIGKILL or SIGHUP, which cannot remove it) is replaced, as
-// gpg-agent does, so that the agent starts again without the user removing it.
-func Listen(path string) (*net.UnixListener, error) {
+// on (left by an agent killed by SIGKILL, which cannot remove it) is replaced, as gpg-agent
+// does, so that the agent starts again without the user removing it.
+//
+// The Listener holds a lock on path for as long as it is open (flock(2) of the file
+// path+".lock"), taken before the left socket is checked: two agents started at the same moment
+// on the same left socket could otherwise both find it unserved, and one remove the socket the
+// other had just made, the first then serving a socket nobody can reach (and removing the
+// second's at its exit). The second is refused with an error naming the lock.
+func Listen(path string) (*Listener, error) {
 	if len(path) >= 108 {
 		return nil, fmt.Errorf("sshagent: socket path %q is %d bytes (a Unix socket path has at most 107)", path, len(path))
 	}
 	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 		return nil, err
 	}
+	lock, err := lockSocket(path)
+	if err != nil {
+		return nil, err
+	}
+	l, err := listenLocked(path)
+	if err != nil {
+		unlockSocket(path, lock)
+		return nil, err
+	}
+	return &Listener{UnixListener: l, path: path, lock: lock}, nil
+}
+
+// listenLocked makes the socket at path; the caller holds its lock.
+func listenLocked(path string) (*net.UnixListener, error) {
 	if err := removeLeftSocket(path); err != nil {
 		return nil, err
 	}
@@ -42,6 +62,68 @@ func Listen(path string) (*net.UnixListener, error) {
 		return nil, err
 	}
 	return l, nil
+}
+
+// Listener is the socket Listen made, with its lock.
+type Listener struct {
+	*net.UnixListener
+	path string
+	lock *os.File
+
+	once     sync.Once
+	closeErr error
+}
+
+// Close stops listening and removes the socket, then the lock file, then releases the lock:
+// while the lock is held no other agent can have replaced the socket, so the one removed is
+// this agent's own.
+func (l *Listener) Close() error {
+	l.once.Do(func() {
+		l.closeErr = l.UnixListener.Close() // net.ListenUnix's listener unlinks its socket
+		unlockSocket(l.path, l.lock)
+	})
+	return l.closeErr
+}
+
+// lockSocket takes the lock of the socket path: an exclusive flock(2) of path+".lock", made
+// 0600 if missing, never through a symbolic link.
+func lockSocket(path string) (*os.File, error) {
+	lockPath := path + ".lock"
+	for {
+		f, err := os.OpenFile(lockPath, os.O_RDWR|os.O_CREATE|syscall.O_NOFOLLOW|syscall.O_CLOEXEC, 0o600)
+		if err != nil {
+			return nil, fmt.Errorf("sshagent: lock of the socket: %w", err)
+		}
+		if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+			f.Close()
+			if errors.Is(err, syscall.EWOULDBLOCK) {
+				return nil, fmt.Errorf("sshagent: %s is in use: another agent is starting on it or serves it (it holds %s; stop it, or give -a another path)", path, lockPath)
+			}
+			return nil, fmt.Errorf("sshagent: lock of the socket: flock %s: %w", lockPath, err)
+		}
+		// An agent that stops removes the lock file before it releases the lock: a lock won
+		// on a file no longer at lockPath locks nothing (a third agent would lock a new
+		// file there), so it is taken again on whatever file is there now.
+		fi, err := f.Stat()
+		if err != nil {
+			f.Close()
+			return nil, fmt.Errorf("sshagent: lock of the socket: %w", err)
+		}
+		pi, err := os.Lstat(lockPath)
+		if err == nil && os.SameFile(fi, pi) {
+			return f, nil
+		}
+		f.Close()
+		if err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("sshagent: lock of the socket: %w", err)
+		}
+	}
+}
+
+// unlockSocket removes the lock file of path, then releases the lock held on it by f.
+func unlockSocket(path string, f *os.File) {
+	os.Remove(path + ".lock")
+	f.Close() // closing the only descriptor of the open file releases the flock
 }
 
 // removeLeftSocket removes path if it is a socket that nobody listens on, and reports an error
@@ -100,8 +182,9 @@ type Server struct {
 // ErrServerClosed is returned by Serve after Close.
 var ErrServerClosed = errors.New("sshagent: server closed")
 
-// Serve accepts connections on l until Close.
-func (s *Server) Serve(l *net.UnixListener) error {
+// Serve accepts connections on l (a Listener, or the socket systemd passed:
+// ActivationListener) until Close, which closes l.
+func (s *Server) Serve(l net.Listener) error {
 	s.mu.Lock()
 	if s.done {
 		s.mu.Unlock()
@@ -114,7 +197,7 @@ func (s *Server) Serve(l *net.UnixListener) error {
 	s.mu.Unlock()
 	var wait time.Duration // after a failed accept that may succeed later
 	for {
-		c, err := l.AcceptUnix()
+		nc, err := l.Accept()
 		if err != nil {
 			s.mu.Lock()
 			done := s.done
@@ -138,6 +221,12 @@ func (s *Server) Serve(l *net.UnixListener) error {
 			continue
 		}
 		wait = 0
+		c, ok := nc.(*net.UnixConn)
+		if !ok {
+			s.Agent.log.Warn("connection refused", "err", fmt.Errorf("a %s connection, not a Unix socket's", nc.LocalAddr().Network()))
+			nc.Close()
+			continue
+		}
 		uid, err := peerUID(c)
 		if err == nil && !s.allowed(uid) {
 			err = fmt.Errorf("peer uid %d is not allowed", uid)
