@@ -701,7 +701,7 @@ func keyAttest(ctx context.Context, args []string) error {
 func keyVerify(_ context.Context, args []string) error {
 	fs := flag.NewFlagSet("palisade key verify", flag.ContinueOnError)
 	setKeyUsage(fs, "verify", "FILE|- --nonce HEX --visor HEX [flags]")
-	nonceHex := fs.String("nonce", "", "the nonce sent with `palisade key attest`, hex (required)")
+	nonceHex := fs.String("nonce", "", "the nonce sent with palisade key attest, `hex` (required)")
 	visorHex := fs.String("visor", "", "expected visor measurement, 64 hex digits (required)")
 	allowUnrooted := fs.Bool("allow-unrooted", false, "accept evidence from the development root of trust \"none\"")
 	ekRoots := fs.String("ek-roots", "", "PEM file of trusted EK CA certificates")

@@ -48,12 +48,6 @@ func TestBadFlagExitsTwo(t *testing.T) {
 // (The flag package puts the help of a one-letter boolean flag on the same line, after a tab.)
 var flagLineRE = regexp.MustCompile(`^  -([A-Za-z0-9-]+)( [A-Za-z0-9_.]+)?$|^  -[A-Za-z0-9]\t`)
 
-// garbledFlagLines are flag lines known to break the rule, in files another area owns; each
-// is reported to its owner. Remove the entry with the fix.
-var garbledFlagLines = map[string]bool{
-	"key verify -nonce": true, // cmd_key.go: "`palisade key attest`" in the help of --nonce
-}
-
 // TestFlagHelpLines: every flag of every command is listed as "-name [value]" with its help
 // below, and says its default once. The flag package takes a back-quoted word of the help as
 // the value's name (flag.UnquoteUsage), so `palisade passwd --dir` in a help text would list
@@ -76,7 +70,7 @@ func TestFlagHelpLines(t *testing.T) {
 			if !strings.HasPrefix(l, "  -") {
 				continue
 			}
-			if f := strings.Fields(l); !flagLineRE.MatchString(l) && !garbledFlagLines[strings.Join(base, " ")+" "+f[0]] {
+			if !flagLineRE.MatchString(l) {
 				t.Errorf("palisade %s -h: flag line %q is not \"-name [value]\"", strings.Join(base, " "), l)
 				continue
 			}
