@@ -11,7 +11,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/palisade-project/palisade/integrations/internal/ossh"
 	"github.com/palisade-project/palisade/internal/proctest"
 )
 
@@ -98,12 +97,7 @@ func waitStuck(t *testing.T, pid int, what action, lockDir string) {
 // (a user whose every failure was followed by a success locked out). palisaded is frozen while
 // the two run, so both have read the database (or wait for the lock) before either writes.
 func TestConcurrentWriters(t *testing.T) {
-	ossh.NeedTools(t, "pamtester")
-	if _, err := os.Stat(pamWrapper); err != nil {
-		t.Skip("libpam-wrapper not installed (scripts/setup.sh)")
-	}
-	e := ossh.NewEnv(t)
-	s := newPAMSetup(t, e, "palisade-test")
+	e, s := pamtesterSetup(t)
 	pid := e.Daemon.Cmd.Process.Pid
 	t.Cleanup(func() { proctest.Thaw(pid) })
 	type check struct {

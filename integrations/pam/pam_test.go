@@ -61,6 +61,17 @@ func newPAMSetup(t *testing.T, e *ossh.Env, service string) *pamSetup {
 	return s
 }
 
+// pamtesterSetup gives a test driving pamtester a real palisaded and the module set up for
+// service "palisade-test"; it skips the test when pamtester or libpam-wrapper is missing.
+func pamtesterSetup(t *testing.T) (*ossh.Env, *pamSetup) {
+	ossh.NeedTools(t, "pamtester")
+	if _, err := os.Stat(pamWrapper); err != nil {
+		t.Skip("libpam-wrapper not installed (scripts/setup.sh)")
+	}
+	e := ossh.NewEnv(t)
+	return e, newPAMSetup(t, e, "palisade-test")
+}
+
 // writeService writes the PAM service file for the current state directory.
 func (s *pamSetup) writeService(t *testing.T) {
 	t.Helper()
@@ -104,12 +115,7 @@ func (s *pamSetup) pamtester(t *testing.T, user, pw string) bool {
 // --max-failures holds against the right password and across a palisaded restart, and
 // `palisade passwd --unlock` lifts it.
 func TestPamtester(t *testing.T) {
-	ossh.NeedTools(t, "pamtester")
-	if _, err := os.Stat(pamWrapper); err != nil {
-		t.Skip("libpam-wrapper not installed (scripts/setup.sh)")
-	}
-	e := ossh.NewEnv(t)
-	s := newPAMSetup(t, e, "palisade-test")
+	e, s := pamtesterSetup(t)
 	s.passwd(t, "alice", "correct horse", "--max-failures", "3")
 	s.passwd(t, "bob", "bobs password")
 	// Argument, not stdin: refused (passwords never travel in argv).
@@ -227,12 +233,7 @@ PermitRootLogin yes
 // password passwd enrolled, its failures lock the user for pam_palisade too (one µTPM counter),
 // and passwd's --unlock applies to the demo at once.
 func TestDemoSharesPasswdState(t *testing.T) {
-	ossh.NeedTools(t, "pamtester")
-	if _, err := os.Stat(pamWrapper); err != nil {
-		t.Skip("libpam-wrapper not installed (scripts/setup.sh)")
-	}
-	e := ossh.NewEnv(t)
-	s := newPAMSetup(t, e, "palisade-test")
+	e, s := pamtesterSetup(t)
 	s.passwd(t, "alice", "correct horse", "--max-failures", "2")
 	ctx := context.Background()
 	c, err := client.Dial(ctx, e.Socket)
@@ -281,12 +282,7 @@ func TestDemoSharesPasswdState(t *testing.T) {
 // starting a new database over the damaged one (the PAL takes an empty database for a new
 // one); once the file is restored, logins work again.
 func TestDamagedState(t *testing.T) {
-	ossh.NeedTools(t, "pamtester")
-	if _, err := os.Stat(pamWrapper); err != nil {
-		t.Skip("libpam-wrapper not installed (scripts/setup.sh)")
-	}
-	e := ossh.NewEnv(t)
-	s := newPAMSetup(t, e, "palisade-test")
+	e, s := pamtesterSetup(t)
 	s.passwd(t, "alice", "correct horse")
 	dbPath := filepath.Join(s.state, "passwd.db")
 	good, err := os.ReadFile(dbPath)
@@ -330,12 +326,7 @@ func TestDamagedState(t *testing.T) {
 // fails with PAM_AUTHINFO_UNAVAIL once the module's timeout passes, saying why, rather than
 // holding pamtester (su, login, sudo) forever; once the cause is gone, the login works.
 func TestStuckLogin(t *testing.T) {
-	ossh.NeedTools(t, "pamtester")
-	if _, err := os.Stat(pamWrapper); err != nil {
-		t.Skip("libpam-wrapper not installed (scripts/setup.sh)")
-	}
-	e := ossh.NewEnv(t)
-	s := newPAMSetup(t, e, "palisade-test")
+	e, s := pamtesterSetup(t)
 	s.passwd(t, "alice", "correct horse")
 	pid := e.Daemon.Cmd.Process.Pid
 	t.Cleanup(func() { proctest.Thaw(pid) })
