@@ -189,7 +189,7 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 			"count", r.LeftoversFlushed())
 	}
 
-	engines, err := openEngines(cfg, log)
+	engines, notOffered, err := openEngines(cfg, log)
 	if err != nil {
 		return err
 	}
@@ -216,7 +216,7 @@ func serve(cfg Config, rawConfig []byte, log *slog.Logger) (err error) {
 		}
 		return audit.Log(server.KeyUseEvent(info, op, err))
 	}
-	v, err := visor.New(visor.Config{Root: root, Engines: engines, Logger: log, OnKeyUse: onKeyUse})
+	v, err := visor.New(visor.Config{Root: root, Engines: engines, NotOffered: notOffered, Logger: log, OnKeyUse: onKeyUse})
 	if err != nil {
 		return err
 	}
@@ -434,37 +434,40 @@ type namedEngine struct {
 	open func() (engine.Engine, error)
 }
 
-func openEngines(cfg Config, log *slog.Logger) ([]engine.Engine, error) {
+func openEngines(cfg Config, log *slog.Logger) (_ []engine.Engine, notOffered map[string]error, _ error) {
 	want := map[string]bool{}
 	for _, n := range cfg.Engines {
 		want[n] = true
 	}
 	var out []engine.Engine
+	notOffered = map[string]error{}
 	for _, ne := range availableEngines(cfg) {
 		if len(want) > 0 && !want[ne.name] {
+			notOffered[ne.name] = errors.New(`left out by the configuration's "engines"`)
 			continue
 		}
 		delete(want, ne.name)
 		e, err := ne.open()
 		if errors.Is(err, engine.ErrNotSupported) {
 			log.Warn("engine not offered", "engine", ne.name, "err", err)
+			notOffered[ne.name] = err
 			continue
 		}
 		if err != nil {
 			for _, o := range out {
 				o.Close(context.Background())
 			}
-			return nil, fmt.Errorf("engine %s: %w", ne.name, err)
+			return nil, nil, fmt.Errorf("engine %s: %w", ne.name, err)
 		}
 		out = append(out, e)
 	}
 	for n := range want {
-		return nil, fmt.Errorf("engine %q is not available in this build", n)
+		return nil, nil, fmt.Errorf("engine %q is not available in this build", n)
 	}
 	if len(out) == 0 {
-		return nil, errors.New("no engine is available")
+		return nil, nil, errors.New("no engine is available")
 	}
-	return out, nil
+	return out, notOffered, nil
 }
 
 // notifySystemd implements the sd_notify protocol (Type=notify units): one datagram to

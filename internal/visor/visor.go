@@ -41,7 +41,10 @@ const MaxReplicas = 256
 type Config struct {
 	Root    rot.RootOfTrust
 	Engines []engine.Engine // by Name(); the first that accepts an image kind is its default
-	Logger  *slog.Logger    // defaults to slog.Default()
+	// NotOffered says, by engine name, why an engine this build has is not running here (no
+	// /dev/kvm…), so that a registration asking for it is told why, not only "unknown".
+	NotOffered map[string]error
+	Logger     *slog.Logger // defaults to slog.Default()
 	// OnKeyUse, if set, is the audit of every use of a µTPM key object ("key-create",
 	// "key-sign") by any PAL, with its outcome (utpm.AuditSink). It runs on the calling PAL's
 	// goroutine and must not block for long. An error means the use could not be recorded:
@@ -94,7 +97,9 @@ type Visor struct {
 	onKeyUse func(Info, string, error) error
 	platform *utpm.Platform
 	engines  []engine.Engine
-	log      *slog.Logger
+	// notOffered: Config.NotOffered, read-only.
+	notOffered map[string]error
+	log        *slog.Logger
 
 	mu     sync.RWMutex
 	pals   map[Handle]*registration
@@ -133,7 +138,7 @@ func New(cfg Config) (*Visor, error) {
 		log = slog.Default()
 	}
 	return &Visor{
-		root: cfg.Root, onKeyUse: cfg.OnKeyUse, platform: p, engines: cfg.Engines, log: log,
+		root: cfg.Root, onKeyUse: cfg.OnKeyUse, platform: p, engines: cfg.Engines, notOffered: cfg.NotOffered, log: log,
 		pals: make(map[Handle]*registration),
 	}, nil
 }
@@ -161,6 +166,10 @@ func (v *Visor) engineFor(name string, kind pal.Kind) (engine.Engine, error) {
 		if e.Name() == name {
 			return e, nil
 		}
+	}
+	if why := v.notOffered[name]; why != nil {
+		return nil, fmt.Errorf("%w %q for %s images: not offered on this machine (%v); this visor runs: %s",
+			ErrUnknownEngine, name, kind, why, strings.Join(v.Engines(), ", "))
 	}
 	return nil, fmt.Errorf("%w %q for %s images (this visor runs: %s)", ErrUnknownEngine, name, kind,
 		strings.Join(v.Engines(), ", "))

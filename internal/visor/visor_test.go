@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -163,6 +164,38 @@ func TestRegisterRefused(t *testing.T) {
 	info := register(t, v, visor.RegisterOptions{})
 	if _, err := v.Register(ctx, echo(t), visor.RegisterOptions{Handle: info.Handle}); !errors.Is(err, visor.ErrBadOptions) {
 		t.Fatalf("duplicate handle: %v", err)
+	}
+}
+
+// TestEngineNotOffered: asking for an engine this build has but this machine does not run
+// (palisaded without /dev/kvm) says why, not only that the engine is unknown.
+func TestEngineNotOffered(t *testing.T) {
+	root, err := none.Open(t.TempDir(), utpm.Digest{1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer root.Close()
+	eng, err := wasm.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	defer eng.Close(ctx)
+	why := errors.New("kvm: open /dev/kvm: engine not supported on this machine")
+	v, err := visor.New(visor.Config{Root: root, Engines: []engine.Engine{eng},
+		NotOffered: map[string]error{"kvm": why}, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Close(ctx)
+	for _, tc := range []struct{ engine, want string }{
+		{"kvm", "not offered on this machine (" + why.Error() + ")"},
+		{"qemu", `unknown engine "qemu" for wasm images (this visor runs: wasm)`},
+	} {
+		_, err := v.Register(ctx, echo(t), visor.RegisterOptions{Engine: tc.engine})
+		if !errors.Is(err, visor.ErrUnknownEngine) || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("engine %s: %v, want ErrUnknownEngine saying %q", tc.engine, err, tc.want)
+		}
 	}
 }
 
