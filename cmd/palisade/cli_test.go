@@ -228,6 +228,8 @@ func TestFlagsAnywhere(t *testing.T) {
 		{args: []string{"pal", "list", "extra", "--socket", e.socket}, code: exitUsage},
 		{args: []string{"pal", "register", e.pal, "--socket", missing}, code: exitUnavailable, contain: missing},
 		{args: []string{"attest", h, "--nonce", "00", "-o", filepath.Join(e.dir, "ev"), "--socket", e.socket}, contain: "evidence for PAL"},
+		{args: []string{"attest", h, "--nonce", strings.Repeat("00", 1025), "--socket", e.socket}, code: exitUsage, contain: "--nonce: 1025 bytes, at most 1024"},
+		{args: []string{"attest", h, "--nonce", "00", "--user-data", strings.Repeat("00", 4097), "--socket", e.socket}, code: exitUsage, contain: "at most 4096"},
 		{args: []string{"measure", e.pal, "-q"}, contain: "\n"},
 		{args: []string{"verify", missing, "--nonce", "00", "--pal", zeros, "--visor", zeros}, code: exitFailure, contain: missing},
 		{args: []string{"config", "sign", doc, "--key", missing}, code: exitFailure, contain: missing},

@@ -9,6 +9,7 @@ import (
 
 	"github.com/palisade-project/palisade/attest"
 	"github.com/palisade-project/palisade/client"
+	"github.com/palisade-project/palisade/internal/utpm"
 )
 
 func init() {
@@ -46,6 +47,14 @@ func runAttest(ctx context.Context, args []string) error {
 	user, err := hex.DecodeString(*userHex)
 	if err != nil {
 		return usageErrorf("--user-data: %v", err)
+	}
+	// The µTPM's limits, checked here so that a bad value is a usage error (status 2) before
+	// the daemon is asked.
+	if len(nonce) > utpm.MaxNonce {
+		return usageErrorf("--nonce: %d bytes, at most %d", len(nonce), utpm.MaxNonce)
+	}
+	if len(user) > utpm.MaxUserData {
+		return usageErrorf("--user-data: %d bytes, at most %d", len(user), utpm.MaxUserData)
 	}
 	if *pcrs > 0xff {
 		return usageErrorf("--pcrs %#x: only PCRs 0..7 exist", *pcrs)
