@@ -356,6 +356,12 @@ const adminReplacedTag = "palisade.admin-replaced.v1\x00"
 // digest. It returns that record's hash. A state bound to the old key's history no longer
 // matches the digest afterwards: the ceremony is for a new state directory.
 func (a *VersionAnchor) ReplaceAdmin(old, next config.KeyID) (config.Measurement, error) {
+	if next == old {
+		// The history would record a replacement that did not happen, and the key's own
+		// state would then be refused as rewritten (found through the CLI, which refuses it
+		// too; the anchor is the place that must).
+		return config.Measurement{}, fmt.Errorf("%w: the new administrator key is the one it would replace (%s)", ErrVersionAnchor, old)
+	}
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	got, ok, err := a.admin()

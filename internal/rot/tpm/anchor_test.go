@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/google/go-tpm/tpm2"
@@ -270,8 +271,15 @@ func TestVersionAnchorBinding(t *testing.T) {
 		t.Fatalf("rewriting the admin id: %v, want TPM_RC_NV_LOCKED", err)
 	}
 	// The ceremony names the key it replaces.
-	if _, err := a.ReplaceAdmin(k2, k2); err == nil {
-		t.Fatal("ReplaceAdmin with the wrong old key succeeded")
+	if _, err := a.ReplaceAdmin(k2, k1); err == nil || !strings.Contains(err.Error(), "not "+k2.String()) {
+		t.Fatalf("ReplaceAdmin with the wrong old key: %v", err)
+	}
+	// Replacing a key by itself is refused before anything changes.
+	if _, err := a.ReplaceAdmin(k1, k1); !errors.Is(err, ErrVersionAnchor) || !strings.Contains(err.Error(), "the one it would replace") {
+		t.Fatalf("ReplaceAdmin of a key by itself: %v", err)
+	}
+	if d, _ := a.HistoryDigest(); d != want {
+		t.Fatal("a refused ceremony changed the history digest")
 	}
 	rec, err := a.ReplaceAdmin(k1, k2)
 	if err != nil {
