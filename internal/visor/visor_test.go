@@ -53,7 +53,9 @@ func echo(t testing.TB) []byte {
 }
 
 // newVisor starts a visor over a real development root of trust and the wasm engine.
-func newVisor(t testing.TB) *visor.Visor {
+// newVisor gives a visor on the none root with the wasm engine, closed when the test ends;
+// each of with may change its configuration first.
+func newVisor(t testing.TB, with ...func(*visor.Config)) *visor.Visor {
 	t.Helper()
 	root, err := none.Open(t.TempDir(), utpm.Digest{1})
 	if err != nil {
@@ -63,7 +65,11 @@ func newVisor(t testing.TB) *visor.Visor {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := visor.New(visor.Config{Root: root, Engines: []engine.Engine{eng}, Logger: slog.New(slog.DiscardHandler)})
+	cfg := visor.Config{Root: root, Engines: []engine.Engine{eng}, Logger: slog.New(slog.DiscardHandler)}
+	for _, f := range with {
+		f(&cfg)
+	}
+	v, err := visor.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -170,24 +176,9 @@ func TestRegisterRefused(t *testing.T) {
 // TestEngineNotOffered: asking for an engine this build has but this machine does not run
 // (palisaded without /dev/kvm) says why, not only that the engine is unknown.
 func TestEngineNotOffered(t *testing.T) {
-	root, err := none.Open(t.TempDir(), utpm.Digest{1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer root.Close()
-	eng, err := wasm.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	defer eng.Close(ctx)
 	why := errors.New("kvm: open /dev/kvm: engine not supported on this machine")
-	v, err := visor.New(visor.Config{Root: root, Engines: []engine.Engine{eng},
-		NotOffered: map[string]error{"kvm": why}, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close(ctx)
+	v := newVisor(t, func(c *visor.Config) { c.NotOffered = map[string]error{"kvm": why} })
+	ctx := context.Background()
 	for _, tc := range []struct{ engine, want string }{
 		{"kvm", "not offered on this machine (" + why.Error() + ")"},
 		{"qemu", `unknown engine "qemu" for wasm images (this visor runs: wasm)`},
@@ -415,22 +406,13 @@ func BenchmarkRegisterCached(b *testing.B) {
 // ones included, and that one the audit cannot record is refused with E_AUDIT: the PAL gets
 // no key or signature, and the next operation the audit takes succeeds again.
 func TestKeyUseAudit(t *testing.T) {
-	root, err := none.Open(t.TempDir(), utpm.Digest{1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer root.Close()
-	eng, err := wasm.New()
-	if err != nil {
-		t.Fatal(err)
-	}
 	var (
 		mu     sync.Mutex
 		ops    []string
 		refuse string // the op the audit fails on
 	)
-	v, err := visor.New(visor.Config{Root: root, Engines: []engine.Engine{eng}, Logger: slog.New(slog.DiscardHandler),
-		OnKeyUse: func(pal visor.Info, op string, err error) error {
+	v := newVisor(t, func(c *visor.Config) {
+		c.OnKeyUse = func(pal visor.Info, op string, err error) error {
 			mu.Lock()
 			defer mu.Unlock()
 			if op == refuse {
@@ -439,11 +421,8 @@ func TestKeyUseAudit(t *testing.T) {
 			}
 			ops = append(ops, fmt.Sprintf("%s %s %v", pal.Name, op, err == nil))
 			return nil
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer v.Close(context.Background())
+		}
+	})
 	info, err := v.Register(context.Background(), echo(t), visor.RegisterOptions{Name: "k"})
 	if err != nil {
 		t.Fatal(err)
