@@ -20,6 +20,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/palisade-project/palisade/internal/proctest"
+
 	"github.com/palisade-project/palisade/client"
 )
 
@@ -98,27 +100,10 @@ type daemon struct {
 	socket  string
 	metrics string // host:port, if enabled
 	cmd     *exec.Cmd
-	stderr  *syncBuffer
+	stderr  *proctest.SyncBuffer
 	exited  chan struct{}
 	exitErr error
 	cfg     Config
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // newDaemonDir makes a directory for a daemon's files that other uids can traverse.
@@ -148,7 +133,7 @@ func startDaemon(t testing.TB, dir string, cfg Config, withMetrics bool) *daemon
 	if cfg.ShutdownTimeout == "" {
 		cfg.ShutdownTimeout = "5s"
 	}
-	d := &daemon{t: t, dir: dir, socket: cfg.Socket, stderr: &syncBuffer{}, exited: make(chan struct{}), cfg: cfg}
+	d := &daemon{t: t, dir: dir, socket: cfg.Socket, stderr: &proctest.SyncBuffer{}, exited: make(chan struct{}), cfg: cfg}
 	if withMetrics {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		if err != nil {

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/palisade-project/palisade/internal/proctest"
+
 	"github.com/palisade-project/palisade/examples/tlskey"
 	"github.com/palisade-project/palisade/internal/e2e/apps"
 )
@@ -35,7 +37,7 @@ func TestTLSKeyServerSurvivesRestart(t *testing.T) {
 	dir := newDaemonDir(t)
 	d := startDaemon(t, dir, Config{}, false)
 	c := d.dial()
-	logs := &syncBuffer{}
+	logs := &proctest.SyncBuffer{}
 	k, err := tlskey.Setup(ctx, c, img, tlskey.Options{Alg: tlskey.ECDSAP256, Signers: 2,
 		Logger: slog.New(slog.NewTextHandler(logs, nil))})
 	if err != nil {

@@ -33,6 +33,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/palisade-project/palisade/internal/proctest"
+
 	"github.com/palisade-project/palisade/internal/e2e/apps"
 )
 
@@ -518,14 +520,13 @@ func AB(ctx context.Context, port string, c, n int) (float64, error) {
 	return strconv.ParseFloat(string(m[1]), 64)
 }
 
-// FreePort is a loopback TCP port free at the time of the call.
+// FreePort is proctest.FreePort as the string VHost.Port takes.
 func FreePort() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := proctest.FreePort()
 	if err != nil {
 		return "", err
 	}
-	defer l.Close()
-	return strconv.Itoa(l.Addr().(*net.TCPAddr).Port), nil
+	return strconv.Itoa(port), nil
 }
 
 // SignLatency builds integrations/pkcs11/bench/sign_latency.c (once per Env) and times n

@@ -1,11 +1,13 @@
-// Package proctest holds helpers for tests that drive real processes (a daemon under test
-// stopped and resumed, as a hung daemon would be).
+// Package proctest holds helpers for tests and tools that drive real processes: their output
+// read while they run, and a daemon stopped and resumed, as a hung daemon would be.
 package proctest
 
 import (
 	"bytes"
 	"fmt"
+	"net"
 	"os"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -55,4 +57,33 @@ func stoppedThreads(pid int) (stopped, total int, err error) {
 		}
 	}
 	return stopped, total, nil
+}
+
+// SyncBuffer is an io.Writer for a child's output read while it runs.
+type SyncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *SyncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *SyncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// FreePort returns a loopback TCP port free a moment ago, for a server process that takes its
+// port on the command line or in a configuration file (sshd, nginx).
+func FreePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, err
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }

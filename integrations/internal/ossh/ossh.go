@@ -21,6 +21,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/palisade-project/palisade/internal/proctest"
+
 	"github.com/palisade-project/palisade/client"
 	"github.com/palisade-project/palisade/internal/e2e/apps"
 	"github.com/palisade-project/palisade/internal/e2e/openssh"
@@ -78,7 +80,7 @@ func NeedTools(t *testing.T, tools ...string) {
 }
 
 // SyncBuffer is an io.Writer for a child's stderr read while it runs.
-type SyncBuffer = openssh.SyncBuffer
+type SyncBuffer = proctest.SyncBuffer
 
 // Proc is a child process the test stops at cleanup.
 type Proc struct {

@@ -19,9 +19,10 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
+
+	"github.com/palisade-project/palisade/internal/proctest"
 )
 
 // SSHDPath is where Debian's openssh-server installs sshd.
@@ -36,29 +37,11 @@ func PAMWrapperEnv(svcDir string) []string {
 	return []string{"LD_PRELOAD=" + PAMWrapper, "PAM_WRAPPER=1", "PAM_WRAPPER_SERVICE_DIR=" + svcDir}
 }
 
-// SyncBuffer is an io.Writer for a child's output read while it runs.
-type SyncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *SyncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *SyncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // SSHD is a running sshd.
 type SSHD struct {
 	Port int
 	Cmd  *exec.Cmd
-	Log  *SyncBuffer // sshd's stderr (-e)
+	Log  *proctest.SyncBuffer // sshd's stderr (-e)
 	// Exited is closed when sshd has exited; Err is then its exit error.
 	Exited chan struct{}
 	Err    error
@@ -76,7 +59,7 @@ func StartSSHD(ctx context.Context, dir string, env []string, config string) (*S
 	if err := os.MkdirAll("/run/sshd", 0o755); err != nil {
 		return nil, err
 	}
-	port, err := FreePort()
+	port, err := proctest.FreePort()
 	if err != nil {
 		return nil, err
 	}
@@ -88,7 +71,7 @@ func StartSSHD(ctx context.Context, dir string, env []string, config string) (*S
 	if out, err := exec.CommandContext(ctx, SSHDPath, "-t", "-f", path).CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("sshd -t: %v\n%s\n%s", err, out, config)
 	}
-	s := &SSHD{Port: port, Log: &SyncBuffer{}, Exited: make(chan struct{})}
+	s := &SSHD{Port: port, Log: &proctest.SyncBuffer{}, Exited: make(chan struct{})}
 	s.Cmd = exec.Command(SSHDPath, "-D", "-e", "-f", path)
 	s.Cmd.Env = append(os.Environ(), env...)
 	s.Cmd.Stdout, s.Cmd.Stderr = s.Log, s.Log
@@ -151,16 +134,6 @@ func (s *SSHD) Stop() {
 		s.Cmd.Process.Kill()
 		<-s.Exited
 	}
-}
-
-// FreePort returns a loopback TCP port that was free a moment ago.
-func FreePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // HostKey makes an ed25519 host key at path (ssh-keygen) and returns the known_hosts line
