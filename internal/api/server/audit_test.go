@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,36 +8,23 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/palisade-project/palisade/internal/proctest"
+
 	"github.com/palisade-project/palisade/internal/tmpfstest"
 	"github.com/palisade-project/palisade/internal/visor"
 )
 
-// logBuffer collects a logger's text output for the tests to count its lines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
+// countIn counts s in what l holds.
+func countIn(l *proctest.SyncBuffer, s string) int { return strings.Count(l.String(), s) }
 
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) count(s string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.b.String(), s)
-}
-
-func newLogBuffer() (*logBuffer, *slog.Logger) {
-	l := &logBuffer{}
+// newLogBuffer gives a logger whose text output the tests read while it runs.
+func newLogBuffer() (*proctest.SyncBuffer, *slog.Logger) {
+	l := &proctest.SyncBuffer{}
 	return l, slog.New(slog.NewTextHandler(l, nil))
 }
 
@@ -109,8 +95,8 @@ func TestAuditFailureEpisode(t *testing.T) {
 	if m := a.metrics(); m != (auditMetrics{writeFails: refused, failing: true}) {
 		t.Errorf("metrics on a full disk: %+v", m)
 	}
-	if n := logs.count("audit log cannot take records"); n != 1 {
-		t.Errorf("failure logged %d times, want once:\n%s", n, logs.b.String())
+	if n := countIn(logs, "audit log cannot take records"); n != 1 {
+		t.Errorf("failure logged %d times, want once:\n%s", n, logs.String())
 	}
 	before := len(readEvents(t, path))
 
@@ -121,7 +107,7 @@ func TestAuditFailureEpisode(t *testing.T) {
 	if m := a.metrics(); m != (auditMetrics{writeFails: refused}) {
 		t.Errorf("metrics after space returned: %+v", m)
 	}
-	if n := logs.count("audit log takes records again"); n != 1 {
+	if n := countIn(logs, "audit log takes records again"); n != 1 {
 		t.Errorf("recovery logged %d times, want once", n)
 	}
 	evs := readEvents(t, path)
@@ -184,8 +170,8 @@ func TestAuditFlusherFsyncFailure(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if !a.metrics().failing || logs.count("fsync failed") != 1 || logs.count("file="+path) != 1 {
-		t.Fatalf("after the flusher's failed fsync: %+v, log:\n%s", a.metrics(), logs.b.String())
+	if !a.metrics().failing || countIn(logs, "fsync failed") != 1 || countIn(logs, "file="+path) != 1 {
+		t.Fatalf("after the flusher's failed fsync: %+v, log:\n%s", a.metrics(), logs.String())
 	}
 
 	// fsync still fails: the next key use is refused, and its record cut off again.
@@ -213,8 +199,8 @@ func TestAuditFlusherFsyncFailure(t *testing.T) {
 		t.Fatalf("after recovery: %+v", evs)
 	}
 	m := a.metrics()
-	if m.failing || m.syncFails < 2 || m.writeFails != 0 || logs.count("fsync failed") != 1 {
-		t.Errorf("after recovery: %+v, log:\n%s", m, logs.b.String())
+	if m.failing || m.syncFails < 2 || m.writeFails != 0 || countIn(logs, "fsync failed") != 1 {
+		t.Errorf("after recovery: %+v, log:\n%s", m, logs.String())
 	}
 	a.mu.Lock()
 	unsynced := a.unsynced
