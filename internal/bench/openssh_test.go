@@ -106,16 +106,7 @@ func TestOpenSSHReport(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			md := tt.r.markdown()
-			for _, s := range tt.want {
-				if !strings.Contains(md, s) {
-					t.Errorf("lacks %q:\n%s", s, md)
-				}
-			}
-			for _, s := range tt.not {
-				if strings.Contains(md, s) {
-					t.Errorf("has %q:\n%s", s, md)
-				}
-			}
+			checkMarkdown(t, md, tt.want, tt.not)
 		})
 	}
 }

@@ -62,16 +62,7 @@ func TestWebVerdicts(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			r := &benchReport{Web: tt.web, WebSign: tt.sign}
 			md := r.markdown()
-			for _, s := range tt.want {
-				if !strings.Contains(md, s) {
-					t.Errorf("lacks %q:\n%s", s, md)
-				}
-			}
-			for _, s := range tt.not {
-				if strings.Contains(md, s) {
-					t.Errorf("has %q:\n%s", s, md)
-				}
-			}
+			checkMarkdown(t, md, tt.want, tt.not)
 		})
 	}
 }
@@ -102,5 +93,20 @@ func TestWebChart(t *testing.T) {
 	}
 	if cfg.Width < 1000 || cfg.Height < 400 {
 		t.Errorf("web.png is %dx%d", cfg.Width, cfg.Height)
+	}
+}
+
+// checkMarkdown reports each of want that md lacks and each of not that it has.
+func checkMarkdown(t *testing.T, md string, want, not []string) {
+	t.Helper()
+	for _, s := range want {
+		if !strings.Contains(md, s) {
+			t.Errorf("lacks %q:\n%s", s, md)
+		}
+	}
+	for _, s := range not {
+		if strings.Contains(md, s) {
+			t.Errorf("has %q:\n%s", s, md)
+		}
 	}
 }
